@@ -1,0 +1,205 @@
+//! `roentgen`: the native command line. Only this edge uses `anyhow` and blocks on the
+//! async engine (`pollster`); the library stays async for the browser.
+
+#[cfg(target_arch = "wasm32")]
+fn main() {}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn main() -> anyhow::Result<()> {
+    native::main()
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native {
+    use std::path::PathBuf;
+    use std::time::{Duration, Instant};
+
+    use anyhow::{Context, Result, bail};
+    use clap::{Parser, Subcommand};
+    use roentgen_web::gpu::{Gpu, Tensor, WeightFormat};
+    use roentgen_web::loader::{Loader, MatrixFormat};
+    use roentgen_web::models::config::presets;
+    use roentgen_web::models::{AutoencoderKL, ClipTextConfig, ClipTextModel, UNet2DConditionModel, UNetConfig, VaeConfig};
+
+    #[derive(Parser)]
+    #[command(name = "roentgen", version, about = "RoentGen chest X-ray diffusion on wgpu compute shaders")]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    #[derive(Subcommand)]
+    enum Command {
+        /// Time the text encoder, one guided UNet call and the VAE decode at RoentGen's
+        /// real shapes with random weights (no checkpoint needed).
+        Bench(BenchArgs),
+    }
+
+    #[derive(clap::Args)]
+    struct BenchArgs {
+        /// Stages to run, comma-separated: text, unet, vae.
+        #[arg(long, default_value = "text,unet,vae", value_delimiter = ',')]
+        stages: Vec<String>,
+        /// Timed repetitions per stage (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Untimed runs first (pipeline compilation, buffer pool warm-up).
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// Take the model configs from this diffusers folder instead of SD 1.4's.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Scale the UNet's block widths (0.5: the half-width UNet other runtimes are
+        /// compared on).
+        #[arg(long, default_value_t = 1.0)]
+        unet_width_scale: f64,
+        /// Latent side (64 for 512x512 images).
+        #[arg(long, default_value_t = 64)]
+        latent: usize,
+        /// UNet batch (2 = one classifier-free-guided call).
+        #[arg(long, default_value_t = 2)]
+        batch: usize,
+        /// Store linear and conv weights as f16 (half the memory; f32 arithmetic).
+        #[arg(long)]
+        f16: bool,
+    }
+
+    pub fn main() -> Result<()> {
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+        let cli = Cli::parse();
+        match cli.command {
+            Command::Bench(a) => pollster::block_on(bench(a)),
+        }
+    }
+
+    fn config_json(model: &Option<PathBuf>, file: &str, preset: &str) -> Result<String> {
+        match model {
+            Some(dir) => {
+                let p = dir.join(file);
+                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+            }
+            None => Ok(preset.to_string()),
+        }
+    }
+
+    struct Stage {
+        name: &'static str,
+        times: Vec<Duration>,
+        flops: u64,
+        reference_flops: Option<f64>,
+        weights: u64,
+        peak: u64,
+    }
+
+    async fn time_stage(
+        gpu: &Gpu,
+        name: &'static str,
+        a: &BenchArgs,
+        reference_flops: Option<f64>,
+        mut run: impl FnMut() -> Result<Tensor>,
+    ) -> Result<Stage> {
+        let weights = gpu.memory().weights;
+        gpu.reset_peak_memory();
+        for i in 0..a.warmup {
+            let t0 = Instant::now();
+            let out = run()?;
+            gpu.read(&out).await?;
+            eprintln!("  {name}: warm-up {}/{} {:.2?}", i + 1, a.warmup, t0.elapsed());
+        }
+        gpu.take_flops();
+        let mut times = Vec::new();
+        let mut flops = 0;
+        for i in 0..a.reps {
+            let t0 = Instant::now();
+            let out = run()?;
+            // Read the result back: `sync` alone would not surface a failed kernel.
+            let v = gpu.read(&out).await?;
+            let dt = t0.elapsed();
+            if v.iter().any(|x| !x.is_finite()) {
+                bail!("{name} produced non-finite values");
+            }
+            flops = gpu.take_flops();
+            eprintln!("  {name}: run {}/{} {:.2?}", i + 1, a.reps, dt);
+            times.push(dt);
+        }
+        times.sort();
+        Ok(Stage { name, times, flops, reference_flops, weights, peak: gpu.memory().peak })
+    }
+
+    async fn bench(a: BenchArgs) -> Result<()> {
+        let gpu = Gpu::new().await?;
+        let i = &gpu.info;
+        println!(
+            "adapter: {} ({}), shader-f16 {}, subgroups {}, max storage binding {} MiB",
+            i.adapter_name,
+            i.backend,
+            i.shader_f16,
+            i.subgroups,
+            i.max_storage_binding >> 20
+        );
+        let format = if a.f16 { MatrixFormat::Force(WeightFormat::F16) } else { MatrixFormat::Force(WeightFormat::F32) };
+        let full_shape = a.model.is_none() && a.unet_width_scale == 1.0 && a.latent == 64;
+        let mut stages = Vec::new();
+        let known = ["text", "unet", "vae"];
+        if let Some(s) = a.stages.iter().find(|s| !known.contains(&s.as_str())) {
+            bail!("unknown stage `{s}`; stages are {}", known.join(", "));
+        }
+
+        let clip_cfg = ClipTextConfig::from_json("text_encoder/config.json", &config_json(&a.model, "text_encoder/config.json", presets::SD14_CLIP)?)?;
+        if a.stages.iter().any(|s| s == "text") {
+            eprintln!("text encoder: loading random weights");
+            let model = ClipTextModel::load(&Loader::random(&gpu, 1, format), clip_cfg.clone())?;
+            let t = clip_cfg.max_position_embeddings;
+            let ids: Vec<Vec<u32>> = (0..2).map(|b| (0..t).map(|j| ((j * 7919 + b * 31) % clip_cfg.vocab_size) as u32).collect()).collect();
+            stages.push(time_stage(&gpu, "text encoder (batch 2)", &a, full_shape.then_some(0.027e12), || Ok(model.forward(&gpu, &ids)?)).await?);
+            drop(model);
+            gpu.trim();
+        }
+        if a.stages.iter().any(|s| s == "unet") {
+            let mut cfg = UNetConfig::from_json("unet/config.json", &config_json(&a.model, "unet/config.json", presets::SD14_UNET)?)?;
+            if a.unet_width_scale != 1.0 {
+                cfg.block_out_channels = cfg.block_out_channels.iter().map(|&c| ((c as f64 * a.unet_width_scale).round() as usize)).collect();
+            }
+            eprintln!("unet {:?}: loading random weights", cfg.block_out_channels);
+            let latent_ch = cfg.in_channels;
+            let ctx_dim = cfg.cross_attention_dim;
+            let unet = UNet2DConditionModel::load(&Loader::random(&gpu, 2, format), cfg)?;
+            let n = a.batch * a.latent * a.latent * latent_ch;
+            let sample = gpu.upload(&(0..n).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect::<Vec<_>>(), &[a.batch, a.latent, a.latent, latent_ch])?;
+            let t = clip_cfg.max_position_embeddings;
+            let ctx = gpu.upload(&(0..a.batch * t * ctx_dim).map(|i| ((i * 13 % 97) as f32 / 48.0) - 1.0).collect::<Vec<_>>(), &[a.batch, t, ctx_dim])?;
+            let name = if a.batch == 2 { "unet guided call (batch 2)" } else { "unet call" };
+            stages.push(time_stage(&gpu, name, &a, (full_shape && a.batch == 2).then_some(1.61e12), || Ok(unet.forward(&gpu, &sample, 801.0, &ctx)?)).await?);
+            drop(unet);
+            gpu.trim();
+        }
+        if a.stages.iter().any(|s| s == "vae") {
+            let cfg = VaeConfig::from_json("vae/config.json", &config_json(&a.model, "vae/config.json", presets::SD14_VAE)?)?;
+            eprintln!("vae decoder: loading random weights");
+            let lat = cfg.latent_channels;
+            let vae = AutoencoderKL::load(&Loader::random(&gpu, 3, format), cfg, false)?;
+            let n = a.latent * a.latent * lat;
+            let z = gpu.upload(&(0..n).map(|i| ((i * 29 % 89) as f32 / 44.0) - 1.0).collect::<Vec<_>>(), &[1, a.latent, a.latent, lat])?;
+            stages.push(time_stage(&gpu, "vae decode (batch 1)", &a, full_shape.then_some(2.5e12), || Ok(vae.decode(&gpu, &z))).await?);
+        }
+
+        println!("\n| stage | median | min | GFLOP/s (our count) | GFLOP/s (PyTorch's count) | weights | peak GPU memory |");
+        println!("| --- | --- | --- | --- | --- | --- | --- |");
+        for s in &stages {
+            let med = s.times[s.times.len() / 2].as_secs_f64();
+            let min = s.times[0].as_secs_f64();
+            println!(
+                "| {} | {:.3} s | {:.3} s | {:.1} ({:.3} TFLOP) | {} | {:.0} MiB | {:.0} MiB |",
+                s.name,
+                med,
+                min,
+                s.flops as f64 / med / 1e9,
+                s.flops as f64 / 1e12,
+                s.reference_flops.map_or("-".to_string(), |f| format!("{:.1}", f / med / 1e9)),
+                s.weights as f64 / 1048576.0,
+                s.peak as f64 / 1048576.0,
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,25 @@
+//! The library's errors: each says what failed, on which file or tensor, and what to do.
+
+use crate::weights::WeightError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no GPU adapter was found ({0}); natively install a Vulkan driver (e.g. `apt-get install mesa-vulkan-drivers` for the CPU driver lavapipe), in a browser enable WebGPU")]
+    NoAdapter(String),
+    #[error("the GPU adapter refused to create a device: {0}")]
+    NoDevice(String),
+    #[error("GPU error: {0}")]
+    Gpu(String),
+    #[error(transparent)]
+    Weights(#[from] WeightError),
+    #[error("{file}: invalid config: {message}")]
+    Config { file: String, message: String },
+    #[error("the checkpoint has no `{path}`: {hint}")]
+    MissingFile { path: String, hint: String },
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

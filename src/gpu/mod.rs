@@ -1,0 +1,397 @@
+//! The GPU context: one adapter, device and queue, a pipeline cache, a buffer pool and a
+//! recorder that batches dispatches into few submissions.
+//!
+//! Everything here is async where the browser demands it (device creation, reading
+//! results back) and never blocks on wasm32. Natively, [`Gpu::read`] polls the device
+//! while it waits, so `pollster::block_on` is enough to drive it.
+
+mod oneshot;
+mod pool;
+mod tensor;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub use pool::MemoryStats;
+pub use tensor::{Tensor, Weight, WeightFormat};
+
+use crate::error::{Error, Result};
+use pool::{BufferPool, PooledBuffer};
+
+/// What the adapter can do that matters to our kernels.
+#[derive(Clone, Debug)]
+pub struct GpuInfo {
+    pub adapter_name: String,
+    pub backend: String,
+    pub shader_f16: bool,
+    pub subgroups: bool,
+    pub max_storage_binding: u64,
+    pub max_buffer_size: u64,
+    pub max_workgroup_storage: u32,
+}
+
+/// Parameters of one dispatch live in a shared uniform buffer at this stride
+/// (WebGPU's `minUniformBufferOffsetAlignment` is at most 256).
+const PARAM_STRIDE: u64 = 256;
+/// Dispatches recorded before the recorder submits on its own.
+const BATCH_DISPATCHES: usize = 256;
+
+struct Dispatch {
+    pipeline: Arc<wgpu::ComputePipeline>,
+    bind_group: wgpu::BindGroup,
+    workgroups: [u32; 3],
+}
+
+#[derive(Default)]
+struct Recorder {
+    dispatches: Vec<Dispatch>,
+    /// Uniform words of each dispatch, `PARAM_STRIDE` bytes apart.
+    params: Vec<u8>,
+    params_buffer: Option<Arc<wgpu::Buffer>>,
+}
+
+/// A compute kernel: WGSL source plus the constants that specialise it.
+pub struct KernelSpec<'a> {
+    /// Readable cache key, e.g. `gemm_conv_w_f16_64x64`.
+    pub key: String,
+    /// The kernel family's WGSL file (from `shaders/`).
+    pub source: &'a str,
+    /// WGSL prepended to the source: `const`s and small `fn`s that specialise it.
+    pub prelude: String,
+    pub entry: &'a str,
+}
+
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: GpuInfo,
+    pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    pool: Arc<Mutex<BufferPool>>,
+    recorder: Mutex<Recorder>,
+    /// First uncaptured device error (validation, out of memory), reported on the next read.
+    error: Arc<Mutex<Option<String>>>,
+    /// Bound where a kernel's optional operand is absent.
+    dummy: wgpu::Buffer,
+    /// Tests: fill every new tensor with NaN so that an element a kernel fails to
+    /// write shows up.
+    poison: std::sync::atomic::AtomicBool,
+    /// Floating-point operations dispatched (2 per multiply-add in GEMMs and attention).
+    flops: std::sync::atomic::AtomicU64,
+}
+
+impl Gpu {
+    /// Creates the context on the best adapter, asking only for features and limits
+    /// the adapter has.
+    pub async fn new() -> Result<Gpu> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                force_fallback_adapter: false,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::NoAdapter(e.to_string()))?;
+        Self::from_adapter(adapter).await
+    }
+
+    pub async fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
+        let adapter_info = adapter.get_info();
+        let available = adapter.features();
+        let mut features = wgpu::Features::empty();
+        // Feature-detected; every kernel also has a path without them.
+        for f in [wgpu::Features::SHADER_F16, wgpu::Features::SUBGROUP, wgpu::Features::TIMESTAMP_QUERY] {
+            if available.contains(f) {
+                features |= f;
+            }
+        }
+        // Ask for the adapter's own limits: natively that lifts the 128 MiB binding
+        // where the driver allows more; the browser build asks for what it needs.
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("roentgen"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::NoDevice(e.to_string()))?;
+        let error = Arc::new(Mutex::new(None::<String>));
+        let slot = error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut s = slot.lock().unwrap();
+            if s.is_none() {
+                *s = Some(e.to_string());
+            }
+        }));
+        let info = GpuInfo {
+            adapter_name: adapter_info.name.clone(),
+            backend: format!("{:?}", adapter_info.backend),
+            shader_f16: features.contains(wgpu::Features::SHADER_F16),
+            subgroups: features.contains(wgpu::Features::SUBGROUP),
+            max_storage_binding: limits.max_storage_buffer_binding_size as u64,
+            max_buffer_size: limits.max_buffer_size,
+            max_workgroup_storage: limits.max_compute_workgroup_storage_size,
+        };
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("dummy"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        Ok(Gpu {
+            poison: Default::default(),
+            flops: Default::default(),
+            dummy,
+            device,
+            queue,
+            info,
+            pipelines: Mutex::new(HashMap::new()),
+            pool: Arc::new(Mutex::new(BufferPool::default())),
+            recorder: Mutex::new(Recorder::default()),
+            error,
+        })
+    }
+
+    /// Bytes of GPU memory held by weights and activations, now and at the peak.
+    pub fn memory(&self) -> MemoryStats {
+        self.pool.lock().unwrap().stats()
+    }
+
+    pub fn reset_peak_memory(&self) {
+        self.pool.lock().unwrap().reset_peak();
+    }
+
+    pub(crate) fn dummy(&self) -> &wgpu::Buffer {
+        &self.dummy
+    }
+
+    /// Frees the pooled buffers no tensor uses.
+    pub fn trim(&self) {
+        self.flush();
+        self.pool.lock().unwrap().trim();
+    }
+
+    fn pipeline(&self, spec: &KernelSpec) -> Arc<wgpu::ComputePipeline> {
+        let mut cache = self.pipelines.lock().unwrap();
+        if let Some(p) = cache.get(&spec.key) {
+            return p.clone();
+        }
+        let source = format!("{}\n{}", spec.prelude, spec.source);
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(&spec.key),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        let pipeline = Arc::new(self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&spec.key),
+            layout: None,
+            module: &module,
+            entry_point: Some(spec.entry),
+            compilation_options: Default::default(),
+            cache: None,
+        }));
+        cache.insert(spec.key.clone(), pipeline.clone());
+        pipeline
+    }
+
+    /// Allocates an uninitialised f32 tensor from the pool.
+    pub fn empty(&self, shape: &[usize]) -> Tensor {
+        let n: usize = shape.iter().product();
+        let buf = self.alloc((n.max(1) * 4) as u64);
+        let t = Tensor::new(buf, shape.to_vec());
+        if self.poison.load(std::sync::atomic::Ordering::Relaxed) {
+            self.fill(&t, f32::NAN);
+        }
+        t
+    }
+
+    /// FLOPs of the GEMM and attention kernels dispatched since the last call (for
+    /// benchmarks: counted from the shapes, not measured).
+    pub fn take_flops(&self) -> u64 {
+        self.flops.swap(0, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_flops(&self, n: u64) {
+        self.flops.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Tests: poison (NaN-fill) every tensor created from now on.
+    pub fn set_poison(&self, on: bool) {
+        self.poison.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn alloc(&self, bytes: u64) -> PooledBuffer {
+        BufferPool::get(&self.pool, &self.device, bytes)
+    }
+
+    /// Uploads f32 values as a tensor.
+    pub fn upload(&self, data: &[f32], shape: &[usize]) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            return Err(Error::Shape(format!("upload of {} values into shape {:?}", data.len(), shape)));
+        }
+        let t = self.empty(shape);
+        if !data.is_empty() {
+            // Pending dispatches may still read an earlier tenant of this pooled buffer.
+            self.flush();
+            self.queue.write_buffer(t.buffer(), 0, bytemuck::cast_slice(data));
+        }
+        Ok(t)
+    }
+
+    /// Records one dispatch. `bindings` are storage buffers in binding order 1..;
+    /// binding 0 is the uniform block built from `params` (u32/f32 words).
+    pub fn dispatch(&self, spec: &KernelSpec, bindings: &[&wgpu::Buffer], params: &[u32], workgroups: [u32; 3]) {
+        let limit = self.device.limits().max_compute_workgroups_per_dimension;
+        assert!(
+            workgroups.iter().all(|&w| w <= limit),
+            "kernel {} dispatch {:?} exceeds {} workgroups per dimension",
+            spec.key,
+            workgroups,
+            limit
+        );
+        if workgroups.contains(&0) {
+            return;
+        }
+        let pipeline = self.pipeline(spec);
+        let mut rec = self.recorder.lock().unwrap();
+        if rec.dispatches.len() >= BATCH_DISPATCHES {
+            self.submit(&mut rec);
+        }
+        if rec.params_buffer.is_none() {
+            rec.params_buffer = Some(Arc::new(self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("params"),
+                size: PARAM_STRIDE * BATCH_DISPATCHES as u64,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })));
+        }
+        let offset = rec.params.len() as u64;
+        assert!(params.len() * 4 <= PARAM_STRIDE as usize, "too many params for {}", spec.key);
+        let mut block = [0u8; PARAM_STRIDE as usize];
+        block[..params.len() * 4].copy_from_slice(bytemuck::cast_slice(params));
+        rec.params.extend_from_slice(&block);
+        let params_buffer = rec.params_buffer.clone().unwrap();
+        let layout = pipeline.get_bind_group_layout(0);
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &params_buffer,
+                offset,
+                size: wgpu::BufferSize::new(PARAM_STRIDE),
+            }),
+        }];
+        for (i, b) in bindings.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+        }
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&spec.key),
+            layout: &layout,
+            entries: &entries,
+        });
+        rec.dispatches.push(Dispatch { pipeline, bind_group, workgroups });
+    }
+
+    fn submit(&self, rec: &mut Recorder) {
+        if rec.dispatches.is_empty() {
+            return;
+        }
+        let params_buffer = rec.params_buffer.take().unwrap();
+        self.queue.write_buffer(&params_buffer, 0, &rec.params);
+        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+            for d in &rec.dispatches {
+                pass.set_pipeline(&d.pipeline);
+                pass.set_bind_group(0, &d.bind_group, &[]);
+                pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+            }
+        }
+        self.queue.submit([encoder.finish()]);
+        rec.dispatches.clear();
+        rec.params.clear();
+    }
+
+    /// Submits everything recorded so far.
+    pub fn flush(&self) {
+        let mut rec = self.recorder.lock().unwrap();
+        self.submit(&mut rec);
+    }
+
+    fn take_error(&self) -> Result<()> {
+        match self.error.lock().unwrap().take() {
+            Some(e) => Err(Error::Gpu(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for all submitted work (natively; on the web this returns at once, and a
+    /// later read waits instead).
+    pub async fn sync(&self) -> Result<()> {
+        self.flush();
+        let (tx, rx) = oneshot::channel();
+        self.queue.on_submitted_work_done(move || tx.send(()));
+        #[cfg(not(target_arch = "wasm32"))]
+        let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+        rx.await;
+        self.take_error()
+    }
+
+    /// Reads a tensor back to the CPU.
+    pub async fn read(&self, t: &Tensor) -> Result<Vec<f32>> {
+        let bytes = self.read_bytes(t.buffer(), (t.numel() * 4) as u64).await?;
+        Ok(bytemuck::cast_slice(&bytes).to_vec())
+    }
+
+    pub(crate) async fn read_bytes(&self, buffer: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
+        self.flush();
+        let size = size.div_ceil(4) * 4;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: size.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        if size > 0 {
+            encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
+        }
+        self.queue.submit([encoder.finish()]);
+        let (tx, rx) = oneshot::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| tx.send(r));
+        #[cfg(not(target_arch = "wasm32"))]
+        let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+        let mapped = rx.await;
+        self.take_error()?;
+        mapped.map_err(|e| Error::Gpu(format!("reading a result back failed: {e}")))?;
+        let out = staging
+            .get_mapped_range(..)
+            .map_err(|e| Error::Gpu(format!("mapping a result failed: {e}")))?
+            .to_vec();
+        staging.unmap();
+        Ok(out[..size as usize].to_vec())
+    }
+}
+
+impl Gpu {
+    /// Uploads a weight stored as f32.
+    pub fn weight_f32(&self, name: &str, data: &[f32], shape: &[usize]) -> Weight {
+        assert_eq!(data.len(), shape.iter().product::<usize>(), "{name}");
+        let buf = BufferPool::get_dedicated(&self.pool, &self.device, (data.len() * 4) as u64, name);
+        self.queue.write_buffer(buf.buffer(), 0, bytemuck::cast_slice(data));
+        Weight { buf, shape: shape.to_vec(), format: WeightFormat::F32 }
+    }
+
+    /// Uploads a weight stored as IEEE half bits, two per word.
+    pub fn weight_f16(&self, name: &str, bits: &[u16], shape: &[usize]) -> Weight {
+        assert_eq!(bits.len(), shape.iter().product::<usize>(), "{name}");
+        let buf = BufferPool::get_dedicated(&self.pool, &self.device, (bits.len() * 2) as u64, name);
+        let mut bytes: Vec<u8> = bytemuck::cast_slice(bits).to_vec();
+        bytes.resize(bytes.len().div_ceil(4) * 4, 0);
+        self.queue.write_buffer(buf.buffer(), 0, &bytes);
+        Weight { buf, shape: shape.to_vec(), format: WeightFormat::F16 }
+    }
+}

@@ -1,0 +1,11 @@
+//! roentgen-web: RoentGen (Stable Diffusion for chest X-rays) on WebGPU compute shaders.
+pub mod checkpoint;
+pub mod error;
+pub mod gpu;
+pub mod loader;
+pub mod models;
+pub mod nn;
+pub mod ops;
+pub mod weights;
+
+pub use error::{Error, Result};

@@ -1,0 +1,279 @@
+//! Model configs, read from the checkpoint's own `config.json` files. Defaults are the
+//! diffusers/transformers class defaults (not SD 1.4's values), so a field a file
+//! leaves out means what it means to diffusers.
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// A config value diffusers accepts as one number for all blocks or one per block.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum PerBlock {
+    One(usize),
+    Each(Vec<usize>),
+}
+
+impl PerBlock {
+    pub fn get(&self, i: usize) -> usize {
+        match self {
+            PerBlock::One(v) => *v,
+            PerBlock::Each(v) => v[i.min(v.len() - 1)],
+        }
+    }
+    fn check(&self, n: usize, file: &str, field: &str) -> Result<()> {
+        match self {
+            PerBlock::Each(v) if v.len() != n => Err(Error::Config {
+                file: file.into(),
+                message: format!("`{field}` has {} entries for {n} blocks", v.len()),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(file: &str, json: &str) -> Result<T> {
+    serde_json::from_str(json).map_err(|e| Error::Config { file: file.into(), message: e.to_string() })
+}
+
+fn unsupported(file: &str, message: String) -> Error {
+    Error::Config { file: file.into(), message }
+}
+
+/// `transformers.CLIPTextConfig`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ClipTextConfig {
+    #[serde(default = "d_49408")]
+    pub vocab_size: usize,
+    #[serde(default = "d_512")]
+    pub hidden_size: usize,
+    #[serde(default = "d_2048")]
+    pub intermediate_size: usize,
+    #[serde(default = "d_12")]
+    pub num_hidden_layers: usize,
+    #[serde(default = "d_8")]
+    pub num_attention_heads: usize,
+    #[serde(default = "d_77")]
+    pub max_position_embeddings: usize,
+    #[serde(default = "d_quick_gelu")]
+    pub hidden_act: String,
+    #[serde(default = "d_1e5")]
+    pub layer_norm_eps: f32,
+}
+
+/// `diffusers.UNet2DConditionModel`'s config (the parts SD 1.x and 2.x use).
+#[derive(Clone, Debug, Deserialize)]
+pub struct UNetConfig {
+    #[serde(default = "d_4")]
+    pub in_channels: usize,
+    #[serde(default = "d_4")]
+    pub out_channels: usize,
+    #[serde(default = "d_unet_channels")]
+    pub block_out_channels: Vec<usize>,
+    #[serde(default = "d_unet_down")]
+    pub down_block_types: Vec<String>,
+    #[serde(default = "d_unet_up")]
+    pub up_block_types: Vec<String>,
+    #[serde(default = "d_unet_mid")]
+    pub mid_block_type: Option<String>,
+    #[serde(default = "d_per_block_2")]
+    pub layers_per_block: PerBlock,
+    #[serde(default = "d_1280")]
+    pub cross_attention_dim: usize,
+    /// Diffusers' historical naming: for SD 1.x/2.x this is the number of heads
+    /// (`num_attention_heads = num_attention_heads or attention_head_dim`).
+    #[serde(default = "d_per_block_8")]
+    pub attention_head_dim: PerBlock,
+    #[serde(default)]
+    pub num_attention_heads: Option<PerBlock>,
+    #[serde(default = "d_per_block_1")]
+    pub transformer_layers_per_block: PerBlock,
+    #[serde(default = "d_32")]
+    pub norm_num_groups: usize,
+    #[serde(default = "d_1e5")]
+    pub norm_eps: f32,
+    #[serde(default)]
+    pub use_linear_projection: bool,
+    #[serde(default = "d_true")]
+    pub flip_sin_to_cos: bool,
+    #[serde(default)]
+    pub freq_shift: usize,
+    #[serde(default = "d_1")]
+    pub downsample_padding: usize,
+    #[serde(default = "d_default")]
+    pub resnet_time_scale_shift: String,
+    #[serde(default)]
+    pub class_embed_type: Option<String>,
+    #[serde(default)]
+    pub addition_embed_type: Option<String>,
+    #[serde(default)]
+    pub only_cross_attention: serde_json::Value,
+    #[serde(default)]
+    pub center_input_sample: bool,
+    #[serde(default = "d_silu")]
+    pub act_fn: String,
+    #[serde(default)]
+    pub sample_size: Option<usize>,
+}
+
+/// `diffusers.AutoencoderKL`'s config.
+#[derive(Clone, Debug, Deserialize)]
+pub struct VaeConfig {
+    #[serde(default = "d_3")]
+    pub in_channels: usize,
+    #[serde(default = "d_3")]
+    pub out_channels: usize,
+    #[serde(default = "d_4")]
+    pub latent_channels: usize,
+    #[serde(default = "d_vae_channels")]
+    pub block_out_channels: Vec<usize>,
+    #[serde(default = "d_vae_down")]
+    pub down_block_types: Vec<String>,
+    #[serde(default = "d_vae_up")]
+    pub up_block_types: Vec<String>,
+    #[serde(default = "d_1")]
+    pub layers_per_block: usize,
+    #[serde(default = "d_32")]
+    pub norm_num_groups: usize,
+    #[serde(default = "d_scaling")]
+    pub scaling_factor: f32,
+    #[serde(default = "d_true")]
+    pub mid_block_add_attention: bool,
+    #[serde(default = "d_true")]
+    pub use_quant_conv: bool,
+    #[serde(default = "d_true")]
+    pub use_post_quant_conv: bool,
+    #[serde(default = "d_silu")]
+    pub act_fn: String,
+}
+
+impl ClipTextConfig {
+    pub fn from_json(file: &str, json: &str) -> Result<Self> {
+        let c: Self = parse(file, json)?;
+        if c.hidden_size % c.num_attention_heads != 0 {
+            return Err(unsupported(file, format!("hidden_size {} is not divisible by {} heads", c.hidden_size, c.num_attention_heads)));
+        }
+        if !matches!(c.hidden_act.as_str(), "quick_gelu" | "gelu") {
+            return Err(unsupported(file, format!("hidden_act `{}` is not supported (quick_gelu, gelu)", c.hidden_act)));
+        }
+        Ok(c)
+    }
+}
+
+impl UNetConfig {
+    pub fn from_json(file: &str, json: &str) -> Result<Self> {
+        let c: Self = parse(file, json)?;
+        let n = c.block_out_channels.len();
+        if c.down_block_types.len() != n || c.up_block_types.len() != n {
+            return Err(unsupported(file, format!("{n} block_out_channels but {} down and {} up block types", c.down_block_types.len(), c.up_block_types.len())));
+        }
+        for t in &c.down_block_types {
+            if !matches!(t.as_str(), "CrossAttnDownBlock2D" | "DownBlock2D") {
+                return Err(unsupported(file, format!("down block type `{t}` is not supported (CrossAttnDownBlock2D, DownBlock2D)")));
+            }
+        }
+        for t in &c.up_block_types {
+            if !matches!(t.as_str(), "CrossAttnUpBlock2D" | "UpBlock2D") {
+                return Err(unsupported(file, format!("up block type `{t}` is not supported (CrossAttnUpBlock2D, UpBlock2D)")));
+            }
+        }
+        if c.mid_block_type.as_deref().is_some_and(|t| t != "UNetMidBlock2DCrossAttn") {
+            return Err(unsupported(file, format!("mid block type {:?} is not supported", c.mid_block_type)));
+        }
+        if c.class_embed_type.is_some() || c.addition_embed_type.is_some() {
+            return Err(unsupported(file, "class or addition embeddings (SDXL, upscalers) are not supported".into()));
+        }
+        if c.resnet_time_scale_shift != "default" || c.act_fn != "silu" || c.center_input_sample {
+            return Err(unsupported(file, "only resnet_time_scale_shift \"default\", act_fn \"silu\" and no input centering are supported".into()));
+        }
+        if c.only_cross_attention.as_bool() == Some(true) || c.only_cross_attention.is_array() {
+            return Err(unsupported(file, "only_cross_attention is not supported".into()));
+        }
+        c.layers_per_block.check(n, file, "layers_per_block")?;
+        c.attention_head_dim.check(n, file, "attention_head_dim")?;
+        c.transformer_layers_per_block.check(n, file, "transformer_layers_per_block")?;
+        if let Some(h) = &c.num_attention_heads {
+            h.check(n, file, "num_attention_heads")?;
+        }
+        Ok(c)
+    }
+
+    /// Heads of down block `i`'s transformers (diffusers' quirk: `attention_head_dim`
+    /// stands for the head count when `num_attention_heads` is absent).
+    pub fn heads(&self, i: usize) -> usize {
+        self.num_attention_heads.as_ref().unwrap_or(&self.attention_head_dim).get(i)
+    }
+}
+
+impl VaeConfig {
+    pub fn from_json(file: &str, json: &str) -> Result<Self> {
+        let c: Self = parse(file, json)?;
+        if c.act_fn != "silu" {
+            return Err(unsupported(file, format!("act_fn `{}` is not supported", c.act_fn)));
+        }
+        for t in c.down_block_types.iter().chain(&c.up_block_types) {
+            if !matches!(t.as_str(), "DownEncoderBlock2D" | "UpDecoderBlock2D") {
+                return Err(unsupported(file, format!("block type `{t}` is not supported")));
+            }
+        }
+        Ok(c)
+    }
+
+    /// Image pixels per latent pixel.
+    pub fn scale_factor(&self) -> usize {
+        1 << (self.block_out_channels.len() - 1)
+    }
+}
+
+fn d_1() -> usize { 1 }
+fn d_3() -> usize { 3 }
+fn d_4() -> usize { 4 }
+fn d_8() -> usize { 8 }
+fn d_12() -> usize { 12 }
+fn d_32() -> usize { 32 }
+fn d_77() -> usize { 77 }
+fn d_512() -> usize { 512 }
+fn d_1280() -> usize { 1280 }
+fn d_2048() -> usize { 2048 }
+fn d_49408() -> usize { 49408 }
+fn d_1e5() -> f32 { 1e-5 }
+fn d_scaling() -> f32 { 0.18215 }
+fn d_true() -> bool { true }
+fn d_quick_gelu() -> String { "quick_gelu".into() }
+fn d_silu() -> String { "silu".into() }
+fn d_default() -> String { "default".into() }
+fn d_per_block_1() -> PerBlock { PerBlock::One(1) }
+fn d_per_block_2() -> PerBlock { PerBlock::One(2) }
+fn d_per_block_8() -> PerBlock { PerBlock::One(8) }
+fn d_unet_channels() -> Vec<usize> { vec![320, 640, 1280, 1280] }
+fn d_vae_channels() -> Vec<usize> { vec![64] }
+fn d_unet_down() -> Vec<String> {
+    ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"].map(String::from).to_vec()
+}
+fn d_unet_up() -> Vec<String> {
+    ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"].map(String::from).to_vec()
+}
+fn d_unet_mid() -> Option<String> { Some("UNetMidBlock2DCrossAttn".into()) }
+fn d_vae_down() -> Vec<String> { vec!["DownEncoderBlock2D".into()] }
+fn d_vae_up() -> Vec<String> { vec!["UpDecoderBlock2D".into()] }
+
+/// Configs of the models this engine was built for, with their sources, for benchmarks
+/// at real shapes without a checkpoint.
+pub mod presets {
+    /// RoentGen v1 = Stable Diffusion v1.4 architecture; numbers from
+    /// CompVis/stable-diffusion-v1-4 `unet/config.json`, `vae/config.json` and
+    /// `text_encoder/config.json` (CLIP ViT-L/14 text tower).
+    pub const SD14_UNET: &str = r#"{"in_channels":4,"out_channels":4,"block_out_channels":[320,640,1280,1280],
+        "down_block_types":["CrossAttnDownBlock2D","CrossAttnDownBlock2D","CrossAttnDownBlock2D","DownBlock2D"],
+        "up_block_types":["UpBlock2D","CrossAttnUpBlock2D","CrossAttnUpBlock2D","CrossAttnUpBlock2D"],
+        "layers_per_block":2,"cross_attention_dim":768,"attention_head_dim":8,"norm_num_groups":32,
+        "norm_eps":1e-5,"flip_sin_to_cos":true,"freq_shift":0,"downsample_padding":1,"sample_size":64}"#;
+    pub const SD14_VAE: &str = r#"{"in_channels":3,"out_channels":3,"latent_channels":4,
+        "block_out_channels":[128,256,512,512],
+        "down_block_types":["DownEncoderBlock2D","DownEncoderBlock2D","DownEncoderBlock2D","DownEncoderBlock2D"],
+        "up_block_types":["UpDecoderBlock2D","UpDecoderBlock2D","UpDecoderBlock2D","UpDecoderBlock2D"],
+        "layers_per_block":2,"norm_num_groups":32,"scaling_factor":0.18215,"sample_size":512}"#;
+    pub const SD14_CLIP: &str = r#"{"vocab_size":49408,"hidden_size":768,"intermediate_size":3072,
+        "num_hidden_layers":12,"num_attention_heads":12,"max_position_embeddings":77,
+        "hidden_act":"quick_gelu","layer_norm_eps":1e-5}"#;
+}

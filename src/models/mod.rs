@@ -1,0 +1,13 @@
+//! The three networks of a Stable Diffusion checkpoint, each built from its own
+//! `config.json`, with forward passes that follow diffusers/transformers step by step.
+
+pub mod blocks;
+pub mod clip;
+pub mod config;
+pub mod unet;
+pub mod vae;
+
+pub use clip::ClipTextModel;
+pub use config::{ClipTextConfig, UNetConfig, VaeConfig};
+pub use unet::UNet2DConditionModel;
+pub use vae::AutoencoderKL;

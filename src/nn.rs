@@ -1,0 +1,100 @@
+//! Layers that hold weights: each is loaded from the tensors under its checkpoint name
+//! and runs one or two kernels.
+
+use crate::error::Result;
+use crate::gpu::{Gpu, Tensor, Weight};
+use crate::loader::Loader;
+use crate::ops::ConvGeom;
+
+/// `nn.Linear`: `weight [out, in]`, optional `bias [out]`.
+pub struct Linear {
+    pub weight: Weight,
+    pub bias: Option<Weight>,
+}
+
+impl Linear {
+    pub fn load(l: &Loader, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
+        let weight = l.matrix("weight", &[out_dim, in_dim], None, false)?;
+        let bias = if bias { Some(l.vector("bias", out_dim)?) } else { None };
+        Ok(Linear { weight, bias })
+    }
+
+    /// A 1x1 `nn.Conv2d` or an `nn.Linear` (SD 2.x's `use_linear_projection`) as one
+    /// linear map over the channels of an NHWC map.
+    pub fn load_pointwise(l: &Loader, in_dim: usize, out_dim: usize) -> Result<Linear> {
+        let weight = l.matrix("weight", &[out_dim, in_dim], Some(&[out_dim, in_dim, 1, 1]), false)?;
+        let mut weight = weight;
+        weight.shape = vec![out_dim, in_dim];
+        Ok(Linear { weight, bias: Some(l.vector("bias", out_dim)?) })
+    }
+
+    pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Tensor {
+        gpu.linear(x, &self.weight, self.bias.as_ref(), None)
+    }
+
+    /// `forward(x) + res`, fused into the GEMM's epilogue.
+    pub fn forward_res(&self, gpu: &Gpu, x: &Tensor, res: &Tensor) -> Tensor {
+        gpu.linear(x, &self.weight, self.bias.as_ref(), Some(res))
+    }
+}
+
+/// `nn.Conv2d` over NHWC maps.
+pub struct Conv2d {
+    pub weight: Weight,
+    pub bias: Option<Weight>,
+    pub geom: ConvGeom,
+}
+
+impl Conv2d {
+    pub fn load(l: &Loader, cin: usize, cout: usize, k: usize, geom: ConvGeom) -> Result<Conv2d> {
+        let weight = l.matrix("weight", &[cout, cin, k, k], None, true)?;
+        Ok(Conv2d { weight, bias: Some(l.vector("bias", cout)?), geom })
+    }
+
+    pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Tensor {
+        gpu.conv2d(x, &self.weight, self.bias.as_ref(), self.geom, None)
+    }
+
+    pub fn forward_res(&self, gpu: &Gpu, x: &Tensor, res: &Tensor) -> Tensor {
+        gpu.conv2d(x, &self.weight, self.bias.as_ref(), self.geom, Some(res))
+    }
+}
+
+pub struct GroupNorm {
+    pub weight: Weight,
+    pub bias: Weight,
+    pub groups: usize,
+    pub eps: f32,
+}
+
+impl GroupNorm {
+    pub fn load(l: &Loader, channels: usize, groups: usize, eps: f32) -> Result<GroupNorm> {
+        if groups == 0 || channels % groups != 0 {
+            return Err(crate::Error::Unsupported(format!(
+                "{}: {channels} channels cannot be split in {groups} groups (norm_num_groups in config.json)",
+                l.name("")
+            )));
+        }
+        Ok(GroupNorm { weight: l.vector("weight", channels)?, bias: l.vector("bias", channels)?, groups, eps })
+    }
+
+    pub fn forward(&self, gpu: &Gpu, x: &Tensor, silu: bool) -> Tensor {
+        gpu.group_norm(x, self.groups, &self.weight, &self.bias, self.eps, silu)
+    }
+}
+
+pub struct LayerNorm {
+    pub weight: Weight,
+    pub bias: Weight,
+    pub eps: f32,
+}
+
+impl LayerNorm {
+    pub fn load(l: &Loader, dim: usize, eps: f32) -> Result<LayerNorm> {
+        Ok(LayerNorm { weight: l.vector("weight", dim)?, bias: l.vector("bias", dim)?, eps })
+    }
+
+    pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Tensor {
+        gpu.layer_norm(x, &self.weight, &self.bias, self.eps)
+    }
+}

@@ -1,0 +1,83 @@
+//! Shared test helpers: one GPU context per test binary (lavapipe natively), a small
+//! deterministic RNG, and error measures that name the worst element.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use roentgen_web::gpu::Gpu;
+
+/// The GPU all tests of a binary share. Natively this is whatever wgpu picks; CI has
+/// only lavapipe (Mesa's CPU Vulkan driver), installed by `.ci/run`.
+pub fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| {
+        let g = pollster::block_on(Gpu::new()).expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
+        eprintln!("adapter: {} ({}), shader-f16 {}, subgroups {}", g.info.adapter_name, g.info.backend, g.info.shader_f16, g.info.subgroups);
+        g
+    })
+}
+
+pub fn read(t: &roentgen_web::gpu::Tensor) -> Vec<f32> {
+    pollster::block_on(gpu().read(t)).expect("read back")
+}
+
+/// xorshift64*: fresh shapes per run (seed printed, `KERNEL_SEED` repeats one).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn from_env(test: &str) -> Rng {
+        let seed = std::env::var("KERNEL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+        });
+        eprintln!("{test}: KERNEL_SEED={seed}");
+        Rng(seed | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in lo..=hi.
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next() % (hi - lo + 1) as u64) as usize
+    }
+    pub fn uniform(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    /// Approximately normal (sum of uniforms), scaled.
+    pub fn normal(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| ((0..4).map(|_| self.uniform()).sum::<f32>() - 2.0) * 1.732 * scale).collect()
+    }
+    pub fn pick<T: Copy>(&mut self, v: &[T]) -> T {
+        v[self.range(0, v.len() - 1)]
+    }
+}
+
+/// Relative L2 error `|a - b| / |b|`, with the worst element's index and values.
+pub fn rel_l2(got: &[f32], want: &[f32]) -> (f64, usize, f32, f32) {
+    assert_eq!(got.len(), want.len(), "length");
+    let (mut num, mut den) = (0f64, 0f64);
+    let (mut worst, mut wi) = (-1f64, 0);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let d = if g.is_nan() { f64::INFINITY } else { (g as f64 - w as f64).abs() };
+        num += d * d;
+        den += (w as f64) * (w as f64);
+        if d > worst {
+            worst = d;
+            wi = i;
+        }
+    }
+    ((num / den.max(1e-30)).sqrt(), wi, got[wi], want[wi])
+}
+
+/// Asserts `rel_l2 <= tol`, naming the worst element; NaN (a poisoned, unwritten
+/// element) always fails.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) {
+    if let Some(i) = got.iter().position(|v| v.is_nan()) {
+        panic!("{what}: element {i} is NaN: never written (or NaN computed); want {}", want[i]);
+    }
+    let (e, i, g, w) = rel_l2(got, want);
+    assert!(e <= tol, "{what}: relative L2 error {e:.3e} > {tol:.0e}; worst element {i}: got {g}, want {w}");
+    eprintln!("{what}: rel L2 {e:.2e}");
+}

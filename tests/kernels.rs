@@ -1,0 +1,320 @@
+//! Every hand-written kernel against a plain CPU reference (f64 accumulation) on fresh
+//! random shapes and values, with outputs poisoned (NaN) first so that an element a
+//! kernel never writes fails. Runs on lavapipe in CI.
+
+mod common;
+
+use common::{Rng, assert_close, gpu, read};
+use roentgen_web::gpu::{Tensor, Weight, WeightFormat};
+use roentgen_web::ops::{ConvGeom, Map};
+use roentgen_web::weights::{f16_to_f32, f32_to_f16};
+
+/// f32 kernels against f64 references: accumulations of up to ~10^4 f32 products
+/// lose about sqrt(K) * 2^-24 ≈ 1e-5 relative at worst; typical errors are 1e-7..1e-6.
+const F32_TOL: f64 = 2e-5;
+
+fn up(v: &[f32], shape: &[usize]) -> Tensor {
+    gpu().set_poison(true);
+    gpu().upload(v, shape).unwrap()
+}
+
+/// A weight in `format`, and the values the kernel should see (f16-rounded for F16).
+fn weight(rng: &mut Rng, shape: &[usize], scale: f32, format: WeightFormat) -> (Weight, Vec<f32>) {
+    let n: usize = shape.iter().product();
+    let v = rng.normal(n, scale);
+    match format {
+        WeightFormat::F32 => (gpu().weight_f32("w", &v, shape), v),
+        WeightFormat::F16 => {
+            let bits: Vec<u16> = v.iter().map(|&x| f32_to_f16(x)).collect();
+            let seen = bits.iter().map(|&b| f16_to_f32(b)).collect();
+            (gpu().weight_f16("w", &bits, shape), seen)
+        }
+    }
+}
+
+fn vector(rng: &mut Rng, n: usize, scale: f32, offset: f32) -> (Weight, Vec<f32>) {
+    let v: Vec<f32> = rng.normal(n, scale).into_iter().map(|x| x + offset).collect();
+    (gpu().weight_f32("v", &v, &[n]), v)
+}
+
+#[test]
+fn linear_matches_cpu() {
+    let mut rng = Rng::from_env("linear");
+    for round in 0..8 {
+        let m = rng.range(1, 300);
+        let k = rng.range(1, 200);
+        let n = rng.range(1, 260);
+        let format = rng.pick(&[WeightFormat::F32, WeightFormat::F16]);
+        let (has_bias, has_res) = (round % 2 == 0, round % 3 == 0);
+        let x = rng.normal(m * k, 1.0);
+        let (w, wv) = weight(&mut rng, &[n, k], 1.0 / (k as f32).sqrt(), format);
+        let (b, bv) = vector(&mut rng, n, 0.5, 0.0);
+        let r = rng.normal(m * n, 1.0);
+        let xt = up(&x, &[m, k]);
+        let rt = up(&r, &[m, n]);
+        let out = gpu().linear(&xt, &w, has_bias.then_some(&b), has_res.then_some(&rt));
+        let mut want = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = 0f64;
+                for kk in 0..k {
+                    s += x[i * k + kk] as f64 * wv[j * k + kk] as f64;
+                }
+                if has_bias {
+                    s += bv[j] as f64;
+                }
+                if has_res {
+                    s += r[i * n + j] as f64;
+                }
+                want[i * n + j] = s as f32;
+            }
+        }
+        assert_close(&format!("linear {m}x{k}x{n} {format:?} bias {has_bias} res {has_res}"), &read(&out), &want, F32_TOL);
+    }
+}
+
+/// Reference conv over NHWC with PyTorch-layout weights `[Cout, Cin, KH, KW]`.
+#[allow(clippy::too_many_arguments)]
+fn conv_ref(x: &[f32], b: usize, h: usize, w: usize, c: usize, wt: &[f32], co: usize, k: usize, g: ConvGeom, bias: &[f32]) -> (Vec<f32>, usize, usize) {
+    let upf = if g.upsample { 2 } else { 1 };
+    let (lh, lw) = (h * upf, w * upf);
+    let oh = (lh + 2 * g.pad + g.pad_extra - k) / g.stride + 1;
+    let ow = (lw + 2 * g.pad + g.pad_extra - k) / g.stride + 1;
+    let mut out = vec![0f32; b * oh * ow * co];
+    for bi in 0..b {
+        for y in 0..oh {
+            for xx in 0..ow {
+                for o in 0..co {
+                    let mut s = bias[o] as f64;
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let iy = (y * g.stride + ky) as isize - g.pad as isize;
+                            let ix = (xx * g.stride + kx) as isize - g.pad as isize;
+                            if iy < 0 || ix < 0 || iy >= lh as isize || ix >= lw as isize {
+                                continue;
+                            }
+                            let (sy, sx) = (iy as usize / upf, ix as usize / upf);
+                            for ci in 0..c {
+                                s += x[((bi * h + sy) * w + sx) * c + ci] as f64 * wt[((o * c + ci) * k + ky) * k + kx] as f64;
+                            }
+                        }
+                    }
+                    out[((bi * oh + y) * ow + xx) * co + o] = s as f32;
+                }
+            }
+        }
+    }
+    (out, oh, ow)
+}
+
+#[test]
+fn conv2d_matches_cpu() {
+    let mut rng = Rng::from_env("conv2d");
+    for round in 0..8 {
+        let b = rng.range(1, 2);
+        let (h, w) = (rng.range(1, 13), rng.range(1, 13));
+        let c = rng.range(1, 40);
+        let co = rng.range(1, 70);
+        let k = rng.pick(&[1, 3, 3]);
+        let mut g = match round % 4 {
+            0 => ConvGeom::same(k),
+            1 => ConvGeom { stride: 2, pad: k / 2, pad_extra: 0, upsample: false },
+            2 => ConvGeom { stride: 2, pad: 0, pad_extra: 1, upsample: false },
+            _ => ConvGeom { upsample: true, ..ConvGeom::same(k) },
+        };
+        if h * (1 + g.upsample as usize) + 2 * g.pad + g.pad_extra < k || w * (1 + g.upsample as usize) + 2 * g.pad + g.pad_extra < k {
+            g = ConvGeom::same(k);
+        }
+        let format = rng.pick(&[WeightFormat::F32, WeightFormat::F16]);
+        let x = rng.normal(b * h * w * c, 1.0);
+        // PyTorch layout for the reference, reordered to [Cout, KH, KW, Cin] for the GPU
+        // as the loader does.
+        let wt = rng.normal(co * c * k * k, 1.0 / ((c * k * k) as f32).sqrt());
+        let wt: Vec<f32> = if format == WeightFormat::F16 { wt.iter().map(|&v| f16_to_f32(f32_to_f16(v))).collect() } else { wt };
+        let mut perm = vec![0f32; wt.len()];
+        for o in 0..co {
+            for ci in 0..c {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        perm[((o * k + ky) * k + kx) * c + ci] = wt[((o * c + ci) * k + ky) * k + kx];
+                    }
+                }
+            }
+        }
+        let wg = match format {
+            WeightFormat::F32 => gpu().weight_f32("w", &perm, &[co, k, k, c]),
+            WeightFormat::F16 => gpu().weight_f16("w", &perm.iter().map(|&v| f32_to_f16(v)).collect::<Vec<_>>(), &[co, k, k, c]),
+        };
+        let (bias, bv) = vector(&mut rng, co, 0.5, 0.0);
+        let (want, oh, ow) = conv_ref(&x, b, h, w, c, &wt, co, k, g, &bv);
+        let xt = up(&x, &[b, h, w, c]);
+        let res = rng.normal(want.len(), 1.0);
+        let with_res = round % 2 == 1;
+        let rt = up(&res, &[b, oh, ow, co]);
+        let out = gpu().conv2d(&xt, &wg, Some(&bias), g, with_res.then_some(&rt));
+        assert_eq!(out.shape(), &[b, oh, ow, co]);
+        let want: Vec<f32> = if with_res { want.iter().zip(&res).map(|(a, r)| a + r).collect() } else { want };
+        assert_close(&format!("conv2d {b}x{h}x{w}x{c} -> {co} k{k} {g:?} {format:?}"), &read(&out), &want, F32_TOL);
+    }
+}
+
+#[test]
+fn group_norm_matches_cpu() {
+    let mut rng = Rng::from_env("group_norm");
+    for round in 0..6 {
+        let b = rng.range(1, 3);
+        let groups = rng.pick(&[1, 2, 4, 8, 32]);
+        let c = groups * rng.range(1, 6);
+        let p = rng.range(1, 700);
+        let silu = round % 2 == 0;
+        let eps = 1e-5f32;
+        // an offset mean stresses the two-pass variance
+        let x: Vec<f32> = rng.normal(b * p * c, 2.0).into_iter().map(|v| v + 3.0).collect();
+        let (gm, gv) = vector(&mut rng, c, 0.2, 1.0);
+        let (bt, bv) = vector(&mut rng, c, 0.2, 0.0);
+        let cg = c / groups;
+        let mut want = vec![0f32; x.len()];
+        for bi in 0..b {
+            for g in 0..groups {
+                let idx: Vec<usize> = (0..p).flat_map(|pi| (0..cg).map(move |ci| (bi * p + pi) * c + g * cg + ci)).collect();
+                let mean = idx.iter().map(|&i| x[i] as f64).sum::<f64>() / idx.len() as f64;
+                let var = idx.iter().map(|&i| (x[i] as f64 - mean).powi(2)).sum::<f64>() / idx.len() as f64;
+                for &i in &idx {
+                    let ch = i % c;
+                    let mut y = (x[i] as f64 - mean) / (var + eps as f64).sqrt() * gv[ch] as f64 + bv[ch] as f64;
+                    if silu {
+                        y /= 1.0 + (-y).exp();
+                    }
+                    want[i] = y as f32;
+                }
+            }
+        }
+        let out = gpu().group_norm(&up(&x, &[b, p, c]), groups, &gm, &bt, eps, silu);
+        assert_close(&format!("group_norm b{b} p{p} c{c} g{groups} silu {silu}"), &read(&out), &want, F32_TOL);
+    }
+}
+
+#[test]
+fn layer_norm_matches_cpu() {
+    let mut rng = Rng::from_env("layer_norm");
+    for _ in 0..4 {
+        let rows = rng.range(1, 200);
+        let c = rng.range(1, 1100);
+        let x: Vec<f32> = rng.normal(rows * c, 1.5).into_iter().map(|v| v - 2.0).collect();
+        let (gm, gv) = vector(&mut rng, c, 0.2, 1.0);
+        let (bt, bv) = vector(&mut rng, c, 0.2, 0.0);
+        let mut want = vec![0f32; x.len()];
+        for r in 0..rows {
+            let row = &x[r * c..(r + 1) * c];
+            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / c as f64;
+            let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / c as f64;
+            for i in 0..c {
+                want[r * c + i] = ((row[i] as f64 - mean) / (var + 1e-5).sqrt() * gv[i] as f64 + bv[i] as f64) as f32;
+            }
+        }
+        let out = gpu().layer_norm(&up(&x, &[rows, c]), &gm, &bt, 1e-5);
+        assert_close(&format!("layer_norm {rows}x{c}"), &read(&out), &want, F32_TOL);
+    }
+}
+
+#[test]
+fn attention_matches_cpu() {
+    let mut rng = Rng::from_env("attention");
+    for round in 0..7 {
+        let b = rng.range(1, 2);
+        let heads = rng.pick(&[1, 2, 3, 8]);
+        let d = rng.pick(&[4, 8, 40, 64, 80, 160]);
+        let d = if round == 6 { 512 } else { d };
+        let heads = if d >= 160 { 1 } else { heads };
+        let nq = rng.range(1, 150);
+        let causal = round % 3 == 0;
+        let nk = if causal { nq } else { rng.range(1, 120) };
+        let c = heads * d;
+        let q = rng.normal(b * nq * c, 1.0);
+        let k = rng.normal(b * nk * c, 1.0);
+        let v = rng.normal(b * nk * c, 1.0);
+        let scale = 1.0 / (d as f64).sqrt();
+        let mut want = vec![0f32; b * nq * c];
+        for bi in 0..b {
+            for h in 0..heads {
+                for i in 0..nq {
+                    let s: Vec<f64> = (0..nk)
+                        .map(|j| {
+                            if causal && j > i {
+                                return f64::NEG_INFINITY;
+                            }
+                            (0..d).map(|e| q[(bi * nq + i) * c + h * d + e] as f64 * k[(bi * nk + j) * c + h * d + e] as f64).sum::<f64>() * scale
+                        })
+                        .collect();
+                    let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let p: Vec<f64> = s.iter().map(|&x| (x - mx).exp()).collect();
+                    let sum: f64 = p.iter().sum();
+                    for e in 0..d {
+                        let o: f64 = (0..nk).map(|j| p[j] * v[(bi * nk + j) * c + h * d + e] as f64).sum();
+                        want[(bi * nq + i) * c + h * d + e] = (o / sum) as f32;
+                    }
+                }
+            }
+        }
+        let out = gpu().attention(&up(&q, &[b, nq, c]), &up(&k, &[b, nk, c]), &up(&v, &[b, nk, c]), heads, causal);
+        assert_close(&format!("attention b{b} h{heads} d{d} nq{nq} nk{nk} causal {causal}"), &read(&out), &want, F32_TOL);
+    }
+}
+
+#[test]
+fn elementwise_matches_cpu() {
+    let mut rng = Rng::from_env("elementwise");
+    let n = rng.range(1, 70_000);
+    let a = rng.normal(n, 3.0);
+    let bv = rng.normal(n, 3.0);
+    let (at, bt) = (up(&a, &[n]), up(&bv, &[n]));
+    let erf = |x: f64| {
+        // Abramowitz-Stegun 7.1.26 is too coarse for a reference; integrate instead.
+        let steps = 2000;
+        let h = x / steps as f64;
+        let f = |t: f64| (-t * t).exp();
+        let mut s = f(0.0) + f(x);
+        for i in 1..steps {
+            s += f(i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 };
+        }
+        s * h / 3.0 * 2.0 / std::f64::consts::PI.sqrt()
+    };
+    let cases: [(Map, Box<dyn Fn(f64, f64) -> f64>); 5] = [
+        (Map::Add, Box::new(|x, y| x + y)),
+        (Map::Mul, Box::new(|x, y| x * y)),
+        (Map::Silu, Box::new(|x, _| x / (1.0 + (-x).exp()))),
+        (Map::QuickGelu, Box::new(|x, _| x / (1.0 + (-1.702 * x).exp()))),
+        (Map::Gelu, Box::new(move |x, _| 0.5 * x * (1.0 + erf(x / 2f64.sqrt())))),
+    ];
+    for (f, r) in cases {
+        let out = if matches!(f, Map::Add | Map::Mul) { gpu().zip(&at, &bt, f) } else { gpu().map(&at, f) };
+        let want: Vec<f32> = a.iter().zip(&bv).map(|(&x, &y)| r(x as f64, y as f64) as f32).collect();
+        assert_close(&format!("{f:?} n{n}"), &read(&out), &want, F32_TOL);
+    }
+    // per-row broadcast
+    let (bb, p, c) = (rng.range(1, 3), rng.range(1, 50), rng.range(1, 90));
+    let x = rng.normal(bb * p * c, 1.0);
+    let t = rng.normal(bb * c, 1.0);
+    let out = gpu().zip_rows(&up(&x, &[bb, p, c]), &up(&t, &[bb, c]), Map::Add);
+    let want: Vec<f32> = (0..x.len()).map(|i| x[i] + t[(i / (p * c)) * c + i % c]).collect();
+    assert_close("zip_rows", &read(&out), &want, F32_TOL);
+    // GEGLU
+    let (r, f) = (rng.range(1, 100), rng.range(1, 300));
+    let x = rng.normal(r * 2 * f, 2.0);
+    let out = gpu().geglu(&up(&x, &[r, 2 * f]));
+    let want: Vec<f32> = (0..r * f)
+        .map(|i| {
+            let (row, col) = (i / f, i % f);
+            let g = x[row * 2 * f + f + col] as f64;
+            (x[row * 2 * f + col] as f64 * 0.5 * g * (1.0 + erf(g / 2f64.sqrt()))) as f32
+        })
+        .collect();
+    assert_close("geglu", &read(&out), &want, F32_TOL);
+    // concat
+    let (rows, c1, c2) = (rng.range(1, 100), rng.range(1, 50), rng.range(1, 50));
+    let a = rng.normal(rows * c1, 1.0);
+    let b2 = rng.normal(rows * c2, 1.0);
+    let out = gpu().concat(&up(&a, &[rows, c1]), &up(&b2, &[rows, c2]));
+    let want: Vec<f32> = (0..rows).flat_map(|r| a[r * c1..(r + 1) * c1].iter().chain(&b2[r * c2..(r + 1) * c2]).copied().collect::<Vec<_>>()).collect();
+    assert_close("concat", &read(&out), &want, 0.0);
+}
