@@ -103,3 +103,26 @@ fn fill(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     out[i] = bitcast<f32>(p.c1) + 0.0 * (a[0] + b[0]);
 }
+
+// Per-head transpose for chunked attention: a [B, N, H*D] (as the projections write
+// it) -> out [B, H, D, Np] with Np = N rounded up to 4 and zeros in the padding, so
+// that P.V reads 4 consecutive keys at a time. inner = N, c1 = H, c2 = D, outer_stride = Np.
+@compute @workgroup_size(256, 1, 1)
+fn heads_transpose(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = index(gid);
+    if (i >= p.n) {
+        return;
+    }
+    let np = p.outer_stride;
+    let j = i % np;
+    let t = i / np;
+    let d = t % p.c2;
+    let t2 = t / p.c2;
+    let h = t2 % p.c1;
+    let bb = t2 / p.c1;
+    var v = 0.0;
+    if (j < p.inner) {
+        v = a[(bb * p.inner + j) * (p.c1 * p.c2) + h * p.c2 + d];
+    }
+    out[i] = v + 0.0 * b[0];
+}

@@ -3,7 +3,7 @@
 // One kernel serves `linear` (A = x, row-major [M, K]) and `conv2d` as an implicit GEMM
 // (A = im2col of an NHWC feature map, computed on the fly, never stored). The prelude
 // (see src/ops.rs) defines:
-//   fn load_a(m: u32, k: u32) -> f32     the A operand, zero outside the image
+//   fn load_a(m: u32, k: u32, z: u32) -> f32   the A operand (batch z), zero outside the image
 //   w / fn w_at(i: u32) -> f32           the weight in its storage format (binding 2)
 //   const HAS_BIAS: bool, const HAS_RES: bool
 //
@@ -20,12 +20,17 @@
 // words and write neighbouring output columns), K in steps of 16 through shared
 // memory. Accumulation in f32.
 
+// Conv geometry, then the batched/strided layout of gemm_subgroup.wgsl (workgroup z =
+// batch * heads + head; row starts a_off + b*a_bs + h*a_hs + m*a_rs for A, likewise
+// for W and out), which attention uses.
 struct Params {
-    M: u32, N: u32, K: u32, _pad0: u32,
-    // conv geometry (unused by linear)
+    M: u32, N: u32, K: u32, heads: u32,
     in_h: u32, in_w: u32, in_c: u32, kw: u32,
     out_h: u32, out_w: u32, stride: u32, pad_y: u32,
-    pad_x: u32, up: u32, _pad1: u32, _pad2: u32,
+    pad_x: u32, up: u32, a_rs: u32, w_rs: u32,
+    o_rs: u32, a_bs: u32, a_hs: u32, w_bs: u32,
+    w_hs: u32, o_bs: u32, o_hs: u32, a_off: u32,
+    o_off: u32, w_off: u32, w_tap: u32, b_off: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -41,16 +46,16 @@ const TK: u32 = 16u;
 var<workgroup> As: array<f32, 1024>; // [TK][TM]
 var<workgroup> Bs: array<f32, 1024>; // [TK][TN]
 
-// A for linear: x is [M, K].
-fn load_a_linear(m: u32, k: u32) -> f32 {
-    return x[m * p.K + k];
+// A for linear (and attention's batched products): row m of batch z.
+fn load_a_linear(m: u32, k: u32, z: u32) -> f32 {
+    return x[p.a_off + (z / p.heads) * p.a_bs + (z % p.heads) * p.a_hs + m * p.a_rs + k];
 }
 
 // A for conv: row m = (b, oh, ow), column k = (ky, kx, c) with c fastest, matching the
 // weight reordered to [Cout, KH, KW, Cin] at load. With `up` = 2 the input is read
 // through a nearest-neighbour 2x upsample (diffusers' Upsample2D: interpolate, then
 // conv), so the upsampled map is never stored.
-fn load_a_conv(m: u32, k: u32) -> f32 {
+fn load_a_conv(m: u32, k: u32, z: u32) -> f32 {
     let c = k % p.in_c;
     let t = k / p.in_c;
     let kx = t % p.kw;
@@ -78,6 +83,9 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     let tid = ty * 16u + tx;
     let m0 = wid.y * TM;
     let n0 = wid.x * TN;
+    let z = wid.z;
+    let w_base = (z / p.heads) * p.w_bs + (z % p.heads) * p.w_hs;
+    let o_base = p.o_off + (z / p.heads) * p.o_bs + (z % p.heads) * p.o_hs;
     var acc: array<f32, 16>;
     for (var i = 0u; i < 16u; i++) {
         acc[i] = 0.0;
@@ -91,13 +99,14 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
             let m = m0 + r;
             var a = 0.0;
             if (m < p.M && k < p.K) {
-                a = load_a(m, k);
+                a = load_a(m, k, z);
             }
             As[kk * TM + r] = a;
             let n = n0 + r;
             var b = 0.0;
             if (n < p.N && k < p.K) {
-                b = w_at(n * p.K + k);
+                // k = (tap, channel of this slice); taps are w_tap apart in the weight
+                b = w_at(p.w_off + w_base + n * p.w_rs + (k / p.in_c) * p.w_tap + k % p.in_c);
             }
             Bs[kk * TN + r] = b;
         }
@@ -129,9 +138,9 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
             }
             var v = acc[i * 4u + j];
             if (HAS_BIAS) {
-                v += bias[n];
+                v += bias[p.b_off + n];
             }
-            let o = m * p.N + n;
+            let o = o_base + m * p.o_rs + n;
             if (HAS_RES) {
                 v += res[o];
             }

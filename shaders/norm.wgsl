@@ -1,4 +1,5 @@
-// Normalisation family: GroupNorm over NHWC feature maps and LayerNorm over rows.
+// Normalisation family: GroupNorm over NHWC feature maps, LayerNorm over rows, and the
+// row softmax of chunked attention.
 // Statistics in f32 in two passes (mean, then mean of squared deviations), which
 // stays exact where E[x^2] - E[x]^2 would cancel. One workgroup per (group, batch)
 // or per row; the prelude defines const SILU: bool (fuse the SiLU that follows most
@@ -12,8 +13,8 @@
 //   4 out:   same shape as x
 
 struct Params {
-    pixels: u32, channels: u32, groups: u32, _pad: u32,
-    eps: f32, _pad1: u32, _pad2: u32, _pad3: u32,
+    pixels: u32, channels: u32, groups: u32, c_off: u32,
+    eps: f32, q_chunk: u32, q0: u32, _pad3: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -66,7 +67,8 @@ fn group_norm(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_
     }
     let rstd = inverseSqrt(reduce_sum(lid, s2) / f32(n) + p.eps);
     for (var i = lid; i < n; i += WG) {
-        let c = g * cg + i % cg;
+        // gamma/beta index: a channel slice of a larger map starts at c_off
+        let c = p.c_off + g * cg + i % cg;
         let o = base + (i / cg) * p.channels + i % cg;
         out[o] = finish((x[o] - mean) * rstd * gamma[c] + beta[c]);
     }
@@ -94,5 +96,61 @@ fn layer_norm(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_
     let rstd = inverseSqrt(reduce_sum(lid, s2) / f32(c) + p.eps);
     for (var i = lid; i < c; i += WG) {
         out[base + i] = finish((x[base + i] - mean) * rstd * gamma[i] + beta[i]);
+    }
+}
+
+fn reduce_max(lid: u32, v: f32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            red[lid] = max(red[lid], red[lid + s]);
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+// In-place softmax of score rows for chunked attention: `out` is [rows, stride] with
+// rows = (batch * heads) * chunk, row r holding query q0 + r % chunk; the first
+// `channels` (= keys) entries are scaled by `eps` (reused as the scale), masked
+// (key > query, with query q0 + row % q_chunk) when `groups` (reused as the causal
+// flag) is 1, and normalised; the
+// padding up to `stride` (= pixels field) is zeroed so a following GEMM can read
+// whole vec4s. gamma/beta are unused (bound to dummies). Max and sum in f32.
+@compute @workgroup_size(256, 1, 1)
+fn softmax_rows(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let lid = lid3.x;
+    let row = wid.x + wid.y * 65535u;
+    let nk = p.channels;
+    let stride = p.pixels;
+    let q = p.q0 + row % p.q_chunk;
+    let causal = p.groups == 1u;
+    let base = row * stride;
+    // x, gamma and beta are bound to dummies; touching them keeps the bind group
+    // layout the same as the other entry points'.
+    let unused = 0.0 * (x[0] + gamma[0] + beta[0]);
+    var mx = -3.0e38;
+    for (var j = lid; j < nk; j += WG) {
+        if (!(causal && j > q)) {
+            mx = max(mx, out[base + j] * p.eps);
+        }
+    }
+    mx = reduce_max(lid, mx);
+    var s = 0.0;
+    for (var j = lid; j < nk; j += WG) {
+        if (!(causal && j > q)) {
+            s += exp(out[base + j] * p.eps - mx);
+        }
+    }
+    let inv = 1.0 / reduce_sum(lid, s);
+    for (var j = lid; j < stride; j += WG) {
+        var v = 0.0;
+        if (j < nk && !(causal && j > q)) {
+            v = exp(out[base + j] * p.eps - mx) * inv + unused;
+        }
+        out[base + j] = v;
     }
 }

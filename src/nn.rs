@@ -58,6 +58,11 @@ impl Conv2d {
     pub fn forward_res(&self, gpu: &Gpu, x: &Tensor, res: &Tensor) -> Tensor {
         gpu.conv2d(x, &self.weight, self.bias.as_ref(), self.geom, Some(res))
     }
+
+    /// On maps held as channel slices (see `Gpu::conv2d_sliced`).
+    pub fn forward_sliced(&self, gpu: &Gpu, x: &[Tensor], res: Option<&[Tensor]>) -> Vec<Tensor> {
+        gpu.conv2d_sliced(x, &self.weight, self.bias.as_ref(), self.geom, res)
+    }
 }
 
 pub struct GroupNorm {
@@ -80,6 +85,10 @@ impl GroupNorm {
 
     pub fn forward(&self, gpu: &Gpu, x: &Tensor, silu: bool) -> Tensor {
         gpu.group_norm(x, self.groups, &self.weight, &self.bias, self.eps, silu)
+    }
+
+    pub fn forward_sliced(&self, gpu: &Gpu, x: &[Tensor], silu: bool) -> Vec<Tensor> {
+        gpu.group_norm_sliced(x, self.groups, &self.weight, &self.bias, self.eps, silu)
     }
 }
 

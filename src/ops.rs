@@ -4,10 +4,10 @@
 //! sequences `[B, T, C]`. Weights keep PyTorch's `[out, in]` for linear layers and are
 //! reordered to `[Cout, KH, KW, Cin]` for convolutions at load (see `nn::Conv2d`).
 
-use crate::gpu::{Gpu, KernelSpec, Tensor, Weight};
+use crate::gpu::{Gpu, KernelSpec, Tensor, Weight, WeightFormat};
 
 const GEMM: &str = include_str!("../shaders/gemm.wgsl");
-const ATTENTION: &str = include_str!("../shaders/attention.wgsl");
+const GEMM_SUBGROUP: &str = include_str!("../shaders/gemm_subgroup.wgsl");
 const NORM: &str = include_str!("../shaders/norm.wgsl");
 const ELEMENTWISE: &str = include_str!("../shaders/elementwise.wgsl");
 
@@ -55,49 +55,116 @@ impl Map {
     }
 }
 
+/// Geometry of a conv seen as an implicit GEMM.
+#[derive(Clone, Copy, Debug)]
+struct ConvParams {
+    in_h: usize,
+    in_w: usize,
+    in_c: usize,
+    kw: usize,
+    out_h: usize,
+    out_w: usize,
+    stride: usize,
+    pad: usize,
+    up: usize,
+}
+
+/// One GEMM: `batches` independent `[m, k] x [n, k]^T` products with strided operands
+/// (element offsets; `batches = b * heads`, batch index split as (b, h)). Mirrors the
+/// Params block of `shaders/gemm_subgroup.wgsl`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Gemm {
+    m: usize,
+    n: usize,
+    k: usize,
+    batches: usize,
+    heads: usize,
+    conv: Option<ConvParams>,
+    a_rs: usize,
+    w_rs: usize,
+    o_rs: usize,
+    a_bs: usize,
+    a_hs: usize,
+    w_bs: usize,
+    w_hs: usize,
+    o_bs: usize,
+    o_hs: usize,
+    a_off: usize,
+    o_off: usize,
+    /// Channel slices: first weight element, distance between taps, first bias.
+    w_off: usize,
+    w_tap: usize,
+    b_off: usize,
+}
+
+impl Gemm {
+    /// Row-major `[m, k] x [n, k]^T -> [m, n]`.
+    fn dense(m: usize, n: usize, k: usize) -> Gemm {
+        Gemm { m, n, k, batches: 1, heads: 1, a_rs: k, w_rs: k, o_rs: n, w_tap: k, ..Default::default() }
+    }
+
+    fn strides_aligned(&self) -> bool {
+        [self.a_rs, self.w_rs, self.a_bs, self.a_hs, self.w_bs, self.w_hs, self.a_off, self.w_off, self.w_tap].iter().all(|s| s % 4 == 0)
+    }
+
+    fn params(&self) -> [u32; 28] {
+        let c = self.conv.unwrap_or(ConvParams { in_h: 0, in_w: 0, in_c: self.k, kw: 1, out_h: 0, out_w: 0, stride: 1, pad: 0, up: 1 });
+        [
+            self.m, self.n, self.k, self.heads, c.in_h, c.in_w, c.in_c, c.kw, c.out_h, c.out_w, c.stride, c.pad, c.pad, c.up,
+            self.a_rs, self.w_rs, self.o_rs, self.a_bs, self.a_hs, self.w_bs, self.w_hs, self.o_bs, self.o_hs, self.a_off,
+            self.o_off, self.w_off, if self.w_tap == 0 { c.in_c } else { self.w_tap }, self.b_off,
+        ]
+        .map(|v| v as u32)
+    }
+}
+
 fn wg1d(n: usize) -> [u32; 3] {
     let groups = n.div_ceil(256) as u32;
     if groups <= 65535 { [groups, 1, 1] } else { [65535, groups.div_ceil(65535), 1] }
 }
 
 impl Gpu {
-    fn gemm(
-        &self,
-        mode: &str,
-        x: &Tensor,
-        w: &Weight,
-        bias: Option<&Weight>,
-        res: Option<&Tensor>,
-        params: &[u32],
-        m: usize,
-        n: usize,
-        out_shape: &[usize],
-    ) -> Tensor {
-        let k = params[2] as u64;
-        self.count_flops(2 * m as u64 * n as u64 * k);
-        let out = self.empty(out_shape);
-        let key = format!("gemm_{mode}_w{}_b{}_r{}_64x64", w.format.name(), bias.is_some() as u8, res.is_some() as u8);
-        let prelude = format!(
-            "const HAS_BIAS: bool = {};\nconst HAS_RES: bool = {};\nfn load_a(m: u32, k: u32) -> f32 {{ return load_a_{mode}(m, k); }}\n{}",
-            bias.is_some(),
-            res.is_some(),
-            w.format.wgsl(2)
-        );
-        let spec = KernelSpec { key, source: GEMM, prelude, entry: "main" };
+    /// Dispatches the GEMM family (see `shaders/gemm*.wgsl`): the subgroup kernel where
+    /// the adapter has fixed-size subgroups and the shapes allow 4-wide reads, else the
+    /// portable tiled kernel (linear and conv only).
+    fn gemm(&self, g: &Gemm, x: &wgpu::Buffer, w: &wgpu::Buffer, wf: WeightFormat, bias: Option<&Weight>, res: Option<&Tensor>, out: &Tensor) {
+        self.count_flops(2 * (g.m * g.n * g.k * g.batches) as u64);
+        let mode = if g.conv.is_some() { "conv" } else { "linear" };
+        let flags = format!("w{}_b{}_r{}", wf.name(), bias.is_some() as u8, res.is_some() as u8);
+        let consts = format!("const HAS_BIAS: bool = {};\nconst HAS_RES: bool = {};\n", bias.is_some(), res.is_some());
+        let in_c = g.conv.map_or(g.k, |c| c.in_c);
+        let p = g.params();
+        let (spec, workgroups) = match self.info.subgroup_size {
+            // 4-wide reads along K: K and a conv's Cin % 4 == 0, rows 4-aligned.
+            Some(sg) if g.k % 4 == 0 && in_c % 4 == 0 && g.strides_aligned() => (
+                KernelSpec {
+                    key: format!("gemm_sg{sg}_{mode}_{flags}"),
+                    source: GEMM_SUBGROUP,
+                    prelude: format!(
+                        "const SG: u32 = {sg}u;\n{consts}{}fn a_base(m: u32, t: u32, z: u32) -> i32 {{ return a_base_{mode}(m, t, z); }}\n",
+                        wf.wgsl_vec4(2)
+                    ),
+                    entry: "main",
+                },
+                [g.n.div_ceil(8 * sg as usize) as u32, g.m.div_ceil(sg as usize) as u32, g.batches as u32],
+            ),
+            _ => (
+                    KernelSpec {
+                        key: format!("gemm_tiled_{mode}_{flags}_64x64"),
+                        source: GEMM,
+                        prelude: format!("{consts}{}fn load_a(m: u32, k: u32, z: u32) -> f32 {{ return load_a_{mode}(m, k, z); }}\n", wf.wgsl(2)),
+                        entry: "main",
+                    },
+                    [g.n.div_ceil(64) as u32, g.m.div_ceil(64) as u32, g.batches as u32],
+            ),
+        };
         let dummy = self.dummy();
         self.dispatch(
             &spec,
-            &[
-                x.buffer(),
-                w.buffer(),
-                bias.map(|b| b.buffer()).unwrap_or(dummy),
-                res.map(|r| r.buffer()).unwrap_or(dummy),
-                out.buffer(),
-            ],
-            params,
-            [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1],
+            &[x, w, bias.map(|b| b.buffer()).unwrap_or(dummy), res.map(|r| r.buffer()).unwrap_or(dummy), out.buffer()],
+            &p,
+            workgroups,
         );
-        out
     }
 
     /// `x [.., K] · wᵀ (+ bias) (+ res)` with `w [N, K]` as PyTorch stores `nn.Linear`.
@@ -111,65 +178,109 @@ impl Gpu {
         if let Some(r) = res {
             assert_eq!(r.shape(), &out_shape[..], "linear residual");
         }
-        let mut p = [0u32; 16];
-        p[0] = m as u32;
-        p[1] = n as u32;
-        p[2] = k as u32;
-        self.gemm("linear", x, w, bias, res, &p, m, n, &out_shape)
+        let out = self.empty(&out_shape);
+        self.gemm(&Gemm::dense(m, n, k), x.buffer(), w.buffer(), w.format, bias, res, &out);
+        out
     }
 
     /// 2-D convolution of an NHWC map with `w [Cout, KH, KW, Cin]`.
     pub fn conv2d(&self, x: &Tensor, w: &Weight, bias: Option<&Weight>, g: ConvGeom, res: Option<&Tensor>) -> Tensor {
-        let [b, h, wd, c] = x.shape().try_into().expect("conv2d input must be [B, H, W, C]");
-        let [cout, kh, kw, cin] = w.shape[..].try_into().expect("conv2d weight must be [Cout, KH, KW, Cin]");
-        assert_eq!(c, cin, "conv2d: input {:?} against weight {:?}", x.shape(), w.shape);
+        let out = self.conv2d_sliced(std::slice::from_ref(x), w, bias, g, res.map(std::slice::from_ref));
+        assert_eq!(out.len(), 1, "conv2d output does not fit one binding; use conv2d_sliced");
+        out.into_iter().next().unwrap()
+    }
+
+    /// How many equal channel slices a `[.., channels]` map of `bytes` needs so that each
+    /// fits one storage binding: a divisor of `channels` and of 32 (so GroupNorm groups
+    /// never straddle two slices), each slice a multiple of 4 channels.
+    pub fn channel_slices(&self, bytes: usize, channels: usize) -> usize {
+        let limit = self.info.max_storage_binding as usize;
+        [1, 2, 4, 8, 16, 32]
+            .into_iter()
+            .find(|&n| channels % n == 0 && (n == 1 || (channels / n) % 4 == 0) && bytes.div_ceil(n) <= limit)
+            .unwrap_or_else(|| panic!("a map of {bytes} bytes cannot be split to fit a {limit}-byte binding"))
+    }
+
+    /// 2-D convolution of an NHWC map held as channel slices (`xs`, concatenated along
+    /// channels), producing the output as channel slices that each fit one binding: how
+    /// RoentGen's VAE decodes 512x512 (a 256-channel 512x512 map is 256 MiB, twice
+    /// WebGPU's default 128 MiB binding) exactly. Each output slice accumulates one GEMM
+    /// per input slice through the residual epilogue. A 1x1 conv may pass a `[N, K]`
+    /// linear weight.
+    pub fn conv2d_sliced(&self, xs: &[Tensor], w: &Weight, bias: Option<&Weight>, g: ConvGeom, res: Option<&[Tensor]>) -> Vec<Tensor> {
+        let (cout, kh, kw, cin) = match w.shape[..] {
+            [o, kh, kw, i] => (o, kh, kw, i),
+            [o, i] => (o, 1, 1, i),
+            _ => panic!("conv2d weight must be [Cout, KH, KW, Cin], got {:?}", w.shape),
+        };
+        let [b, h, wd, _] = xs[0].shape().try_into().expect("conv2d input must be [B, H, W, C]");
+        let c: usize = xs.iter().map(|x| x.dim(-1)).sum();
+        assert_eq!(c, cin, "conv2d: input of {c} channels against weight {:?}", w.shape);
         let up = if g.upsample { 2 } else { 1 };
         let (lh, lw) = (h * up, wd * up);
         let oh = (lh + 2 * g.pad + g.pad_extra - kh) / g.stride + 1;
         let ow = (lw + 2 * g.pad + g.pad_extra - kw) / g.stride + 1;
-        let out_shape = [b, oh, ow, cout];
+        let k_total = kh * kw * cin;
+        let n_slices = self.channel_slices(b * oh * ow * cout * 4, cout);
+        let cs = cout / n_slices;
         if let Some(r) = res {
-            assert_eq!(r.shape(), &out_shape[..], "conv2d residual");
+            assert_eq!(r.len(), n_slices, "conv2d residual slices");
         }
-        let m = b * oh * ow;
-        let k = kh * kw * cin;
-        let p: [u32; 16] = [
-            m as u32,
-            cout as u32,
-            k as u32,
-            0,
-            h as u32,
-            wd as u32,
-            cin as u32,
-            kw as u32,
-            oh as u32,
-            ow as u32,
-            g.stride as u32,
-            g.pad as u32,
-            g.pad as u32,
-            up as u32,
-            0,
-            0,
-        ];
-        self.gemm("conv", x, w, bias, res, &p, m, cout, &out_shape)
+        let mut outs = Vec::with_capacity(n_slices);
+        for j in 0..n_slices {
+            let n0 = j * cs;
+            let mut acc: Option<Tensor> = res.map(|r| r[j].clone());
+            let mut c0 = 0;
+            for (i, x) in xs.iter().enumerate() {
+                let ci = x.dim(-1);
+                let out = self.empty(&[b, oh, ow, cs]);
+                let mut gm = Gemm::dense(b * oh * ow, cs, kh * kw * ci);
+                gm.conv = Some(ConvParams { in_h: h, in_w: wd, in_c: ci, kw, out_h: oh, out_w: ow, stride: g.stride, pad: g.pad, up });
+                gm.w_rs = k_total;
+                gm.w_off = n0 * k_total + c0;
+                gm.w_tap = cin;
+                gm.b_off = n0;
+                let bias = if i == 0 { bias } else { None };
+                self.gemm(&gm, x.buffer(), w.buffer(), w.format, bias, acc.as_ref(), &out);
+                acc = Some(out);
+                c0 += ci;
+            }
+            outs.push(acc.unwrap());
+        }
+        outs
     }
 
     /// GroupNorm over an NHWC map (or `[B, P, C]`), optionally followed by SiLU.
     pub fn group_norm(&self, x: &Tensor, groups: usize, gamma: &Weight, beta: &Weight, eps: f32, silu: bool) -> Tensor {
-        let b = x.dim(0);
-        let c = x.dim(-1);
+        self.group_norm_sliced(std::slice::from_ref(x), groups, gamma, beta, eps, silu).pop().unwrap()
+    }
+
+    /// GroupNorm of a map held as channel slices (see [`Gpu::conv2d_sliced`]); each
+    /// slice holds whole groups.
+    pub fn group_norm_sliced(&self, xs: &[Tensor], groups: usize, gamma: &Weight, beta: &Weight, eps: f32, silu: bool) -> Vec<Tensor> {
+        let c: usize = xs.iter().map(|x| x.dim(-1)).sum();
         assert_eq!(c % groups, 0, "group_norm: {c} channels in {groups} groups");
-        let pixels = x.numel() / (b * c);
-        let out = self.empty(x.shape());
+        let per_group = c / groups;
         let spec = KernelSpec {
             key: format!("group_norm_silu{}", silu as u8),
             source: NORM,
             prelude: format!("const SILU: bool = {silu};"),
             entry: "group_norm",
         };
-        let p = [pixels as u32, c as u32, groups as u32, 0, eps.to_bits(), 0, 0, 0];
-        self.dispatch(&spec, &[x.buffer(), gamma.buffer(), beta.buffer(), out.buffer()], &p, [groups as u32, b as u32, 1]);
-        out
+        let mut c0 = 0;
+        xs.iter()
+            .map(|x| {
+                let (b, cx) = (x.dim(0), x.dim(-1));
+                assert_eq!(cx % per_group, 0, "group_norm: a slice of {cx} channels splits groups of {per_group}");
+                let pixels = x.numel() / (b * cx);
+                let out = self.empty(x.shape());
+                let g = cx / per_group;
+                let p = [pixels as u32, cx as u32, g as u32, c0 as u32, eps.to_bits(), 0, 0, 0];
+                self.dispatch(&spec, &[x.buffer(), gamma.buffer(), beta.buffer(), out.buffer()], &p, [g as u32, b as u32, 1]);
+                c0 += cx;
+                out
+            })
+            .collect()
     }
 
     /// LayerNorm over the last dim.
@@ -184,29 +295,68 @@ impl Gpu {
         out
     }
 
-    /// Multi-head attention without materialising scores. `q [B, Nq, H*D]`,
-    /// `k, v [B, Nk, H*D]` -> `[B, Nq, H*D]`, scale `1/sqrt(D)`.
+    /// Multi-head attention: `q [B, Nq, H*D]`, `k, v [B, Nk, H*D]` -> `[B, Nq, H*D]`,
+    /// scale `1/sqrt(D)`, optionally causal (CLIP's text encoder).
+    ///
+    /// Computed as GEMMs over query chunks: scores for a chunk of queries (all heads)
+    /// in a buffer of at most 64 MiB, softmax in place, then P.V. The full score tensor
+    /// (512 MiB in f32 at 64x64 latents) never exists. A first flash kernel (one thread
+    /// per query, D-float accumulators) was slower on lavapipe and returned NaN there
+    /// for D = 512 with more than one workgroup: per-thread arrays that large are not
+    /// portable.
     pub fn attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, causal: bool) -> Tensor {
-        let [b, nq, cq] = q.shape().try_into().expect("attention q must be [B, N, C]");
+        let [b, nq, c] = q.shape().try_into().expect("attention q must be [B, N, C]");
         let [bk, nk, ck] = k.shape().try_into().expect("attention k must be [B, N, C]");
         assert_eq!(k.shape(), v.shape(), "attention k/v");
-        assert_eq!((b, cq), (bk, ck), "attention q {:?} k {:?}", q.shape(), k.shape());
-        assert_eq!(cq % heads, 0, "attention: {cq} channels in {heads} heads");
-        let d = cq / heads;
-        // Two K/V tiles of BK x D f32 within 16 KiB of workgroup memory.
-        let bk_tile = (2048 / d).clamp(1, 64);
-        let bk_tile = 1usize << (usize::BITS - 1 - bk_tile.leading_zeros());
-        let out = self.empty(&[b, nq, cq]);
-        let spec = KernelSpec {
-            key: format!("attention_d{d}_bk{bk_tile}"),
-            source: ATTENTION,
-            prelude: format!("const D: u32 = {d}u;\nconst BK: u32 = {bk_tile}u;"),
-            entry: "main",
-        };
+        assert_eq!((b, c), (bk, ck), "attention q {:?} k {:?}", q.shape(), k.shape());
+        assert_eq!(c % heads, 0, "attention: {c} channels in {heads} heads");
+        let sg = self.info.subgroup_size.unwrap_or(64) as usize;
+        let d = c / heads;
+        let nk4 = nk.div_ceil(4) * 4;
         self.count_flops(4 * (b * heads * nq * nk * d) as u64);
+        let flops_before = self.take_flops();
+        // 1. V per head, transposed to [B, H, D, Nk4] so P.V reads 4 keys at a time.
+        let vt = self.empty(&[b, heads, d, nk4]);
+        let spec = self.map_kernel(Map::Add, "heads_transpose");
+        let pt = [vt.numel() as u32, nk as u32, nk4 as u32, 0, heads as u32, d as u32, 0, 0];
+        self.dispatch(&spec, &[v.buffer(), self.dummy(), vt.buffer()], &pt, wg1d(vt.numel()));
+        // 2. query chunks: as many rows as fit the score budget, a multiple of the GEMM's
+        //    row tile.
+        let budget = (64usize << 20).min(self.info.max_storage_binding as usize / 2) / 4;
+        let qc = (budget / (b * heads * nk4)).max(sg) / sg * sg;
+        let qc = qc.min(nq.div_ceil(sg) * sg);
+        let scores = self.empty(&[b * heads * qc, nk4]);
+        let out = self.empty(&[b, nq, c]);
+        let softmax = KernelSpec { key: "softmax_rows".into(), source: NORM, prelude: "const SILU: bool = false;".into(), entry: "softmax_rows" };
         let scale = 1.0 / (d as f32).sqrt();
-        let p = [nq as u32, nk as u32, heads as u32, cq as u32, ck as u32, causal as u32, scale.to_bits(), 0];
-        self.dispatch(&spec, &[q.buffer(), k.buffer(), v.buffer(), out.buffer()], &p, [nq.div_ceil(64) as u32, heads as u32, b as u32]);
+        for q0 in (0..nq).step_by(qc) {
+            let rows = qc.min(nq - q0);
+            // S[b, h, i, j] = Q[b, q0 + i, h] . K[b, j, h]
+            let s_gemm = Gemm {
+                m: rows, n: nk, k: d, batches: b * heads, heads,
+                a_rs: c, a_bs: nq * c, a_hs: d, a_off: q0 * c,
+                w_rs: c, w_bs: nk * c, w_hs: d,
+                o_rs: nk4, o_bs: heads * qc * nk4, o_hs: qc * nk4,
+                ..Default::default()
+            };
+            self.gemm(&s_gemm, q.buffer(), k.buffer(), WeightFormat::F32, None, None, &scores);
+            let ps = [nk4 as u32, nk as u32, causal as u32, 0, scale.to_bits(), qc as u32, q0 as u32, 0];
+            let n_rows = b * heads * qc;
+            let wg = if n_rows <= 65535 { [n_rows as u32, 1, 1] } else { [65535, n_rows.div_ceil(65535) as u32, 1] };
+            self.dispatch(&softmax, &[self.dummy(), self.dummy(), self.dummy(), scores.buffer()], &ps, wg);
+            // O[b, q0 + i, h] = P[b, h, i] . Vt[b, h]
+            let o_gemm = Gemm {
+                m: rows, n: d, k: nk4, batches: b * heads, heads,
+                a_rs: nk4, a_bs: heads * qc * nk4, a_hs: qc * nk4,
+                w_rs: nk4, w_bs: heads * d * nk4, w_hs: d * nk4,
+                o_rs: c, o_bs: nq * c, o_hs: d, o_off: q0 * c,
+                ..Default::default()
+            };
+            self.gemm(&o_gemm, scores.buffer(), vt.buffer(), WeightFormat::F32, None, None, &out);
+        }
+        // Count the attention's own FLOPs once (not the padded GEMMs').
+        self.take_flops();
+        self.count_flops(flops_before);
         out
     }
 

@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::{Rng, assert_close, gpu, read};
+use common::{Rng, assert_close, gpus, read_on};
+use roentgen_web::gpu::Gpu;
 use roentgen_web::gpu::{Tensor, Weight, WeightFormat};
 use roentgen_web::ops::{ConvGeom, Map};
 use roentgen_web::weights::{f16_to_f32, f32_to_f16};
@@ -13,33 +14,39 @@ use roentgen_web::weights::{f16_to_f32, f32_to_f16};
 /// lose about sqrt(K) * 2^-24 ≈ 1e-5 relative at worst; typical errors are 1e-7..1e-6.
 const F32_TOL: f64 = 2e-5;
 
-fn up(v: &[f32], shape: &[usize]) -> Tensor {
-    gpu().set_poison(true);
-    gpu().upload(v, shape).unwrap()
+fn up(g: &Gpu, v: &[f32], shape: &[usize]) -> Tensor {
+    g.set_poison(true);
+    g.upload(v, shape).unwrap()
 }
 
 /// A weight in `format`, and the values the kernel should see (f16-rounded for F16).
-fn weight(rng: &mut Rng, shape: &[usize], scale: f32, format: WeightFormat) -> (Weight, Vec<f32>) {
+fn weight(g: &Gpu, rng: &mut Rng, shape: &[usize], scale: f32, format: WeightFormat) -> (Weight, Vec<f32>) {
     let n: usize = shape.iter().product();
     let v = rng.normal(n, scale);
     match format {
-        WeightFormat::F32 => (gpu().weight_f32("w", &v, shape), v),
+        WeightFormat::F32 => (g.weight_f32("w", &v, shape), v),
         WeightFormat::F16 => {
             let bits: Vec<u16> = v.iter().map(|&x| f32_to_f16(x)).collect();
             let seen = bits.iter().map(|&b| f16_to_f32(b)).collect();
-            (gpu().weight_f16("w", &bits, shape), seen)
+            (g.weight_f16("w", &bits, shape), seen)
         }
     }
 }
 
-fn vector(rng: &mut Rng, n: usize, scale: f32, offset: f32) -> (Weight, Vec<f32>) {
+fn vector(g: &Gpu, rng: &mut Rng, n: usize, scale: f32, offset: f32) -> (Weight, Vec<f32>) {
     let v: Vec<f32> = rng.normal(n, scale).into_iter().map(|x| x + offset).collect();
-    (gpu().weight_f32("v", &v, &[n]), v)
+    (g.weight_f32("v", &v, &[n]), v)
 }
 
 #[test]
 fn linear_matches_cpu() {
-    let mut rng = Rng::from_env("linear");
+    for (path, g) in gpus() {
+        linear_matches_cpu_on(path, g);
+    }
+}
+
+fn linear_matches_cpu_on(path: &str, g: &Gpu) {
+    let mut rng = Rng::from_env(&format!("{path} linear"));
     for round in 0..8 {
         let m = rng.range(1, 300);
         let k = rng.range(1, 200);
@@ -47,12 +54,12 @@ fn linear_matches_cpu() {
         let format = rng.pick(&[WeightFormat::F32, WeightFormat::F16]);
         let (has_bias, has_res) = (round % 2 == 0, round % 3 == 0);
         let x = rng.normal(m * k, 1.0);
-        let (w, wv) = weight(&mut rng, &[n, k], 1.0 / (k as f32).sqrt(), format);
-        let (b, bv) = vector(&mut rng, n, 0.5, 0.0);
+        let (w, wv) = weight(g, &mut rng, &[n, k], 1.0 / (k as f32).sqrt(), format);
+        let (b, bv) = vector(g, &mut rng, n, 0.5, 0.0);
         let r = rng.normal(m * n, 1.0);
-        let xt = up(&x, &[m, k]);
-        let rt = up(&r, &[m, n]);
-        let out = gpu().linear(&xt, &w, has_bias.then_some(&b), has_res.then_some(&rt));
+        let xt = up(g, &x, &[m, k]);
+        let rt = up(g, &r, &[m, n]);
+        let out = g.linear(&xt, &w, has_bias.then_some(&b), has_res.then_some(&rt));
         let mut want = vec![0f32; m * n];
         for i in 0..m {
             for j in 0..n {
@@ -69,7 +76,7 @@ fn linear_matches_cpu() {
                 want[i * n + j] = s as f32;
             }
         }
-        assert_close(&format!("linear {m}x{k}x{n} {format:?} bias {has_bias} res {has_res}"), &read(&out), &want, F32_TOL);
+        assert_close(&format!("{path} linear {m}x{k}x{n} {format:?} bias {has_bias} res {has_res}"), &read_on(g, &out), &want, F32_TOL);
     }
 }
 
@@ -109,21 +116,27 @@ fn conv_ref(x: &[f32], b: usize, h: usize, w: usize, c: usize, wt: &[f32], co: u
 
 #[test]
 fn conv2d_matches_cpu() {
-    let mut rng = Rng::from_env("conv2d");
+    for (path, g) in gpus() {
+        conv2d_matches_cpu_on(path, g);
+    }
+}
+
+fn conv2d_matches_cpu_on(path: &str, g: &Gpu) {
+    let mut rng = Rng::from_env(&format!("{path} conv2d"));
     for round in 0..8 {
         let b = rng.range(1, 2);
         let (h, w) = (rng.range(1, 13), rng.range(1, 13));
         let c = rng.range(1, 40);
         let co = rng.range(1, 70);
         let k = rng.pick(&[1, 3, 3]);
-        let mut g = match round % 4 {
+        let mut geom = match round % 4 {
             0 => ConvGeom::same(k),
             1 => ConvGeom { stride: 2, pad: k / 2, pad_extra: 0, upsample: false },
             2 => ConvGeom { stride: 2, pad: 0, pad_extra: 1, upsample: false },
             _ => ConvGeom { upsample: true, ..ConvGeom::same(k) },
         };
-        if h * (1 + g.upsample as usize) + 2 * g.pad + g.pad_extra < k || w * (1 + g.upsample as usize) + 2 * g.pad + g.pad_extra < k {
-            g = ConvGeom::same(k);
+        if h * (1 + geom.upsample as usize) + 2 * geom.pad + geom.pad_extra < k || w * (1 + geom.upsample as usize) + 2 * geom.pad + geom.pad_extra < k {
+            geom = ConvGeom::same(k);
         }
         let format = rng.pick(&[WeightFormat::F32, WeightFormat::F16]);
         let x = rng.normal(b * h * w * c, 1.0);
@@ -142,25 +155,31 @@ fn conv2d_matches_cpu() {
             }
         }
         let wg = match format {
-            WeightFormat::F32 => gpu().weight_f32("w", &perm, &[co, k, k, c]),
-            WeightFormat::F16 => gpu().weight_f16("w", &perm.iter().map(|&v| f32_to_f16(v)).collect::<Vec<_>>(), &[co, k, k, c]),
+            WeightFormat::F32 => g.weight_f32("w", &perm, &[co, k, k, c]),
+            WeightFormat::F16 => g.weight_f16("w", &perm.iter().map(|&v| f32_to_f16(v)).collect::<Vec<_>>(), &[co, k, k, c]),
         };
-        let (bias, bv) = vector(&mut rng, co, 0.5, 0.0);
-        let (want, oh, ow) = conv_ref(&x, b, h, w, c, &wt, co, k, g, &bv);
-        let xt = up(&x, &[b, h, w, c]);
+        let (bias, bv) = vector(g, &mut rng, co, 0.5, 0.0);
+        let (want, oh, ow) = conv_ref(&x, b, h, w, c, &wt, co, k, geom, &bv);
+        let xt = up(g, &x, &[b, h, w, c]);
         let res = rng.normal(want.len(), 1.0);
         let with_res = round % 2 == 1;
-        let rt = up(&res, &[b, oh, ow, co]);
-        let out = gpu().conv2d(&xt, &wg, Some(&bias), g, with_res.then_some(&rt));
+        let rt = up(g, &res, &[b, oh, ow, co]);
+        let out = g.conv2d(&xt, &wg, Some(&bias), geom, with_res.then_some(&rt));
         assert_eq!(out.shape(), &[b, oh, ow, co]);
         let want: Vec<f32> = if with_res { want.iter().zip(&res).map(|(a, r)| a + r).collect() } else { want };
-        assert_close(&format!("conv2d {b}x{h}x{w}x{c} -> {co} k{k} {g:?} {format:?}"), &read(&out), &want, F32_TOL);
+        assert_close(&format!("{path} conv2d {b}x{h}x{w}x{c} -> {co} k{k} {geom:?} {format:?}"), &read_on(g, &out), &want, F32_TOL);
     }
 }
 
 #[test]
 fn group_norm_matches_cpu() {
-    let mut rng = Rng::from_env("group_norm");
+    for (path, g) in gpus() {
+        group_norm_matches_cpu_on(path, g);
+    }
+}
+
+fn group_norm_matches_cpu_on(path: &str, g: &Gpu) {
+    let mut rng = Rng::from_env(&format!("{path} group_norm"));
     for round in 0..6 {
         let b = rng.range(1, 3);
         let groups = rng.pick(&[1, 2, 4, 8, 32]);
@@ -170,8 +189,8 @@ fn group_norm_matches_cpu() {
         let eps = 1e-5f32;
         // an offset mean stresses the two-pass variance
         let x: Vec<f32> = rng.normal(b * p * c, 2.0).into_iter().map(|v| v + 3.0).collect();
-        let (gm, gv) = vector(&mut rng, c, 0.2, 1.0);
-        let (bt, bv) = vector(&mut rng, c, 0.2, 0.0);
+        let (gm, gv) = vector(g, &mut rng, c, 0.2, 1.0);
+        let (bt, bv) = vector(g, &mut rng, c, 0.2, 0.0);
         let cg = c / groups;
         let mut want = vec![0f32; x.len()];
         for bi in 0..b {
@@ -189,20 +208,26 @@ fn group_norm_matches_cpu() {
                 }
             }
         }
-        let out = gpu().group_norm(&up(&x, &[b, p, c]), groups, &gm, &bt, eps, silu);
-        assert_close(&format!("group_norm b{b} p{p} c{c} g{groups} silu {silu}"), &read(&out), &want, F32_TOL);
+        let out = g.group_norm(&up(g, &x, &[b, p, c]), groups, &gm, &bt, eps, silu);
+        assert_close(&format!("{path} group_norm b{b} p{p} c{c} g{groups} silu {silu}"), &read_on(g, &out), &want, F32_TOL);
     }
 }
 
 #[test]
 fn layer_norm_matches_cpu() {
-    let mut rng = Rng::from_env("layer_norm");
+    for (path, g) in gpus() {
+        layer_norm_matches_cpu_on(path, g);
+    }
+}
+
+fn layer_norm_matches_cpu_on(path: &str, g: &Gpu) {
+    let mut rng = Rng::from_env(&format!("{path} layer_norm"));
     for _ in 0..4 {
         let rows = rng.range(1, 200);
         let c = rng.range(1, 1100);
         let x: Vec<f32> = rng.normal(rows * c, 1.5).into_iter().map(|v| v - 2.0).collect();
-        let (gm, gv) = vector(&mut rng, c, 0.2, 1.0);
-        let (bt, bv) = vector(&mut rng, c, 0.2, 0.0);
+        let (gm, gv) = vector(g, &mut rng, c, 0.2, 1.0);
+        let (bt, bv) = vector(g, &mut rng, c, 0.2, 0.0);
         let mut want = vec![0f32; x.len()];
         for r in 0..rows {
             let row = &x[r * c..(r + 1) * c];
@@ -212,14 +237,20 @@ fn layer_norm_matches_cpu() {
                 want[r * c + i] = ((row[i] as f64 - mean) / (var + 1e-5).sqrt() * gv[i] as f64 + bv[i] as f64) as f32;
             }
         }
-        let out = gpu().layer_norm(&up(&x, &[rows, c]), &gm, &bt, 1e-5);
-        assert_close(&format!("layer_norm {rows}x{c}"), &read(&out), &want, F32_TOL);
+        let out = g.layer_norm(&up(g, &x, &[rows, c]), &gm, &bt, 1e-5);
+        assert_close(&format!("{path} layer_norm {rows}x{c}"), &read_on(g, &out), &want, F32_TOL);
     }
 }
 
 #[test]
 fn attention_matches_cpu() {
-    let mut rng = Rng::from_env("attention");
+    for (path, g) in gpus() {
+        attention_matches_cpu_on(path, g);
+    }
+}
+
+fn attention_matches_cpu_on(path: &str, g: &Gpu) {
+    let mut rng = Rng::from_env(&format!("{path} attention"));
     for round in 0..7 {
         let b = rng.range(1, 2);
         let heads = rng.pick(&[1, 2, 3, 8]);
@@ -256,18 +287,24 @@ fn attention_matches_cpu() {
                 }
             }
         }
-        let out = gpu().attention(&up(&q, &[b, nq, c]), &up(&k, &[b, nk, c]), &up(&v, &[b, nk, c]), heads, causal);
-        assert_close(&format!("attention b{b} h{heads} d{d} nq{nq} nk{nk} causal {causal}"), &read(&out), &want, F32_TOL);
+        let out = g.attention(&up(g, &q, &[b, nq, c]), &up(g, &k, &[b, nk, c]), &up(g, &v, &[b, nk, c]), heads, causal);
+        assert_close(&format!("{path} attention b{b} h{heads} d{d} nq{nq} nk{nk} causal {causal}"), &read_on(g, &out), &want, F32_TOL);
     }
 }
 
 #[test]
 fn elementwise_matches_cpu() {
-    let mut rng = Rng::from_env("elementwise");
+    for (path, g) in gpus() {
+        elementwise_matches_cpu_on(path, g);
+    }
+}
+
+fn elementwise_matches_cpu_on(path: &str, g: &Gpu) {
+    let mut rng = Rng::from_env(&format!("{path} elementwise"));
     let n = rng.range(1, 70_000);
     let a = rng.normal(n, 3.0);
     let bv = rng.normal(n, 3.0);
-    let (at, bt) = (up(&a, &[n]), up(&bv, &[n]));
+    let (at, bt) = (up(g, &a, &[n]), up(g, &bv, &[n]));
     let erf = |x: f64| {
         // Abramowitz-Stegun 7.1.26 is too coarse for a reference; integrate instead.
         let steps = 2000;
@@ -287,21 +324,21 @@ fn elementwise_matches_cpu() {
         (Map::Gelu, Box::new(move |x, _| 0.5 * x * (1.0 + erf(x / 2f64.sqrt())))),
     ];
     for (f, r) in cases {
-        let out = if matches!(f, Map::Add | Map::Mul) { gpu().zip(&at, &bt, f) } else { gpu().map(&at, f) };
+        let out = if matches!(f, Map::Add | Map::Mul) { g.zip(&at, &bt, f) } else { g.map(&at, f) };
         let want: Vec<f32> = a.iter().zip(&bv).map(|(&x, &y)| r(x as f64, y as f64) as f32).collect();
-        assert_close(&format!("{f:?} n{n}"), &read(&out), &want, F32_TOL);
+        assert_close(&format!("{path} {f:?} n{n}"), &read_on(g, &out), &want, F32_TOL);
     }
     // per-row broadcast
     let (bb, p, c) = (rng.range(1, 3), rng.range(1, 50), rng.range(1, 90));
     let x = rng.normal(bb * p * c, 1.0);
     let t = rng.normal(bb * c, 1.0);
-    let out = gpu().zip_rows(&up(&x, &[bb, p, c]), &up(&t, &[bb, c]), Map::Add);
+    let out = g.zip_rows(&up(g, &x, &[bb, p, c]), &up(g, &t, &[bb, c]), Map::Add);
     let want: Vec<f32> = (0..x.len()).map(|i| x[i] + t[(i / (p * c)) * c + i % c]).collect();
-    assert_close("zip_rows", &read(&out), &want, F32_TOL);
+    assert_close(&format!("{path} zip_rows"), &read_on(g, &out), &want, F32_TOL);
     // GEGLU
     let (r, f) = (rng.range(1, 100), rng.range(1, 300));
     let x = rng.normal(r * 2 * f, 2.0);
-    let out = gpu().geglu(&up(&x, &[r, 2 * f]));
+    let out = g.geglu(&up(g, &x, &[r, 2 * f]));
     let want: Vec<f32> = (0..r * f)
         .map(|i| {
             let (row, col) = (i / f, i % f);
@@ -309,12 +346,87 @@ fn elementwise_matches_cpu() {
             (x[row * 2 * f + col] as f64 * 0.5 * g * (1.0 + erf(g / 2f64.sqrt()))) as f32
         })
         .collect();
-    assert_close("geglu", &read(&out), &want, F32_TOL);
+    assert_close(&format!("{path} geglu"), &read_on(g, &out), &want, F32_TOL);
     // concat
     let (rows, c1, c2) = (rng.range(1, 100), rng.range(1, 50), rng.range(1, 50));
     let a = rng.normal(rows * c1, 1.0);
     let b2 = rng.normal(rows * c2, 1.0);
-    let out = gpu().concat(&up(&a, &[rows, c1]), &up(&b2, &[rows, c2]));
+    let out = g.concat(&up(g, &a, &[rows, c1]), &up(g, &b2, &[rows, c2]));
     let want: Vec<f32> = (0..rows).flat_map(|r| a[r * c1..(r + 1) * c1].iter().chain(&b2[r * c2..(r + 1) * c2]).copied().collect::<Vec<_>>()).collect();
-    assert_close("concat", &read(&out), &want, 0.0);
+    assert_close(&format!("{path} concat"), &read_on(g, &out), &want, 0.0);
+}
+
+
+/// Maps split into channel slices (how the VAE decodes 512x512 within 128 MiB
+/// bindings), forced at small sizes by a context that claims 4 KiB bindings.
+#[test]
+fn sliced_conv_and_group_norm_match_cpu() {
+    for (path, g) in common::gpus_small_bindings() {
+        sliced_on(path, g);
+    }
+}
+
+fn sliced_on(path: &str, g: &Gpu) {
+    let mut rng = Rng::from_env(path);
+    for round in 0..4 {
+        let b = rng.range(1, 2);
+        // 8x8 outputs of 32 channels: 8 or 16 KiB, two or four 4 KiB slices
+        let (h, w) = if round == 2 { (4, 4) } else { (8, 8) };
+        // input slices of 4..16 channels
+        let slices: Vec<usize> = (0..rng.range(1, 3)).map(|_| 4 * rng.range(1, 4)).collect();
+        let c: usize = slices.iter().sum();
+        let co = 32;
+        let k = if round % 2 == 0 { 3 } else { 1 };
+        let geom = ConvGeom { upsample: round == 2, ..ConvGeom::same(k) };
+        let x = rng.normal(b * h * w * c, 1.0);
+        let wt = rng.normal(co * c * k * k, 1.0 / ((c * k * k) as f32).sqrt());
+        let mut perm = vec![0f32; wt.len()];
+        for o in 0..co {
+            for ci in 0..c {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        perm[((o * k + ky) * k + kx) * c + ci] = wt[((o * c + ci) * k + ky) * k + kx];
+                    }
+                }
+            }
+        }
+        let wg = g.weight_f32("w", &perm, &[co, k, k, c]);
+        let (bias, bv) = vector(g, &mut rng, co, 0.5, 0.0);
+        let (want, oh, ow) = conv_ref(&x, b, h, w, c, &wt, co, k, geom, &bv);
+        // split x into its channel slices
+        let mut xs = Vec::new();
+        let mut c0 = 0;
+        for &cs in &slices {
+            let part: Vec<f32> = (0..b * h * w).flat_map(|p| x[p * c + c0..p * c + c0 + cs].to_vec()).collect();
+            xs.push(up(g, &part, &[b, h, w, cs]));
+            c0 += cs;
+        }
+        let outs = g.conv2d_sliced(&xs, &wg, Some(&bias), geom, None);
+        assert!(outs.len() > 1, "the small-binding context should split the output");
+        let joined = |outs: &[Tensor]| -> Vec<f32> {
+            let parts: Vec<Vec<f32>> = outs.iter().map(|t| read_on(g, t)).collect();
+            let widths: Vec<usize> = outs.iter().map(|t| t.dim(-1)).collect();
+            (0..b * oh * ow).flat_map(|p| parts.iter().zip(&widths).flat_map(move |(v, &cw)| v[p * cw..(p + 1) * cw].to_vec()).collect::<Vec<_>>()).collect()
+        };
+        assert_close(&format!("{path} conv2d {b}x{h}x{w}x{slices:?} -> {co} k{k} in {} slices", outs.len()), &joined(&outs), &want, F32_TOL);
+        // GroupNorm over the slices (32 groups of co/32 channels)
+        let (gm, gv) = vector(g, &mut rng, co, 0.2, 1.0);
+        let (bt, btv) = vector(g, &mut rng, co, 0.2, 0.0);
+        let normed = g.group_norm_sliced(&outs, 32, &gm, &bt, 1e-6, true);
+        let cg = co / 32;
+        let mut want_n = vec![0f32; want.len()];
+        for bi in 0..b {
+            for grp in 0..32 {
+                let idx: Vec<usize> = (0..oh * ow).flat_map(|p| (0..cg).map(move |ci| (bi * oh * ow + p) * co + grp * cg + ci)).collect();
+                let mean = idx.iter().map(|&i| want[i] as f64).sum::<f64>() / idx.len() as f64;
+                let var = idx.iter().map(|&i| (want[i] as f64 - mean).powi(2)).sum::<f64>() / idx.len() as f64;
+                for &i in &idx {
+                    let ch = i % co;
+                    let y = (want[i] as f64 - mean) / (var + 1e-6).sqrt() * gv[ch] as f64 + btv[ch] as f64;
+                    want_n[i] = (y / (1.0 + (-y).exp())) as f32;
+                }
+            }
+        }
+        assert_close(&format!("{path} group_norm over {} slices", normed.len()), &joined(&normed), &want_n, F32_TOL);
+    }
 }

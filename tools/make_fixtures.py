@@ -119,15 +119,22 @@ def _added(content):
             "normalized": True, "rstrip": False, "single_word": False}
 
 
-def write_legacy_tokenizer(folder, encoder, merges):
-    """RoentGen/SD1.4-era layout: vocab.json + merges.txt + configs (no tokenizer.json)."""
+def write_legacy_tokenizer(folder, encoder, merges, vocab_json="pretty"):
+    """RoentGen/SD1.4-era layout: vocab.json + merges.txt + configs (no tokenizer.json).
+
+    vocab_json "pretty": as transformers' (slow) CLIPTokenizer.save_vocabulary writes it
+    (indent 2, sorted keys); "compact": one line in id order, as the Hub's
+    openai/clip-vit-large-patch14 vocab.json is (and 0.2 MB smaller)."""
     folder = Path(folder)
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    # as transformers' (slow) CLIPTokenizer.save_vocabulary writes them
     with open(folder / "vocab.json", "w", encoding="utf-8") as f:
-        f.write(json.dumps(encoder, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+        if vocab_json == "pretty":
+            f.write(json.dumps(encoder, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+        else:
+            assert vocab_json == "compact", vocab_json
+            f.write(json.dumps(encoder, separators=(",", ":"), ensure_ascii=False))
     with open(folder / "merges.txt", "w", encoding="utf-8") as f:
         f.write("#version: 0.2\n")
         for a, b in merges:
@@ -192,57 +199,69 @@ SCHEDULER_CFG = dict(
 )
 
 
+def _unet(boc, layers_per_block=2, **kw):
+    """SD1.x/RoentGen UNet layout: 3 x CrossAttnDown + Down / Up + 3 x CrossAttnUp,
+    4 levels, 16x16 latents (the pipeline's 128x128)."""
+    return dict(
+        sample_size=16, in_channels=4, out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        block_out_channels=boc, layers_per_block=layers_per_block, **kw)
+
+
+def _vae(boc, **kw):
+    """SD1.x VAE layout: 4 levels, 8x down/up, 4 latent channels, scaling 0.18215."""
+    return dict(
+        in_channels=3, out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=boc, latent_channels=4, sample_size=128,
+        scaling_factor=0.18215, **kw)
+
+
 def fixture_specs():
+    # Sizes: the folder is committed, so everything is as narrow as the tests allow.
+    # The 49,408-token embedding table dominates every text encoder (tiny-sd: 6.3 MB
+    # in fp32 at width 32), so the other two fixtures use 8- and 12-wide text encoders.
     main_text = dict(vocab_size=49408, hidden_size=32, intermediate_size=64,
                      num_hidden_layers=2, num_attention_heads=4,
                      max_position_embeddings=77, hidden_act="quick_gelu")
-    main_unet = dict(
-        sample_size=16, in_channels=4, out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        block_out_channels=(32, 64, 64, 64), layers_per_block=2,
-        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=32,
-    )
-    main_vae = dict(
-        in_channels=3, out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(32, 32, 64, 64), layers_per_block=2,
-        latent_channels=4, norm_num_groups=32, sample_size=128,
-        scaling_factor=0.18215,
-    )
-    alt_text = dict(vocab_size=49408, hidden_size=48, intermediate_size=96,
-                    num_hidden_layers=3, num_attention_heads=6,
+    # SD1.x layout and attention_head_dim 8 (= 8 heads), conv proj_in/out; the width
+    # changes inside the cross-attention levels (16 -> 32 at down.2, as SD's 320 -> 640):
+    # conv_shortcut in resnets, transformers of two widths. norm_num_groups 16, not SD's
+    # 32, because 32 does not divide 16 (1-4 channels per group, skip concatenations included).
+    main_unet = _unet((16, 16, 32, 32), cross_attention_dim=32, attention_head_dim=8,
+                      norm_num_groups=16)
+    main_vae = _vae((16, 16, 32, 32), layers_per_block=2, norm_num_groups=16)
+    # tiny-sd-bin tests file formats; its architecture differs from tiny-sd's where
+    # that is free: width change at the last level (DownBlock2D/UpBlock2D, and the mid
+    # block at the new width), 4 heads, 8-wide text with 2 heads of 4.
+    bin_text = dict(vocab_size=49408, hidden_size=8, intermediate_size=32,
+                    num_hidden_layers=2, num_attention_heads=2,
+                    max_position_embeddings=77, hidden_act="quick_gelu")
+    bin_unet = _unet((16, 16, 16, 32), cross_attention_dim=8, attention_head_dim=4,
+                     norm_num_groups=16)
+    bin_vae = _vae((16, 16, 16, 32), layers_per_block=2, norm_num_groups=16)
+    # tiny-sd-alt: non-default values everywhere.
+    alt_text = dict(vocab_size=49408, hidden_size=12, intermediate_size=24,
+                    num_hidden_layers=3, num_attention_heads=3,
                     max_position_embeddings=77, hidden_act="gelu")
-    alt_unet = dict(
-        sample_size=16, in_channels=4, out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        block_out_channels=(16, 32, 48, 48), layers_per_block=2,
-        cross_attention_dim=48, attention_head_dim=[2, 4, 4, 8],
-        use_linear_projection=True, norm_num_groups=8,
-    )
-    alt_vae = dict(
-        in_channels=3, out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(16, 32, 32, 48), layers_per_block=1,
-        latent_channels=4, norm_num_groups=16, sample_size=128,
-        scaling_factor=0.18215,
-    )
+    alt_unet = _unet((16, 24, 32, 32), layers_per_block=1, cross_attention_dim=12,
+                     attention_head_dim=[2, 4, 4, 8], use_linear_projection=True,
+                     norm_num_groups=8)
+    alt_vae = _vae((16, 16, 24, 32), layers_per_block=1, norm_num_groups=8)
     return [
         dict(name="tiny-sd", seed=1, text=main_text, unet=main_unet, vae=main_vae,
              dtype=torch.float32, safe=True, variant=None, tok_layout="legacy",
-             te_prefix=True, vae_legacy_attn=False),
-        dict(name="tiny-sd-bin", seed=2, text=main_text, unet=main_unet, vae=main_vae,
+             vocab_json="pretty", te_prefix=True, vae_legacy_attn=False,
+             vae_latent_hw=(8, 12)),
+        dict(name="tiny-sd-bin", seed=2, text=bin_text, unet=bin_unet, vae=bin_vae,
              dtype=torch.float16, safe=False, variant=None, tok_layout="tokenizer.json",
-             te_prefix=True, vae_legacy_attn=True,
-             # same architecture as tiny-sd, which has these big (1-2 MB) debug tensors
-             omit_goldens=("vae.decoder.up.1", "vae.decoder.up.2", "vae.decoder.up.3")),
+             te_prefix=True, vae_legacy_attn=True, vae_latent_hw=(6, 4)),
         dict(name="tiny-sd-alt", seed=3, text=alt_text, unet=alt_unet, vae=alt_vae,
              dtype=torch.float16, safe=True, variant="fp16", tok_layout="legacy",
-             te_prefix=False, vae_legacy_attn=False,
-             omit_goldens=("vae.decoder.up.2", "vae.decoder.up.3")),
+             vocab_json="compact", te_prefix=False, vae_legacy_attn=False,
+             vae_latent_hw=(4, 6)),
     ]
 
 
@@ -360,14 +379,23 @@ def save_pipeline(pipe, spec, encoder, merges):
 
     tok_dir = out / "tokenizer"
     if spec["tok_layout"] == "legacy":
-        write_legacy_tokenizer(tok_dir, encoder, merges)
+        write_legacy_tokenizer(tok_dir, encoder, merges, spec["vocab_json"])
     else:
         # transformers 5.x writes tokenizer.json (+ tokenizer_config.json); keep only
         # that newer layout
         for f in tok_dir.iterdir():
             if f.name not in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
                 f.unlink()
-        assert (tok_dir / "tokenizer.json").exists()
+        # tokenizers' save() pretty-prints (indent 2: 3.5 MB, one line per merge
+        # half); rewrite it compact with the library's own serialiser (`to_str(pretty=False)`,
+        # 1.7 MB). Same JSON value: checked here, and make_tokenizer_ids checks the ids.
+        from tokenizers import Tokenizer
+        tj = tok_dir / "tokenizer.json"
+        raw = Tokenizer.from_file(str(tj))
+        pretty = json.loads(tj.read_text(encoding="utf-8"))
+        tj.write_text(raw.to_str(pretty=False), encoding="utf-8")
+        assert json.loads(tj.read_text(encoding="utf-8")) == pretty
+        assert Tokenizer.from_file(str(tj)).to_str() == raw.to_str()
     return out
 
 
@@ -492,7 +520,11 @@ def goldens(pipe, spec):
 
     # ---- VAE decoder
     gen = torch.Generator("cpu").manual_seed(20)
-    z = torch.randn((1, 4, 16, 16), generator=gen) / vae.config.scaling_factor
+    # VAE goldens at a small non-square size per fixture (spec["vae_latent_hw"]): the
+    # full-resolution decoder maps are the biggest goldens. Non-square catches H/W mix-ups.
+    lat_hw = tuple(spec["vae_latent_hw"])
+    img_hw = (8 * lat_hw[0], 8 * lat_hw[1])
+    z = torch.randn((1, 4, *lat_hw), generator=gen) / vae.config.scaling_factor
     h = Hooks()
     h.add("vae.post_quant_conv", vae.post_quant_conv)
     h.add("vae.decoder.mid", vae.decoder.mid_block)
@@ -500,6 +532,8 @@ def goldens(pipe, spec):
         h.add(f"vae.decoder.up.{i}", b)
     dec = vae.decode(z).sample
     h.remove()
+    assert dec.shape == (1, 3, *img_hw), dec.shape
+    assert len(vae.decoder.up_blocks) == 4 and all(f"vae.decoder.up.{i}" in h.out for i in range(4))
     g["vae.decode_in"] = z
     g.update(h.out)
     g["vae.decode_out"] = dec.float()
@@ -507,8 +541,9 @@ def goldens(pipe, spec):
 
     # ---- VAE encoder
     gen = torch.Generator("cpu").manual_seed(30)
-    x = torch.rand((1, 3, 128, 128), generator=gen) * 2 - 1
+    x = torch.rand((1, 3, *img_hw), generator=gen) * 2 - 1
     moments = vae.encode(x).latent_dist.parameters
+    assert moments.shape == (1, 8, *lat_hw), moments.shape
     assert torch.equal(moments, vae.quant_conv(vae.encoder(x)))
     g["vae.encode_in"] = x
     g["vae.encode_moments"] = moments.float()
@@ -539,8 +574,10 @@ def goldens(pipe, spec):
         g[f"pipe.{label}.latents"] = lat.float()
         g[f"pipe.{label}.image"] = img
         g[f"pipe.{label}.timesteps"] = torch.tensor([t for t, _ in steps], dtype=torch.int64)
-        for i, (_t, l) in enumerate(steps):
-            g[f"pipe.{label}.latents_step{i}"] = l
+        # debugging aids: the latents after the first three steps and the last one
+        kept = sorted({0, 1, 2, len(steps) - 1})
+        for i in kept:
+            g[f"pipe.{label}.latents_step{i}"] = steps[i][1]
         # the latents the VAE decodes give the image
         dec_img = (vae.decode(lat / vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
         assert torch.allclose(dec_img.permute(0, 2, 3, 1), img, atol=1e-5)
@@ -567,11 +604,24 @@ def goldens(pipe, spec):
     return g, stats, sched_cfgs
 
 
+# every golden the Rust tests (tests/models.rs) or the pipeline checks read: none omitted
+REQUIRED_GOLDENS = (
+    ["text.input_ids", "text.embeddings", "text.layer0", "text.last_hidden_state",
+     "unet.sample", "unet.timestep", "unet.encoder_hidden_states", "unet.time_proj",
+     "unet.time_emb", "unet.conv_in", "unet.mid", "unet.conv_norm_out", "unet.out",
+     "vae.decode_in", "vae.post_quant_conv", "vae.decoder.mid", "vae.decode_out",
+     "vae.encode_in", "vae.encode_moments", "pipe.init_latents"]
+    + [f"unet.{d}.{i}" for d in ("down", "up") for i in range(4)]
+    + [f"vae.decoder.up.{i}" for i in range(4)]
+    + [f"pipe.{s}.{k}" for s in ("pndm", "dpmpp2m") for k in ("latents", "image", "timesteps")]
+)
+
+
 def save_goldens(name, g, stats, sched_cfgs, spec):
     GOLD.mkdir(parents=True, exist_ok=True)
+    missing = [k for k in REQUIRED_GOLDENS if k not in g]
+    assert not missing, f"{name}: goldens missing: {missing}"
     path = GOLD / f"{name}.safetensors"
-    omitted = [k for k in spec.get("omit_goldens", ()) if k in g]
-    g = {k: v for k, v in g.items() if k not in omitted}
     meta = {
         "fixture": name,
         "prompt": PROMPT,
@@ -589,7 +639,10 @@ def save_goldens(name, g, stats, sched_cfgs, spec):
         "scheduler.pndm": json.dumps(sched_cfgs["pndm"], sort_keys=True, default=str),
         "scheduler.dpmpp2m": json.dumps(sched_cfgs["dpmpp2m"], sort_keys=True, default=str),
         "stats": json.dumps(stats, sort_keys=True),
-        "omitted": json.dumps(omitted),
+        "vae_latent_hw": json.dumps(list(spec["vae_latent_hw"])),
+        "pipe_latents_steps_kept": json.dumps(
+            {lab: sorted(int(k.rsplit("step", 1)[1]) for k in g if k.startswith(f"pipe.{lab}.latents_step"))
+             for lab in ("pndm", "dpmpp2m")}),
     }
     save_safetensors(g, path, metadata=meta)
     log(f"  wrote {rel(path)}  ({path.stat().st_size/1e6:.2f} MB, {len(g)} tensors)")
@@ -754,6 +807,11 @@ def make_tokenizer_ids(tok_legacy, tok_json_path):
     raw = Tokenizer.from_file(str(tok_json_path))
     oc = SimpleTokenizer()
     sents = make_sentences()
+    # every saved tokenizer folder, reloaded by transformers (tiny-sd: pretty vocab.json,
+    # tiny-sd-alt: compact vocab.json, tiny-sd-bin: compact tokenizer.json only)
+    reloaded = {d.parent.name: CLIPTokenizer.from_pretrained(d)
+                for d in sorted(FIX.glob("tiny-sd*/tokenizer"))}
+    assert len(reloaded) == 3, sorted(reloaded)
     rows, long_n, oc_diff = [], 0, []
     for s in sents:
         ids = tok_legacy(s, truncation=False).input_ids
@@ -767,6 +825,9 @@ def make_tokenizer_ids(tok_legacy, tok_json_path):
             assert ids77[:76] == ids[:76]
         # the tokenizer.json layout (what the Rust `tokenizers` crate reads) agrees
         assert raw.encode(s).ids == ids, s
+        for fname, t in reloaded.items():
+            assert t(s, truncation=False).input_ids == ids, (fname, s)
+            assert t(s, padding="max_length", max_length=77, truncation=True).input_ids == ids77, (fname, s)
         o = [BOS] + oc.encode(s) + [EOS]
         if o != ids:
             oc_diff.append(s)
@@ -776,7 +837,8 @@ def make_tokenizer_ids(tok_legacy, tok_json_path):
         # one sentence per line: readable, diff-friendly, still one JSON array
         f.write("[\n" + ",\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n]\n")
     log(f"wrote {rel(path)}: {len(rows)} sentences, {long_n} longer than 77 tokens; "
-        f"tokenizer.json (tokenizers {__import__('tokenizers').__version__}) agrees on all")
+        f"tokenizer.json (tokenizers {__import__('tokenizers').__version__}) and the reloaded "
+        f"{', '.join(reloaded)} tokenizers agree on all")
     log(f"  open_clip SimpleTokenizer (ftfy + html unescape) differs on {len(oc_diff)}:")
     for s in oc_diff:
         log(f"    {s!r}:\n      transformers {tok_legacy(s).input_ids[1:-1]}\n      open_clip    {oc.encode(s)}")

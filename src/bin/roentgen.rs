@@ -62,6 +62,10 @@ mod native {
         /// Store linear and conv weights as f16 (half the memory; f32 arithmetic).
         #[arg(long)]
         f16: bool,
+        /// Time single kernels at the UNet's shapes (at --latent and --unet-width-scale)
+        /// instead of whole stages.
+        #[arg(long)]
+        kernels: bool,
     }
 
     pub fn main() -> Result<()> {
@@ -126,6 +130,23 @@ mod native {
         Ok(Stage { name, times, flops, reference_flops, weights, peak: gpu.memory().peak })
     }
 
+    async fn bench_kernels(gpu: &Gpu, a: &BenchArgs) -> Result<()> {
+        use roentgen_web::bench::{PreparedCase, time_case, unet_cases};
+        let format = if a.f16 { WeightFormat::F16 } else { WeightFormat::F32 };
+        let base = (320.0 * a.unet_width_scale).round() as usize;
+        let start = Instant::now();
+        let now = move || start.elapsed().as_secs_f64();
+        println!("\n| kernel | median | GFLOP/s |");
+        println!("| --- | --- | --- |");
+        for case in unet_cases(a.latent, base) {
+            let p = PreparedCase::new(gpu, case, format)?;
+            let t = time_case(gpu, &p, a.reps, &now).await?;
+            let med = t[t.len() / 2];
+            println!("| {} | {:.1} ms | {:.1} |", case.name(), med * 1e3, case.flops() / med / 1e9);
+        }
+        Ok(())
+    }
+
     async fn bench(a: BenchArgs) -> Result<()> {
         let gpu = Gpu::new().await?;
         let i = &gpu.info;
@@ -137,6 +158,9 @@ mod native {
             i.subgroups,
             i.max_storage_binding >> 20
         );
+        if a.kernels {
+            return bench_kernels(&gpu, &a).await;
+        }
         let format = if a.f16 { MatrixFormat::Force(WeightFormat::F16) } else { MatrixFormat::Force(WeightFormat::F32) };
         let full_shape = a.model.is_none() && a.unet_width_scale == 1.0 && a.latent == 64;
         let mut stages = Vec::new();
@@ -158,7 +182,7 @@ mod native {
         if a.stages.iter().any(|s| s == "unet") {
             let mut cfg = UNetConfig::from_json("unet/config.json", &config_json(&a.model, "unet/config.json", presets::SD14_UNET)?)?;
             if a.unet_width_scale != 1.0 {
-                cfg.block_out_channels = cfg.block_out_channels.iter().map(|&c| ((c as f64 * a.unet_width_scale).round() as usize)).collect();
+                cfg.block_out_channels = cfg.block_out_channels.iter().map(|&c| (c as f64 * a.unet_width_scale).round() as usize).collect();
             }
             eprintln!("unet {:?}: loading random weights", cfg.block_out_channels);
             let latent_ch = cfg.in_channels;

@@ -25,6 +25,9 @@ pub struct GpuInfo {
     pub backend: String,
     pub shader_f16: bool,
     pub subgroups: bool,
+    /// The subgroup size when the adapter has subgroups of one fixed size (kernels
+    /// specialised on it); `None` otherwise.
+    pub subgroup_size: Option<u32>,
     pub max_storage_binding: u64,
     pub max_buffer_size: u64,
     pub max_workgroup_storage: u32,
@@ -132,6 +135,11 @@ impl Gpu {
             backend: format!("{:?}", adapter_info.backend),
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
             subgroups: features.contains(wgpu::Features::SUBGROUP),
+            subgroup_size: (features.contains(wgpu::Features::SUBGROUP)
+                && adapter_info.subgroup_min_size == adapter_info.subgroup_max_size
+                && adapter_info.subgroup_min_size >= 4
+                && std::env::var_os("ROENTGEN_NO_SUBGROUPS").is_none())
+            .then_some(adapter_info.subgroup_min_size),
             max_storage_binding: limits.max_storage_buffer_binding_size as u64,
             max_buffer_size: limits.max_buffer_size,
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,

@@ -22,12 +22,13 @@ pub struct BufferPool {
     stats: MemoryStats,
 }
 
-/// Rounds a size up to its class: a power of two split in eight steps, so that at
+/// Rounds a size up to its class: a power of two split in sixteen steps, so that at
 /// most 12.5 % is wasted and similar sizes share buffers.
 fn size_class(bytes: u64) -> u64 {
     let bytes = bytes.max(256);
     let p = bytes.next_power_of_two();
-    let step = (p / 8).max(256);
+    // bytes > p/2, so a step of p/16 wastes at most 1/8 of the request
+    let step = (p / 16).max(256);
     bytes.div_ceil(step) * step
 }
 
@@ -53,7 +54,8 @@ impl BufferPool {
 
     /// A buffer that is never recycled (weights): counted, destroyed on drop.
     pub fn get_dedicated(pool: &Arc<Mutex<BufferPool>>, device: &wgpu::Device, bytes: u64, label: &str) -> PooledBuffer {
-        let size = bytes.max(4).div_ceil(4) * 4;
+        // 16-byte multiples: vec4 kernels read weights as array<vec4<f32>>.
+        let size = bytes.max(16).div_ceil(16) * 16;
         let mut p = pool.lock().unwrap();
         p.stats.allocated += size;
         p.stats.weights += size;

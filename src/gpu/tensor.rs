@@ -77,6 +77,23 @@ impl WeightFormat {
     }
 }
 
+impl WeightFormat {
+    /// Like [`WeightFormat::wgsl`] for kernels that read 4 consecutive weights at a time:
+    /// `w4(i) -> vec4<f32>` with `i % 4 == 0` (buffers are padded to 16 bytes).
+    pub fn wgsl_vec4(self, binding: u32) -> String {
+        match self {
+            WeightFormat::F32 => format!(
+                "@group(0) @binding({binding}) var<storage, read> w: array<vec4<f32>>;\n\
+                 fn w4(i: u32) -> vec4<f32> {{ return w[i >> 2u]; }}\n"
+            ),
+            WeightFormat::F16 => format!(
+                "@group(0) @binding({binding}) var<storage, read> w: array<vec2<u32>>;\n\
+                 fn w4(i: u32) -> vec4<f32> {{ let q = w[i >> 2u]; return vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)); }}\n"
+            ),
+        }
+    }
+}
+
 /// A weight tensor on the GPU in its storage format.
 pub struct Weight {
     pub(crate) buf: PooledBuffer,

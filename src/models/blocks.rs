@@ -32,21 +32,29 @@ impl ResnetBlock2D {
 
     /// `x [B, H, W, Cin]`, `temb_act = silu(temb) [B, T]` -> `[B, H, W, Cout]`.
     pub fn forward(&self, gpu: &Gpu, x: &Tensor, temb_act: Option<&Tensor>) -> Tensor {
+        let mut out = self.forward_sliced(gpu, std::slice::from_ref(x), temb_act);
+        assert_eq!(out.len(), 1, "resnet output does not fit one binding; use forward_sliced");
+        out.pop().unwrap()
+    }
+
+    /// The same on a map held as channel slices (see `Gpu::conv2d_sliced`).
+    pub fn forward_sliced(&self, gpu: &Gpu, x: &[Tensor], temb_act: Option<&Tensor>) -> Vec<Tensor> {
         // 1. norm1 + SiLU, conv1
-        let h = self.norm1.forward(gpu, x, true);
-        let mut h = self.conv1.forward(gpu, &h);
-        // 2. + time_emb_proj(silu(temb)) broadcast over pixels
+        let h = self.norm1.forward_sliced(gpu, x, true);
+        let mut h = self.conv1.forward_sliced(gpu, &h, None);
+        // 2. + time_emb_proj(silu(temb)) broadcast over pixels (UNet maps are one slice)
         if let (Some(proj), Some(t)) = (&self.time_emb_proj, temb_act) {
+            assert_eq!(h.len(), 1, "time embedding on a sliced map");
             let t = proj.forward(gpu, t);
-            h = gpu.zip_rows(&h, &t, Map::Add);
+            h[0] = gpu.zip_rows(&h[0], &t, Map::Add);
         }
         // 3. norm2 + SiLU (dropout is identity at inference), conv2 + shortcut
-        let h = self.norm2.forward(gpu, &h, true);
+        let h = self.norm2.forward_sliced(gpu, &h, true);
         let shortcut = match &self.conv_shortcut {
-            Some(s) => s.forward(gpu, x),
-            None => x.clone(),
+            Some(s) => gpu.conv2d_sliced(x, &s.weight, s.bias.as_ref(), ConvGeom::same(1), None),
+            None => x.to_vec(),
         };
-        self.conv2.forward_res(gpu, &h, &shortcut)
+        self.conv2.forward_sliced(gpu, &h, Some(&shortcut))
     }
 }
 
@@ -83,6 +91,10 @@ impl Upsample2D {
     }
     pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Tensor {
         self.conv.forward(gpu, x)
+    }
+
+    pub fn forward_sliced(&self, gpu: &Gpu, x: &[Tensor]) -> Vec<Tensor> {
+        self.conv.forward_sliced(gpu, x, None)
     }
 }
 

@@ -22,12 +22,14 @@ impl VaeMidBlock {
             attentions: if attention { vec![VaeAttention::load(&l.pp("attentions").pp(0), ch, groups)?] } else { vec![] },
         })
     }
-    fn forward(&self, gpu: &Gpu, x: &Tensor) -> Tensor {
-        let mut x = self.resnets[0].forward(gpu, x, None);
+    fn forward(&self, gpu: &Gpu, x: &[Tensor]) -> Vec<Tensor> {
+        let mut x = self.resnets[0].forward_sliced(gpu, x, None);
         if let Some(a) = self.attentions.first() {
-            x = a.forward(gpu, &x);
+            // At the VAE's lowest resolution the map is one slice (8 MiB at 512x512).
+            assert_eq!(x.len(), 1, "VAE attention on a sliced map");
+            x = vec![a.forward(gpu, &x[0])];
         }
-        self.resnets[1].forward(gpu, &x, None)
+        self.resnets[1].forward_sliced(gpu, &x, None)
     }
 }
 
@@ -55,6 +57,11 @@ pub struct Decoder {
     pub up_blocks: Vec<DecoderBlock>,
     pub conv_norm_out: GroupNorm,
     pub conv_out: Conv2d,
+}
+
+/// A sliced map as one tensor (traces at test sizes, where it is one slice anyway).
+fn joined(gpu: &Gpu, x: &[Tensor]) -> Tensor {
+    x.iter().skip(1).fold(x[0].clone(), |acc, s| gpu.concat(&acc, s))
 }
 
 /// Intermediate decoder outputs, for parity tests.
@@ -155,27 +162,29 @@ impl AutoencoderKL {
         if let Some(t) = trace.as_deref_mut() {
             t.post_quant_conv = Some(z.clone());
         }
-        // 2. conv_in, mid block
-        let x = d.conv_in.forward(gpu, &z);
+        // 2. conv_in, mid block. From here on maps are held as channel slices that
+        //    each fit one storage binding (at 512x512 the last up blocks' maps are
+        //    128-256 MiB); at small sizes that is a single slice.
+        let x = d.conv_in.forward_sliced(gpu, std::slice::from_ref(&z), None);
         let mut x = d.mid_block.forward(gpu, &x);
         if let Some(t) = trace.as_deref_mut() {
-            t.mid = Some(x.clone());
+            t.mid = Some(joined(gpu, &x));
         }
         // 3. up blocks
         for block in &d.up_blocks {
             for r in &block.resnets {
-                x = r.forward(gpu, &x, None);
+                x = r.forward_sliced(gpu, &x, None);
             }
             if let Some(u) = &block.upsampler {
-                x = u.forward(gpu, &x);
+                x = u.forward_sliced(gpu, &x);
             }
             if let Some(t) = trace.as_deref_mut() {
-                t.up.push(x.clone());
+                t.up.push(joined(gpu, &x));
             }
         }
-        // 4. GroupNorm + SiLU, conv_out
-        let x = d.conv_norm_out.forward(gpu, &x, true);
-        d.conv_out.forward(gpu, &x)
+        // 4. GroupNorm + SiLU, conv_out (3 channels: one slice)
+        let x = d.conv_norm_out.forward_sliced(gpu, &x, true);
+        d.conv_out.forward_sliced(gpu, &x, None).pop().unwrap()
     }
 
     /// `image [B, H, W, 3]` in [-1, 1] -> moments `[B, H/8, W/8, 2 * latent]` (mean,
@@ -193,7 +202,7 @@ impl AutoencoderKL {
                 x = dn.forward(gpu, &x);
             }
         }
-        let x = e.mid_block.forward(gpu, &x);
+        let x = e.mid_block.forward(gpu, std::slice::from_ref(&x)).pop().unwrap();
         let x = e.conv_norm_out.forward(gpu, &x, true);
         let x = e.conv_out.forward(gpu, &x);
         Ok(match &self.quant_conv {

@@ -17,8 +17,55 @@ pub fn gpu() -> &'static Gpu {
     })
 }
 
+/// The same adapter with the subgroup kernels switched off: the portable path that
+/// browsers without subgroups (and GPUs with varying subgroup sizes) take.
+pub fn gpu_portable() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| {
+        let mut g = pollster::block_on(Gpu::new()).expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
+        g.info.subgroup_size = None;
+        g
+    })
+}
+
+/// A context that claims 4 KiB storage bindings, so that ops split maps into channel
+/// slices at test sizes.
+/// Both kernel paths.
+pub fn gpus_small_bindings() -> Vec<(&'static str, &'static Gpu)> {
+    static GPUS: OnceLock<Vec<(&'static str, Gpu)>> = OnceLock::new();
+    GPUS.get_or_init(|| {
+        [("sliced portable", true), ("sliced subgroup", false)]
+            .into_iter()
+            .map(|(name, portable)| {
+                let mut g = pollster::block_on(Gpu::new()).expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
+                g.info.max_storage_binding = 4 << 10;
+                if portable {
+                    g.info.subgroup_size = None;
+                }
+                (name, g)
+            })
+            .collect()
+    })
+    .iter()
+    .map(|(n, g)| (*n, g))
+    .collect()
+}
+
+/// Both kernel paths this machine can run.
+pub fn gpus() -> Vec<(&'static str, &'static Gpu)> {
+    let mut v = vec![("portable", gpu_portable())];
+    if gpu().info.subgroup_size.is_some() {
+        v.push(("subgroup", gpu()));
+    }
+    v
+}
+
+pub fn read_on(g: &Gpu, t: &roentgen_web::gpu::Tensor) -> Vec<f32> {
+    pollster::block_on(g.read(t)).expect("read back")
+}
+
 pub fn read(t: &roentgen_web::gpu::Tensor) -> Vec<f32> {
-    pollster::block_on(gpu().read(t)).expect("read back")
+    read_on(gpu(), t)
 }
 
 /// xorshift64*: fresh shapes per run (seed printed, `KERNEL_SEED` repeats one).

@@ -1,0 +1,137 @@
+// GEMM family, subgroup variant: out[m, n] = sum_k A(m, k) * W[n, k] (+ bias) (+ res).
+// Same operands, bindings and Params as gemm.wgsl; used where the adapter has
+// subgroups of a fixed size SG (lavapipe: 8 lanes of a 256-bit SIMD register).
+//
+// Each subgroup computes an SG x SG output tile: lane l owns column n0 + l and all SG
+// rows. Per step of 4 along K, lane l loads row m0 + l of A and row n0 + l of W
+// (4 contiguous floats each), then broadcasts each lane's A values to the others with
+// subgroupShuffle, so every loaded A value feeds SG lanes' FMAs without shared memory
+// or barriers (on CPU drivers a shuffle is one register permute; a load is a gather).
+//
+// The prelude defines: const SG: u32, fn a_base(m, t, z) -> i32 (see below), the weight
+// binding `w` with fn w4(i) -> vec4<f32> (i % 4 == 0), const HAS_BIAS, const HAS_RES.
+// Requires K % 4 == 0 and, for convs, Cin % 4 == 0 (the caller falls back to gemm.wgsl
+// otherwise).
+//
+// Bindings:
+//   0 p:    Params (uniform)
+//   1 x:    activations f32 ([M, K] linear; NHWC [B, H, W, C] conv with C % 4 == 0)
+//   2 w:    weight [N, K] in the prelude's storage format
+//   3 bias: [N] f32 (dummy when HAS_BIAS is false)
+//   4 res:  [M, N] f32 (dummy when HAS_RES is false)
+//   5 out:  [M, N] f32
+
+// The first 16 words match gemm.wgsl. The rest make it a batched, strided GEMM for
+// attention (workgroup z = batch * heads + head): A row m of batch z starts at
+// b*a_bs + h*a_hs + m*a_rs, W row n at b*w_bs + h*w_hs + n*w_rs, out row m at
+// b*o_bs + h*o_hs + m*o_rs. A plain linear layer is a_rs = w_rs = K, o_rs = N, the
+// rest 0, heads 1; a conv computes its A rows itself (a_base_conv). A channel slice of
+// a conv (for maps split by channels to fit a binding) reads weight rows from w_off with
+// taps w_tap apart (the full Cin) and the bias from b_off.
+struct Params {
+    M: u32, N: u32, K: u32, heads: u32,
+    in_h: u32, in_w: u32, in_c: u32, kw: u32,
+    out_h: u32, out_w: u32, stride: u32, pad_y: u32,
+    pad_x: u32, up: u32, a_rs: u32, w_rs: u32,
+    o_rs: u32, a_bs: u32, a_hs: u32, w_bs: u32,
+    w_hs: u32, o_bs: u32, o_hs: u32, a_off: u32,
+    o_off: u32, w_off: u32, w_tap: u32, b_off: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read> res: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+
+// Subgroups per workgroup, side by side along N.
+const SUBGROUPS: u32 = 8u;
+
+// Offset (in floats) of the A row segment a lane reads at tap t (a conv's (ky, kx);
+// linear layers have one tap spanning all of K), or -1 inside the zero padding.
+fn a_base_linear(m: u32, t: u32, z: u32) -> i32 {
+    return i32(p.a_off + (z / p.heads) * p.a_bs + (z % p.heads) * p.a_hs + m * p.a_rs);
+}
+
+fn a_base_conv(m: u32, t: u32, z: u32) -> i32 {
+    let kx = t % p.kw;
+    let ky = t / p.kw;
+    let ow = m % p.out_w;
+    let t2 = m / p.out_w;
+    let oh = t2 % p.out_h;
+    let b = t2 / p.out_h;
+    let iy = i32(oh * p.stride + ky) - i32(p.pad_y);
+    let ix = i32(ow * p.stride + kx) - i32(p.pad_x);
+    if (iy < 0 || ix < 0 || iy >= i32(p.in_h * p.up) || ix >= i32(p.in_w * p.up)) {
+        return -1;
+    }
+    let sy = u32(iy) / p.up;
+    let sx = u32(ix) / p.up;
+    return i32(((b * p.in_h + sy) * p.in_w + sx) * p.in_c);
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn main(
+    @builtin(local_invocation_index) lidx: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    let sg = lidx / SG;
+    let m0 = wid.y * SG;
+    let n0 = (wid.x * SUBGROUPS + sg) * SG;
+    if (n0 >= p.N) {
+        return; // the whole subgroup: no shuffle partner is left waiting
+    }
+    let z = wid.z;
+    let bz = z / p.heads;
+    let hz = z % p.heads;
+    let m_row = m0 + lane;
+    let n = n0 + lane;
+    let m_ok = m_row < p.M;
+    let n_ok = n < p.N;
+    var acc: array<f32, SG>;
+    for (var r = 0u; r < SG; r++) {
+        acc[r] = 0.0;
+    }
+    // K = taps x in_c, in_c % 4 == 0; the index maths runs once per tap, not per element.
+    let taps = p.K / p.in_c;
+    for (var t = 0u; t < taps; t++) {
+        var abase = -1;
+        if (m_ok) {
+            abase = a_base(m_row, t, z);
+        }
+        let wbase = p.w_off + bz * p.w_bs + hz * p.w_hs + n * p.w_rs + t * p.w_tap;
+        for (var c = 0u; c < p.in_c; c += 4u) {
+            var a = vec4<f32>(0.0);
+            if (abase >= 0) {
+                a = x[(u32(abase) + c) >> 2u];
+            }
+            var b = vec4<f32>(0.0);
+            if (n_ok) {
+                b = w4(wbase + c);
+            }
+            for (var r = 0u; r < SG; r++) {
+                let ar = subgroupShuffle(a, r);
+                acc[r] = fma(ar.x, b.x, fma(ar.y, b.y, fma(ar.z, b.z, fma(ar.w, b.w, acc[r]))));
+            }
+        }
+    }
+    if (!n_ok) {
+        return;
+    }
+    var bv = 0.0;
+    if (HAS_BIAS) {
+        bv = bias[p.b_off + n];
+    }
+    for (var r = 0u; r < SG; r++) {
+        let m = m0 + r;
+        if (m < p.M) {
+            let o = p.o_off + bz * p.o_bs + hz * p.o_hs + m * p.o_rs + n;
+            var v = acc[r] + bv;
+            if (HAS_RES) {
+                v += res[o];
+            }
+            out[o] = v;
+        }
+    }
+}
