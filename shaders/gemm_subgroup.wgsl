@@ -77,7 +77,7 @@ fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
 ) {
     let sg = lidx / SG;
-    let m0 = wid.y * SG;
+    let m0 = wid.y * (RT * SG);
     let n0 = (wid.x * SUBGROUPS + sg) * SG;
     if (n0 >= p.N) {
         return; // the whole subgroup: no shuffle partner is left waiting
@@ -85,34 +85,39 @@ fn main(
     let z = wid.z;
     let bz = z / p.heads;
     let hz = z % p.heads;
-    let m_row = m0 + lane;
     let n = n0 + lane;
-    let m_ok = m_row < p.M;
     let n_ok = n < p.N;
-    var acc: array<f32, SG>;
-    for (var r = 0u; r < SG; r++) {
+    var acc: array<f32, RT * SG>;
+    for (var r = 0u; r < RT * SG; r++) {
         acc[r] = 0.0;
     }
     // K = taps x in_c, in_c % 4 == 0; the index maths runs once per tap, not per element.
     let taps = p.K / p.in_c;
     for (var t = 0u; t < taps; t++) {
-        var abase = -1;
-        if (m_ok) {
-            abase = a_base(m_row, t, z);
+        var abase: array<i32, RT>;
+        for (var q = 0u; q < RT; q++) {
+            abase[q] = -1;
+            let m_row = m0 + q * SG + lane;
+            if (m_row < p.M) {
+                abase[q] = a_base(m_row, t, z);
+            }
         }
         let wbase = p.w_off + bz * p.w_bs + hz * p.w_hs + n * p.w_rs + t * p.w_tap;
         for (var c = 0u; c < p.in_c; c += 4u) {
-            var a = vec4<f32>(0.0);
-            if (abase >= 0) {
-                a = x[(u32(abase) + c) >> 2u];
-            }
             var b = vec4<f32>(0.0);
             if (n_ok) {
                 b = w4(wbase + c);
             }
-            for (var r = 0u; r < SG; r++) {
-                let ar = subgroupShuffle(a, r);
-                acc[r] = fma(ar.x, b.x, fma(ar.y, b.y, fma(ar.z, b.z, fma(ar.w, b.w, acc[r]))));
+            for (var q = 0u; q < RT; q++) {
+                var a = vec4<f32>(0.0);
+                if (abase[q] >= 0) {
+                    a = x[(u32(abase[q]) + c) >> 2u];
+                }
+                for (var r = 0u; r < SG; r++) {
+                    let ar = subgroupShuffle(a, r);
+                    let i = q * SG + r;
+                    acc[i] = fma(ar.x, b.x, fma(ar.y, b.y, fma(ar.z, b.z, fma(ar.w, b.w, acc[i]))));
+                }
             }
         }
     }
@@ -123,7 +128,7 @@ fn main(
     if (HAS_BIAS) {
         bv = bias[p.b_off + n];
     }
-    for (var r = 0u; r < SG; r++) {
+    for (var r = 0u; r < RT * SG; r++) {
         let m = m0 + r;
         if (m < p.M) {
             let o = p.o_off + bz * p.o_bs + hz * p.o_hs + m * p.o_rs + n;

@@ -12,20 +12,36 @@ pub enum KernelCase {
     /// `[m, k] x [n, k]^T`
     Linear { m: usize, k: usize, n: usize },
     /// NHWC `[b, h, w, c]` -> `cout`, 3x3, stride 1, pad 1.
-    Conv3x3 { b: usize, h: usize, w: usize, c: usize, cout: usize },
+    Conv3x3 {
+        b: usize,
+        h: usize,
+        w: usize,
+        c: usize,
+        cout: usize,
+    },
     /// NHWC `[b, h*w, c]`, 32 groups.
     GroupNorm { b: usize, p: usize, c: usize },
     /// `[b, n, heads*d]` queries against `nk` keys.
-    Attention { b: usize, n: usize, nk: usize, heads: usize, d: usize },
+    Attention {
+        b: usize,
+        n: usize,
+        nk: usize,
+        heads: usize,
+        d: usize,
+    },
 }
 
 impl KernelCase {
     pub fn name(&self) -> String {
         match *self {
             KernelCase::Linear { m, k, n } => format!("linear {m}x{k} -> {n}"),
-            KernelCase::Conv3x3 { b, h, w, c, cout } => format!("conv3x3 {b}x{h}x{w}x{c} -> {cout}"),
+            KernelCase::Conv3x3 { b, h, w, c, cout } => {
+                format!("conv3x3 {b}x{h}x{w}x{c} -> {cout}")
+            }
             KernelCase::GroupNorm { b, p, c } => format!("group_norm {b}x{p}x{c} /32"),
-            KernelCase::Attention { b, n, nk, heads, d } => format!("attention b{b} h{heads} {n}x{nk} d{d}"),
+            KernelCase::Attention { b, n, nk, heads, d } => {
+                format!("attention b{b} h{heads} {n}x{nk} d{d}")
+            }
         }
     }
 
@@ -45,20 +61,64 @@ pub fn unet_cases(latent: usize, base: usize) -> Vec<KernelCase> {
     let (s, c) = (latent, base);
     let tokens = 2 * s * s;
     vec![
-        KernelCase::Linear { m: tokens, k: c, n: c },
-        KernelCase::Linear { m: tokens, k: c, n: 8 * c },
-        KernelCase::Linear { m: tokens / 4, k: 2 * c, n: 2 * c },
-        KernelCase::Conv3x3 { b: 2, h: s, w: s, c, cout: c },
-        KernelCase::Conv3x3 { b: 2, h: s / 2, w: s / 2, c: 2 * c, cout: 2 * c },
-        KernelCase::Conv3x3 { b: 2, h: s / 4, w: s / 4, c: 4 * c, cout: 4 * c },
+        KernelCase::Linear {
+            m: tokens,
+            k: c,
+            n: c,
+        },
+        KernelCase::Linear {
+            m: tokens,
+            k: c,
+            n: 8 * c,
+        },
+        KernelCase::Linear {
+            m: tokens / 4,
+            k: 2 * c,
+            n: 2 * c,
+        },
+        KernelCase::Conv3x3 {
+            b: 2,
+            h: s,
+            w: s,
+            c,
+            cout: c,
+        },
+        KernelCase::Conv3x3 {
+            b: 2,
+            h: s / 2,
+            w: s / 2,
+            c: 2 * c,
+            cout: 2 * c,
+        },
+        KernelCase::Conv3x3 {
+            b: 2,
+            h: s / 4,
+            w: s / 4,
+            c: 4 * c,
+            cout: 4 * c,
+        },
         KernelCase::GroupNorm { b: 2, p: s * s, c },
-        KernelCase::Attention { b: 2, n: s * s, nk: s * s, heads: 8, d: c / 8 },
-        KernelCase::Attention { b: 2, n: s * s, nk: 77, heads: 8, d: c / 8 },
+        KernelCase::Attention {
+            b: 2,
+            n: s * s,
+            nk: s * s,
+            heads: 8,
+            d: c / 8,
+        },
+        KernelCase::Attention {
+            b: 2,
+            n: s * s,
+            nk: 77,
+            heads: 8,
+            d: c / 8,
+        },
     ]
 }
 
 fn values(n: usize, seed: usize) -> Vec<f32> {
-    (0..n).map(|i| (((i * 7919 + seed * 104729) % 2001) as f32 / 1000.0) - 1.0).collect()
+    (0..n)
+        .map(|i| (((i * 7919 + seed * 104729) % 2001) as f32 / 1000.0) - 1.0)
+        .collect()
 }
 
 /// Prepared inputs for one case; `run` dispatches the kernel once.
@@ -90,12 +150,18 @@ impl PreparedCase {
             KernelCase::Conv3x3 { b, h, w, c, cout } => PreparedCase {
                 case,
                 inputs: vec![gpu.upload(&values(b * h * w * c, 1), &[b, h, w, c])?],
-                weights: vec![weight(&[cout, 3, 3, c]), gpu.weight_f32("bias", &values(cout, 2), &[cout])],
+                weights: vec![
+                    weight(&[cout, 3, 3, c]),
+                    gpu.weight_f32("bias", &values(cout, 2), &[cout]),
+                ],
             },
             KernelCase::GroupNorm { b, p, c } => PreparedCase {
                 case,
                 inputs: vec![gpu.upload(&values(b * p * c, 1), &[b, p, c])?],
-                weights: vec![gpu.weight_f32("g", &values(c, 2), &[c]), gpu.weight_f32("b", &values(c, 3), &[c])],
+                weights: vec![
+                    gpu.weight_f32("g", &values(c, 2), &[c]),
+                    gpu.weight_f32("b", &values(c, 3), &[c]),
+                ],
             },
             KernelCase::Attention { b, n, nk, heads, d } => PreparedCase {
                 case,
@@ -113,7 +179,9 @@ impl PreparedCase {
         let (i, w) = (&self.inputs, &self.weights);
         match self.case {
             KernelCase::Linear { .. } => gpu.linear(&i[0], &w[0], Some(&w[1]), None),
-            KernelCase::Conv3x3 { .. } => gpu.conv2d(&i[0], &w[0], Some(&w[1]), ConvGeom::same(3), None),
+            KernelCase::Conv3x3 { .. } => {
+                gpu.conv2d(&i[0], &w[0], Some(&w[1]), ConvGeom::same(3), None)
+            }
             KernelCase::GroupNorm { .. } => gpu.group_norm(&i[0], 32, &w[0], &w[1], 1e-5, true),
             KernelCase::Attention { heads, .. } => gpu.attention(&i[0], &i[1], &i[2], heads, false),
         }
@@ -123,7 +191,12 @@ impl PreparedCase {
 /// Times `reps` runs of a case (after one warm-up), each read back so that a failed or
 /// skipped kernel cannot look fast. `now` gives seconds (`Instant` natively,
 /// `performance.now()` in the browser). Returns sorted times in seconds.
-pub async fn time_case(gpu: &Gpu, case: &PreparedCase, reps: usize, now: &dyn Fn() -> f64) -> Result<Vec<f64>> {
+pub async fn time_case(
+    gpu: &Gpu,
+    case: &PreparedCase,
+    reps: usize,
+    now: &dyn Fn() -> f64,
+) -> Result<Vec<f64>> {
     let out = case.run(gpu);
     gpu.read(&out).await?;
     let mut times = Vec::with_capacity(reps);

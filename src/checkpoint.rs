@@ -9,7 +9,9 @@ use std::future::Future;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::loader::{Loader, MatrixFormat, WeightFile};
-use crate::models::{AutoencoderKL, ClipTextConfig, ClipTextModel, UNet2DConditionModel, UNetConfig, VaeConfig};
+use crate::models::{
+    AutoencoderKL, ClipTextConfig, ClipTextModel, UNet2DConditionModel, UNetConfig, VaeConfig,
+};
 use crate::weights::pick_weight_file;
 
 /// Where a checkpoint's files come from. Paths are relative to the checkpoint root and
@@ -38,21 +40,34 @@ pub struct Checkpoint<S: FileSource> {
 impl<S: FileSource> Checkpoint<S> {
     pub fn new(source: S, options: LoadOptions) -> Result<Self> {
         let files = source.list();
-        if !files.iter().any(|f| f == "model_index.json" || f.starts_with("unet/")) {
+        if !files
+            .iter()
+            .any(|f| f == "model_index.json" || f.starts_with("unet/"))
+        {
             return Err(Error::MissingFile {
                 path: "model_index.json".into(),
                 hint: "pick the diffusers folder itself (the one holding model_index.json, unet/, vae/, text_encoder/, tokenizer/)".into(),
             });
         }
-        Ok(Checkpoint { source, files, options })
+        Ok(Checkpoint {
+            source,
+            files,
+            options,
+        })
     }
 
     pub async fn read_text(&self, path: &str) -> Result<String> {
         if !self.files.iter().any(|f| f == path) {
-            return Err(Error::MissingFile { path: path.into(), hint: "the checkpoint folder is incomplete; copy the whole folder again".into() });
+            return Err(Error::MissingFile {
+                path: path.into(),
+                hint: "the checkpoint folder is incomplete; copy the whole folder again".into(),
+            });
         }
         let bytes = self.source.read(path).await?;
-        String::from_utf8(bytes).map_err(|_| Error::Config { file: path.into(), message: "not UTF-8 text".into() })
+        String::from_utf8(bytes).map_err(|_| Error::Config {
+            file: path.into(),
+            message: "not UTF-8 text".into(),
+        })
     }
 
     async fn weights(&self, component: &str) -> Result<WeightFile> {
@@ -79,7 +94,11 @@ impl<S: FileSource> Checkpoint<S> {
         let file = "vae/config.json";
         let config = VaeConfig::from_json(file, &self.read_text(file).await?)?;
         let w = self.weights("vae").await?;
-        AutoencoderKL::load(&Loader::new(gpu, &w, self.options.matrix_format), config, with_encoder)
+        AutoencoderKL::load(
+            &Loader::new(gpu, &w, self.options.matrix_format),
+            config,
+            with_encoder,
+        )
     }
 }
 
@@ -94,7 +113,10 @@ impl DirSource {
     pub fn new(root: impl Into<std::path::PathBuf>) -> Result<DirSource> {
         let root = root.into();
         if !root.is_dir() {
-            return Err(Error::MissingFile { path: root.display().to_string(), hint: "no such directory".into() });
+            return Err(Error::MissingFile {
+                path: root.display().to_string(),
+                hint: "no such directory".into(),
+            });
         }
         Ok(DirSource { root })
     }
@@ -104,12 +126,20 @@ impl DirSource {
 impl FileSource for DirSource {
     fn list(&self) -> Vec<String> {
         fn walk(dir: &std::path::Path, prefix: &str, out: &mut Vec<String>) {
-            let Ok(entries) = std::fs::read_dir(dir) else { return };
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+                let rel = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}/{name}")
+                };
                 // Never descend into the parts we do not use.
-                if prefix.is_empty() && matches!(name.as_str(), "safety_checker" | "feature_extractor") {
+                if prefix.is_empty()
+                    && matches!(name.as_str(), "safety_checker" | "feature_extractor")
+                {
                     continue;
                 }
                 if e.path().is_dir() {
@@ -127,8 +157,10 @@ impl FileSource for DirSource {
 
     fn read(&self, path: &str) -> impl Future<Output = Result<Vec<u8>>> {
         let full = self.root.join(path);
-        let r = std::fs::read(&full)
-            .map_err(|e| Error::MissingFile { path: full.display().to_string(), hint: format!("could not read it: {e}") });
+        let r = std::fs::read(&full).map_err(|e| Error::MissingFile {
+            path: full.display().to_string(),
+            hint: format!("could not read it: {e}"),
+        });
         std::future::ready(r)
     }
 }

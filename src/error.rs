@@ -4,7 +4,9 @@ use crate::weights::WeightError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("no GPU adapter was found ({0}); natively install a Vulkan driver (e.g. `apt-get install mesa-vulkan-drivers` for the CPU driver lavapipe), in a browser enable WebGPU")]
+    #[error(
+        "no GPU adapter was found ({0}); natively install a Vulkan driver (e.g. `apt-get install mesa-vulkan-drivers` for the CPU driver lavapipe), in a browser enable WebGPU"
+    )]
     NoAdapter(String),
     #[error("the GPU adapter refused to create a device: {0}")]
     NoDevice(String),

@@ -36,7 +36,9 @@ enum Backing<'a> {
     /// Random weights of the shapes the model asks for (benchmarks at real shapes
     /// without a checkpoint): matrices ~ U(-a, a) with variance 1/fan_in, norm scales
     /// near 1, small biases; seeded per tensor name so runs repeat.
-    Random { seed: u64 },
+    Random {
+        seed: u64,
+    },
 }
 
 /// Reads tensors under a name prefix (`down_blocks.0.resnets.1.`) onto the GPU.
@@ -64,7 +66,11 @@ fn random_values(name: &str, seed: u64, shape: &[usize]) -> Vec<f32> {
     let n: usize = shape.iter().product();
     let is_norm = name.contains("norm");
     if shape.len() == 1 {
-        let (center, spread) = if is_norm && name.ends_with("weight") { (1.0, 0.1) } else { (0.0, 0.05) };
+        let (center, spread) = if is_norm && name.ends_with("weight") {
+            (1.0, 0.1)
+        } else {
+            (0.0, 0.05)
+        };
         return (0..n).map(|_| center + spread * next()).collect();
     }
     let fan_in: usize = shape[1..].iter().product();
@@ -74,12 +80,22 @@ fn random_values(name: &str, seed: u64, shape: &[usize]) -> Vec<f32> {
 
 impl<'a> Loader<'a> {
     pub fn new(gpu: &'a Gpu, file: &'a WeightFile, format: MatrixFormat) -> Loader<'a> {
-        Loader { gpu, backing: Backing::File(file), prefix: String::new(), format }
+        Loader {
+            gpu,
+            backing: Backing::File(file),
+            prefix: String::new(),
+            format,
+        }
     }
 
     /// Random weights, for benchmarks at a model's real shapes without its checkpoint.
     pub fn random(gpu: &'a Gpu, seed: u64, format: MatrixFormat) -> Loader<'a> {
-        Loader { gpu, backing: Backing::Random { seed }, prefix: String::new(), format }
+        Loader {
+            gpu,
+            backing: Backing::Random { seed },
+            prefix: String::new(),
+            format,
+        }
     }
 
     /// The loader for a child module: `pp("down_blocks").pp(0)`.
@@ -120,7 +136,13 @@ impl<'a> Loader<'a> {
     /// with `shape`; `permute_conv` reorders the latter to `[Cout, KH, KW, Cin]`.
     /// 1x1 convs may be loaded as `[Cout, Cin]` matrices: pass `accept` with the
     /// alternative shape the file may hold.
-    pub fn matrix(&self, name: &str, shape: &[usize], accept: Option<&[usize]>, permute_conv: bool) -> Result<Weight> {
+    pub fn matrix(
+        &self,
+        name: &str,
+        shape: &[usize],
+        accept: Option<&[usize]>,
+        permute_conv: bool,
+    ) -> Result<Weight> {
         let full = self.name(name);
         let file = match self.backing {
             Backing::File(f) => f,
@@ -134,7 +156,8 @@ impl<'a> Loader<'a> {
                 };
                 return Ok(match self.format {
                     MatrixFormat::Force(WeightFormat::F16) => {
-                        let bits: Vec<u16> = v.iter().map(|&x| crate::weights::f32_to_f16(x)).collect();
+                        let bits: Vec<u16> =
+                            v.iter().map(|&x| crate::weights::f32_to_f16(x)).collect();
                         self.gpu.weight_f16(&full, &bits, &shape)
                     }
                     _ => self.gpu.weight_f32(&full, &v, &shape),
@@ -183,7 +206,10 @@ impl<'a> Loader<'a> {
         let needs_perm = permute_conv && shape.len() == 4 && !(shape[2] == 1 && shape[3] == 1);
         match format {
             WeightFormat::F16 if info.dtype == DType::F16 => {
-                let bits: Vec<u16> = data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+                let bits: Vec<u16> = data
+                    .chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                    .collect();
                 let bits = if needs_perm {
                     let mut out = vec![0u16; bits.len()];
                     perm(&mut |s, d| out[d] = bits[s]);
@@ -205,7 +231,8 @@ impl<'a> Loader<'a> {
                 match format {
                     WeightFormat::F32 => Ok(self.gpu.weight_f32(&full, &v, &out_shape)),
                     WeightFormat::F16 => {
-                        let bits: Vec<u16> = v.iter().map(|&x| crate::weights::f32_to_f16(x)).collect();
+                        let bits: Vec<u16> =
+                            v.iter().map(|&x| crate::weights::f32_to_f16(x)).collect();
                         Ok(self.gpu.weight_f16(&full, &bits, &out_shape))
                     }
                 }

@@ -15,17 +15,29 @@ pub struct Linear {
 impl Linear {
     pub fn load(l: &Loader, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
         let weight = l.matrix("weight", &[out_dim, in_dim], None, false)?;
-        let bias = if bias { Some(l.vector("bias", out_dim)?) } else { None };
+        let bias = if bias {
+            Some(l.vector("bias", out_dim)?)
+        } else {
+            None
+        };
         Ok(Linear { weight, bias })
     }
 
     /// A 1x1 `nn.Conv2d` or an `nn.Linear` (SD 2.x's `use_linear_projection`) as one
     /// linear map over the channels of an NHWC map.
     pub fn load_pointwise(l: &Loader, in_dim: usize, out_dim: usize) -> Result<Linear> {
-        let weight = l.matrix("weight", &[out_dim, in_dim], Some(&[out_dim, in_dim, 1, 1]), false)?;
+        let weight = l.matrix(
+            "weight",
+            &[out_dim, in_dim],
+            Some(&[out_dim, in_dim, 1, 1]),
+            false,
+        )?;
         let mut weight = weight;
         weight.shape = vec![out_dim, in_dim];
-        Ok(Linear { weight, bias: Some(l.vector("bias", out_dim)?) })
+        Ok(Linear {
+            weight,
+            bias: Some(l.vector("bias", out_dim)?),
+        })
     }
 
     pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Tensor {
@@ -48,7 +60,11 @@ pub struct Conv2d {
 impl Conv2d {
     pub fn load(l: &Loader, cin: usize, cout: usize, k: usize, geom: ConvGeom) -> Result<Conv2d> {
         let weight = l.matrix("weight", &[cout, cin, k, k], None, true)?;
-        Ok(Conv2d { weight, bias: Some(l.vector("bias", cout)?), geom })
+        Ok(Conv2d {
+            weight,
+            bias: Some(l.vector("bias", cout)?),
+            geom,
+        })
     }
 
     pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Tensor {
@@ -80,7 +96,12 @@ impl GroupNorm {
                 l.name("")
             )));
         }
-        Ok(GroupNorm { weight: l.vector("weight", channels)?, bias: l.vector("bias", channels)?, groups, eps })
+        Ok(GroupNorm {
+            weight: l.vector("weight", channels)?,
+            bias: l.vector("bias", channels)?,
+            groups,
+            eps,
+        })
     }
 
     pub fn forward(&self, gpu: &Gpu, x: &Tensor, silu: bool) -> Tensor {
@@ -100,7 +121,11 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     pub fn load(l: &Loader, dim: usize, eps: f32) -> Result<LayerNorm> {
-        Ok(LayerNorm { weight: l.vector("weight", dim)?, bias: l.vector("bias", dim)?, eps })
+        Ok(LayerNorm {
+            weight: l.vector("weight", dim)?,
+            bias: l.vector("bias", dim)?,
+            eps,
+        })
     }
 
     pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Tensor {

@@ -20,7 +20,13 @@ fn up(g: &Gpu, v: &[f32], shape: &[usize]) -> Tensor {
 }
 
 /// A weight in `format`, and the values the kernel should see (f16-rounded for F16).
-fn weight(g: &Gpu, rng: &mut Rng, shape: &[usize], scale: f32, format: WeightFormat) -> (Weight, Vec<f32>) {
+fn weight(
+    g: &Gpu,
+    rng: &mut Rng,
+    shape: &[usize],
+    scale: f32,
+    format: WeightFormat,
+) -> (Weight, Vec<f32>) {
     let n: usize = shape.iter().product();
     let v = rng.normal(n, scale);
     match format {
@@ -34,7 +40,11 @@ fn weight(g: &Gpu, rng: &mut Rng, shape: &[usize], scale: f32, format: WeightFor
 }
 
 fn vector(g: &Gpu, rng: &mut Rng, n: usize, scale: f32, offset: f32) -> (Weight, Vec<f32>) {
-    let v: Vec<f32> = rng.normal(n, scale).into_iter().map(|x| x + offset).collect();
+    let v: Vec<f32> = rng
+        .normal(n, scale)
+        .into_iter()
+        .map(|x| x + offset)
+        .collect();
     (g.weight_f32("v", &v, &[n]), v)
 }
 
@@ -76,13 +86,29 @@ fn linear_matches_cpu_on(path: &str, g: &Gpu) {
                 want[i * n + j] = s as f32;
             }
         }
-        assert_close(&format!("{path} linear {m}x{k}x{n} {format:?} bias {has_bias} res {has_res}"), &read_on(g, &out), &want, F32_TOL);
+        assert_close(
+            &format!("{path} linear {m}x{k}x{n} {format:?} bias {has_bias} res {has_res}"),
+            &read_on(g, &out),
+            &want,
+            F32_TOL,
+        );
     }
 }
 
 /// Reference conv over NHWC with PyTorch-layout weights `[Cout, Cin, KH, KW]`.
 #[allow(clippy::too_many_arguments)]
-fn conv_ref(x: &[f32], b: usize, h: usize, w: usize, c: usize, wt: &[f32], co: usize, k: usize, g: ConvGeom, bias: &[f32]) -> (Vec<f32>, usize, usize) {
+fn conv_ref(
+    x: &[f32],
+    b: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    wt: &[f32],
+    co: usize,
+    k: usize,
+    g: ConvGeom,
+    bias: &[f32],
+) -> (Vec<f32>, usize, usize) {
     let upf = if g.upsample { 2 } else { 1 };
     let (lh, lw) = (h * upf, w * upf);
     let oh = (lh + 2 * g.pad + g.pad_extra - k) / g.stride + 1;
@@ -102,7 +128,8 @@ fn conv_ref(x: &[f32], b: usize, h: usize, w: usize, c: usize, wt: &[f32], co: u
                             }
                             let (sy, sx) = (iy as usize / upf, ix as usize / upf);
                             for ci in 0..c {
-                                s += x[((bi * h + sy) * w + sx) * c + ci] as f64 * wt[((o * c + ci) * k + ky) * k + kx] as f64;
+                                s += x[((bi * h + sy) * w + sx) * c + ci] as f64
+                                    * wt[((o * c + ci) * k + ky) * k + kx] as f64;
                             }
                         }
                     }
@@ -131,11 +158,26 @@ fn conv2d_matches_cpu_on(path: &str, g: &Gpu) {
         let k = rng.pick(&[1, 3, 3]);
         let mut geom = match round % 4 {
             0 => ConvGeom::same(k),
-            1 => ConvGeom { stride: 2, pad: k / 2, pad_extra: 0, upsample: false },
-            2 => ConvGeom { stride: 2, pad: 0, pad_extra: 1, upsample: false },
-            _ => ConvGeom { upsample: true, ..ConvGeom::same(k) },
+            1 => ConvGeom {
+                stride: 2,
+                pad: k / 2,
+                pad_extra: 0,
+                upsample: false,
+            },
+            2 => ConvGeom {
+                stride: 2,
+                pad: 0,
+                pad_extra: 1,
+                upsample: false,
+            },
+            _ => ConvGeom {
+                upsample: true,
+                ..ConvGeom::same(k)
+            },
         };
-        if h * (1 + geom.upsample as usize) + 2 * geom.pad + geom.pad_extra < k || w * (1 + geom.upsample as usize) + 2 * geom.pad + geom.pad_extra < k {
+        if h * (1 + geom.upsample as usize) + 2 * geom.pad + geom.pad_extra < k
+            || w * (1 + geom.upsample as usize) + 2 * geom.pad + geom.pad_extra < k
+        {
             geom = ConvGeom::same(k);
         }
         let format = rng.pick(&[WeightFormat::F32, WeightFormat::F16]);
@@ -143,20 +185,29 @@ fn conv2d_matches_cpu_on(path: &str, g: &Gpu) {
         // PyTorch layout for the reference, reordered to [Cout, KH, KW, Cin] for the GPU
         // as the loader does.
         let wt = rng.normal(co * c * k * k, 1.0 / ((c * k * k) as f32).sqrt());
-        let wt: Vec<f32> = if format == WeightFormat::F16 { wt.iter().map(|&v| f16_to_f32(f32_to_f16(v))).collect() } else { wt };
+        let wt: Vec<f32> = if format == WeightFormat::F16 {
+            wt.iter().map(|&v| f16_to_f32(f32_to_f16(v))).collect()
+        } else {
+            wt
+        };
         let mut perm = vec![0f32; wt.len()];
         for o in 0..co {
             for ci in 0..c {
                 for ky in 0..k {
                     for kx in 0..k {
-                        perm[((o * k + ky) * k + kx) * c + ci] = wt[((o * c + ci) * k + ky) * k + kx];
+                        perm[((o * k + ky) * k + kx) * c + ci] =
+                            wt[((o * c + ci) * k + ky) * k + kx];
                     }
                 }
             }
         }
         let wg = match format {
             WeightFormat::F32 => g.weight_f32("w", &perm, &[co, k, k, c]),
-            WeightFormat::F16 => g.weight_f16("w", &perm.iter().map(|&v| f32_to_f16(v)).collect::<Vec<_>>(), &[co, k, k, c]),
+            WeightFormat::F16 => g.weight_f16(
+                "w",
+                &perm.iter().map(|&v| f32_to_f16(v)).collect::<Vec<_>>(),
+                &[co, k, k, c],
+            ),
         };
         let (bias, bv) = vector(g, &mut rng, co, 0.5, 0.0);
         let (want, oh, ow) = conv_ref(&x, b, h, w, c, &wt, co, k, geom, &bv);
@@ -166,8 +217,17 @@ fn conv2d_matches_cpu_on(path: &str, g: &Gpu) {
         let rt = up(g, &res, &[b, oh, ow, co]);
         let out = g.conv2d(&xt, &wg, Some(&bias), geom, with_res.then_some(&rt));
         assert_eq!(out.shape(), &[b, oh, ow, co]);
-        let want: Vec<f32> = if with_res { want.iter().zip(&res).map(|(a, r)| a + r).collect() } else { want };
-        assert_close(&format!("{path} conv2d {b}x{h}x{w}x{c} -> {co} k{k} {geom:?} {format:?}"), &read_on(g, &out), &want, F32_TOL);
+        let want: Vec<f32> = if with_res {
+            want.iter().zip(&res).map(|(a, r)| a + r).collect()
+        } else {
+            want
+        };
+        assert_close(
+            &format!("{path} conv2d {b}x{h}x{w}x{c} -> {co} k{k} {geom:?} {format:?}"),
+            &read_on(g, &out),
+            &want,
+            F32_TOL,
+        );
     }
 }
 
@@ -188,19 +248,30 @@ fn group_norm_matches_cpu_on(path: &str, g: &Gpu) {
         let silu = round % 2 == 0;
         let eps = 1e-5f32;
         // an offset mean stresses the two-pass variance
-        let x: Vec<f32> = rng.normal(b * p * c, 2.0).into_iter().map(|v| v + 3.0).collect();
+        let x: Vec<f32> = rng
+            .normal(b * p * c, 2.0)
+            .into_iter()
+            .map(|v| v + 3.0)
+            .collect();
         let (gm, gv) = vector(g, &mut rng, c, 0.2, 1.0);
         let (bt, bv) = vector(g, &mut rng, c, 0.2, 0.0);
         let cg = c / groups;
         let mut want = vec![0f32; x.len()];
         for bi in 0..b {
             for g in 0..groups {
-                let idx: Vec<usize> = (0..p).flat_map(|pi| (0..cg).map(move |ci| (bi * p + pi) * c + g * cg + ci)).collect();
+                let idx: Vec<usize> = (0..p)
+                    .flat_map(|pi| (0..cg).map(move |ci| (bi * p + pi) * c + g * cg + ci))
+                    .collect();
                 let mean = idx.iter().map(|&i| x[i] as f64).sum::<f64>() / idx.len() as f64;
-                let var = idx.iter().map(|&i| (x[i] as f64 - mean).powi(2)).sum::<f64>() / idx.len() as f64;
+                let var = idx
+                    .iter()
+                    .map(|&i| (x[i] as f64 - mean).powi(2))
+                    .sum::<f64>()
+                    / idx.len() as f64;
                 for &i in &idx {
                     let ch = i % c;
-                    let mut y = (x[i] as f64 - mean) / (var + eps as f64).sqrt() * gv[ch] as f64 + bv[ch] as f64;
+                    let mut y = (x[i] as f64 - mean) / (var + eps as f64).sqrt() * gv[ch] as f64
+                        + bv[ch] as f64;
                     if silu {
                         y /= 1.0 + (-y).exp();
                     }
@@ -209,7 +280,12 @@ fn group_norm_matches_cpu_on(path: &str, g: &Gpu) {
             }
         }
         let out = g.group_norm(&up(g, &x, &[b, p, c]), groups, &gm, &bt, eps, silu);
-        assert_close(&format!("{path} group_norm b{b} p{p} c{c} g{groups} silu {silu}"), &read_on(g, &out), &want, F32_TOL);
+        assert_close(
+            &format!("{path} group_norm b{b} p{p} c{c} g{groups} silu {silu}"),
+            &read_on(g, &out),
+            &want,
+            F32_TOL,
+        );
     }
 }
 
@@ -225,7 +301,11 @@ fn layer_norm_matches_cpu_on(path: &str, g: &Gpu) {
     for _ in 0..4 {
         let rows = rng.range(1, 200);
         let c = rng.range(1, 1100);
-        let x: Vec<f32> = rng.normal(rows * c, 1.5).into_iter().map(|v| v - 2.0).collect();
+        let x: Vec<f32> = rng
+            .normal(rows * c, 1.5)
+            .into_iter()
+            .map(|v| v - 2.0)
+            .collect();
         let (gm, gv) = vector(g, &mut rng, c, 0.2, 1.0);
         let (bt, bv) = vector(g, &mut rng, c, 0.2, 0.0);
         let mut want = vec![0f32; x.len()];
@@ -234,11 +314,17 @@ fn layer_norm_matches_cpu_on(path: &str, g: &Gpu) {
             let mean = row.iter().map(|&v| v as f64).sum::<f64>() / c as f64;
             let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / c as f64;
             for i in 0..c {
-                want[r * c + i] = ((row[i] as f64 - mean) / (var + 1e-5).sqrt() * gv[i] as f64 + bv[i] as f64) as f32;
+                want[r * c + i] = ((row[i] as f64 - mean) / (var + 1e-5).sqrt() * gv[i] as f64
+                    + bv[i] as f64) as f32;
             }
         }
         let out = g.layer_norm(&up(g, &x, &[rows, c]), &gm, &bt, 1e-5);
-        assert_close(&format!("{path} layer_norm {rows}x{c}"), &read_on(g, &out), &want, F32_TOL);
+        assert_close(
+            &format!("{path} layer_norm {rows}x{c}"),
+            &read_on(g, &out),
+            &want,
+            F32_TOL,
+        );
     }
 }
 
@@ -274,21 +360,40 @@ fn attention_matches_cpu_on(path: &str, g: &Gpu) {
                             if causal && j > i {
                                 return f64::NEG_INFINITY;
                             }
-                            (0..d).map(|e| q[(bi * nq + i) * c + h * d + e] as f64 * k[(bi * nk + j) * c + h * d + e] as f64).sum::<f64>() * scale
+                            (0..d)
+                                .map(|e| {
+                                    q[(bi * nq + i) * c + h * d + e] as f64
+                                        * k[(bi * nk + j) * c + h * d + e] as f64
+                                })
+                                .sum::<f64>()
+                                * scale
                         })
                         .collect();
                     let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                     let p: Vec<f64> = s.iter().map(|&x| (x - mx).exp()).collect();
                     let sum: f64 = p.iter().sum();
                     for e in 0..d {
-                        let o: f64 = (0..nk).map(|j| p[j] * v[(bi * nk + j) * c + h * d + e] as f64).sum();
+                        let o: f64 = (0..nk)
+                            .map(|j| p[j] * v[(bi * nk + j) * c + h * d + e] as f64)
+                            .sum();
                         want[(bi * nq + i) * c + h * d + e] = (o / sum) as f32;
                     }
                 }
             }
         }
-        let out = g.attention(&up(g, &q, &[b, nq, c]), &up(g, &k, &[b, nk, c]), &up(g, &v, &[b, nk, c]), heads, causal);
-        assert_close(&format!("{path} attention b{b} h{heads} d{d} nq{nq} nk{nk} causal {causal}"), &read_on(g, &out), &want, F32_TOL);
+        let out = g.attention(
+            &up(g, &q, &[b, nq, c]),
+            &up(g, &k, &[b, nk, c]),
+            &up(g, &v, &[b, nk, c]),
+            heads,
+            causal,
+        );
+        assert_close(
+            &format!("{path} attention b{b} h{heads} d{d} nq{nq} nk{nk} causal {causal}"),
+            &read_on(g, &out),
+            &want,
+            F32_TOL,
+        );
     }
 }
 
@@ -320,21 +425,47 @@ fn elementwise_matches_cpu_on(path: &str, g: &Gpu) {
         (Map::Add, Box::new(|x, y| x + y)),
         (Map::Mul, Box::new(|x, y| x * y)),
         (Map::Silu, Box::new(|x, _| x / (1.0 + (-x).exp()))),
-        (Map::QuickGelu, Box::new(|x, _| x / (1.0 + (-1.702 * x).exp()))),
-        (Map::Gelu, Box::new(move |x, _| 0.5 * x * (1.0 + erf(x / 2f64.sqrt())))),
+        (
+            Map::QuickGelu,
+            Box::new(|x, _| x / (1.0 + (-1.702 * x).exp())),
+        ),
+        (
+            Map::Gelu,
+            Box::new(move |x, _| 0.5 * x * (1.0 + erf(x / 2f64.sqrt()))),
+        ),
     ];
     for (f, r) in cases {
-        let out = if matches!(f, Map::Add | Map::Mul) { g.zip(&at, &bt, f) } else { g.map(&at, f) };
-        let want: Vec<f32> = a.iter().zip(&bv).map(|(&x, &y)| r(x as f64, y as f64) as f32).collect();
-        assert_close(&format!("{path} {f:?} n{n}"), &read_on(g, &out), &want, F32_TOL);
+        let out = if matches!(f, Map::Add | Map::Mul) {
+            g.zip(&at, &bt, f)
+        } else {
+            g.map(&at, f)
+        };
+        let want: Vec<f32> = a
+            .iter()
+            .zip(&bv)
+            .map(|(&x, &y)| r(x as f64, y as f64) as f32)
+            .collect();
+        assert_close(
+            &format!("{path} {f:?} n{n}"),
+            &read_on(g, &out),
+            &want,
+            F32_TOL,
+        );
     }
     // per-row broadcast
     let (bb, p, c) = (rng.range(1, 3), rng.range(1, 50), rng.range(1, 90));
     let x = rng.normal(bb * p * c, 1.0);
     let t = rng.normal(bb * c, 1.0);
     let out = g.zip_rows(&up(g, &x, &[bb, p, c]), &up(g, &t, &[bb, c]), Map::Add);
-    let want: Vec<f32> = (0..x.len()).map(|i| x[i] + t[(i / (p * c)) * c + i % c]).collect();
-    assert_close(&format!("{path} zip_rows"), &read_on(g, &out), &want, F32_TOL);
+    let want: Vec<f32> = (0..x.len())
+        .map(|i| x[i] + t[(i / (p * c)) * c + i % c])
+        .collect();
+    assert_close(
+        &format!("{path} zip_rows"),
+        &read_on(g, &out),
+        &want,
+        F32_TOL,
+    );
     // GEGLU
     let (r, f) = (rng.range(1, 100), rng.range(1, 300));
     let x = rng.normal(r * 2 * f, 2.0);
@@ -352,10 +483,17 @@ fn elementwise_matches_cpu_on(path: &str, g: &Gpu) {
     let a = rng.normal(rows * c1, 1.0);
     let b2 = rng.normal(rows * c2, 1.0);
     let out = g.concat(&up(g, &a, &[rows, c1]), &up(g, &b2, &[rows, c2]));
-    let want: Vec<f32> = (0..rows).flat_map(|r| a[r * c1..(r + 1) * c1].iter().chain(&b2[r * c2..(r + 1) * c2]).copied().collect::<Vec<_>>()).collect();
+    let want: Vec<f32> = (0..rows)
+        .flat_map(|r| {
+            a[r * c1..(r + 1) * c1]
+                .iter()
+                .chain(&b2[r * c2..(r + 1) * c2])
+                .copied()
+                .collect::<Vec<_>>()
+        })
+        .collect();
     assert_close(&format!("{path} concat"), &read_on(g, &out), &want, 0.0);
 }
-
 
 /// Maps split into channel slices (how the VAE decodes 512x512 within 128 MiB
 /// bindings), forced at small sizes by a context that claims 4 KiB bindings.
@@ -377,7 +515,10 @@ fn sliced_on(path: &str, g: &Gpu) {
         let c: usize = slices.iter().sum();
         let co = 32;
         let k = if round % 2 == 0 { 3 } else { 1 };
-        let geom = ConvGeom { upsample: round == 2, ..ConvGeom::same(k) };
+        let geom = ConvGeom {
+            upsample: round == 2,
+            ..ConvGeom::same(k)
+        };
         let x = rng.normal(b * h * w * c, 1.0);
         let wt = rng.normal(co * c * k * k, 1.0 / ((c * k * k) as f32).sqrt());
         let mut perm = vec![0f32; wt.len()];
@@ -385,7 +526,8 @@ fn sliced_on(path: &str, g: &Gpu) {
             for ci in 0..c {
                 for ky in 0..k {
                     for kx in 0..k {
-                        perm[((o * k + ky) * k + kx) * c + ci] = wt[((o * c + ci) * k + ky) * k + kx];
+                        perm[((o * k + ky) * k + kx) * c + ci] =
+                            wt[((o * c + ci) * k + ky) * k + kx];
                     }
                 }
             }
@@ -397,18 +539,39 @@ fn sliced_on(path: &str, g: &Gpu) {
         let mut xs = Vec::new();
         let mut c0 = 0;
         for &cs in &slices {
-            let part: Vec<f32> = (0..b * h * w).flat_map(|p| x[p * c + c0..p * c + c0 + cs].to_vec()).collect();
+            let part: Vec<f32> = (0..b * h * w)
+                .flat_map(|p| x[p * c + c0..p * c + c0 + cs].to_vec())
+                .collect();
             xs.push(up(g, &part, &[b, h, w, cs]));
             c0 += cs;
         }
         let outs = g.conv2d_sliced(&xs, &wg, Some(&bias), geom, None);
-        assert!(outs.len() > 1, "the small-binding context should split the output");
+        assert!(
+            outs.len() > 1,
+            "the small-binding context should split the output"
+        );
         let joined = |outs: &[Tensor]| -> Vec<f32> {
             let parts: Vec<Vec<f32>> = outs.iter().map(|t| read_on(g, t)).collect();
             let widths: Vec<usize> = outs.iter().map(|t| t.dim(-1)).collect();
-            (0..b * oh * ow).flat_map(|p| parts.iter().zip(&widths).flat_map(move |(v, &cw)| v[p * cw..(p + 1) * cw].to_vec()).collect::<Vec<_>>()).collect()
+            (0..b * oh * ow)
+                .flat_map(|p| {
+                    parts
+                        .iter()
+                        .zip(&widths)
+                        .flat_map(move |(v, &cw)| v[p * cw..(p + 1) * cw].to_vec())
+                        .collect::<Vec<_>>()
+                })
+                .collect()
         };
-        assert_close(&format!("{path} conv2d {b}x{h}x{w}x{slices:?} -> {co} k{k} in {} slices", outs.len()), &joined(&outs), &want, F32_TOL);
+        assert_close(
+            &format!(
+                "{path} conv2d {b}x{h}x{w}x{slices:?} -> {co} k{k} in {} slices",
+                outs.len()
+            ),
+            &joined(&outs),
+            &want,
+            F32_TOL,
+        );
         // GroupNorm over the slices (32 groups of co/32 channels)
         let (gm, gv) = vector(g, &mut rng, co, 0.2, 1.0);
         let (bt, btv) = vector(g, &mut rng, co, 0.2, 0.0);
@@ -417,16 +580,28 @@ fn sliced_on(path: &str, g: &Gpu) {
         let mut want_n = vec![0f32; want.len()];
         for bi in 0..b {
             for grp in 0..32 {
-                let idx: Vec<usize> = (0..oh * ow).flat_map(|p| (0..cg).map(move |ci| (bi * oh * ow + p) * co + grp * cg + ci)).collect();
+                let idx: Vec<usize> = (0..oh * ow)
+                    .flat_map(|p| (0..cg).map(move |ci| (bi * oh * ow + p) * co + grp * cg + ci))
+                    .collect();
                 let mean = idx.iter().map(|&i| want[i] as f64).sum::<f64>() / idx.len() as f64;
-                let var = idx.iter().map(|&i| (want[i] as f64 - mean).powi(2)).sum::<f64>() / idx.len() as f64;
+                let var = idx
+                    .iter()
+                    .map(|&i| (want[i] as f64 - mean).powi(2))
+                    .sum::<f64>()
+                    / idx.len() as f64;
                 for &i in &idx {
                     let ch = i % co;
-                    let y = (want[i] as f64 - mean) / (var + 1e-6).sqrt() * gv[ch] as f64 + btv[ch] as f64;
+                    let y = (want[i] as f64 - mean) / (var + 1e-6).sqrt() * gv[ch] as f64
+                        + btv[ch] as f64;
                     want_n[i] = (y / (1.0 + (-y).exp())) as f32;
                 }
             }
         }
-        assert_close(&format!("{path} group_norm over {} slices", normed.len()), &joined(&normed), &want_n, F32_TOL);
+        assert_close(
+            &format!("{path} group_norm over {} slices", normed.len()),
+            &joined(&normed),
+            &want_n,
+            F32_TOL,
+        );
     }
 }

@@ -11,8 +11,8 @@
 mod common;
 
 use common::{assert_close, gpus, read_on};
-use roentgen_web::gpu::{Gpu, Tensor};
 use roentgen_web::checkpoint::{Checkpoint, DirSource, LoadOptions};
+use roentgen_web::gpu::{Gpu, Tensor};
 use roentgen_web::models::clip::ClipTrace;
 use roentgen_web::models::unet::UNetTrace;
 use roentgen_web::models::vae::DecoderTrace;
@@ -28,20 +28,30 @@ struct Golden {
 
 impl Golden {
     fn load(name: &str) -> Golden {
-        let path = format!("{}/tests/fixtures/golden/{name}.safetensors", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/tests/fixtures/golden/{name}.safetensors",
+            env!("CARGO_MANIFEST_DIR")
+        );
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        Golden { index: WeightIndex::parse(&path, &bytes).unwrap(), bytes }
+        Golden {
+            index: WeightIndex::parse(&path, &bytes).unwrap(),
+            bytes,
+        }
     }
     fn shape(&self, name: &str) -> Vec<usize> {
         self.index.get(name).unwrap().shape.clone()
     }
     fn f32(&self, name: &str) -> Vec<f32> {
-        self.index.read_f32(&self.bytes, name, &self.shape(name)).unwrap()
+        self.index
+            .read_f32(&self.bytes, name, &self.shape(name))
+            .unwrap()
     }
     fn i64(&self, name: &str) -> Vec<i64> {
         let (info, data) = self.index.tensor_bytes(&self.bytes, name).unwrap();
         assert_eq!(info.dtype, DType::I64);
-        data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
+        data.chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
     }
     /// A golden NCHW map as NHWC, and its NHWC shape.
     fn nhwc(&self, name: &str) -> (Vec<f32>, Vec<usize>) {
@@ -84,12 +94,31 @@ fn text_encoder_matches_diffusers() {
         let g = Golden::load(fixture);
         let ck = checkpoint(fixture);
         let model = pollster::block_on(ck.text_encoder(gpu)).unwrap();
-        let ids: Vec<Vec<u32>> = g.i64("text.input_ids").chunks(77).map(|r| r.iter().map(|&v| v as u32).collect()).collect();
+        let ids: Vec<Vec<u32>> = g
+            .i64("text.input_ids")
+            .chunks(77)
+            .map(|r| r.iter().map(|&v| v as u32).collect())
+            .collect();
         let mut trace = ClipTrace::default();
         let out = model.forward_traced(gpu, &ids, Some(&mut trace)).unwrap();
-        assert_close(&format!("{name} text.embeddings"), &read_on(gpu, trace.embeddings.as_ref().unwrap()), &g.f32("text.embeddings"), F32_REL_L2);
-        assert_close(&format!("{name} text.layer0"), &read_on(gpu, &trace.layers[0]), &g.f32("text.layer0"), F32_REL_L2);
-        assert_close(&format!("{name} text.last_hidden_state"), &read_on(gpu, &out), &g.f32("text.last_hidden_state"), F32_REL_L2);
+        assert_close(
+            &format!("{name} text.embeddings"),
+            &read_on(gpu, trace.embeddings.as_ref().unwrap()),
+            &g.f32("text.embeddings"),
+            F32_REL_L2,
+        );
+        assert_close(
+            &format!("{name} text.layer0"),
+            &read_on(gpu, &trace.layers[0]),
+            &g.f32("text.layer0"),
+            F32_REL_L2,
+        );
+        assert_close(
+            &format!("{name} text.last_hidden_state"),
+            &read_on(gpu, &out),
+            &g.f32("text.last_hidden_state"),
+            F32_REL_L2,
+        );
     }
 }
 
@@ -103,20 +132,62 @@ fn unet_matches_diffusers() {
         let unet = pollster::block_on(ck.unet(gpu)).unwrap();
         let (sample, shape) = g.nhwc("unet.sample");
         let sample = gpu.upload(&sample, &shape).unwrap();
-        let ctx = gpu.upload(&g.f32("unet.encoder_hidden_states"), &g.shape("unet.encoder_hidden_states")).unwrap();
+        let ctx = gpu
+            .upload(
+                &g.f32("unet.encoder_hidden_states"),
+                &g.shape("unet.encoder_hidden_states"),
+            )
+            .unwrap();
         let t = g.i64("unet.timestep")[0] as f32;
         let mut tr = UNetTrace::default();
-        let out = unet.forward_traced(gpu, &sample, t, &ctx, Some(&mut tr)).unwrap();
-        assert_close(&format!("{name} unet.time_emb"), &read_on(gpu, tr.time_emb.as_ref().unwrap()), &g.f32("unet.time_emb"), F32_REL_L2);
-        check_map(gpu, &g, &format!("{name} unet.conv_in"), "unet.conv_in", tr.conv_in.as_ref().unwrap());
+        let out = unet
+            .forward_traced(gpu, &sample, t, &ctx, Some(&mut tr))
+            .unwrap();
+        assert_close(
+            &format!("{name} unet.time_emb"),
+            &read_on(gpu, tr.time_emb.as_ref().unwrap()),
+            &g.f32("unet.time_emb"),
+            F32_REL_L2,
+        );
+        check_map(
+            gpu,
+            &g,
+            &format!("{name} unet.conv_in"),
+            "unet.conv_in",
+            tr.conv_in.as_ref().unwrap(),
+        );
         for (i, t) in tr.down.iter().enumerate() {
-            check_map(gpu, &g, &format!("{name} unet.down.{i}"), &format!("unet.down.{i}"), t);
+            check_map(
+                gpu,
+                &g,
+                &format!("{name} unet.down.{i}"),
+                &format!("unet.down.{i}"),
+                t,
+            );
         }
-        check_map(gpu, &g, &format!("{name} unet.mid"), "unet.mid", tr.mid.as_ref().unwrap());
+        check_map(
+            gpu,
+            &g,
+            &format!("{name} unet.mid"),
+            "unet.mid",
+            tr.mid.as_ref().unwrap(),
+        );
         for (i, t) in tr.up.iter().enumerate() {
-            check_map(gpu, &g, &format!("{name} unet.up.{i}"), &format!("unet.up.{i}"), t);
+            check_map(
+                gpu,
+                &g,
+                &format!("{name} unet.up.{i}"),
+                &format!("unet.up.{i}"),
+                t,
+            );
         }
-        check_map(gpu, &g, &format!("{name} unet.conv_norm_out"), "unet.conv_norm_out", tr.conv_norm_out.as_ref().unwrap());
+        check_map(
+            gpu,
+            &g,
+            &format!("{name} unet.conv_norm_out"),
+            "unet.conv_norm_out",
+            tr.conv_norm_out.as_ref().unwrap(),
+        );
         check_map(gpu, &g, &format!("{name} unet.out"), "unet.out", &out);
     }
 }
@@ -133,12 +204,36 @@ fn vae_decoder_matches_diffusers() {
         let z = gpu.upload(&z, &shape).unwrap();
         let mut tr = DecoderTrace::default();
         let out = vae.decode_traced(gpu, &z, Some(&mut tr));
-        check_map(gpu, &g, &format!("{name} vae.post_quant_conv"), "vae.post_quant_conv", tr.post_quant_conv.as_ref().unwrap());
-        check_map(gpu, &g, &format!("{name} vae.decoder.mid"), "vae.decoder.mid", tr.mid.as_ref().unwrap());
+        check_map(
+            gpu,
+            &g,
+            &format!("{name} vae.post_quant_conv"),
+            "vae.post_quant_conv",
+            tr.post_quant_conv.as_ref().unwrap(),
+        );
+        check_map(
+            gpu,
+            &g,
+            &format!("{name} vae.decoder.mid"),
+            "vae.decoder.mid",
+            tr.mid.as_ref().unwrap(),
+        );
         for (i, t) in tr.up.iter().enumerate() {
-            check_map(gpu, &g, &format!("{name} vae.decoder.up.{i}"), &format!("vae.decoder.up.{i}"), t);
+            check_map(
+                gpu,
+                &g,
+                &format!("{name} vae.decoder.up.{i}"),
+                &format!("vae.decoder.up.{i}"),
+                t,
+            );
         }
-        check_map(gpu, &g, &format!("{name} vae.decode_out"), "vae.decode_out", &out);
+        check_map(
+            gpu,
+            &g,
+            &format!("{name} vae.decode_out"),
+            "vae.decode_out",
+            &out,
+        );
     }
 }
 
@@ -153,6 +248,12 @@ fn vae_encoder_matches_diffusers() {
         let (x, shape) = g.nhwc("vae.encode_in");
         let x = gpu.upload(&x, &shape).unwrap();
         let moments = vae.encode(gpu, &x).unwrap();
-        check_map(gpu, &g, &format!("{name} vae.encode_moments"), "vae.encode_moments", &moments);
+        check_map(
+            gpu,
+            &g,
+            &format!("{name} vae.encode_moments"),
+            "vae.encode_moments",
+            &moments,
+        );
     }
 }

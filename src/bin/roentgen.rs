@@ -19,10 +19,16 @@ mod native {
     use roentgen_web::gpu::{Gpu, Tensor, WeightFormat};
     use roentgen_web::loader::{Loader, MatrixFormat};
     use roentgen_web::models::config::presets;
-    use roentgen_web::models::{AutoencoderKL, ClipTextConfig, ClipTextModel, UNet2DConditionModel, UNetConfig, VaeConfig};
+    use roentgen_web::models::{
+        AutoencoderKL, ClipTextConfig, ClipTextModel, UNet2DConditionModel, UNetConfig, VaeConfig,
+    };
 
     #[derive(Parser)]
-    #[command(name = "roentgen", version, about = "RoentGen chest X-ray diffusion on wgpu compute shaders")]
+    #[command(
+        name = "roentgen",
+        version,
+        about = "RoentGen chest X-ray diffusion on wgpu compute shaders"
+    )]
     struct Cli {
         #[command(subcommand)]
         command: Command,
@@ -62,6 +68,10 @@ mod native {
         /// Store linear and conv weights as f16 (half the memory; f32 arithmetic).
         #[arg(long)]
         f16: bool,
+        /// Time every dispatch on its own and print the time per kernel family (slower
+        /// overall; shows where the time goes).
+        #[arg(long)]
+        profile: bool,
         /// Time single kernels at the UNet's shapes (at --latent and --unet-width-scale)
         /// instead of whole stages.
         #[arg(long)]
@@ -104,11 +114,17 @@ mod native {
     ) -> Result<Stage> {
         let weights = gpu.memory().weights;
         gpu.reset_peak_memory();
+        gpu.set_profiling(false);
         for i in 0..a.warmup {
             let t0 = Instant::now();
             let out = run()?;
             gpu.read(&out).await?;
-            eprintln!("  {name}: warm-up {}/{} {:.2?}", i + 1, a.warmup, t0.elapsed());
+            eprintln!(
+                "  {name}: warm-up {}/{} {:.2?}",
+                i + 1,
+                a.warmup,
+                t0.elapsed()
+            );
         }
         gpu.take_flops();
         let mut times = Vec::new();
@@ -127,12 +143,38 @@ mod native {
             times.push(dt);
         }
         times.sort();
-        Ok(Stage { name, times, flops, reference_flops, weights, peak: gpu.memory().peak })
+        if a.profile {
+            gpu.set_profiling(true);
+            let out = run()?;
+            gpu.read(&out).await?;
+            let report = gpu.profile_report();
+            gpu.set_profiling(false);
+            let total: f64 = report.iter().map(|r| r.2).sum();
+            eprintln!("  {name}: profile (each dispatch alone, {total:.2} s in all)");
+            for (k, n, t) in report {
+                eprintln!(
+                    "    {k:<28} {n:>5} dispatches {t:>8.3} s {:>5.1} %",
+                    100.0 * t / total
+                );
+            }
+        }
+        Ok(Stage {
+            name,
+            times,
+            flops,
+            reference_flops,
+            weights,
+            peak: gpu.memory().peak,
+        })
     }
 
     async fn bench_kernels(gpu: &Gpu, a: &BenchArgs) -> Result<()> {
         use roentgen_web::bench::{PreparedCase, time_case, unet_cases};
-        let format = if a.f16 { WeightFormat::F16 } else { WeightFormat::F32 };
+        let format = if a.f16 {
+            WeightFormat::F16
+        } else {
+            WeightFormat::F32
+        };
         let base = (320.0 * a.unet_width_scale).round() as usize;
         let start = Instant::now();
         let now = move || start.elapsed().as_secs_f64();
@@ -142,7 +184,12 @@ mod native {
             let p = PreparedCase::new(gpu, case, format)?;
             let t = time_case(gpu, &p, a.reps, &now).await?;
             let med = t[t.len() / 2];
-            println!("| {} | {:.1} ms | {:.1} |", case.name(), med * 1e3, case.flops() / med / 1e9);
+            println!(
+                "| {} | {:.1} ms | {:.1} |",
+                case.name(),
+                med * 1e3,
+                case.flops() / med / 1e9
+            );
         }
         Ok(())
     }
@@ -161,7 +208,11 @@ mod native {
         if a.kernels {
             return bench_kernels(&gpu, &a).await;
         }
-        let format = if a.f16 { MatrixFormat::Force(WeightFormat::F16) } else { MatrixFormat::Force(WeightFormat::F32) };
+        let format = if a.f16 {
+            MatrixFormat::Force(WeightFormat::F16)
+        } else {
+            MatrixFormat::Force(WeightFormat::F32)
+        };
         let full_shape = a.model.is_none() && a.unet_width_scale == 1.0 && a.latent == 64;
         let mut stages = Vec::new();
         let known = ["text", "unet", "vae"];
@@ -169,45 +220,112 @@ mod native {
             bail!("unknown stage `{s}`; stages are {}", known.join(", "));
         }
 
-        let clip_cfg = ClipTextConfig::from_json("text_encoder/config.json", &config_json(&a.model, "text_encoder/config.json", presets::SD14_CLIP)?)?;
+        let clip_cfg = ClipTextConfig::from_json(
+            "text_encoder/config.json",
+            &config_json(&a.model, "text_encoder/config.json", presets::SD14_CLIP)?,
+        )?;
         if a.stages.iter().any(|s| s == "text") {
             eprintln!("text encoder: loading random weights");
             let model = ClipTextModel::load(&Loader::random(&gpu, 1, format), clip_cfg.clone())?;
             let t = clip_cfg.max_position_embeddings;
-            let ids: Vec<Vec<u32>> = (0..2).map(|b| (0..t).map(|j| ((j * 7919 + b * 31) % clip_cfg.vocab_size) as u32).collect()).collect();
-            stages.push(time_stage(&gpu, "text encoder (batch 2)", &a, full_shape.then_some(0.027e12), || Ok(model.forward(&gpu, &ids)?)).await?);
+            let ids: Vec<Vec<u32>> = (0..2)
+                .map(|b| {
+                    (0..t)
+                        .map(|j| ((j * 7919 + b * 31) % clip_cfg.vocab_size) as u32)
+                        .collect()
+                })
+                .collect();
+            stages.push(
+                time_stage(
+                    &gpu,
+                    "text encoder (batch 2)",
+                    &a,
+                    full_shape.then_some(0.027e12),
+                    || Ok(model.forward(&gpu, &ids)?),
+                )
+                .await?,
+            );
             drop(model);
             gpu.trim();
         }
         if a.stages.iter().any(|s| s == "unet") {
-            let mut cfg = UNetConfig::from_json("unet/config.json", &config_json(&a.model, "unet/config.json", presets::SD14_UNET)?)?;
+            let mut cfg = UNetConfig::from_json(
+                "unet/config.json",
+                &config_json(&a.model, "unet/config.json", presets::SD14_UNET)?,
+            )?;
             if a.unet_width_scale != 1.0 {
-                cfg.block_out_channels = cfg.block_out_channels.iter().map(|&c| (c as f64 * a.unet_width_scale).round() as usize).collect();
+                cfg.block_out_channels = cfg
+                    .block_out_channels
+                    .iter()
+                    .map(|&c| (c as f64 * a.unet_width_scale).round() as usize)
+                    .collect();
             }
             eprintln!("unet {:?}: loading random weights", cfg.block_out_channels);
             let latent_ch = cfg.in_channels;
             let ctx_dim = cfg.cross_attention_dim;
             let unet = UNet2DConditionModel::load(&Loader::random(&gpu, 2, format), cfg)?;
             let n = a.batch * a.latent * a.latent * latent_ch;
-            let sample = gpu.upload(&(0..n).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect::<Vec<_>>(), &[a.batch, a.latent, a.latent, latent_ch])?;
+            let sample = gpu.upload(
+                &(0..n)
+                    .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+                    .collect::<Vec<_>>(),
+                &[a.batch, a.latent, a.latent, latent_ch],
+            )?;
             let t = clip_cfg.max_position_embeddings;
-            let ctx = gpu.upload(&(0..a.batch * t * ctx_dim).map(|i| ((i * 13 % 97) as f32 / 48.0) - 1.0).collect::<Vec<_>>(), &[a.batch, t, ctx_dim])?;
-            let name = if a.batch == 2 { "unet guided call (batch 2)" } else { "unet call" };
-            stages.push(time_stage(&gpu, name, &a, (full_shape && a.batch == 2).then_some(1.61e12), || Ok(unet.forward(&gpu, &sample, 801.0, &ctx)?)).await?);
+            let ctx = gpu.upload(
+                &(0..a.batch * t * ctx_dim)
+                    .map(|i| ((i * 13 % 97) as f32 / 48.0) - 1.0)
+                    .collect::<Vec<_>>(),
+                &[a.batch, t, ctx_dim],
+            )?;
+            let name = if a.batch == 2 {
+                "unet guided call (batch 2)"
+            } else {
+                "unet call"
+            };
+            stages.push(
+                time_stage(
+                    &gpu,
+                    name,
+                    &a,
+                    (full_shape && a.batch == 2).then_some(1.61e12),
+                    || Ok(unet.forward(&gpu, &sample, 801.0, &ctx)?),
+                )
+                .await?,
+            );
             drop(unet);
             gpu.trim();
         }
         if a.stages.iter().any(|s| s == "vae") {
-            let cfg = VaeConfig::from_json("vae/config.json", &config_json(&a.model, "vae/config.json", presets::SD14_VAE)?)?;
+            let cfg = VaeConfig::from_json(
+                "vae/config.json",
+                &config_json(&a.model, "vae/config.json", presets::SD14_VAE)?,
+            )?;
             eprintln!("vae decoder: loading random weights");
             let lat = cfg.latent_channels;
             let vae = AutoencoderKL::load(&Loader::random(&gpu, 3, format), cfg, false)?;
             let n = a.latent * a.latent * lat;
-            let z = gpu.upload(&(0..n).map(|i| ((i * 29 % 89) as f32 / 44.0) - 1.0).collect::<Vec<_>>(), &[1, a.latent, a.latent, lat])?;
-            stages.push(time_stage(&gpu, "vae decode (batch 1)", &a, full_shape.then_some(2.5e12), || Ok(vae.decode(&gpu, &z))).await?);
+            let z = gpu.upload(
+                &(0..n)
+                    .map(|i| ((i * 29 % 89) as f32 / 44.0) - 1.0)
+                    .collect::<Vec<_>>(),
+                &[1, a.latent, a.latent, lat],
+            )?;
+            stages.push(
+                time_stage(
+                    &gpu,
+                    "vae decode (batch 1)",
+                    &a,
+                    full_shape.then_some(2.5e12),
+                    || Ok(vae.decode(&gpu, &z)),
+                )
+                .await?,
+            );
         }
 
-        println!("\n| stage | median | min | GFLOP/s (our count) | GFLOP/s (PyTorch's count) | weights | peak GPU memory |");
+        println!(
+            "\n| stage | median | min | GFLOP/s (our count) | GFLOP/s (PyTorch's count) | weights | peak GPU memory |"
+        );
         println!("| --- | --- | --- | --- | --- | --- | --- |");
         for s in &stages {
             let med = s.times[s.times.len() / 2].as_secs_f64();
@@ -219,7 +337,8 @@ mod native {
                 min,
                 s.flops as f64 / med / 1e9,
                 s.flops as f64 / 1e12,
-                s.reference_flops.map_or("-".to_string(), |f| format!("{:.1}", f / med / 1e9)),
+                s.reference_flops
+                    .map_or("-".to_string(), |f| format!("{:.1}", f / med / 1e9)),
                 s.weights as f64 / 1048576.0,
                 s.peak as f64 / 1048576.0,
             );

@@ -62,6 +62,10 @@ pub struct KernelSpec<'a> {
     /// WGSL prepended to the source: `const`s and small `fn`s that specialise it.
     pub prelude: String,
     pub entry: &'a str,
+    /// Compile without runtime bounds checks. Only for kernels whose every index is
+    /// provably in range given the shapes their caller asserts (the subgroup GEMM);
+    /// `ROENTGEN_CHECKED_SHADERS=1` turns checks back on for debugging.
+    pub trusted: bool,
 }
 
 pub struct Gpu {
@@ -80,13 +84,18 @@ pub struct Gpu {
     poison: std::sync::atomic::AtomicBool,
     /// Floating-point operations dispatched (2 per multiply-add in GEMMs and attention).
     flops: std::sync::atomic::AtomicU64,
+    /// Native profiling: when set, every dispatch runs alone and its wall time is
+    /// added to its kernel's entry (key -> (count, seconds)).
+    #[cfg(not(target_arch = "wasm32"))]
+    profile: Mutex<Option<HashMap<String, (u32, f64)>>>,
 }
 
 impl Gpu {
     /// Creates the context on the best adapter, asking only for features and limits
     /// the adapter has.
     pub async fn new() -> Result<Gpu> {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = instance
             .request_adapter(&wgpu::RequestAdapterOptions {
                 power_preference: wgpu::PowerPreference::HighPerformance,
@@ -103,7 +112,11 @@ impl Gpu {
         let available = adapter.features();
         let mut features = wgpu::Features::empty();
         // Feature-detected; every kernel also has a path without them.
-        for f in [wgpu::Features::SHADER_F16, wgpu::Features::SUBGROUP, wgpu::Features::TIMESTAMP_QUERY] {
+        for f in [
+            wgpu::Features::SHADER_F16,
+            wgpu::Features::SUBGROUP,
+            wgpu::Features::TIMESTAMP_QUERY,
+        ] {
             if available.contains(f) {
                 features |= f;
             }
@@ -153,6 +166,8 @@ impl Gpu {
         Ok(Gpu {
             poison: Default::default(),
             flops: Default::default(),
+            #[cfg(not(target_arch = "wasm32"))]
+            profile: Mutex::new(None),
             dummy,
             device,
             queue,
@@ -189,18 +204,32 @@ impl Gpu {
             return p.clone();
         }
         let source = format!("{}\n{}", spec.prelude, spec.source);
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        let desc = wgpu::ShaderModuleDescriptor {
             label: Some(&spec.key),
             source: wgpu::ShaderSource::Wgsl(source.into()),
-        });
-        let pipeline = Arc::new(self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(&spec.key),
-            layout: None,
-            module: &module,
-            entry_point: Some(spec.entry),
-            compilation_options: Default::default(),
-            cache: None,
-        }));
+        };
+        let module = if spec.trusted && std::env::var_os("ROENTGEN_CHECKED_SHADERS").is_none() {
+            // SAFETY: `trusted` kernels index only within bounds established by their
+            // Rust callers' shape assertions (see KernelSpec::trusted). Natively this
+            // drops naga's per-access bounds checks (about 20 % of the GEMM's time on
+            // lavapipe); browsers keep their own checks whatever we ask.
+            unsafe {
+                self.device
+                    .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+            }
+        } else {
+            self.device.create_shader_module(desc)
+        };
+        let pipeline = Arc::new(self.device.create_compute_pipeline(
+            &wgpu::ComputePipelineDescriptor {
+                label: Some(&spec.key),
+                layout: None,
+                module: &module,
+                entry_point: Some(spec.entry),
+                compilation_options: Default::default(),
+                cache: None,
+            },
+        ));
         cache.insert(spec.key.clone(), pipeline.clone());
         pipeline
     }
@@ -223,7 +252,8 @@ impl Gpu {
     }
 
     pub(crate) fn count_flops(&self, n: u64) {
-        self.flops.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        self.flops
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Tests: poison (NaN-fill) every tensor created from now on.
@@ -239,20 +269,31 @@ impl Gpu {
     pub fn upload(&self, data: &[f32], shape: &[usize]) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         if n != data.len() {
-            return Err(Error::Shape(format!("upload of {} values into shape {:?}", data.len(), shape)));
+            return Err(Error::Shape(format!(
+                "upload of {} values into shape {:?}",
+                data.len(),
+                shape
+            )));
         }
         let t = self.empty(shape);
         if !data.is_empty() {
             // Pending dispatches may still read an earlier tenant of this pooled buffer.
             self.flush();
-            self.queue.write_buffer(t.buffer(), 0, bytemuck::cast_slice(data));
+            self.queue
+                .write_buffer(t.buffer(), 0, bytemuck::cast_slice(data));
         }
         Ok(t)
     }
 
     /// Records one dispatch. `bindings` are storage buffers in binding order 1..;
     /// binding 0 is the uniform block built from `params` (u32/f32 words).
-    pub fn dispatch(&self, spec: &KernelSpec, bindings: &[&wgpu::Buffer], params: &[u32], workgroups: [u32; 3]) {
+    pub fn dispatch(
+        &self,
+        spec: &KernelSpec,
+        bindings: &[&wgpu::Buffer],
+        params: &[u32],
+        workgroups: [u32; 3],
+    ) {
         let limit = self.device.limits().max_compute_workgroups_per_dimension;
         assert!(
             workgroups.iter().all(|&w| w <= limit),
@@ -270,15 +311,21 @@ impl Gpu {
             self.submit(&mut rec);
         }
         if rec.params_buffer.is_none() {
-            rec.params_buffer = Some(Arc::new(self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("params"),
-                size: PARAM_STRIDE * BATCH_DISPATCHES as u64,
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })));
+            rec.params_buffer = Some(Arc::new(self.device.create_buffer(
+                &wgpu::BufferDescriptor {
+                    label: Some("params"),
+                    size: PARAM_STRIDE * BATCH_DISPATCHES as u64,
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                },
+            )));
         }
         let offset = rec.params.len() as u64;
-        assert!(params.len() * 4 <= PARAM_STRIDE as usize, "too many params for {}", spec.key);
+        assert!(
+            params.len() * 4 <= PARAM_STRIDE as usize,
+            "too many params for {}",
+            spec.key
+        );
         let mut block = [0u8; PARAM_STRIDE as usize];
         block[..params.len() * 4].copy_from_slice(bytemuck::cast_slice(params));
         rec.params.extend_from_slice(&block);
@@ -293,14 +340,54 @@ impl Gpu {
             }),
         }];
         for (i, b) in bindings.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: b.as_entire_binding(),
+            });
         }
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(&spec.key),
             layout: &layout,
             entries: &entries,
         });
-        rec.dispatches.push(Dispatch { pipeline, bind_group, workgroups });
+        rec.dispatches.push(Dispatch {
+            pipeline,
+            bind_group,
+            workgroups,
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        if self.profile.lock().unwrap().is_some() {
+            let t0 = std::time::Instant::now();
+            self.submit(&mut rec);
+            let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+            let dt = t0.elapsed().as_secs_f64();
+            let family = spec.key.split('_').take(2).collect::<Vec<_>>().join("_");
+            let mut prof = self.profile.lock().unwrap();
+            let e = prof.as_mut().unwrap().entry(family).or_default();
+            e.0 += 1;
+            e.1 += dt;
+        }
+    }
+
+    /// Natively: time every dispatch on its own (slow; for finding hot kernels).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn set_profiling(&self, on: bool) {
+        *self.profile.lock().unwrap() = on.then(HashMap::new);
+    }
+
+    /// Per kernel family: (name, dispatches, seconds), slowest first.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn profile_report(&self) -> Vec<(String, u32, f64)> {
+        let mut v: Vec<_> = self
+            .profile
+            .lock()
+            .unwrap()
+            .iter()
+            .flatten()
+            .map(|(k, &(n, t))| (k.clone(), n, t))
+            .collect();
+        v.sort_by(|a, b| b.2.total_cmp(&a.2));
+        v
     }
 
     fn submit(&self, rec: &mut Recorder) {
@@ -309,9 +396,14 @@ impl Gpu {
         }
         let params_buffer = rec.params_buffer.take().unwrap();
         self.queue.write_buffer(&params_buffer, 0, &rec.params);
-        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
         {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: None,
+            });
             for d in &rec.dispatches {
                 pass.set_pipeline(&d.pipeline);
                 pass.set_bind_group(0, &d.bind_group, &[]);
@@ -363,7 +455,9 @@ impl Gpu {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
         if size > 0 {
             encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
         }
@@ -388,18 +482,29 @@ impl Gpu {
     /// Uploads a weight stored as f32.
     pub fn weight_f32(&self, name: &str, data: &[f32], shape: &[usize]) -> Weight {
         assert_eq!(data.len(), shape.iter().product::<usize>(), "{name}");
-        let buf = BufferPool::get_dedicated(&self.pool, &self.device, (data.len() * 4) as u64, name);
-        self.queue.write_buffer(buf.buffer(), 0, bytemuck::cast_slice(data));
-        Weight { buf, shape: shape.to_vec(), format: WeightFormat::F32 }
+        let buf =
+            BufferPool::get_dedicated(&self.pool, &self.device, (data.len() * 4) as u64, name);
+        self.queue
+            .write_buffer(buf.buffer(), 0, bytemuck::cast_slice(data));
+        Weight {
+            buf,
+            shape: shape.to_vec(),
+            format: WeightFormat::F32,
+        }
     }
 
     /// Uploads a weight stored as IEEE half bits, two per word.
     pub fn weight_f16(&self, name: &str, bits: &[u16], shape: &[usize]) -> Weight {
         assert_eq!(bits.len(), shape.iter().product::<usize>(), "{name}");
-        let buf = BufferPool::get_dedicated(&self.pool, &self.device, (bits.len() * 2) as u64, name);
+        let buf =
+            BufferPool::get_dedicated(&self.pool, &self.device, (bits.len() * 2) as u64, name);
         let mut bytes: Vec<u8> = bytemuck::cast_slice(bits).to_vec();
         bytes.resize(bytes.len().div_ceil(4) * 4, 0);
         self.queue.write_buffer(buf.buffer(), 0, &bytes);
-        Weight { buf, shape: shape.to_vec(), format: WeightFormat::F16 }
+        Weight {
+            buf,
+            shape: shape.to_vec(),
+            format: WeightFormat::F16,
+        }
     }
 }

@@ -15,7 +15,10 @@ pub struct Sender<T>(Arc<Mutex<Slot<T>>>);
 pub struct Receiver<T>(Arc<Mutex<Slot<T>>>);
 
 pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
-    let slot = Arc::new(Mutex::new(Slot { value: None, waker: None }));
+    let slot = Arc::new(Mutex::new(Slot {
+        value: None,
+        waker: None,
+    }));
     (Sender(slot.clone()), Receiver(slot))
 }
 

@@ -44,16 +44,28 @@ impl BufferPool {
                 device.create_buffer(&wgpu::BufferDescriptor {
                     label: None,
                     size: class,
-                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                    usage: wgpu::BufferUsages::STORAGE
+                        | wgpu::BufferUsages::COPY_SRC
+                        | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,
                 })
             }
         };
-        PooledBuffer { buf: Some(buf), class, pool: pool.clone(), recycle: true }
+        PooledBuffer {
+            buf: Some(buf),
+            class,
+            pool: pool.clone(),
+            recycle: true,
+        }
     }
 
     /// A buffer that is never recycled (weights): counted, destroyed on drop.
-    pub fn get_dedicated(pool: &Arc<Mutex<BufferPool>>, device: &wgpu::Device, bytes: u64, label: &str) -> PooledBuffer {
+    pub fn get_dedicated(
+        pool: &Arc<Mutex<BufferPool>>,
+        device: &wgpu::Device,
+        bytes: u64,
+        label: &str,
+    ) -> PooledBuffer {
         // 16-byte multiples: vec4 kernels read weights as array<vec4<f32>>.
         let size = bytes.max(16).div_ceil(16) * 16;
         let mut p = pool.lock().unwrap();
@@ -63,10 +75,17 @@ impl BufferPool {
         let buf = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        PooledBuffer { buf: Some(buf), class: size, pool: pool.clone(), recycle: false }
+        PooledBuffer {
+            buf: Some(buf),
+            class: size,
+            pool: pool.clone(),
+            recycle: false,
+        }
     }
 
     pub fn stats(&self) -> MemoryStats {
@@ -116,7 +135,17 @@ mod tests {
     use super::size_class;
     #[test]
     fn size_classes_waste_at_most_an_eighth() {
-        for b in [1u64, 255, 256, 1000, 4096, 4097, 10_485_760, 134_217_728, 268_435_457] {
+        for b in [
+            1u64,
+            255,
+            256,
+            1000,
+            4096,
+            4097,
+            10_485_760,
+            134_217_728,
+            268_435_457,
+        ] {
             let c = size_class(b);
             assert!(c >= b);
             assert!(c <= (b.max(256) * 9 / 8).max(512), "{b} -> {c}");

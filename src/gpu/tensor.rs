@@ -15,7 +15,10 @@ pub struct Tensor {
 
 impl Tensor {
     pub(crate) fn new(buf: PooledBuffer, shape: Vec<usize>) -> Tensor {
-        Tensor { buf: Arc::new(buf), shape }
+        Tensor {
+            buf: Arc::new(buf),
+            shape,
+        }
     }
     pub fn shape(&self) -> &[usize] {
         &self.shape
@@ -28,11 +31,24 @@ impl Tensor {
     }
     /// The same data seen with another shape of equal size.
     pub fn reshape(&self, shape: &[usize]) -> Tensor {
-        assert_eq!(shape.iter().product::<usize>(), self.numel(), "reshape {:?} -> {:?}", self.shape, shape);
-        Tensor { buf: self.buf.clone(), shape: shape.to_vec() }
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            self.numel(),
+            "reshape {:?} -> {:?}",
+            self.shape,
+            shape
+        );
+        Tensor {
+            buf: self.buf.clone(),
+            shape: shape.to_vec(),
+        }
     }
     pub fn dim(&self, i: isize) -> usize {
-        let i = if i < 0 { self.shape.len() as isize + i } else { i };
+        let i = if i < 0 {
+            self.shape.len() as isize + i
+        } else {
+            i
+        };
         self.shape[i as usize]
     }
 }

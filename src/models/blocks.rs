@@ -19,26 +19,48 @@ pub struct ResnetBlock2D {
 }
 
 impl ResnetBlock2D {
-    pub fn load(l: &Loader, cin: usize, cout: usize, temb: Option<usize>, groups: usize, eps: f32) -> Result<Self> {
+    pub fn load(
+        l: &Loader,
+        cin: usize,
+        cout: usize,
+        temb: Option<usize>,
+        groups: usize,
+        eps: f32,
+    ) -> Result<Self> {
         Ok(ResnetBlock2D {
             norm1: GroupNorm::load(&l.pp("norm1"), cin, groups, eps)?,
             conv1: Conv2d::load(&l.pp("conv1"), cin, cout, 3, ConvGeom::same(3))?,
-            time_emb_proj: temb.map(|t| Linear::load(&l.pp("time_emb_proj"), t, cout, true)).transpose()?,
+            time_emb_proj: temb
+                .map(|t| Linear::load(&l.pp("time_emb_proj"), t, cout, true))
+                .transpose()?,
             norm2: GroupNorm::load(&l.pp("norm2"), cout, groups, eps)?,
             conv2: Conv2d::load(&l.pp("conv2"), cout, cout, 3, ConvGeom::same(3))?,
-            conv_shortcut: if cin != cout { Some(Linear::load_pointwise(&l.pp("conv_shortcut"), cin, cout)?) } else { None },
+            conv_shortcut: if cin != cout {
+                Some(Linear::load_pointwise(&l.pp("conv_shortcut"), cin, cout)?)
+            } else {
+                None
+            },
         })
     }
 
     /// `x [B, H, W, Cin]`, `temb_act = silu(temb) [B, T]` -> `[B, H, W, Cout]`.
     pub fn forward(&self, gpu: &Gpu, x: &Tensor, temb_act: Option<&Tensor>) -> Tensor {
         let mut out = self.forward_sliced(gpu, std::slice::from_ref(x), temb_act);
-        assert_eq!(out.len(), 1, "resnet output does not fit one binding; use forward_sliced");
+        assert_eq!(
+            out.len(),
+            1,
+            "resnet output does not fit one binding; use forward_sliced"
+        );
         out.pop().unwrap()
     }
 
     /// The same on a map held as channel slices (see `Gpu::conv2d_sliced`).
-    pub fn forward_sliced(&self, gpu: &Gpu, x: &[Tensor], temb_act: Option<&Tensor>) -> Vec<Tensor> {
+    pub fn forward_sliced(
+        &self,
+        gpu: &Gpu,
+        x: &[Tensor],
+        temb_act: Option<&Tensor>,
+    ) -> Vec<Tensor> {
         // 1. norm1 + SiLU, conv1
         let h = self.norm1.forward_sliced(gpu, x, true);
         let mut h = self.conv1.forward_sliced(gpu, &h, None);
@@ -67,11 +89,23 @@ pub struct Downsample2D {
 impl Downsample2D {
     pub fn load(l: &Loader, channels: usize, padding: usize) -> Result<Self> {
         let geom = if padding == 0 {
-            ConvGeom { stride: 2, pad: 0, pad_extra: 1, upsample: false }
+            ConvGeom {
+                stride: 2,
+                pad: 0,
+                pad_extra: 1,
+                upsample: false,
+            }
         } else {
-            ConvGeom { stride: 2, pad: padding, pad_extra: 0, upsample: false }
+            ConvGeom {
+                stride: 2,
+                pad: padding,
+                pad_extra: 0,
+                upsample: false,
+            }
         };
-        Ok(Downsample2D { conv: Conv2d::load(&l.pp("conv"), channels, channels, 3, geom)? })
+        Ok(Downsample2D {
+            conv: Conv2d::load(&l.pp("conv"), channels, channels, 3, geom)?,
+        })
     }
     pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Tensor {
         self.conv.forward(gpu, x)
@@ -86,8 +120,13 @@ pub struct Upsample2D {
 
 impl Upsample2D {
     pub fn load(l: &Loader, channels: usize) -> Result<Self> {
-        let geom = ConvGeom { upsample: true, ..ConvGeom::same(3) };
-        Ok(Upsample2D { conv: Conv2d::load(&l.pp("conv"), channels, channels, 3, geom)? })
+        let geom = ConvGeom {
+            upsample: true,
+            ..ConvGeom::same(3)
+        };
+        Ok(Upsample2D {
+            conv: Conv2d::load(&l.pp("conv"), channels, channels, 3, geom)?,
+        })
     }
     pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Tensor {
         self.conv.forward(gpu, x)
@@ -109,7 +148,14 @@ pub struct Attention {
 }
 
 impl Attention {
-    pub fn load(l: &Loader, query_dim: usize, context_dim: usize, heads: usize, inner: usize, qkv_bias: bool) -> Result<Self> {
+    pub fn load(
+        l: &Loader,
+        query_dim: usize,
+        context_dim: usize,
+        heads: usize,
+        inner: usize,
+        qkv_bias: bool,
+    ) -> Result<Self> {
         Ok(Attention {
             to_q: Linear::load(&l.pp("to_q"), query_dim, inner, qkv_bias)?,
             to_k: Linear::load(&l.pp("to_k"), context_dim, inner, qkv_bias)?,
@@ -121,7 +167,13 @@ impl Attention {
 
     /// `x [B, N, C]`, `context [B, M, Cc]` (self-attention when `None`); the residual
     /// is added in `to_out`'s epilogue.
-    pub fn forward(&self, gpu: &Gpu, x: &Tensor, context: Option<&Tensor>, residual: &Tensor) -> Tensor {
+    pub fn forward(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        context: Option<&Tensor>,
+        residual: &Tensor,
+    ) -> Tensor {
         let ctx = context.unwrap_or(x);
         let q = self.to_q.forward(gpu, x);
         let k = self.to_k.forward(gpu, ctx);
@@ -184,12 +236,26 @@ pub struct Transformer2DModel {
 }
 
 impl Transformer2DModel {
-    pub fn load(l: &Loader, channels: usize, context_dim: usize, heads: usize, layers: usize, groups: usize) -> Result<Self> {
+    pub fn load(
+        l: &Loader,
+        channels: usize,
+        context_dim: usize,
+        heads: usize,
+        layers: usize,
+        groups: usize,
+    ) -> Result<Self> {
         Ok(Transformer2DModel {
             norm: GroupNorm::load(&l.pp("norm"), channels, groups, 1e-6)?,
             proj_in: Linear::load_pointwise(&l.pp("proj_in"), channels, channels)?,
             transformer_blocks: (0..layers)
-                .map(|i| BasicTransformerBlock::load(&l.pp("transformer_blocks").pp(i), channels, context_dim, heads))
+                .map(|i| {
+                    BasicTransformerBlock::load(
+                        &l.pp("transformer_blocks").pp(i),
+                        channels,
+                        context_dim,
+                        heads,
+                    )
+                })
                 .collect::<Result<_>>()?,
             proj_out: Linear::load_pointwise(&l.pp("proj_out"), channels, channels)?,
         })
@@ -202,7 +268,9 @@ impl Transformer2DModel {
         for block in &self.transformer_blocks {
             t = block.forward(gpu, &t, context);
         }
-        self.proj_out.forward_res(gpu, &t, &x.reshape(&[b, h * w, c])).reshape(&[b, h, w, c])
+        self.proj_out
+            .forward_res(gpu, &t, &x.reshape(&[b, h * w, c]))
+            .reshape(&[b, h, w, c])
     }
 }
 
@@ -233,11 +301,17 @@ impl VaeAttention {
 
     pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Tensor {
         let [b, h, w, c] = x.shape().try_into().unwrap();
-        let t = self.group_norm.forward(gpu, x, false).reshape(&[b, h * w, c]);
+        let t = self
+            .group_norm
+            .forward(gpu, x, false)
+            .reshape(&[b, h * w, c]);
         let q = self.attn.to_q.forward(gpu, &t);
         let k = self.attn.to_k.forward(gpu, &t);
         let v = self.attn.to_v.forward(gpu, &t);
         let o = gpu.attention(&q, &k, &v, 1, false);
-        self.attn.to_out.forward_res(gpu, &o, &x.reshape(&[b, h * w, c])).reshape(&[b, h, w, c])
+        self.attn
+            .to_out
+            .forward_res(gpu, &o, &x.reshape(&[b, h * w, c]))
+            .reshape(&[b, h, w, c])
     }
 }

@@ -45,14 +45,17 @@ impl ClipTextModel {
         let c = &config;
         let d = c.hidden_size;
         // transformers saves `text_model.`-prefixed names; some exports drop the prefix.
-        let l = if root.contains("text_model.embeddings.token_embedding.weight") || !root.contains("embeddings.token_embedding.weight") {
+        let l = if root.contains("text_model.embeddings.token_embedding.weight")
+            || !root.contains("embeddings.token_embedding.weight")
+        {
             root.pp("text_model")
         } else {
             root.clone()
         };
         let emb = l.pp("embeddings");
         let token_embedding = emb.f32("token_embedding.weight", &[c.vocab_size, d])?;
-        let position_embedding = emb.f32("position_embedding.weight", &[c.max_position_embeddings, d])?;
+        let position_embedding =
+            emb.f32("position_embedding.weight", &[c.max_position_embeddings, d])?;
         let layers = (0..c.num_hidden_layers)
             .map(|i| {
                 let ll = l.pp("encoder").pp("layers").pp(i);
@@ -72,7 +75,13 @@ impl ClipTextModel {
             })
             .collect::<Result<_>>()?;
         let final_layer_norm = LayerNorm::load(&l.pp("final_layer_norm"), d, c.layer_norm_eps)?;
-        Ok(ClipTextModel { config, token_embedding, position_embedding, layers, final_layer_norm })
+        Ok(ClipTextModel {
+            config,
+            token_embedding,
+            position_embedding,
+            layers,
+            final_layer_norm,
+        })
     }
 
     /// `ids [B][T]` -> `last_hidden_state [B, T, D]`.
@@ -80,7 +89,12 @@ impl ClipTextModel {
         self.forward_traced(gpu, ids, None)
     }
 
-    pub fn forward_traced(&self, gpu: &Gpu, ids: &[Vec<u32>], mut trace: Option<&mut ClipTrace>) -> Result<Tensor> {
+    pub fn forward_traced(
+        &self,
+        gpu: &Gpu,
+        ids: &[Vec<u32>],
+        mut trace: Option<&mut ClipTrace>,
+    ) -> Result<Tensor> {
         let c = &self.config;
         let d = c.hidden_size;
         let b = ids.len();
@@ -97,11 +111,15 @@ impl ClipTextModel {
             for (ti, &id) in row.iter().enumerate() {
                 let id = id as usize;
                 if id >= c.vocab_size {
-                    return Err(Error::Shape(format!("token id {id} is outside the vocabulary of {}", c.vocab_size)));
+                    return Err(Error::Shape(format!(
+                        "token id {id} is outside the vocabulary of {}",
+                        c.vocab_size
+                    )));
                 }
                 let o = (bi * t + ti) * d;
                 for k in 0..d {
-                    x[o + k] = self.token_embedding[id * d + k] + self.position_embedding[ti * d + k];
+                    x[o + k] =
+                        self.token_embedding[id * d + k] + self.position_embedding[ti * d + k];
                 }
             }
         }
@@ -109,7 +127,11 @@ impl ClipTextModel {
         if let Some(tr) = trace.as_deref_mut() {
             tr.embeddings = Some(x.clone());
         }
-        let act = if c.hidden_act == "gelu" { Map::Gelu } else { Map::QuickGelu };
+        let act = if c.hidden_act == "gelu" {
+            Map::Gelu
+        } else {
+            Map::QuickGelu
+        };
         // 2. encoder layers (pre-norm, causal self-attention, MLP)
         for layer in &self.layers {
             let h = layer.layer_norm1.forward(gpu, &x);

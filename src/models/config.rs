@@ -33,11 +33,17 @@ impl PerBlock {
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(file: &str, json: &str) -> Result<T> {
-    serde_json::from_str(json).map_err(|e| Error::Config { file: file.into(), message: e.to_string() })
+    serde_json::from_str(json).map_err(|e| Error::Config {
+        file: file.into(),
+        message: e.to_string(),
+    })
 }
 
 fn unsupported(file: &str, message: String) -> Error {
-    Error::Config { file: file.into(), message }
+    Error::Config {
+        file: file.into(),
+        message,
+    }
 }
 
 /// `transformers.CLIPTextConfig`.
@@ -151,10 +157,22 @@ impl ClipTextConfig {
     pub fn from_json(file: &str, json: &str) -> Result<Self> {
         let c: Self = parse(file, json)?;
         if c.hidden_size % c.num_attention_heads != 0 {
-            return Err(unsupported(file, format!("hidden_size {} is not divisible by {} heads", c.hidden_size, c.num_attention_heads)));
+            return Err(unsupported(
+                file,
+                format!(
+                    "hidden_size {} is not divisible by {} heads",
+                    c.hidden_size, c.num_attention_heads
+                ),
+            ));
         }
         if !matches!(c.hidden_act.as_str(), "quick_gelu" | "gelu") {
-            return Err(unsupported(file, format!("hidden_act `{}` is not supported (quick_gelu, gelu)", c.hidden_act)));
+            return Err(unsupported(
+                file,
+                format!(
+                    "hidden_act `{}` is not supported (quick_gelu, gelu)",
+                    c.hidden_act
+                ),
+            ));
         }
         Ok(c)
     }
@@ -165,33 +183,61 @@ impl UNetConfig {
         let c: Self = parse(file, json)?;
         let n = c.block_out_channels.len();
         if c.down_block_types.len() != n || c.up_block_types.len() != n {
-            return Err(unsupported(file, format!("{n} block_out_channels but {} down and {} up block types", c.down_block_types.len(), c.up_block_types.len())));
+            return Err(unsupported(
+                file,
+                format!(
+                    "{n} block_out_channels but {} down and {} up block types",
+                    c.down_block_types.len(),
+                    c.up_block_types.len()
+                ),
+            ));
         }
         for t in &c.down_block_types {
             if !matches!(t.as_str(), "CrossAttnDownBlock2D" | "DownBlock2D") {
-                return Err(unsupported(file, format!("down block type `{t}` is not supported (CrossAttnDownBlock2D, DownBlock2D)")));
+                return Err(unsupported(
+                    file,
+                    format!(
+                        "down block type `{t}` is not supported (CrossAttnDownBlock2D, DownBlock2D)"
+                    ),
+                ));
             }
         }
         for t in &c.up_block_types {
             if !matches!(t.as_str(), "CrossAttnUpBlock2D" | "UpBlock2D") {
-                return Err(unsupported(file, format!("up block type `{t}` is not supported (CrossAttnUpBlock2D, UpBlock2D)")));
+                return Err(unsupported(
+                    file,
+                    format!("up block type `{t}` is not supported (CrossAttnUpBlock2D, UpBlock2D)"),
+                ));
             }
         }
-        if c.mid_block_type.as_deref().is_some_and(|t| t != "UNetMidBlock2DCrossAttn") {
-            return Err(unsupported(file, format!("mid block type {:?} is not supported", c.mid_block_type)));
+        if c.mid_block_type
+            .as_deref()
+            .is_some_and(|t| t != "UNetMidBlock2DCrossAttn")
+        {
+            return Err(unsupported(
+                file,
+                format!("mid block type {:?} is not supported", c.mid_block_type),
+            ));
         }
         if c.class_embed_type.is_some() || c.addition_embed_type.is_some() {
-            return Err(unsupported(file, "class or addition embeddings (SDXL, upscalers) are not supported".into()));
+            return Err(unsupported(
+                file,
+                "class or addition embeddings (SDXL, upscalers) are not supported".into(),
+            ));
         }
         if c.resnet_time_scale_shift != "default" || c.act_fn != "silu" || c.center_input_sample {
             return Err(unsupported(file, "only resnet_time_scale_shift \"default\", act_fn \"silu\" and no input centering are supported".into()));
         }
         if c.only_cross_attention.as_bool() == Some(true) || c.only_cross_attention.is_array() {
-            return Err(unsupported(file, "only_cross_attention is not supported".into()));
+            return Err(unsupported(
+                file,
+                "only_cross_attention is not supported".into(),
+            ));
         }
         c.layers_per_block.check(n, file, "layers_per_block")?;
         c.attention_head_dim.check(n, file, "attention_head_dim")?;
-        c.transformer_layers_per_block.check(n, file, "transformer_layers_per_block")?;
+        c.transformer_layers_per_block
+            .check(n, file, "transformer_layers_per_block")?;
         if let Some(h) = &c.num_attention_heads {
             h.check(n, file, "num_attention_heads")?;
         }
@@ -201,7 +247,10 @@ impl UNetConfig {
     /// Heads of down block `i`'s transformers (diffusers' quirk: `attention_head_dim`
     /// stands for the head count when `num_attention_heads` is absent).
     pub fn heads(&self, i: usize) -> usize {
-        self.num_attention_heads.as_ref().unwrap_or(&self.attention_head_dim).get(i)
+        self.num_attention_heads
+            .as_ref()
+            .unwrap_or(&self.attention_head_dim)
+            .get(i)
     }
 }
 
@@ -209,11 +258,17 @@ impl VaeConfig {
     pub fn from_json(file: &str, json: &str) -> Result<Self> {
         let c: Self = parse(file, json)?;
         if c.act_fn != "silu" {
-            return Err(unsupported(file, format!("act_fn `{}` is not supported", c.act_fn)));
+            return Err(unsupported(
+                file,
+                format!("act_fn `{}` is not supported", c.act_fn),
+            ));
         }
         for t in c.down_block_types.iter().chain(&c.up_block_types) {
             if !matches!(t.as_str(), "DownEncoderBlock2D" | "UpDecoderBlock2D") {
-                return Err(unsupported(file, format!("block type `{t}` is not supported")));
+                return Err(unsupported(
+                    file,
+                    format!("block type `{t}` is not supported"),
+                ));
             }
         }
         Ok(c)
@@ -225,37 +280,101 @@ impl VaeConfig {
     }
 }
 
-fn d_1() -> usize { 1 }
-fn d_3() -> usize { 3 }
-fn d_4() -> usize { 4 }
-fn d_8() -> usize { 8 }
-fn d_12() -> usize { 12 }
-fn d_32() -> usize { 32 }
-fn d_77() -> usize { 77 }
-fn d_512() -> usize { 512 }
-fn d_1280() -> usize { 1280 }
-fn d_2048() -> usize { 2048 }
-fn d_49408() -> usize { 49408 }
-fn d_1e5() -> f32 { 1e-5 }
-fn d_scaling() -> f32 { 0.18215 }
-fn d_true() -> bool { true }
-fn d_quick_gelu() -> String { "quick_gelu".into() }
-fn d_silu() -> String { "silu".into() }
-fn d_default() -> String { "default".into() }
-fn d_per_block_1() -> PerBlock { PerBlock::One(1) }
-fn d_per_block_2() -> PerBlock { PerBlock::One(2) }
-fn d_per_block_8() -> PerBlock { PerBlock::One(8) }
-fn d_unet_channels() -> Vec<usize> { vec![320, 640, 1280, 1280] }
-fn d_vae_channels() -> Vec<usize> { vec![64] }
+fn d_1() -> usize {
+    1
+}
+fn d_3() -> usize {
+    3
+}
+fn d_4() -> usize {
+    4
+}
+fn d_8() -> usize {
+    8
+}
+fn d_12() -> usize {
+    12
+}
+fn d_32() -> usize {
+    32
+}
+fn d_77() -> usize {
+    77
+}
+fn d_512() -> usize {
+    512
+}
+fn d_1280() -> usize {
+    1280
+}
+fn d_2048() -> usize {
+    2048
+}
+fn d_49408() -> usize {
+    49408
+}
+fn d_1e5() -> f32 {
+    1e-5
+}
+fn d_scaling() -> f32 {
+    0.18215
+}
+fn d_true() -> bool {
+    true
+}
+fn d_quick_gelu() -> String {
+    "quick_gelu".into()
+}
+fn d_silu() -> String {
+    "silu".into()
+}
+fn d_default() -> String {
+    "default".into()
+}
+fn d_per_block_1() -> PerBlock {
+    PerBlock::One(1)
+}
+fn d_per_block_2() -> PerBlock {
+    PerBlock::One(2)
+}
+fn d_per_block_8() -> PerBlock {
+    PerBlock::One(8)
+}
+fn d_unet_channels() -> Vec<usize> {
+    vec![320, 640, 1280, 1280]
+}
+fn d_vae_channels() -> Vec<usize> {
+    vec![64]
+}
 fn d_unet_down() -> Vec<String> {
-    ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"].map(String::from).to_vec()
+    [
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "DownBlock2D",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 fn d_unet_up() -> Vec<String> {
-    ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"].map(String::from).to_vec()
+    [
+        "UpBlock2D",
+        "CrossAttnUpBlock2D",
+        "CrossAttnUpBlock2D",
+        "CrossAttnUpBlock2D",
+    ]
+    .map(String::from)
+    .to_vec()
 }
-fn d_unet_mid() -> Option<String> { Some("UNetMidBlock2DCrossAttn".into()) }
-fn d_vae_down() -> Vec<String> { vec!["DownEncoderBlock2D".into()] }
-fn d_vae_up() -> Vec<String> { vec!["UpDecoderBlock2D".into()] }
+fn d_unet_mid() -> Option<String> {
+    Some("UNetMidBlock2DCrossAttn".into())
+}
+fn d_vae_down() -> Vec<String> {
+    vec!["DownEncoderBlock2D".into()]
+}
+fn d_vae_up() -> Vec<String> {
+    vec!["UpDecoderBlock2D".into()]
+}
 
 /// Configs of the models this engine was built for, with their sources, for benchmarks
 /// at real shapes without a checkpoint.

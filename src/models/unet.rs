@@ -57,7 +57,12 @@ pub struct UNetTrace {
 /// diffusers `get_timestep_embedding`, computed in f32 as torch does:
 /// `exp(-ln(10000) * i / (half - shift))`, times `t`, `[sin, cos]` (flipped to
 /// `[cos, sin]` with `flip_sin_to_cos`).
-pub fn timestep_embedding(timesteps: &[f32], dim: usize, flip_sin_to_cos: bool, shift: f32) -> Vec<f32> {
+pub fn timestep_embedding(
+    timesteps: &[f32],
+    dim: usize,
+    flip_sin_to_cos: bool,
+    shift: f32,
+) -> Vec<f32> {
     let half = dim / 2;
     let mut out = Vec::with_capacity(timesteps.len() * dim);
     for &t in timesteps {
@@ -105,7 +110,14 @@ impl UNet2DConditionModel {
             let mut attentions = Vec::new();
             for j in 0..c.layers_per_block.get(i) {
                 let cin = if j == 0 { in_ch } else { out_ch };
-                resnets.push(ResnetBlock2D::load(&lb.pp("resnets").pp(j), cin, out_ch, Some(temb), groups, eps)?);
+                resnets.push(ResnetBlock2D::load(
+                    &lb.pp("resnets").pp(j),
+                    cin,
+                    out_ch,
+                    Some(temb),
+                    groups,
+                    eps,
+                )?);
                 if cross {
                     attentions.push(Transformer2DModel::load(
                         &lb.pp("attentions").pp(j),
@@ -118,11 +130,19 @@ impl UNet2DConditionModel {
                 }
             }
             let downsampler = if i + 1 < n {
-                Some(Downsample2D::load(&lb.pp("downsamplers").pp(0), out_ch, c.downsample_padding)?)
+                Some(Downsample2D::load(
+                    &lb.pp("downsamplers").pp(0),
+                    out_ch,
+                    c.downsample_padding,
+                )?)
             } else {
                 None
             };
-            down_blocks.push(DownBlock { resnets, attentions, downsampler });
+            down_blocks.push(DownBlock {
+                resnets,
+                attentions,
+                downsampler,
+            });
         }
 
         // 2. mid block
@@ -130,7 +150,9 @@ impl UNet2DConditionModel {
         let top = ch[n - 1];
         let mid_block = MidBlock {
             resnets: (0..2)
-                .map(|j| ResnetBlock2D::load(&lm.pp("resnets").pp(j), top, top, Some(temb), groups, eps))
+                .map(|j| {
+                    ResnetBlock2D::load(&lm.pp("resnets").pp(j), top, top, Some(temb), groups, eps)
+                })
                 .collect::<Result<_>>()?,
             attentions: vec![Transformer2DModel::load(
                 &lm.pp("attentions").pp(0),
@@ -158,7 +180,14 @@ impl UNet2DConditionModel {
             for j in 0..layers {
                 let skip = if j == layers - 1 { in_ch } else { out_ch };
                 let cin = if j == 0 { prev_out } else { out_ch };
-                resnets.push(ResnetBlock2D::load(&lb.pp("resnets").pp(j), cin + skip, out_ch, Some(temb), groups, eps)?);
+                resnets.push(ResnetBlock2D::load(
+                    &lb.pp("resnets").pp(j),
+                    cin + skip,
+                    out_ch,
+                    Some(temb),
+                    groups,
+                    eps,
+                )?);
                 if cross {
                     attentions.push(Transformer2DModel::load(
                         &lb.pp("attentions").pp(j),
@@ -170,14 +199,28 @@ impl UNet2DConditionModel {
                     )?);
                 }
             }
-            let upsampler = if i + 1 < n { Some(Upsample2D::load(&lb.pp("upsamplers").pp(0), out_ch)?) } else { None };
-            up_blocks.push(UpBlock { resnets, attentions, upsampler });
+            let upsampler = if i + 1 < n {
+                Some(Upsample2D::load(&lb.pp("upsamplers").pp(0), out_ch)?)
+            } else {
+                None
+            };
+            up_blocks.push(UpBlock {
+                resnets,
+                attentions,
+                upsampler,
+            });
             prev_out = out_ch;
         }
 
         Ok(UNet2DConditionModel {
             conv_norm_out: GroupNorm::load(&l.pp("conv_norm_out"), ch[0], groups, eps)?,
-            conv_out: Conv2d::load(&l.pp("conv_out"), ch[0], c.out_channels, 3, ConvGeom::same(3))?,
+            conv_out: Conv2d::load(
+                &l.pp("conv_out"),
+                ch[0],
+                c.out_channels,
+                3,
+                ConvGeom::same(3),
+            )?,
             config,
             time_embedding,
             conv_in,
@@ -189,7 +232,13 @@ impl UNet2DConditionModel {
 
     /// One denoising call. `sample [B, H, W, 4]` (NHWC), `timestep` for the whole
     /// batch, `context [B, 77, D]` -> predicted noise `[B, H, W, 4]`.
-    pub fn forward(&self, gpu: &Gpu, sample: &Tensor, timestep: f32, context: &Tensor) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        gpu: &Gpu,
+        sample: &Tensor,
+        timestep: f32,
+        context: &Tensor,
+    ) -> Result<Tensor> {
         self.forward_traced(gpu, sample, timestep, context, None)
     }
 
@@ -204,9 +253,17 @@ impl UNet2DConditionModel {
         let c = &self.config;
         let b = sample.dim(0);
         // 1. time embedding (sinusoid on the CPU: B x 320 numbers)
-        let temb_in = timestep_embedding(&vec![timestep; b], c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift as f32);
+        let temb_in = timestep_embedding(
+            &vec![timestep; b],
+            c.block_out_channels[0],
+            c.flip_sin_to_cos,
+            c.freq_shift as f32,
+        );
         let temb_in = gpu.upload(&temb_in, &[b, c.block_out_channels[0]])?;
-        let h = gpu.map(&self.time_embedding.linear_1.forward(gpu, &temb_in), Map::Silu);
+        let h = gpu.map(
+            &self.time_embedding.linear_1.forward(gpu, &temb_in),
+            Map::Silu,
+        );
         let temb = self.time_embedding.linear_2.forward(gpu, &h);
         // Every resnet projects silu(temb): compute it once.
         let temb_act = gpu.map(&temb, Map::Silu);

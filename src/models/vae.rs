@@ -18,8 +18,14 @@ pub struct VaeMidBlock {
 impl VaeMidBlock {
     fn load(l: &Loader, ch: usize, groups: usize, attention: bool) -> Result<Self> {
         Ok(VaeMidBlock {
-            resnets: (0..2).map(|j| ResnetBlock2D::load(&l.pp("resnets").pp(j), ch, ch, None, groups, 1e-6)).collect::<Result<_>>()?,
-            attentions: if attention { vec![VaeAttention::load(&l.pp("attentions").pp(0), ch, groups)?] } else { vec![] },
+            resnets: (0..2)
+                .map(|j| ResnetBlock2D::load(&l.pp("resnets").pp(j), ch, ch, None, groups, 1e-6))
+                .collect::<Result<_>>()?,
+            attentions: if attention {
+                vec![VaeAttention::load(&l.pp("attentions").pp(0), ch, groups)?]
+            } else {
+                vec![]
+            },
         })
     }
     fn forward(&self, gpu: &Gpu, x: &[Tensor]) -> Vec<Tensor> {
@@ -61,7 +67,9 @@ pub struct Decoder {
 
 /// A sliced map as one tensor (traces at test sizes, where it is one slice anyway).
 fn joined(gpu: &Gpu, x: &[Tensor]) -> Tensor {
-    x.iter().skip(1).fold(x[0].clone(), |acc, s| gpu.concat(&acc, s))
+    x.iter()
+        .skip(1)
+        .fold(x[0].clone(), |acc, s| gpu.concat(&acc, s))
 }
 
 /// Intermediate decoder outputs, for parity tests.
@@ -98,9 +106,22 @@ impl AutoencoderKL {
             let out = ch[n - 1 - i];
             let lb = ld.pp("up_blocks").pp(i);
             let resnets = (0..c.layers_per_block + 1)
-                .map(|j| ResnetBlock2D::load(&lb.pp("resnets").pp(j), if j == 0 { prev } else { out }, out, None, g, 1e-6))
+                .map(|j| {
+                    ResnetBlock2D::load(
+                        &lb.pp("resnets").pp(j),
+                        if j == 0 { prev } else { out },
+                        out,
+                        None,
+                        g,
+                        1e-6,
+                    )
+                })
                 .collect::<Result<_>>()?;
-            let upsampler = if i + 1 < n { Some(Upsample2D::load(&lb.pp("upsamplers").pp(0), out)?) } else { None };
+            let upsampler = if i + 1 < n {
+                Some(Upsample2D::load(&lb.pp("upsamplers").pp(0), out)?)
+            } else {
+                None
+            };
             up_blocks.push(DecoderBlock { resnets, upsampler });
             prev = out;
         }
@@ -109,7 +130,13 @@ impl AutoencoderKL {
             mid_block: VaeMidBlock::load(&ld.pp("mid_block"), top, g, c.mid_block_add_attention)?,
             up_blocks,
             conv_norm_out: GroupNorm::load(&ld.pp("conv_norm_out"), ch[0], g, 1e-6)?,
-            conv_out: Conv2d::load(&ld.pp("conv_out"), ch[0], c.out_channels, 3, ConvGeom::same(3))?,
+            conv_out: Conv2d::load(
+                &ld.pp("conv_out"),
+                ch[0],
+                c.out_channels,
+                3,
+                ConvGeom::same(3),
+            )?,
         };
 
         let encoder = if with_encoder {
@@ -120,16 +147,43 @@ impl AutoencoderKL {
                 let out = ch[i];
                 let lb = le.pp("down_blocks").pp(i);
                 let resnets = (0..c.layers_per_block)
-                    .map(|j| ResnetBlock2D::load(&lb.pp("resnets").pp(j), if j == 0 { prev } else { out }, out, None, g, 1e-6))
+                    .map(|j| {
+                        ResnetBlock2D::load(
+                            &lb.pp("resnets").pp(j),
+                            if j == 0 { prev } else { out },
+                            out,
+                            None,
+                            g,
+                            1e-6,
+                        )
+                    })
                     .collect::<Result<_>>()?;
-                let downsampler = if i + 1 < n { Some(Downsample2D::load(&lb.pp("downsamplers").pp(0), out, 0)?) } else { None };
-                down_blocks.push(EncoderBlock { resnets, downsampler });
+                let downsampler = if i + 1 < n {
+                    Some(Downsample2D::load(&lb.pp("downsamplers").pp(0), out, 0)?)
+                } else {
+                    None
+                };
+                down_blocks.push(EncoderBlock {
+                    resnets,
+                    downsampler,
+                });
                 prev = out;
             }
             Some(Encoder {
-                conv_in: Conv2d::load(&le.pp("conv_in"), c.in_channels, ch[0], 3, ConvGeom::same(3))?,
+                conv_in: Conv2d::load(
+                    &le.pp("conv_in"),
+                    c.in_channels,
+                    ch[0],
+                    3,
+                    ConvGeom::same(3),
+                )?,
                 down_blocks,
-                mid_block: VaeMidBlock::load(&le.pp("mid_block"), top, g, c.mid_block_add_attention)?,
+                mid_block: VaeMidBlock::load(
+                    &le.pp("mid_block"),
+                    top,
+                    g,
+                    c.mid_block_add_attention,
+                )?,
                 conv_norm_out: GroupNorm::load(&le.pp("conv_norm_out"), top, g, 1e-6)?,
                 conv_out: Conv2d::load(&le.pp("conv_out"), top, 2 * lat, 3, ConvGeom::same(3))?,
             })
@@ -137,13 +191,26 @@ impl AutoencoderKL {
             None
         };
         let quant_conv = if with_encoder && c.use_quant_conv {
-            Some(Linear::load_pointwise(&l.pp("quant_conv"), 2 * lat, 2 * lat)?)
+            Some(Linear::load_pointwise(
+                &l.pp("quant_conv"),
+                2 * lat,
+                2 * lat,
+            )?)
         } else {
             None
         };
-        let post_quant_conv =
-            if c.use_post_quant_conv { Some(Linear::load_pointwise(&l.pp("post_quant_conv"), lat, lat)?) } else { None };
-        Ok(AutoencoderKL { config, encoder, decoder, quant_conv, post_quant_conv })
+        let post_quant_conv = if c.use_post_quant_conv {
+            Some(Linear::load_pointwise(&l.pp("post_quant_conv"), lat, lat)?)
+        } else {
+            None
+        };
+        Ok(AutoencoderKL {
+            config,
+            encoder,
+            decoder,
+            quant_conv,
+            post_quant_conv,
+        })
     }
 
     /// `z [B, h, w, latent]` (already divided by the scaling factor) -> image
@@ -152,7 +219,12 @@ impl AutoencoderKL {
         self.decode_traced(gpu, z, None)
     }
 
-    pub fn decode_traced(&self, gpu: &Gpu, z: &Tensor, mut trace: Option<&mut DecoderTrace>) -> Tensor {
+    pub fn decode_traced(
+        &self,
+        gpu: &Gpu,
+        z: &Tensor,
+        mut trace: Option<&mut DecoderTrace>,
+    ) -> Tensor {
         let d = &self.decoder;
         // 1. post_quant_conv (1x1)
         let z = match &self.post_quant_conv {
@@ -165,7 +237,9 @@ impl AutoencoderKL {
         // 2. conv_in, mid block. From here on maps are held as channel slices that
         //    each fit one storage binding (at 512x512 the last up blocks' maps are
         //    128-256 MiB); at small sizes that is a single slice.
-        let x = d.conv_in.forward_sliced(gpu, std::slice::from_ref(&z), None);
+        let x = d
+            .conv_in
+            .forward_sliced(gpu, std::slice::from_ref(&z), None);
         let mut x = d.mid_block.forward(gpu, &x);
         if let Some(t) = trace.as_deref_mut() {
             t.mid = Some(joined(gpu, &x));
@@ -191,7 +265,9 @@ impl AutoencoderKL {
     /// then log-variance, as diffusers' `latent_dist.parameters`).
     pub fn encode(&self, gpu: &Gpu, image: &Tensor) -> Result<Tensor> {
         let e = self.encoder.as_ref().ok_or_else(|| {
-            crate::Error::Unsupported("the VAE was loaded without its encoder (load it with_encoder)".into())
+            crate::Error::Unsupported(
+                "the VAE was loaded without its encoder (load it with_encoder)".into(),
+            )
         })?;
         let mut x = e.conv_in.forward(gpu, image);
         for block in &e.down_blocks {
@@ -202,7 +278,11 @@ impl AutoencoderKL {
                 x = dn.forward(gpu, &x);
             }
         }
-        let x = e.mid_block.forward(gpu, std::slice::from_ref(&x)).pop().unwrap();
+        let x = e
+            .mid_block
+            .forward(gpu, std::slice::from_ref(&x))
+            .pop()
+            .unwrap();
         let x = e.conv_norm_out.forward(gpu, &x, true);
         let x = e.conv_out.forward(gpu, &x);
         Ok(match &self.quant_conv {

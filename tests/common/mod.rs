@@ -11,8 +11,12 @@ use roentgen_web::gpu::Gpu;
 pub fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
     GPU.get_or_init(|| {
-        let g = pollster::block_on(Gpu::new()).expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
-        eprintln!("adapter: {} ({}), shader-f16 {}, subgroups {}", g.info.adapter_name, g.info.backend, g.info.shader_f16, g.info.subgroups);
+        let g = pollster::block_on(Gpu::new())
+            .expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
+        eprintln!(
+            "adapter: {} ({}), shader-f16 {}, subgroups {}",
+            g.info.adapter_name, g.info.backend, g.info.shader_f16, g.info.subgroups
+        );
         g
     })
 }
@@ -22,7 +26,8 @@ pub fn gpu() -> &'static Gpu {
 pub fn gpu_portable() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
     GPU.get_or_init(|| {
-        let mut g = pollster::block_on(Gpu::new()).expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
+        let mut g = pollster::block_on(Gpu::new())
+            .expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
         g.info.subgroup_size = None;
         g
     })
@@ -37,7 +42,8 @@ pub fn gpus_small_bindings() -> Vec<(&'static str, &'static Gpu)> {
         [("sliced portable", true), ("sliced subgroup", false)]
             .into_iter()
             .map(|(name, portable)| {
-                let mut g = pollster::block_on(Gpu::new()).expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
+                let mut g = pollster::block_on(Gpu::new())
+                    .expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
                 g.info.max_storage_binding = 4 << 10;
                 if portable {
                     g.info.subgroup_size = None;
@@ -73,9 +79,15 @@ pub struct Rng(u64);
 
 impl Rng {
     pub fn from_env(test: &str) -> Rng {
-        let seed = std::env::var("KERNEL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-        });
+        let seed = std::env::var("KERNEL_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
         eprintln!("{test}: KERNEL_SEED={seed}");
         Rng(seed | 1)
     }
@@ -94,7 +106,9 @@ impl Rng {
     }
     /// Approximately normal (sum of uniforms), scaled.
     pub fn normal(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| ((0..4).map(|_| self.uniform()).sum::<f32>() - 2.0) * 1.732 * scale).collect()
+        (0..n)
+            .map(|_| ((0..4).map(|_| self.uniform()).sum::<f32>() - 2.0) * 1.732 * scale)
+            .collect()
     }
     pub fn pick<T: Copy>(&mut self, v: &[T]) -> T {
         v[self.range(0, v.len() - 1)]
@@ -107,7 +121,11 @@ pub fn rel_l2(got: &[f32], want: &[f32]) -> (f64, usize, f32, f32) {
     let (mut num, mut den) = (0f64, 0f64);
     let (mut worst, mut wi) = (-1f64, 0);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let d = if g.is_nan() { f64::INFINITY } else { (g as f64 - w as f64).abs() };
+        let d = if g.is_nan() {
+            f64::INFINITY
+        } else {
+            (g as f64 - w as f64).abs()
+        };
         num += d * d;
         den += (w as f64) * (w as f64);
         if d > worst {
@@ -122,9 +140,15 @@ pub fn rel_l2(got: &[f32], want: &[f32]) -> (f64, usize, f32, f32) {
 /// element) always fails.
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) {
     if let Some(i) = got.iter().position(|v| v.is_nan()) {
-        panic!("{what}: element {i} is NaN: never written (or NaN computed); want {}", want[i]);
+        panic!(
+            "{what}: element {i} is NaN: never written (or NaN computed); want {}",
+            want[i]
+        );
     }
     let (e, i, g, w) = rel_l2(got, want);
-    assert!(e <= tol, "{what}: relative L2 error {e:.3e} > {tol:.0e}; worst element {i}: got {g}, want {w}");
+    assert!(
+        e <= tol,
+        "{what}: relative L2 error {e:.3e} > {tol:.0e}; worst element {i}: got {g}, want {w}"
+    );
     eprintln!("{what}: rel L2 {e:.2e}");
 }
