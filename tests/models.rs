@@ -257,3 +257,76 @@ fn vae_encoder_matches_diffusers() {
         );
     }
 }
+
+/// A copy of a fixture in a fresh temporary folder, to break on purpose.
+fn scratch_copy(name: &str) -> std::path::PathBuf {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let dst = std::env::temp_dir().join(format!("roentgen-{name}-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let _ = std::fs::remove_dir_all(&dst);
+    fn copy(a: &std::path::Path, b: &std::path::Path) {
+        std::fs::create_dir_all(b).unwrap();
+        for e in std::fs::read_dir(a).unwrap().flatten() {
+            if e.path().is_dir() {
+                copy(&e.path(), &b.join(e.file_name()));
+            } else {
+                std::fs::copy(e.path(), b.join(e.file_name())).unwrap();
+            }
+        }
+    }
+    copy(&src, &dst);
+    dst
+}
+
+fn load_unet_error(dir: &std::path::Path) -> String {
+    let ck = Checkpoint::new(DirSource::new(dir).unwrap(), LoadOptions::default()).unwrap();
+    let e = match pollster::block_on(ck.unet(common::gpu())) {
+        Ok(_) => panic!("loading {} should fail", dir.display()),
+        Err(e) => e.to_string(),
+    };
+    eprintln!("error: {e}");
+    let _ = std::fs::remove_dir_all(dir);
+    e
+}
+
+/// Bad checkpoints fail with a sentence that names the file and, where there is one,
+/// the tensor, and says what to do; never a panic.
+#[test]
+fn broken_checkpoints_give_actionable_errors() {
+    // truncated weight file
+    let dir = scratch_copy("tiny-sd");
+    let f = dir.join("unet/diffusion_pytorch_model.safetensors");
+    let bytes = std::fs::read(&f).unwrap();
+    std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
+    let e = load_unet_error(&dir);
+    assert!(e.contains("unet/diffusion_pytorch_model.safetensors") && e.contains("truncated") && e.contains("re-download"), "{e}");
+
+    // a config that does not match the weights: the tensor and both shapes are named
+    let dir = scratch_copy("tiny-sd");
+    let cfg = dir.join("unet/config.json");
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    json["block_out_channels"] = serde_json::json!([16, 16, 32, 48]);
+    std::fs::write(&cfg, json.to_string()).unwrap();
+    let e = load_unet_error(&dir);
+    assert!(e.contains("has shape") && e.contains("expects") && e.contains("`"), "{e}");
+
+    // no weight file at all: what was looked for and what the folder holds
+    let dir = scratch_copy("tiny-sd");
+    std::fs::remove_file(dir.join("unet/diffusion_pytorch_model.safetensors")).unwrap();
+    let e = load_unet_error(&dir);
+    assert!(e.contains("unet") && e.contains("safetensors"), "{e}");
+
+    // a config that is not JSON names its file
+    let dir = scratch_copy("tiny-sd");
+    std::fs::write(dir.join("unet/config.json"), "{ not json").unwrap();
+    let e = load_unet_error(&dir);
+    assert!(e.contains("unet/config.json"), "{e}");
+
+    // a tensor missing from the file: named, with the file
+    let dir = scratch_copy("tiny-sd-bin");
+    let cfg = dir.join("unet/config.json");
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    json["layers_per_block"] = serde_json::json!(3);
+    std::fs::write(&cfg, json.to_string()).unwrap();
+    let e = load_unet_error(&dir);
+    assert!(e.contains("unet/diffusion_pytorch_model.bin") && e.contains("has no tensor") && e.contains("resnets.2"), "{e}");
+}
