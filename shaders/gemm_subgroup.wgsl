@@ -2,13 +2,14 @@
 // Same operands, bindings and Params as gemm.wgsl; used where the adapter has
 // subgroups of a fixed size SG (lavapipe: 8 lanes of a 256-bit SIMD register).
 //
-// Each subgroup computes an SG x SG output tile: lane l owns column n0 + l and all SG
-// rows. Per step of 4 along K, lane l loads row m0 + l of A and row n0 + l of W
-// (4 contiguous floats each), then broadcasts each lane's A values to the others with
-// subgroupShuffle, so every loaded A value feeds SG lanes' FMAs without shared memory
+// Each subgroup computes an (RT * SG) x SG output tile: lane l owns column n0 + l and
+// all RT * SG rows. Per step of 4 along K, lane l loads row n0 + l of W and rows
+// m0 + q * SG + l of A (4 contiguous floats each), then broadcasts each lane's A values
+// to the others with subgroupShuffle, so every loaded A value feeds SG lanes' FMAs without shared memory
 // or barriers (on CPU drivers a shuffle is one register permute; a load is a gather).
 //
-// The prelude defines: const SG: u32, fn a_base(m, t, z) -> i32 (see below), the weight
+// The prelude defines: const SG: u32, const RT: u32 (row tiles), const SUBGROUPS: u32
+// (per workgroup), fn a_base(m, t, z) -> i32 (see below), the weight
 // binding `w` with fn w4(i) -> vec4<f32> (i % 4 == 0), const HAS_BIAS, const HAS_RES.
 // Requires K % 4 == 0 and, for convs, Cin % 4 == 0 (the caller falls back to gemm.wgsl
 // otherwise).
@@ -44,8 +45,6 @@ struct Params {
 @group(0) @binding(4) var<storage, read> res: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
-// Subgroups per workgroup, side by side along N.
-const SUBGROUPS: u32 = 8u;
 
 // Offset (in floats) of the A row segment a lane reads at tap t (a conv's (ky, kx);
 // linear layers have one tap spanning all of K), or -1 inside the zero padding.
@@ -70,7 +69,7 @@ fn a_base_conv(m: u32, t: u32, z: u32) -> i32 {
     return i32(((b * p.in_h + sy) * p.in_w + sx) * p.in_c);
 }
 
-@compute @workgroup_size(64, 1, 1)
+@compute @workgroup_size(SUBGROUPS * SG, 1, 1)
 fn main(
     @builtin(local_invocation_index) lidx: u32,
     @builtin(subgroup_invocation_id) lane: u32,

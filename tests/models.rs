@@ -260,8 +260,14 @@ fn vae_encoder_matches_diffusers() {
 
 /// A copy of a fixture in a fresh temporary folder, to break on purpose.
 fn scratch_copy(name: &str) -> std::path::PathBuf {
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
-    let dst = std::env::temp_dir().join(format!("roentgen-{name}-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    let dst = std::env::temp_dir().join(format!(
+        "roentgen-{name}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     let _ = std::fs::remove_dir_all(&dst);
     fn copy(a: &std::path::Path, b: &std::path::Path) {
         std::fs::create_dir_all(b).unwrap();
@@ -298,16 +304,25 @@ fn broken_checkpoints_give_actionable_errors() {
     let bytes = std::fs::read(&f).unwrap();
     std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
     let e = load_unet_error(&dir);
-    assert!(e.contains("unet/diffusion_pytorch_model.safetensors") && e.contains("truncated") && e.contains("re-download"), "{e}");
+    assert!(
+        e.contains("unet/diffusion_pytorch_model.safetensors")
+            && e.contains("truncated")
+            && e.contains("re-download"),
+        "{e}"
+    );
 
     // a config that does not match the weights: the tensor and both shapes are named
     let dir = scratch_copy("tiny-sd");
     let cfg = dir.join("unet/config.json");
-    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
     json["block_out_channels"] = serde_json::json!([16, 16, 32, 48]);
     std::fs::write(&cfg, json.to_string()).unwrap();
     let e = load_unet_error(&dir);
-    assert!(e.contains("has shape") && e.contains("expects") && e.contains("`"), "{e}");
+    assert!(
+        e.contains("has shape") && e.contains("expects") && e.contains("`"),
+        "{e}"
+    );
 
     // no weight file at all: what was looked for and what the folder holds
     let dir = scratch_copy("tiny-sd");
@@ -324,9 +339,15 @@ fn broken_checkpoints_give_actionable_errors() {
     // a tensor missing from the file: named, with the file
     let dir = scratch_copy("tiny-sd-bin");
     let cfg = dir.join("unet/config.json");
-    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
     json["layers_per_block"] = serde_json::json!(3);
     std::fs::write(&cfg, json.to_string()).unwrap();
     let e = load_unet_error(&dir);
-    assert!(e.contains("unet/diffusion_pytorch_model.bin") && e.contains("has no tensor") && e.contains("resnets.2"), "{e}");
+    assert!(
+        e.contains("unet/diffusion_pytorch_model.bin")
+            && e.contains("has no tensor")
+            && e.contains("resnets.2"),
+        "{e}"
+    );
 }
