@@ -3,6 +3,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod error;
 pub mod gpu;
+pub mod image_io;
 pub mod loader;
 pub mod models;
 pub mod nn;
