@@ -209,7 +209,9 @@ fn wg1d(n: usize) -> [u32; 3] {
 impl Gpu {
     /// Dispatches the GEMM family (see `shaders/gemm*.wgsl`): the subgroup kernel where
     /// the adapter has fixed-size subgroups and the shapes allow 4-wide reads, else the
-    /// portable tiled kernel (linear and conv only).
+    /// portable tiled kernel. Operands are buffers (a weight or an activation) so that
+    /// attention's products run on the same kernels.
+    #[allow(clippy::too_many_arguments)] // the GEMM's operands, each optional or typed
     fn gemm(
         &self,
         g: &Gemm,
@@ -237,7 +239,7 @@ impl Gpu {
         let p = g.params();
         let (spec, workgroups) = match self.info.subgroup_size {
             // 4-wide reads along K: K and a conv's Cin % 4 == 0, rows 4-aligned.
-            Some(sg) if g.k % 4 == 0 && in_c % 4 == 0 && g.strides_aligned() => (
+            Some(sg) if g.k.is_multiple_of(4) && in_c.is_multiple_of(4) && g.strides_aligned() => (
                 KernelSpec {
                     key: format!("gemm_sg{sg}_{RT}x{SUBGROUPS}_{mode}_{flags}"),
                     source: GEMM_SUBGROUP,
@@ -355,8 +357,8 @@ impl Gpu {
         [1, 2, 4, 8, 16, 32]
             .into_iter()
             .find(|&n| {
-                channels % n == 0
-                    && (n == 1 || (channels / n) % 4 == 0)
+                channels.is_multiple_of(n)
+                    && (n == 1 || (channels / n).is_multiple_of(4))
                     && bytes.div_ceil(n) <= limit
             })
             .unwrap_or_else(|| {

@@ -10,6 +10,9 @@ use roentgen_web::gpu::{Tensor, Weight, WeightFormat};
 use roentgen_web::ops::{ConvGeom, Map};
 use roentgen_web::weights::{f16_to_f32, f32_to_f16};
 
+/// An elementwise function's f64 reference.
+type Reference = Box<dyn Fn(f64, f64) -> f64>;
+
 /// f32 kernels against f64 references: accumulations of up to ~10^4 f32 products
 /// lose about sqrt(K) * 2^-24 ≈ 1e-5 relative at worst; typical errors are 1e-7..1e-6.
 const F32_TOL: f64 = 2e-5;
@@ -421,7 +424,7 @@ fn elementwise_matches_cpu_on(path: &str, g: &Gpu) {
         }
         s * h / 3.0 * 2.0 / std::f64::consts::PI.sqrt()
     };
-    let cases: [(Map, Box<dyn Fn(f64, f64) -> f64>); 5] = [
+    let cases: [(Map, Reference); 5] = [
         (Map::Add, Box::new(|x, y| x + y)),
         (Map::Mul, Box::new(|x, y| x * y)),
         (Map::Silu, Box::new(|x, _| x / (1.0 + (-x).exp()))),

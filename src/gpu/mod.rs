@@ -153,7 +153,7 @@ impl Gpu {
                 && adapter_info.subgroup_min_size >= 4
                 && std::env::var_os("ROENTGEN_NO_SUBGROUPS").is_none())
             .then_some(adapter_info.subgroup_min_size),
-            max_storage_binding: limits.max_storage_buffer_binding_size as u64,
+            max_storage_binding: limits.max_storage_buffer_binding_size,
             max_buffer_size: limits.max_buffer_size,
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,
         };

@@ -156,7 +156,7 @@ pub struct VaeConfig {
 impl ClipTextConfig {
     pub fn from_json(file: &str, json: &str) -> Result<Self> {
         let c: Self = parse(file, json)?;
-        if c.hidden_size % c.num_attention_heads != 0 {
+        if !c.hidden_size.is_multiple_of(c.num_attention_heads) {
             return Err(unsupported(
                 file,
                 format!(

@@ -322,7 +322,7 @@ impl UNet2DConditionModel {
 
         // 6. out: GroupNorm, SiLU, conv_out
         let h = self.conv_norm_out.forward(gpu, &x, false);
-        if let Some(t) = trace.as_deref_mut() {
+        if let Some(t) = trace {
             t.conv_norm_out = Some(h.clone());
         }
         let h = gpu.map(&h, Map::Silu);

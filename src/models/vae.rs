@@ -143,8 +143,7 @@ impl AutoencoderKL {
             let le = l.pp("encoder");
             let mut down_blocks = Vec::new();
             let mut prev = ch[0];
-            for i in 0..n {
-                let out = ch[i];
+            for (i, &out) in ch.iter().enumerate() {
                 let lb = le.pp("down_blocks").pp(i);
                 let resnets = (0..c.layers_per_block)
                     .map(|j| {
