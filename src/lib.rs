@@ -8,6 +8,10 @@ pub mod loader;
 pub mod models;
 pub mod nn;
 pub mod ops;
+pub mod pipeline;
+pub mod rng;
+pub mod schedulers;
+pub mod tokenizer;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -16,7 +16,11 @@ mod native {
 
     use anyhow::{Context, Result, bail};
     use clap::{Parser, Subcommand};
+    use roentgen_web::checkpoint::{Checkpoint, DirSource, LoadOptions};
     use roentgen_web::gpu::{Gpu, Tensor, WeightFormat};
+    use roentgen_web::image_io::{ImageMetadata, encode_npy_f32, encode_png};
+    use roentgen_web::pipeline::{Control, GenerateRequest, Pipeline, load_tokenizer};
+    use roentgen_web::schedulers::SchedulerKind;
     use roentgen_web::loader::{Loader, MatrixFormat};
     use roentgen_web::models::config::presets;
     use roentgen_web::models::{
@@ -39,6 +43,61 @@ mod native {
         /// Time the text encoder, one guided UNet call and the VAE decode at RoentGen's
         /// real shapes with random weights (no checkpoint needed).
         Bench(BenchArgs),
+        /// Generate chest X-rays from a prompt with a diffusers checkpoint folder
+        /// (RoentGen defaults: PNDM, 75 steps, guidance 4, 512x512).
+        Generate(GenerateArgs),
+        /// Print a prompt's CLIP token ids as a JSON array.
+        Tokenize(TokenizeArgs),
+    }
+
+    #[derive(clap::Args)]
+    struct GenerateArgs {
+        /// The checkpoint: a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/).
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long, default_value = "")]
+        negative_prompt: String,
+        #[arg(long, default_value_t = roentgen_web::pipeline::ROENTGEN_STEPS)]
+        steps: usize,
+        #[arg(long, default_value_t = roentgen_web::pipeline::ROENTGEN_GUIDANCE)]
+        guidance: f32,
+        /// Seed of the torch-compatible generator (same seed, same image as diffusers).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// pndm | ddim | dpm++2m | euler-a
+        #[arg(long, default_value = "pndm")]
+        scheduler: String,
+        #[arg(long, default_value_t = roentgen_web::pipeline::ROENTGEN_SIZE)]
+        width: usize,
+        #[arg(long, default_value_t = roentgen_web::pipeline::ROENTGEN_SIZE)]
+        height: usize,
+        /// Images from the one seed (out.png, out-1.png, ...).
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        /// Output PNG (grayscale unless --rgb).
+        #[arg(long, default_value = "out.png")]
+        output: PathBuf,
+        /// Write RGB as the VAE decodes it instead of grayscale.
+        #[arg(long)]
+        rgb: bool,
+        /// Also write the final latents (before the VAE) as a float32 .npy, NCHW.
+        #[arg(long)]
+        save_latents: Option<PathBuf>,
+        /// Prefer `*.fp16.*` weight files (half the GPU memory; f32 arithmetic).
+        #[arg(long)]
+        f16: bool,
+    }
+
+    #[derive(clap::Args)]
+    struct TokenizeArgs {
+        #[arg(long)]
+        model: PathBuf,
+        text: String,
+        /// Print the 77 ids the text encoder sees (padded, truncated).
+        #[arg(long)]
+        padded: bool,
     }
 
     #[derive(clap::Args)]
@@ -83,7 +142,94 @@ mod native {
         let cli = Cli::parse();
         match cli.command {
             Command::Bench(a) => pollster::block_on(bench(a)),
+            Command::Generate(a) => pollster::block_on(generate(a)),
+            Command::Tokenize(a) => pollster::block_on(tokenize(a)),
         }
+    }
+
+    fn open(model: &std::path::Path, prefer_f16: bool) -> Result<Checkpoint<DirSource>> {
+        let options = LoadOptions { prefer_f16, ..Default::default() };
+        Ok(Checkpoint::new(DirSource::new(model)?, options).with_context(|| format!("opening {}", model.display()))?)
+    }
+
+    fn numbered(path: &std::path::Path, k: usize) -> PathBuf {
+        if k == 0 {
+            return path.to_path_buf();
+        }
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let ext = path.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+        path.with_file_name(format!("{stem}-{k}{ext}"))
+    }
+
+    async fn tokenize(a: TokenizeArgs) -> Result<()> {
+        let tok = load_tokenizer(&open(&a.model, false)?).await?;
+        let enc = tok.encode(&a.text)?;
+        if let Some(d) = &enc.dropped {
+            eprintln!("warning: the prompt is longer than {} tokens; the text encoder never sees: {d}", tok.max_length());
+        }
+        let ids = if a.padded { enc.ids } else { tok.encode_unpadded(&a.text)? };
+        println!("{}", serde_json::to_string(&ids)?);
+        Ok(())
+    }
+
+    async fn generate(a: GenerateArgs) -> Result<()> {
+        let scheduler: SchedulerKind = a.scheduler.parse().map_err(|e| anyhow::anyhow!("--scheduler: {e}"))?;
+        let gpu = Gpu::new().await?;
+        eprintln!("adapter: {} ({})", gpu.info.adapter_name, gpu.info.backend);
+        let ck = open(&a.model, a.f16)?;
+        let t0 = Instant::now();
+        let pipe = Pipeline::load(&gpu, &ck, &mut |part| eprintln!("loading {part} ({:.1?})", t0.elapsed())).await?;
+        eprintln!("model ready in {:.1?}, {} MiB on the GPU", t0.elapsed(), gpu.memory().weights >> 20);
+        let req = GenerateRequest {
+            prompt: a.prompt.clone(),
+            negative_prompt: a.negative_prompt.clone(),
+            steps: a.steps,
+            guidance: a.guidance,
+            seed: a.seed,
+            scheduler,
+            width: a.width,
+            height: a.height,
+            count: a.count,
+        };
+        let enc = pipe.tokenizer.encode(&a.prompt)?;
+        if let Some(d) = &enc.dropped {
+            eprintln!("warning: the prompt is longer than {} tokens; the text encoder never sees: {d}", pipe.tokenizer.max_length());
+        }
+        let start = Instant::now();
+        let images = pipe
+            .generate(&gpu, &req, &mut |p| {
+                let done = p.call as f64 / p.calls as f64;
+                let el = start.elapsed().as_secs_f64();
+                let left = el / done - el;
+                let bar: String = (0..30).map(|i| if (i as f64) < done * 30.0 { '#' } else { '.' }).collect();
+                eprint!("\r[{bar}] step {}/{} {:.0}s elapsed, {:.0}s left   ", p.call, p.calls, el, left);
+                Control::Continue
+            })
+            .await?;
+        eprintln!();
+        for (k, img) in images.iter().enumerate() {
+            let meta = ImageMetadata {
+                prompt: a.prompt.clone(),
+                negative_prompt: a.negative_prompt.clone(),
+                seed: a.seed,
+                steps: a.steps,
+                guidance: a.guidance,
+                scheduler: a.scheduler.clone(),
+                model: if pipe.name.is_empty() { a.model.display().to_string() } else { pipe.name.clone() },
+            };
+            let png = if a.rgb { encode_png(&img.rgb8(), img.width, img.height, 3, &meta)? } else { encode_png(&img.gray8(), img.width, img.height, 1, &meta)? };
+            let out = numbered(&a.output, k);
+            std::fs::write(&out, png).with_context(|| format!("writing {}", out.display()))?;
+            eprintln!("wrote {} (synthetic; settings in its text chunks)", out.display());
+            if let Some(p) = &a.save_latents {
+                let p = numbered(p, k);
+                let [c, h, w] = img.latent_shape;
+                std::fs::write(&p, encode_npy_f32(&img.latents, &[1, c, h, w]))
+                    .with_context(|| format!("writing {}", p.display()))?;
+                eprintln!("wrote {}", p.display());
+            }
+        }
+        Ok(())
     }
 
     fn config_json(model: &Option<PathBuf>, file: &str, preset: &str) -> Result<String> {

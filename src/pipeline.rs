@@ -1,0 +1,284 @@
+//! Text to image, as diffusers' `StableDiffusionPipeline.__call__` does it: the same
+//! prompt, seed and settings give the same latents and image (fixtures check it).
+//!
+//! 1. prompt and negative prompt -> CLIP ids (77, padded) -> text embeddings, in one
+//!    batch `[negative, prompt]` for classifier-free guidance;
+//! 2. initial latents `randn((count, 4, h, w))` from a torch-compatible generator, times
+//!    the scheduler's `init_noise_sigma`;
+//! 3. per timestep: UNet on `[latents, latents]`, `uncond + g * (cond - uncond)`,
+//!    scheduler step (Euler ancestral draws its noise from the same generator);
+//! 4. VAE decode of `latents / scaling_factor`, `(x / 2 + 0.5).clamp(0, 1)`.
+//!
+//! Latents live on the CPU in torch's NCHW order between steps (32 K numbers at
+//! 512x512: the UNet call dominates by far), so seeds, noise and schedulers match torch
+//! element for element; the GPU sees NHWC.
+
+use crate::checkpoint::{Checkpoint, FileSource};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::models::{AutoencoderKL, ClipTextModel, UNet2DConditionModel};
+use crate::rng::TorchGenerator;
+use crate::schedulers::{self, SchedulerConfig, SchedulerKind};
+use crate::tokenizer::{ClipTokenizer, TokenizerFiles};
+
+/// RoentGen's published inference recipe (MISSION.md): PNDM, 75 steps, guidance 4,
+/// 512x512, unconditional prompt "".
+pub const ROENTGEN_STEPS: usize = 75;
+pub const ROENTGEN_GUIDANCE: f32 = 4.0;
+pub const ROENTGEN_SIZE: usize = 512;
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct GenerateRequest {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub steps: usize,
+    pub guidance: f32,
+    pub seed: u64,
+    pub scheduler: SchedulerKind,
+    pub width: usize,
+    pub height: usize,
+    /// Images drawn together from one seed (diffusers' `num_images_per_prompt`).
+    pub count: usize,
+}
+
+impl Default for GenerateRequest {
+    fn default() -> Self {
+        GenerateRequest {
+            prompt: String::new(),
+            negative_prompt: String::new(),
+            steps: ROENTGEN_STEPS,
+            guidance: ROENTGEN_GUIDANCE,
+            seed: 0,
+            scheduler: SchedulerKind::Pndm,
+            width: ROENTGEN_SIZE,
+            height: ROENTGEN_SIZE,
+            count: 1,
+        }
+    }
+}
+
+/// Reported after every UNet call.
+pub struct Progress<'a> {
+    /// UNet calls done and in all (PNDM makes one more call than it has steps).
+    pub call: usize,
+    pub calls: usize,
+    /// Cheap RGB preview of the first image's current latents (`latent size`, RGB8).
+    pub preview: &'a Preview,
+}
+
+/// A latent-space preview: a linear map from the 4 latent channels to RGB.
+pub struct Preview {
+    pub width: usize,
+    pub height: usize,
+    pub rgb: Vec<u8>,
+}
+
+/// Whether to go on after a step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    Continue,
+    Cancel,
+}
+
+/// One finished image.
+pub struct GeneratedImage {
+    pub width: usize,
+    pub height: usize,
+    /// RGB in [0, 1], row-major `[height, width, 3]` (diffusers' `output_type="np"`).
+    pub rgb: Vec<f32>,
+    /// Final latents before the VAE, NCHW `latent_shape` = `[4, h, w]` (diffusers'
+    /// `output_type="latent"`).
+    pub latents: Vec<f32>,
+    pub latent_shape: [usize; 3],
+}
+
+impl GeneratedImage {
+    /// 8-bit RGB as diffusers' `numpy_to_pil`: `round(x * 255)`.
+    pub fn rgb8(&self) -> Vec<u8> {
+        self.rgb.iter().map(|&v| (v * 255.0).round() as u8).collect()
+    }
+
+    /// 8-bit grayscale (ITU-R BT.601 luma), what CXR tools expect.
+    pub fn gray8(&self) -> Vec<u8> {
+        self.rgb
+            .chunks_exact(3)
+            .map(|p| ((0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]) * 255.0).round().clamp(0.0, 255.0) as u8)
+            .collect()
+    }
+}
+
+/// A loaded checkpoint, ready to generate.
+pub struct Pipeline {
+    pub name: String,
+    pub tokenizer: ClipTokenizer,
+    pub text_encoder: ClipTextModel,
+    pub unet: UNet2DConditionModel,
+    pub vae: AutoencoderKL,
+    pub scheduler_config: SchedulerConfig,
+}
+
+/// SD 1.x latent-to-RGB factors for previews (a least-squares fit of decoded colours on
+/// latents, as used by ComfyUI's `latent_rgb_factors` for SD 1.5).
+const LATENT_RGB: [[f32; 3]; 4] = [[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350], [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]];
+
+fn preview(latents: &[f32], h: usize, w: usize) -> Preview {
+    let plane = h * w;
+    let mut rgb = Vec::with_capacity(plane * 3);
+    for i in 0..plane {
+        for c in 0..3 {
+            let v: f32 = (0..4).map(|k| latents[k * plane + i] * LATENT_RGB[k][c]).sum();
+            rgb.push(((v + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8);
+        }
+    }
+    Preview { width: w, height: h, rgb }
+}
+
+fn nchw_to_nhwc(x: &[f32], b: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    for bi in 0..b {
+        for ci in 0..c {
+            for p in 0..h * w {
+                out[(bi * h * w + p) * c + ci] = x[(bi * c + ci) * h * w + p];
+            }
+        }
+    }
+    out
+}
+
+fn nhwc_to_nchw(x: &[f32], b: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    for bi in 0..b {
+        for ci in 0..c {
+            for p in 0..h * w {
+                out[(bi * c + ci) * h * w + p] = x[(bi * h * w + p) * c + ci];
+            }
+        }
+    }
+    out
+}
+
+/// The checkpoint's `tokenizer/` folder, in either layout (`vocab.json` + `merges.txt`
+/// as RoentGen-era folders ship it, or `tokenizer.json`).
+pub async fn load_tokenizer<S: FileSource>(ck: &Checkpoint<S>) -> Result<ClipTokenizer> {
+    let read = |p: &'static str| async move {
+        let path = format!("tokenizer/{p}");
+        if ck.files.iter().any(|f| *f == path) { Some(ck.source.read(&path).await) } else { None }
+    };
+    let vocab = read("vocab.json").await.transpose()?;
+    let merges = read("merges.txt").await.transpose()?;
+    let tokenizer_json = read("tokenizer.json").await.transpose()?;
+    let config = read("tokenizer_config.json").await.transpose()?;
+    let special = read("special_tokens_map.json").await.transpose()?;
+    ClipTokenizer::from_files(TokenizerFiles {
+        vocab_json: vocab.as_deref(),
+        merges_txt: merges.as_deref(),
+        tokenizer_json: tokenizer_json.as_deref(),
+        tokenizer_config_json: config.as_deref(),
+        special_tokens_map_json: special.as_deref(),
+    })
+}
+
+impl Pipeline {
+    /// Loads every part of a checkpoint. `on_part` hears each part's name before it loads
+    /// (loading RoentGen's 4.3 GB takes a while).
+    pub async fn load<S: FileSource>(gpu: &Gpu, ck: &Checkpoint<S>, on_part: &mut dyn FnMut(&str)) -> Result<Pipeline> {
+        on_part("tokenizer");
+        let tokenizer = load_tokenizer(ck).await?;
+        on_part("scheduler");
+        let file = "scheduler/scheduler_config.json";
+        let scheduler_config = SchedulerConfig::from_json(file, &ck.read_text(file).await?)?;
+        on_part("text encoder");
+        let text_encoder = ck.text_encoder(gpu).await?;
+        on_part("unet");
+        let unet = ck.unet(gpu).await?;
+        on_part("vae");
+        let vae = ck.vae(gpu, false).await?;
+        let name = match ck.read_text("model_index.json").await {
+            Ok(s) => serde_json::from_str::<serde_json::Value>(&s)
+                .ok()
+                .and_then(|v| v.get("_name_or_path").and_then(|n| n.as_str()).map(String::from))
+                .unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        Ok(Pipeline { name, tokenizer, text_encoder, unet, vae, scheduler_config })
+    }
+
+    /// Generates `req.count` images. `on_call` hears after every UNet call and may cancel
+    /// (then `Ok(vec![])` is returned).
+    pub async fn generate(&self, gpu: &Gpu, req: &GenerateRequest, on_call: &mut dyn FnMut(Progress) -> Control) -> Result<Vec<GeneratedImage>> {
+        let f = self.vae.config.scale_factor();
+        // The UNet halves the latent size once per down block: it must divide evenly.
+        let unet_div = f * (1 << (self.unet.config.block_out_channels.len() - 1));
+        if req.width == 0 || req.height == 0 || req.width % unet_div != 0 || req.height % unet_div != 0 {
+            return Err(Error::Unsupported(format!(
+                "width and height must be positive multiples of {unet_div} for this model (got {}x{})",
+                req.width, req.height
+            )));
+        }
+        if req.steps == 0 || req.count == 0 {
+            return Err(Error::Unsupported("steps and count must be at least 1".into()));
+        }
+        let (h, w) = (req.height / f, req.width / f);
+        let n = req.count;
+        let lc = self.unet.config.in_channels;
+        let cfg = req.guidance > 1.0;
+
+        // 1. text embeddings: [negative x n, prompt x n] (uncond first, as diffusers)
+        let cond = self.tokenizer.encode(&req.prompt)?;
+        let uncond = self.tokenizer.encode(&req.negative_prompt)?;
+        let mut ids = Vec::new();
+        if cfg {
+            ids.extend(std::iter::repeat_n(uncond.ids.clone(), n));
+        }
+        ids.extend(std::iter::repeat_n(cond.ids.clone(), n));
+        let context = self.text_encoder.forward(gpu, &ids)?;
+
+        // 2. scheduler and initial latents
+        let mut scheduler = schedulers::build(req.scheduler, &self.scheduler_config, req.steps)?;
+        let mut generator = TorchGenerator::new(req.seed);
+        let sigma = scheduler.init_noise_sigma();
+        let mut latents: Vec<f32> = generator.randn(n * lc * h * w).into_iter().map(|v| v * sigma).collect();
+        let timesteps = scheduler.timesteps().to_vec();
+        let plane = lc * h * w;
+
+        // 3. denoising loop
+        for (i, &t) in timesteps.iter().enumerate() {
+            let mut input = latents.clone();
+            scheduler.scale_model_input(&mut input, i);
+            let batch = if cfg { 2 * n } else { n };
+            let mut nchw = input.clone();
+            if cfg {
+                nchw.extend_from_slice(&input);
+            }
+            let x = gpu.upload(&nchw_to_nhwc(&nchw, batch, lc, h, w), &[batch, h, w, lc])?;
+            let eps = self.unet.forward(gpu, &x, t, &context)?;
+            let eps = nhwc_to_nchw(&gpu.read(&eps).await?, batch, lc, h, w);
+            let guided: Vec<f32> = if cfg {
+                let (u, c) = eps.split_at(n * plane);
+                u.iter().zip(c).map(|(&u, &c)| u + req.guidance * (c - u)).collect()
+            } else {
+                eps
+            };
+            let noise = scheduler.needs_noise().then(|| generator.randn(n * plane));
+            latents = scheduler.step(&guided, i, &latents, noise.as_deref());
+            let p = preview(&latents[..plane], h, w);
+            if on_call(Progress { call: i + 1, calls: timesteps.len(), preview: &p }) == Control::Cancel {
+                return Ok(vec![]);
+            }
+        }
+
+        // 4. decode each image
+        let scale = 1.0 / self.vae.config.scaling_factor;
+        let mut images = Vec::with_capacity(n);
+        for k in 0..n {
+            let lat = &latents[k * plane..(k + 1) * plane];
+            let z: Vec<f32> = nchw_to_nhwc(lat, 1, lc, h, w).iter().map(|v| v * scale).collect();
+            let z = gpu.upload(&z, &[1, h, w, lc])?;
+            let img = gpu.read(&self.vae.decode(gpu, &z)).await?;
+            let rgb = img.iter().map(|&v| (v / 2.0 + 0.5).clamp(0.0, 1.0)).collect();
+            images.push(GeneratedImage { width: req.width, height: req.height, rgb, latents: lat.to_vec(), latent_shape: [lc, h, w] });
+        }
+        Ok(images)
+    }
+}
