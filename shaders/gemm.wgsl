@@ -8,7 +8,7 @@
 //   const HAS_BIAS: bool, const HAS_RES: bool
 //
 // Bindings:
-//   0 p:    Params (uniform)
+//   0 p:    Params (uniform, gemm_common.wgsl)
 //   1 x:    activations, f32, row-major ([M, K] for linear; [B, H, W, C] for conv)
 //   2 w:    weight [N, K] row-major (conv: [Cout, KH, KW, Cin]), format from the prelude
 //   3 bias: [N] f32 (a 1-element dummy when HAS_BIAS is false)
@@ -20,20 +20,6 @@
 // words and write neighbouring output columns), K in steps of 16 through shared
 // memory. Accumulation in f32.
 
-// Conv geometry, then the batched/strided layout of gemm_subgroup.wgsl (workgroup z =
-// batch * heads + head; row starts a_off + b*a_bs + h*a_hs + m*a_rs for A, likewise
-// for W and out), which attention uses.
-struct Params {
-    M: u32, N: u32, K: u32, heads: u32,
-    in_h: u32, in_w: u32, in_c: u32, kw: u32,
-    out_h: u32, out_w: u32, stride: u32, pad_y: u32,
-    pad_x: u32, up: u32, a_rs: u32, w_rs: u32,
-    o_rs: u32, a_bs: u32, a_hs: u32, w_bs: u32,
-    w_hs: u32, o_bs: u32, o_hs: u32, a_off: u32,
-    o_off: u32, w_off: u32, w_tap: u32, b_off: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> res: array<f32>;
@@ -51,29 +37,15 @@ fn load_a_linear(m: u32, k: u32, z: u32) -> f32 {
     return x[p.a_off + (z / p.heads) * p.a_bs + (z % p.heads) * p.a_hs + m * p.a_rs + k];
 }
 
-// A for conv: row m = (b, oh, ow), column k = (ky, kx, c) with c fastest, matching the
-// weight reordered to [Cout, KH, KW, Cin] at load. With `up` = 2 the input is read
-// through a nearest-neighbour 2x upsample (diffusers' Upsample2D: interpolate, then
-// conv), so the upsampled map is never stored.
+// A for conv: column k = (tap, channel) with the channel fastest, matching the weight
+// reordered to [Cout, KH, KW, Cin] at load; conv_pixel (gemm_common.wgsl) finds the
+// input pixel, through the upsample if any, so the upsampled map is never stored.
 fn load_a_conv(m: u32, k: u32, z: u32) -> f32 {
-    let c = k % p.in_c;
-    let t = k / p.in_c;
-    let kx = t % p.kw;
-    let ky = t / p.kw;
-    let ow = m % p.out_w;
-    let t2 = m / p.out_w;
-    let oh = t2 % p.out_h;
-    let b = t2 / p.out_h;
-    let iy = i32(oh * p.stride + ky) - i32(p.pad_y);
-    let ix = i32(ow * p.stride + kx) - i32(p.pad_x);
-    let lh = i32(p.in_h * p.up);
-    let lw = i32(p.in_w * p.up);
-    if (iy < 0 || ix < 0 || iy >= lh || ix >= lw) {
+    let base = conv_pixel(m, k / p.in_c);
+    if (base < 0) {
         return 0.0;
     }
-    let sy = u32(iy) / p.up;
-    let sx = u32(ix) / p.up;
-    return x[((b * p.in_h + sy) * p.in_w + sx) * p.in_c + c];
+    return x[u32(base) + k % p.in_c];
 }
 
 @compute @workgroup_size(16, 16, 1)

@@ -15,31 +15,13 @@
 // otherwise).
 //
 // Bindings:
-//   0 p:    Params (uniform)
+//   0 p:    Params (uniform, gemm_common.wgsl)
 //   1 x:    activations f32 ([M, K] linear; NHWC [B, H, W, C] conv with C % 4 == 0)
 //   2 w:    weight [N, K] in the prelude's storage format
 //   3 bias: [N] f32 (dummy when HAS_BIAS is false)
 //   4 res:  [M, N] f32 (dummy when HAS_RES is false)
 //   5 out:  [M, N] f32
 
-// The first 16 words match gemm.wgsl. The rest make it a batched, strided GEMM for
-// attention (workgroup z = batch * heads + head): A row m of batch z starts at
-// b*a_bs + h*a_hs + m*a_rs, W row n at b*w_bs + h*w_hs + n*w_rs, out row m at
-// b*o_bs + h*o_hs + m*o_rs. A plain linear layer is a_rs = w_rs = K, o_rs = N, the
-// rest 0, heads 1; a conv computes its A rows itself (a_base_conv). A channel slice of
-// a conv (for maps split by channels to fit a binding) reads weight rows from w_off with
-// taps w_tap apart (the full Cin) and the bias from b_off.
-struct Params {
-    M: u32, N: u32, K: u32, heads: u32,
-    in_h: u32, in_w: u32, in_c: u32, kw: u32,
-    out_h: u32, out_w: u32, stride: u32, pad_y: u32,
-    pad_x: u32, up: u32, a_rs: u32, w_rs: u32,
-    o_rs: u32, a_bs: u32, a_hs: u32, w_bs: u32,
-    w_hs: u32, o_bs: u32, o_hs: u32, a_off: u32,
-    o_off: u32, w_off: u32, w_tap: u32, b_off: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> res: array<f32>;
@@ -53,20 +35,7 @@ fn a_base_linear(m: u32, t: u32, z: u32) -> i32 {
 }
 
 fn a_base_conv(m: u32, t: u32, z: u32) -> i32 {
-    let kx = t % p.kw;
-    let ky = t / p.kw;
-    let ow = m % p.out_w;
-    let t2 = m / p.out_w;
-    let oh = t2 % p.out_h;
-    let b = t2 / p.out_h;
-    let iy = i32(oh * p.stride + ky) - i32(p.pad_y);
-    let ix = i32(ow * p.stride + kx) - i32(p.pad_x);
-    if (iy < 0 || ix < 0 || iy >= i32(p.in_h * p.up) || ix >= i32(p.in_w * p.up)) {
-        return -1;
-    }
-    let sy = u32(iy) / p.up;
-    let sx = u32(ix) / p.up;
-    return i32(((b * p.in_h + sy) * p.in_w + sx) * p.in_c);
+    return conv_pixel(m, t);
 }
 
 @compute @workgroup_size(SUBGROUPS * SG, 1, 1)

@@ -39,14 +39,23 @@ impl ImageMetadata {
 
 /// An 8-bit PNG of `channels` 1 (gray) or 3 (RGB) with the metadata as iTXt chunks
 /// (UTF-8: prompts may hold any text).
-pub fn encode_png(pixels: &[u8], width: usize, height: usize, channels: usize, meta: &ImageMetadata) -> Result<Vec<u8>> {
+pub fn encode_png(
+    pixels: &[u8],
+    width: usize,
+    height: usize,
+    channels: usize,
+    meta: &ImageMetadata,
+) -> Result<Vec<u8>> {
     let color = match channels {
         1 => png::ColorType::Grayscale,
         3 => png::ColorType::Rgb,
         _ => return Err(Error::Unsupported(format!("PNG with {channels} channels"))),
     };
     if pixels.len() != width * height * channels {
-        return Err(Error::Shape(format!("{} bytes for a {width}x{height}x{channels} image", pixels.len())));
+        return Err(Error::Shape(format!(
+            "{} bytes for a {width}x{height}x{channels} image",
+            pixels.len()
+        )));
     }
     let mut out = Vec::new();
     {
@@ -54,10 +63,14 @@ pub fn encode_png(pixels: &[u8], width: usize, height: usize, channels: usize, m
         enc.set_color(color);
         enc.set_depth(png::BitDepth::Eight);
         for (k, v) in meta.text_chunks() {
-            enc.add_itxt_chunk(k.to_string(), v).map_err(|e| Error::Unsupported(format!("PNG text chunk {k}: {e}")))?;
+            enc.add_itxt_chunk(k.to_string(), v)
+                .map_err(|e| Error::Unsupported(format!("PNG text chunk {k}: {e}")))?;
         }
-        let mut w = enc.write_header().map_err(|e| Error::Unsupported(format!("PNG header: {e}")))?;
-        w.write_image_data(pixels).map_err(|e| Error::Unsupported(format!("PNG data: {e}")))?;
+        let mut w = enc
+            .write_header()
+            .map_err(|e| Error::Unsupported(format!("PNG header: {e}")))?;
+        w.write_image_data(pixels)
+            .map_err(|e| Error::Unsupported(format!("PNG data: {e}")))?;
     }
     Ok(out)
 }
@@ -65,7 +78,11 @@ pub fn encode_png(pixels: &[u8], width: usize, height: usize, channels: usize, m
 /// A little-endian float32 `.npy` (NumPy format 1.0) of the given shape.
 pub fn encode_npy_f32(data: &[f32], shape: &[usize]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_txt = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let shape_txt = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_txt}, }}");
     // magic (6) + version (2) + header length (2) + header, padded to 64 with '\n' last
     let total = (10 + header.len() + 1).div_ceil(64) * 64;
@@ -87,7 +104,13 @@ mod tests {
 
     #[test]
     fn png_round_trips_pixels_and_metadata() {
-        let meta = ImageMetadata { prompt: "Small right-sided pleural effusion. – é".into(), seed: 42, steps: 75, guidance: 4.0, ..Default::default() };
+        let meta = ImageMetadata {
+            prompt: "Small right-sided pleural effusion. – é".into(),
+            seed: 42,
+            steps: 75,
+            guidance: 4.0,
+            ..Default::default()
+        };
         let px: Vec<u8> = (0..6 * 4 * 3).map(|i| i as u8).collect();
         let bytes = encode_png(&px, 6, 4, 3, &meta).unwrap();
         let dec = png::Decoder::new(std::io::Cursor::new(&bytes));
@@ -95,11 +118,22 @@ mod tests {
         let mut buf = vec![0; reader.output_buffer_size().unwrap()];
         reader.next_frame(&mut buf).unwrap();
         assert_eq!(&buf[..px.len()], &px[..]);
-        let texts: Vec<(String, String)> =
-            reader.info().utf8_text.iter().map(|t| (t.keyword.clone(), t.get_text().unwrap())).collect();
-        assert!(texts.contains(&("prompt".into(), meta.prompt.clone())), "{texts:?}");
+        let texts: Vec<(String, String)> = reader
+            .info()
+            .utf8_text
+            .iter()
+            .map(|t| (t.keyword.clone(), t.get_text().unwrap()))
+            .collect();
+        assert!(
+            texts.contains(&("prompt".into(), meta.prompt.clone())),
+            "{texts:?}"
+        );
         assert!(texts.contains(&("seed".into(), "42".into())));
-        assert!(texts.iter().any(|(k, v)| k == "Disclaimer" && v.contains("SYNTHETIC")));
+        assert!(
+            texts
+                .iter()
+                .any(|(k, v)| k == "Disclaimer" && v.contains("SYNTHETIC"))
+        );
     }
 
     #[test]
@@ -109,7 +143,13 @@ mod tests {
         let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
         assert_eq!((10 + hl) % 64, 0);
         let header = std::str::from_utf8(&b[10..10 + hl]).unwrap();
-        assert!(header.contains("'shape': (1, 2, 3)") && header.ends_with('\n'), "{header}");
-        assert_eq!(f32::from_le_bytes(b[10 + hl..14 + hl].try_into().unwrap()), 1.0);
+        assert!(
+            header.contains("'shape': (1, 2, 3)") && header.ends_with('\n'),
+            "{header}"
+        );
+        assert_eq!(
+            f32::from_le_bytes(b[10 + hl..14 + hl].try_into().unwrap()),
+            1.0
+        );
     }
 }

@@ -8,6 +8,7 @@ use crate::gpu::{Gpu, KernelSpec, Tensor, Weight, WeightFormat};
 
 const GEMM: &str = include_str!("../shaders/gemm.wgsl");
 const GEMM_SUBGROUP: &str = include_str!("../shaders/gemm_subgroup.wgsl");
+const GEMM_COMMON: &str = include_str!("../shaders/gemm_common.wgsl");
 const NORM: &str = include_str!("../shaders/norm.wgsl");
 const ROWS_SUBGROUP: &str = include_str!("../shaders/rows_subgroup.wgsl");
 const ELEMENTWISE: &str = include_str!("../shaders/elementwise.wgsl");
@@ -85,7 +86,10 @@ struct ConvParams {
     out_w: usize,
     stride: usize,
     pad: usize,
-    up: usize,
+    /// The input as the conv reads it: through a nearest upsample to (lh, lw), or
+    /// (in_h, in_w) for none.
+    lh: usize,
+    lw: usize,
 }
 
 /// One GEMM: `batches` independent `[m, k] x [n, k]^T` products with strided operands
@@ -142,7 +146,7 @@ impl Gemm {
         .all(|s| s % 4 == 0)
     }
 
-    fn params(&self) -> [u32; 28] {
+    fn params(&self) -> [u32; 32] {
         let c = self.conv.unwrap_or(ConvParams {
             in_h: 0,
             in_w: 0,
@@ -152,9 +156,18 @@ impl Gemm {
             out_w: 0,
             stride: 1,
             pad: 0,
-            up: 1,
+            lh: 0,
+            lw: 0,
         });
-        [
+        // torch's nearest scale: float(in) / out, rounded once
+        let scale = |i: usize, o: usize| {
+            if o == 0 {
+                0
+            } else {
+                (i as f32 / o as f32).to_bits()
+            }
+        };
+        let p = [
             self.m,
             self.n,
             self.k,
@@ -168,7 +181,7 @@ impl Gemm {
             c.stride,
             c.pad,
             c.pad,
-            c.up,
+            c.lh,
             self.a_rs,
             self.w_rs,
             self.o_rs,
@@ -183,8 +196,16 @@ impl Gemm {
             self.w_off,
             if self.w_tap == 0 { c.in_c } else { self.w_tap },
             self.b_off,
+            c.lw,
+            0,
+            0,
+            0,
         ]
-        .map(|v| v as u32)
+        .map(|v| v as u32);
+        let mut p = p;
+        p[29] = scale(c.in_h, c.lh);
+        p[30] = scale(c.in_w, c.lw);
+        p
     }
 }
 
@@ -244,14 +265,14 @@ impl Gpu {
                     key: format!("gemm_sg{sg}_{RT}x{SUBGROUPS}_{mode}_{flags}"),
                     source: GEMM_SUBGROUP,
                     prelude: format!(
-                        "const SG: u32 = {sg}u;\nconst RT: u32 = {RT}u;\nconst SUBGROUPS: u32 = {SUBGROUPS}u;\n{consts}{}fn a_base(m: u32, t: u32, z: u32) -> i32 {{ return a_base_{mode}(m, t, z); }}\n",
+                        "const SG: u32 = {sg}u;\nconst RT: u32 = {RT}u;\nconst SUBGROUPS: u32 = {SUBGROUPS}u;\n{consts}{}fn a_base(m: u32, t: u32, z: u32) -> i32 {{ return a_base_{mode}(m, t, z); }}\n{GEMM_COMMON}",
                         wf.wgsl_vec4(2)
                     ),
                     entry: "main",
                     trusted: true,
                 },
                 [
-                    g.n.div_ceil(8 * sg as usize) as u32,
+                    g.n.div_ceil(SUBGROUPS * sg as usize) as u32,
                     g.m.div_ceil(RT * sg as usize) as u32,
                     g.batches as u32,
                 ],
@@ -261,7 +282,7 @@ impl Gpu {
                     key: format!("gemm_tiled_{mode}_{flags}_64x64"),
                     source: GEMM,
                     prelude: format!(
-                        "{consts}{}fn load_a(m: u32, k: u32, z: u32) -> f32 {{ return load_a_{mode}(m, k, z); }}\n",
+                        "{consts}{}fn load_a(m: u32, k: u32, z: u32) -> f32 {{ return load_a_{mode}(m, k, z); }}\n{GEMM_COMMON}",
                         wf.wgsl(2)
                     ),
                     entry: "main",
@@ -380,6 +401,38 @@ impl Gpu {
         g: ConvGeom,
         res: Option<&[Tensor]>,
     ) -> Vec<Tensor> {
+        self.conv2d_impl(xs, w, bias, g, res, None)
+    }
+
+    /// A conv that reads its input through a nearest upsample to `size` (H, W): the
+    /// UNet's Upsample2D when the latent size is not a multiple of 8 and a level must grow
+    /// to its skip connection's size rather than double (diffusers' `upsample_size`).
+    pub fn conv2d_upsampled_to(
+        &self,
+        x: &Tensor,
+        w: &Weight,
+        bias: Option<&Weight>,
+        g: ConvGeom,
+        size: (usize, usize),
+    ) -> Tensor {
+        let mut out = self.conv2d_impl(std::slice::from_ref(x), w, bias, g, None, Some(size));
+        assert_eq!(
+            out.len(),
+            1,
+            "an upsampled UNet map does not fit one binding"
+        );
+        out.pop().unwrap()
+    }
+
+    fn conv2d_impl(
+        &self,
+        xs: &[Tensor],
+        w: &Weight,
+        bias: Option<&Weight>,
+        g: ConvGeom,
+        res: Option<&[Tensor]>,
+        upsample_to: Option<(usize, usize)>,
+    ) -> Vec<Tensor> {
         let (cout, kh, kw, cin) = match w.shape[..] {
             [o, kh, kw, i] => (o, kh, kw, i),
             [o, i] => (o, 1, 1, i),
@@ -398,8 +451,11 @@ impl Gpu {
             "conv2d: input of {c} channels against weight {:?}",
             w.shape
         );
-        let up = if g.upsample { 2 } else { 1 };
-        let (lh, lw) = (h * up, wd * up);
+        let (lh, lw) = match upsample_to {
+            Some(size) => size,
+            None if g.upsample => (2 * h, 2 * wd),
+            None => (h, wd),
+        };
         let oh = (lh + 2 * g.pad + g.pad_extra - kh) / g.stride + 1;
         let ow = (lw + 2 * g.pad + g.pad_extra - kw) / g.stride + 1;
         let k_total = kh * kw * cin;
@@ -426,7 +482,8 @@ impl Gpu {
                     out_w: ow,
                     stride: g.stride,
                     pad: g.pad,
-                    up,
+                    lh,
+                    lw,
                 });
                 gm.w_rs = k_total;
                 gm.w_off = n0 * k_total + c0;

@@ -96,14 +96,21 @@ pub struct GeneratedImage {
 impl GeneratedImage {
     /// 8-bit RGB as diffusers' `numpy_to_pil`: `round(x * 255)`.
     pub fn rgb8(&self) -> Vec<u8> {
-        self.rgb.iter().map(|&v| (v * 255.0).round() as u8).collect()
+        self.rgb
+            .iter()
+            .map(|&v| (v * 255.0).round() as u8)
+            .collect()
     }
 
     /// 8-bit grayscale (ITU-R BT.601 luma), what CXR tools expect.
     pub fn gray8(&self) -> Vec<u8> {
         self.rgb
             .chunks_exact(3)
-            .map(|p| ((0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]) * 255.0).round().clamp(0.0, 255.0) as u8)
+            .map(|p| {
+                ((0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]) * 255.0)
+                    .round()
+                    .clamp(0.0, 255.0) as u8
+            })
             .collect()
     }
 }
@@ -120,18 +127,29 @@ pub struct Pipeline {
 
 /// SD 1.x latent-to-RGB factors for previews (a least-squares fit of decoded colours on
 /// latents, as used by ComfyUI's `latent_rgb_factors` for SD 1.5).
-const LATENT_RGB: [[f32; 3]; 4] = [[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350], [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]];
+const LATENT_RGB: [[f32; 3]; 4] = [
+    [0.3512, 0.2297, 0.3227],
+    [0.3250, 0.4974, 0.2350],
+    [-0.2829, 0.1762, 0.2721],
+    [-0.2120, -0.2616, -0.7177],
+];
 
 fn preview(latents: &[f32], h: usize, w: usize) -> Preview {
     let plane = h * w;
     let mut rgb = Vec::with_capacity(plane * 3);
     for i in 0..plane {
         for c in 0..3 {
-            let v: f32 = (0..4).map(|k| latents[k * plane + i] * LATENT_RGB[k][c]).sum();
+            let v: f32 = (0..4)
+                .map(|k| latents[k * plane + i] * LATENT_RGB[k][c])
+                .sum();
             rgb.push(((v + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8);
         }
     }
-    Preview { width: w, height: h, rgb }
+    Preview {
+        width: w,
+        height: h,
+        rgb,
+    }
 }
 
 fn nchw_to_nhwc(x: &[f32], b: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
@@ -163,7 +181,11 @@ fn nhwc_to_nchw(x: &[f32], b: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
 pub async fn load_tokenizer<S: FileSource>(ck: &Checkpoint<S>) -> Result<ClipTokenizer> {
     let read = |p: &'static str| async move {
         let path = format!("tokenizer/{p}");
-        if ck.files.iter().any(|f| *f == path) { Some(ck.source.read(&path).await) } else { None }
+        if ck.files.iter().any(|f| *f == path) {
+            Some(ck.source.read(&path).await)
+        } else {
+            None
+        }
     };
     let vocab = read("vocab.json").await.transpose()?;
     let merges = read("merges.txt").await.transpose()?;
@@ -182,7 +204,11 @@ pub async fn load_tokenizer<S: FileSource>(ck: &Checkpoint<S>) -> Result<ClipTok
 impl Pipeline {
     /// Loads every part of a checkpoint. `on_part` hears each part's name before it loads
     /// (loading RoentGen's 4.3 GB takes a while).
-    pub async fn load<S: FileSource>(gpu: &Gpu, ck: &Checkpoint<S>, on_part: &mut dyn FnMut(&str)) -> Result<Pipeline> {
+    pub async fn load<S: FileSource>(
+        gpu: &Gpu,
+        ck: &Checkpoint<S>,
+        on_part: &mut dyn FnMut(&str),
+    ) -> Result<Pipeline> {
         on_part("tokenizer");
         let tokenizer = load_tokenizer(ck).await?;
         on_part("scheduler");
@@ -197,27 +223,43 @@ impl Pipeline {
         let name = match ck.read_text("model_index.json").await {
             Ok(s) => serde_json::from_str::<serde_json::Value>(&s)
                 .ok()
-                .and_then(|v| v.get("_name_or_path").and_then(|n| n.as_str()).map(String::from))
+                .and_then(|v| {
+                    v.get("_name_or_path")
+                        .and_then(|n| n.as_str())
+                        .map(String::from)
+                })
                 .unwrap_or_default(),
             Err(_) => String::new(),
         };
-        Ok(Pipeline { name, tokenizer, text_encoder, unet, vae, scheduler_config })
+        Ok(Pipeline {
+            name,
+            tokenizer,
+            text_encoder,
+            unet,
+            vae,
+            scheduler_config,
+        })
     }
 
     /// Generates `req.count` images. `on_call` hears after every UNet call and may cancel
     /// (then `Ok(vec![])` is returned).
-    pub async fn generate(&self, gpu: &Gpu, req: &GenerateRequest, on_call: &mut dyn FnMut(Progress) -> Control) -> Result<Vec<GeneratedImage>> {
+    pub async fn generate(
+        &self,
+        gpu: &Gpu,
+        req: &GenerateRequest,
+        on_call: &mut dyn FnMut(Progress) -> Control,
+    ) -> Result<Vec<GeneratedImage>> {
         let f = self.vae.config.scale_factor();
-        // The UNet halves the latent size once per down block: it must divide evenly.
-        let unet_div = f * (1 << (self.unet.config.block_out_channels.len() - 1));
-        if req.width == 0 || req.height == 0 || req.width % unet_div != 0 || req.height % unet_div != 0 {
+        if req.width == 0 || req.height == 0 || req.width % f != 0 || req.height % f != 0 {
             return Err(Error::Unsupported(format!(
-                "width and height must be positive multiples of {unet_div} for this model (got {}x{})",
+                "width and height must be positive multiples of {f} for this model (got {}x{})",
                 req.width, req.height
             )));
         }
         if req.steps == 0 || req.count == 0 {
-            return Err(Error::Unsupported("steps and count must be at least 1".into()));
+            return Err(Error::Unsupported(
+                "steps and count must be at least 1".into(),
+            ));
         }
         let (h, w) = (req.height / f, req.width / f);
         let n = req.count;
@@ -238,7 +280,11 @@ impl Pipeline {
         let mut scheduler = schedulers::build(req.scheduler, &self.scheduler_config, req.steps)?;
         let mut generator = TorchGenerator::new(req.seed);
         let sigma = scheduler.init_noise_sigma();
-        let mut latents: Vec<f32> = generator.randn(n * lc * h * w).into_iter().map(|v| v * sigma).collect();
+        let mut latents: Vec<f32> = generator
+            .randn(n * lc * h * w)
+            .into_iter()
+            .map(|v| v * sigma)
+            .collect();
         let timesteps = scheduler.timesteps().to_vec();
         let plane = lc * h * w;
 
@@ -256,14 +302,22 @@ impl Pipeline {
             let eps = nhwc_to_nchw(&gpu.read(&eps).await?, batch, lc, h, w);
             let guided: Vec<f32> = if cfg {
                 let (u, c) = eps.split_at(n * plane);
-                u.iter().zip(c).map(|(&u, &c)| u + req.guidance * (c - u)).collect()
+                u.iter()
+                    .zip(c)
+                    .map(|(&u, &c)| u + req.guidance * (c - u))
+                    .collect()
             } else {
                 eps
             };
             let noise = scheduler.needs_noise().then(|| generator.randn(n * plane));
             latents = scheduler.step(&guided, i, &latents, noise.as_deref());
             let p = preview(&latents[..plane], h, w);
-            if on_call(Progress { call: i + 1, calls: timesteps.len(), preview: &p }) == Control::Cancel {
+            if on_call(Progress {
+                call: i + 1,
+                calls: timesteps.len(),
+                preview: &p,
+            }) == Control::Cancel
+            {
                 return Ok(vec![]);
             }
         }
@@ -273,11 +327,23 @@ impl Pipeline {
         let mut images = Vec::with_capacity(n);
         for k in 0..n {
             let lat = &latents[k * plane..(k + 1) * plane];
-            let z: Vec<f32> = nchw_to_nhwc(lat, 1, lc, h, w).iter().map(|v| v * scale).collect();
+            let z: Vec<f32> = nchw_to_nhwc(lat, 1, lc, h, w)
+                .iter()
+                .map(|v| v * scale)
+                .collect();
             let z = gpu.upload(&z, &[1, h, w, lc])?;
             let img = gpu.read(&self.vae.decode(gpu, &z)).await?;
-            let rgb = img.iter().map(|&v| (v / 2.0 + 0.5).clamp(0.0, 1.0)).collect();
-            images.push(GeneratedImage { width: req.width, height: req.height, rgb, latents: lat.to_vec(), latent_shape: [lc, h, w] });
+            let rgb = img
+                .iter()
+                .map(|&v| (v / 2.0 + 0.5).clamp(0.0, 1.0))
+                .collect();
+            images.push(GeneratedImage {
+                width: req.width,
+                height: req.height,
+                rgb,
+                latents: lat.to_vec(),
+                latent_shape: [lc, h, w],
+            });
         }
         Ok(images)
     }

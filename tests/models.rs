@@ -351,3 +351,32 @@ fn broken_checkpoints_give_actionable_errors() {
         "{e}"
     );
 }
+
+/// A latent size that is not a multiple of 8 (9x13): the up path must grow each level
+/// to its skip connection's size (17 -> ... not a doubling), as diffusers does with
+/// `upsample_size` and PyTorch's nearest interpolation.
+#[test]
+fn unet_matches_diffusers_at_odd_latent_sizes() {
+    for (path, gpu) in gpus() {
+        let g = Golden::load("tiny-sd-odd");
+        let unet = pollster::block_on(checkpoint("tiny-sd").unet(gpu)).unwrap();
+        let (sample, shape) = g.nhwc("unet.sample");
+        let sample = gpu.upload(&sample, &shape).unwrap();
+        let ctx = gpu
+            .upload(
+                &g.f32("unet.encoder_hidden_states"),
+                &g.shape("unet.encoder_hidden_states"),
+            )
+            .unwrap();
+        let out = unet
+            .forward(gpu, &sample, g.i64("unet.timestep")[0] as f32, &ctx)
+            .unwrap();
+        check_map(
+            gpu,
+            &g,
+            &format!("{path} tiny-sd 9x13 unet.out"),
+            "unet.out",
+            &out,
+        );
+    }
+}

@@ -19,7 +19,10 @@ const IMAGE_PSNR_DB: f64 = 40.0;
 const FIXTURES: [&str; 3] = ["tiny-sd", "tiny-sd-bin", "tiny-sd-alt"];
 
 fn golden(name: &str, tensor: &str) -> Vec<f32> {
-    let path = format!("{}/tests/fixtures/golden/{name}.safetensors", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/golden/{name}.safetensors",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let bytes = std::fs::read(&path).unwrap();
     let index = WeightIndex::parse(&path, &bytes).unwrap();
     let shape = index.get(tensor).unwrap().shape.clone();
@@ -33,7 +36,12 @@ fn pipeline(name: &str) -> Pipeline {
 }
 
 fn psnr(a: &[f32], b: &[f32]) -> f64 {
-    let mse = a.iter().zip(b).map(|(&x, &y)| ((x - y) as f64).powi(2)).sum::<f64>() / a.len() as f64;
+    let mse = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| ((x - y) as f64).powi(2))
+        .sum::<f64>()
+        / a.len() as f64;
     10.0 * (1.0 / mse.max(1e-20)).log10()
 }
 
@@ -55,7 +63,10 @@ fn request(scheduler: SchedulerKind) -> GenerateRequest {
 fn generate_matches_diffusers() {
     for name in FIXTURES {
         let pipe = pipeline(name);
-        for (kind, key) in [(SchedulerKind::Pndm, "pndm"), (SchedulerKind::DpmSolverMultistep, "dpmpp2m")] {
+        for (kind, key) in [
+            (SchedulerKind::Pndm, "pndm"),
+            (SchedulerKind::DpmSolverMultistep, "dpmpp2m"),
+        ] {
             let mut calls = 0;
             let images = pollster::block_on(pipe.generate(gpu(), &request(kind), &mut |p| {
                 calls = p.call;
@@ -66,10 +77,16 @@ fn generate_matches_diffusers() {
             let img = &images[0];
             let (e, i, g, w) = rel_l2(&img.latents, &golden(name, &format!("pipe.{key}.latents")));
             eprintln!("{name} {key}: {calls} UNet calls, latents rel L2 {e:.2e}");
-            assert!(e <= LATENTS_REL_L2, "{name} {key}: latents rel L2 {e:.3e} > {LATENTS_REL_L2:.0e}; worst element {i}: got {g}, want {w}");
+            assert!(
+                e <= LATENTS_REL_L2,
+                "{name} {key}: latents rel L2 {e:.3e} > {LATENTS_REL_L2:.0e}; worst element {i}: got {g}, want {w}"
+            );
             let p = psnr(&img.rgb, &golden(name, &format!("pipe.{key}.image")));
             eprintln!("{name} {key}: image PSNR {p:.1} dB");
-            assert!(p >= IMAGE_PSNR_DB, "{name} {key}: image PSNR {p:.1} dB < {IMAGE_PSNR_DB} dB");
+            assert!(
+                p >= IMAGE_PSNR_DB,
+                "{name} {key}: image PSNR {p:.1} dB < {IMAGE_PSNR_DB} dB"
+            );
         }
     }
 }
@@ -78,11 +95,18 @@ fn generate_matches_diffusers() {
 fn generation_can_be_cancelled_between_steps() {
     let pipe = pipeline("tiny-sd");
     let mut seen = 0;
-    let images = pollster::block_on(pipe.generate(gpu(), &request(SchedulerKind::Pndm), &mut |p| {
-        seen = p.call;
-        if p.call == 2 { Control::Cancel } else { Control::Continue }
-    }))
-    .unwrap();
+    let images =
+        pollster::block_on(
+            pipe.generate(gpu(), &request(SchedulerKind::Pndm), &mut |p| {
+                seen = p.call;
+                if p.call == 2 {
+                    Control::Cancel
+                } else {
+                    Control::Continue
+                }
+            }),
+        )
+        .unwrap();
     assert!(images.is_empty());
     assert_eq!(seen, 2, "no step runs after a cancel");
 }
@@ -92,6 +116,8 @@ fn bad_sizes_are_errors_not_panics() {
     let pipe = pipeline("tiny-sd");
     let mut req = request(SchedulerKind::Pndm);
     req.width = 100;
-    let e = pollster::block_on(pipe.generate(gpu(), &req, &mut |_| Control::Continue)).err().expect("100 px is not a multiple of 64");
+    let e = pollster::block_on(pipe.generate(gpu(), &req, &mut |_| Control::Continue))
+        .err()
+        .expect("100 px is not a multiple of 64");
     assert!(e.to_string().contains("multiples of"), "{e}");
 }

@@ -478,15 +478,7 @@ fn every_scheduler_runs_on_a_batch_and_any_step_count() {
     let base = SchedulerConfig::stable_diffusion_v1();
     for kind in SchedulerKind::ALL {
         for steps in [1, 3, 50, 999] {
-            let built = schedulers::build(kind, &base, steps);
-            if kind == SchedulerKind::DpmSolverMultistep && steps == 999 {
-                // "leading" + steps_offset 1 puts t = 1000 onto σ(999): diffusers divides
-                // by a zero step and returns NaN; we refuse with a sentence.
-                let m = built.err().expect("an error").to_string();
-                assert!(m.contains("twice"), "{m}");
-                continue;
-            }
-            let mut a = built.unwrap();
+            let mut a = schedulers::build(kind, &base, steps).unwrap();
             let calls = a.timesteps().len();
             let mut x: Vec<f32> = (0..8).map(|i| (i as f32 * 0.37).sin()).collect();
             x.iter_mut().for_each(|v| *v *= a.init_noise_sigma());
@@ -510,4 +502,20 @@ fn every_scheduler_runs_on_a_batch_and_any_step_count() {
         let out = s.step(&x, 0, &x, s.needs_noise().then_some(&noise[..]));
         assert_eq!(out[..4], out[4..], "{kind}");
     }
+}
+
+#[test]
+fn dpm_solver_refuses_a_repeated_sigma() {
+    // "leading" + steps_offset 1 at 999 steps puts t = 1000 onto σ(999), so two calls
+    // share a σ: diffusers divides by the zero step and returns NaN; we refuse.
+    let leading = SchedulerConfig {
+        timestep_spacing: Some(TimestepSpacing::Leading),
+        ..SchedulerConfig::stable_diffusion_v1()
+    };
+    let m = match schedulers::build(SchedulerKind::DpmSolverMultistep, &leading, 999) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("expected an error"),
+    };
+    assert!(m.contains("twice"), "{m}");
+    assert!(schedulers::build(SchedulerKind::DpmSolverMultistep, &leading, 998).is_ok());
 }

@@ -19,13 +19,13 @@ mod native {
     use roentgen_web::checkpoint::{Checkpoint, DirSource, LoadOptions};
     use roentgen_web::gpu::{Gpu, Tensor, WeightFormat};
     use roentgen_web::image_io::{ImageMetadata, encode_npy_f32, encode_png};
-    use roentgen_web::pipeline::{Control, GenerateRequest, Pipeline, load_tokenizer};
-    use roentgen_web::schedulers::SchedulerKind;
     use roentgen_web::loader::{Loader, MatrixFormat};
     use roentgen_web::models::config::presets;
     use roentgen_web::models::{
         AutoencoderKL, ClipTextConfig, ClipTextModel, UNet2DConditionModel, UNetConfig, VaeConfig,
     };
+    use roentgen_web::pipeline::{Control, GenerateRequest, Pipeline, load_tokenizer};
+    use roentgen_web::schedulers::SchedulerKind;
 
     #[derive(Parser)]
     #[command(
@@ -148,16 +148,26 @@ mod native {
     }
 
     fn open(model: &std::path::Path, prefer_f16: bool) -> Result<Checkpoint<DirSource>> {
-        let options = LoadOptions { prefer_f16, ..Default::default() };
-        Ok(Checkpoint::new(DirSource::new(model)?, options).with_context(|| format!("opening {}", model.display()))?)
+        let options = LoadOptions {
+            prefer_f16,
+            ..Default::default()
+        };
+        Ok(Checkpoint::new(DirSource::new(model)?, options)
+            .with_context(|| format!("opening {}", model.display()))?)
     }
 
     fn numbered(path: &std::path::Path, k: usize) -> PathBuf {
         if k == 0 {
             return path.to_path_buf();
         }
-        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let ext = path.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let ext = path
+            .extension()
+            .map(|e| format!(".{}", e.to_string_lossy()))
+            .unwrap_or_default();
         path.with_file_name(format!("{stem}-{k}{ext}"))
     }
 
@@ -165,21 +175,38 @@ mod native {
         let tok = load_tokenizer(&open(&a.model, false)?).await?;
         let enc = tok.encode(&a.text)?;
         if let Some(d) = &enc.dropped {
-            eprintln!("warning: the prompt is longer than {} tokens; the text encoder never sees: {d}", tok.max_length());
+            eprintln!(
+                "warning: the prompt is longer than {} tokens; the text encoder never sees: {d}",
+                tok.max_length()
+            );
         }
-        let ids = if a.padded { enc.ids } else { tok.encode_unpadded(&a.text)? };
+        let ids = if a.padded {
+            enc.ids
+        } else {
+            tok.encode_unpadded(&a.text)?
+        };
         println!("{}", serde_json::to_string(&ids)?);
         Ok(())
     }
 
     async fn generate(a: GenerateArgs) -> Result<()> {
-        let scheduler: SchedulerKind = a.scheduler.parse().map_err(|e| anyhow::anyhow!("--scheduler: {e}"))?;
+        let scheduler: SchedulerKind = a
+            .scheduler
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--scheduler: {e}"))?;
         let gpu = Gpu::new().await?;
         eprintln!("adapter: {} ({})", gpu.info.adapter_name, gpu.info.backend);
         let ck = open(&a.model, a.f16)?;
         let t0 = Instant::now();
-        let pipe = Pipeline::load(&gpu, &ck, &mut |part| eprintln!("loading {part} ({:.1?})", t0.elapsed())).await?;
-        eprintln!("model ready in {:.1?}, {} MiB on the GPU", t0.elapsed(), gpu.memory().weights >> 20);
+        let pipe = Pipeline::load(&gpu, &ck, &mut |part| {
+            eprintln!("loading {part} ({:.1?})", t0.elapsed())
+        })
+        .await?;
+        eprintln!(
+            "model ready in {:.1?}, {} MiB on the GPU",
+            t0.elapsed(),
+            gpu.memory().weights >> 20
+        );
         let req = GenerateRequest {
             prompt: a.prompt.clone(),
             negative_prompt: a.negative_prompt.clone(),
@@ -193,7 +220,10 @@ mod native {
         };
         let enc = pipe.tokenizer.encode(&a.prompt)?;
         if let Some(d) = &enc.dropped {
-            eprintln!("warning: the prompt is longer than {} tokens; the text encoder never sees: {d}", pipe.tokenizer.max_length());
+            eprintln!(
+                "warning: the prompt is longer than {} tokens; the text encoder never sees: {d}",
+                pipe.tokenizer.max_length()
+            );
         }
         let start = Instant::now();
         let images = pipe
@@ -201,8 +231,13 @@ mod native {
                 let done = p.call as f64 / p.calls as f64;
                 let el = start.elapsed().as_secs_f64();
                 let left = el / done - el;
-                let bar: String = (0..30).map(|i| if (i as f64) < done * 30.0 { '#' } else { '.' }).collect();
-                eprint!("\r[{bar}] step {}/{} {:.0}s elapsed, {:.0}s left   ", p.call, p.calls, el, left);
+                let bar: String = (0..30)
+                    .map(|i| if (i as f64) < done * 30.0 { '#' } else { '.' })
+                    .collect();
+                eprint!(
+                    "\r[{bar}] step {}/{} {:.0}s elapsed, {:.0}s left   ",
+                    p.call, p.calls, el, left
+                );
                 Control::Continue
             })
             .await?;
@@ -215,12 +250,23 @@ mod native {
                 steps: a.steps,
                 guidance: a.guidance,
                 scheduler: a.scheduler.clone(),
-                model: if pipe.name.is_empty() { a.model.display().to_string() } else { pipe.name.clone() },
+                model: if pipe.name.is_empty() {
+                    a.model.display().to_string()
+                } else {
+                    pipe.name.clone()
+                },
             };
-            let png = if a.rgb { encode_png(&img.rgb8(), img.width, img.height, 3, &meta)? } else { encode_png(&img.gray8(), img.width, img.height, 1, &meta)? };
+            let png = if a.rgb {
+                encode_png(&img.rgb8(), img.width, img.height, 3, &meta)?
+            } else {
+                encode_png(&img.gray8(), img.width, img.height, 1, &meta)?
+            };
             let out = numbered(&a.output, k);
             std::fs::write(&out, png).with_context(|| format!("writing {}", out.display()))?;
-            eprintln!("wrote {} (synthetic; settings in its text chunks)", out.display());
+            eprintln!(
+                "wrote {} (synthetic; settings in its text chunks)",
+                out.display()
+            );
             if let Some(p) = &a.save_latents {
                 let p = numbered(p, k);
                 let [c, h, w] = img.latent_shape;

@@ -128,8 +128,18 @@ impl Upsample2D {
             conv: Conv2d::load(&l.pp("conv"), channels, channels, 3, geom)?,
         })
     }
-    pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Tensor {
-        self.conv.forward(gpu, x)
+    /// Upsamples 2x, or to `size` (H, W) when given (diffusers' `upsample_size`).
+    pub fn forward(&self, gpu: &Gpu, x: &Tensor, size: Option<(usize, usize)>) -> Tensor {
+        match size {
+            Some(s) => gpu.conv2d_upsampled_to(
+                x,
+                &self.conv.weight,
+                self.conv.bias.as_ref(),
+                self.conv.geom,
+                s,
+            ),
+            None => self.conv.forward(gpu, x),
+        }
     }
 
     pub fn forward_sliced(&self, gpu: &Gpu, x: &[Tensor]) -> Vec<Tensor> {

@@ -313,7 +313,10 @@ impl UNet2DConditionModel {
                 }
             }
             if let Some(up) = &block.upsampler {
-                x = up.forward(gpu, &x);
+                // grow to the next skip's size: 2x at sizes divisible by 8, else what
+                // the down path produced (diffusers' forward_upsample_size)
+                let size = skips.last().map(|s| (s.dim(1), s.dim(2)));
+                x = up.forward(gpu, &x, size);
             }
             if let Some(t) = trace.as_deref_mut() {
                 t.up.push(x.clone());

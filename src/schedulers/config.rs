@@ -199,8 +199,10 @@ impl SchedulerConfig {
 
     /// The scheduler config of Stable Diffusion v1.x and RoentGen v1: PLMS with
     /// `skip_prk_steps`, `steps_offset` 1, scaled-linear betas 0.00085 → 0.012 over 1000
-    /// training steps, `set_alpha_to_one` false (CompVis/stable-diffusion-v1-4's
-    /// `scheduler/scheduler_config.json`; RoentGen's recipe in the paper and MISSION.md).
+    /// training steps, `set_alpha_to_one` false, `clip_sample` false, and no
+    /// `timestep_spacing` key (so "leading" for PNDM/DDIM, "linspace" for DPM-Solver and
+    /// Euler ancestral): CompVis/stable-diffusion-v1-4's `scheduler/scheduler_config.json`
+    /// (diffusers 0.7), whose values RoentGen's recipe (MISSION.md) repeats.
     pub fn stable_diffusion_v1() -> Self {
         SchedulerConfig {
             class_name: Some("PNDMScheduler".into()),
@@ -210,7 +212,6 @@ impl SchedulerConfig {
             set_alpha_to_one: Some(false),
             skip_prk_steps: true,
             steps_offset: 1,
-            timestep_spacing: Some(TimestepSpacing::Leading),
             clip_sample: false,
             ..SchedulerConfig::default()
         }
