@@ -71,10 +71,12 @@ CLASSES = {
     "euler-a": EulerAncestralDiscreteScheduler,
 }
 
-# A legacy-style config, as checkpoints written by diffusers < 0.14 ship it (the shape of
-# CompVis/stable-diffusion-v1-4's scheduler_config.json): no `timestep_spacing`, no
-# `prediction_type`. diffusers marks such keys as "defaults used" so that from_config
-# gives the *target* class's defaults (e.g. "linspace" for DPM-Solver and Euler a).
+# A legacy-style config, as checkpoints written by old diffusers ship it:
+# CompVis/stable-diffusion-v1-4's scheduler_config.json (diffusers 0.7) without its
+# `"clip_sample": false`, so that DDIM's own default (true) is exercised. No
+# `timestep_spacing`, no `prediction_type`: diffusers marks such keys as "defaults used",
+# so from_config gives the *target* class's defaults ("linspace" for DPM-Solver and
+# Euler a, not PNDM's "leading").
 LEGACY = {
     "_class_name": "PNDMScheduler",
     "_diffusers_version": "0.7.0.dev0",
