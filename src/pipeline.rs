@@ -134,6 +134,7 @@ const LATENT_RGB: [[f32; 3]; 4] = [
     [-0.2120, -0.2616, -0.7177],
 ];
 
+#[allow(clippy::needless_range_loop)] // c indexes the factor columns
 fn preview(latents: &[f32], h: usize, w: usize) -> Preview {
     let plane = h * w;
     let mut rgb = Vec::with_capacity(plane * 3);
@@ -181,7 +182,7 @@ fn nhwc_to_nchw(x: &[f32], b: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
 pub async fn load_tokenizer<S: FileSource>(ck: &Checkpoint<S>) -> Result<ClipTokenizer> {
     let read = |p: &'static str| async move {
         let path = format!("tokenizer/{p}");
-        if ck.files.iter().any(|f| *f == path) {
+        if ck.files.contains(&path) {
             Some(ck.source.read(&path).await)
         } else {
             None
@@ -250,7 +251,11 @@ impl Pipeline {
         on_call: &mut dyn FnMut(Progress) -> Control,
     ) -> Result<Vec<GeneratedImage>> {
         let f = self.vae.config.scale_factor();
-        if req.width == 0 || req.height == 0 || req.width % f != 0 || req.height % f != 0 {
+        if req.width == 0
+            || req.height == 0
+            || !req.width.is_multiple_of(f)
+            || !req.height.is_multiple_of(f)
+        {
             return Err(Error::Unsupported(format!(
                 "width and height must be positive multiples of {f} for this model (got {}x{})",
                 req.width, req.height

@@ -193,17 +193,7 @@ fn conv2d_matches_cpu_on(path: &str, g: &Gpu) {
         } else {
             wt
         };
-        let mut perm = vec![0f32; wt.len()];
-        for o in 0..co {
-            for ci in 0..c {
-                for ky in 0..k {
-                    for kx in 0..k {
-                        perm[((o * k + ky) * k + kx) * c + ci] =
-                            wt[((o * c + ci) * k + ky) * k + kx];
-                    }
-                }
-            }
-        }
+        let perm = nhwc_weight(&wt, co, c, k);
         let wg = match format {
             WeightFormat::F32 => g.weight_f32("w", &perm, &[co, k, k, c]),
             WeightFormat::F16 => g.weight_f16(
@@ -234,6 +224,61 @@ fn conv2d_matches_cpu_on(path: &str, g: &Gpu) {
     }
 }
 
+/// GroupNorm (+ SiLU) of `x [b, p, c]` in f64.
+#[allow(clippy::too_many_arguments)]
+fn group_norm_ref(
+    x: &[f32],
+    b: usize,
+    p: usize,
+    c: usize,
+    groups: usize,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+    silu: bool,
+) -> Vec<f32> {
+    let cg = c / groups;
+    let mut want = vec![0f32; x.len()];
+    for bi in 0..b {
+        for g in 0..groups {
+            let idx: Vec<usize> = (0..p)
+                .flat_map(|pi| (0..cg).map(move |ci| (bi * p + pi) * c + g * cg + ci))
+                .collect();
+            let mean = idx.iter().map(|&i| x[i] as f64).sum::<f64>() / idx.len() as f64;
+            let var = idx
+                .iter()
+                .map(|&i| (x[i] as f64 - mean).powi(2))
+                .sum::<f64>()
+                / idx.len() as f64;
+            for &i in &idx {
+                let ch = i % c;
+                let mut y =
+                    (x[i] as f64 - mean) / (var + eps).sqrt() * gamma[ch] as f64 + beta[ch] as f64;
+                if silu {
+                    y /= 1.0 + (-y).exp();
+                }
+                want[i] = y as f32;
+            }
+        }
+    }
+    want
+}
+
+/// PyTorch's conv weight `[Cout, Cin, K, K]` reordered to `[Cout, K, K, Cin]` as the loader does.
+fn nhwc_weight(wt: &[f32], co: usize, c: usize, k: usize) -> Vec<f32> {
+    let mut perm = vec![0f32; wt.len()];
+    for o in 0..co {
+        for ci in 0..c {
+            for ky in 0..k {
+                for kx in 0..k {
+                    perm[((o * k + ky) * k + kx) * c + ci] = wt[((o * c + ci) * k + ky) * k + kx];
+                }
+            }
+        }
+    }
+    perm
+}
+
 #[test]
 fn group_norm_matches_cpu() {
     for (path, g) in gpus() {
@@ -258,30 +303,7 @@ fn group_norm_matches_cpu_on(path: &str, g: &Gpu) {
             .collect();
         let (gm, gv) = vector(g, &mut rng, c, 0.2, 1.0);
         let (bt, bv) = vector(g, &mut rng, c, 0.2, 0.0);
-        let cg = c / groups;
-        let mut want = vec![0f32; x.len()];
-        for bi in 0..b {
-            for g in 0..groups {
-                let idx: Vec<usize> = (0..p)
-                    .flat_map(|pi| (0..cg).map(move |ci| (bi * p + pi) * c + g * cg + ci))
-                    .collect();
-                let mean = idx.iter().map(|&i| x[i] as f64).sum::<f64>() / idx.len() as f64;
-                let var = idx
-                    .iter()
-                    .map(|&i| (x[i] as f64 - mean).powi(2))
-                    .sum::<f64>()
-                    / idx.len() as f64;
-                for &i in &idx {
-                    let ch = i % c;
-                    let mut y = (x[i] as f64 - mean) / (var + eps as f64).sqrt() * gv[ch] as f64
-                        + bv[ch] as f64;
-                    if silu {
-                        y /= 1.0 + (-y).exp();
-                    }
-                    want[i] = y as f32;
-                }
-            }
-        }
+        let want = group_norm_ref(&x, b, p, c, groups, &gv, &bv, eps as f64, silu);
         let out = g.group_norm(&up(g, &x, &[b, p, c]), groups, &gm, &bt, eps, silu);
         assert_close(
             &format!("{path} group_norm b{b} p{p} c{c} g{groups} silu {silu}"),
@@ -524,17 +546,7 @@ fn sliced_on(path: &str, g: &Gpu) {
         };
         let x = rng.normal(b * h * w * c, 1.0);
         let wt = rng.normal(co * c * k * k, 1.0 / ((c * k * k) as f32).sqrt());
-        let mut perm = vec![0f32; wt.len()];
-        for o in 0..co {
-            for ci in 0..c {
-                for ky in 0..k {
-                    for kx in 0..k {
-                        perm[((o * k + ky) * k + kx) * c + ci] =
-                            wt[((o * c + ci) * k + ky) * k + kx];
-                    }
-                }
-            }
-        }
+        let perm = nhwc_weight(&wt, co, c, k);
         let wg = g.weight_f32("w", &perm, &[co, k, k, c]);
         let (bias, bv) = vector(g, &mut rng, co, 0.5, 0.0);
         let (want, oh, ow) = conv_ref(&x, b, h, w, c, &wt, co, k, geom, &bv);
@@ -579,27 +591,7 @@ fn sliced_on(path: &str, g: &Gpu) {
         let (gm, gv) = vector(g, &mut rng, co, 0.2, 1.0);
         let (bt, btv) = vector(g, &mut rng, co, 0.2, 0.0);
         let normed = g.group_norm_sliced(&outs, 32, &gm, &bt, 1e-6, true);
-        let cg = co / 32;
-        let mut want_n = vec![0f32; want.len()];
-        for bi in 0..b {
-            for grp in 0..32 {
-                let idx: Vec<usize> = (0..oh * ow)
-                    .flat_map(|p| (0..cg).map(move |ci| (bi * oh * ow + p) * co + grp * cg + ci))
-                    .collect();
-                let mean = idx.iter().map(|&i| want[i] as f64).sum::<f64>() / idx.len() as f64;
-                let var = idx
-                    .iter()
-                    .map(|&i| (want[i] as f64 - mean).powi(2))
-                    .sum::<f64>()
-                    / idx.len() as f64;
-                for &i in &idx {
-                    let ch = i % co;
-                    let y = (want[i] as f64 - mean) / (var + 1e-6).sqrt() * gv[ch] as f64
-                        + btv[ch] as f64;
-                    want_n[i] = (y / (1.0 + (-y).exp())) as f32;
-                }
-            }
-        }
+        let want_n = group_norm_ref(&want, b, oh * ow, co, 32, &gv, &btv, 1e-6, true);
         assert_close(
             &format!("{path} group_norm over {} slices", normed.len()),
             &joined(&normed),

@@ -152,8 +152,8 @@ mod native {
             prefer_f16,
             ..Default::default()
         };
-        Ok(Checkpoint::new(DirSource::new(model)?, options)
-            .with_context(|| format!("opening {}", model.display()))?)
+        Checkpoint::new(DirSource::new(model)?, options)
+            .with_context(|| format!("opening {}", model.display()))
     }
 
     fn numbered(path: &std::path::Path, k: usize) -> PathBuf {

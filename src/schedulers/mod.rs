@@ -129,16 +129,20 @@ pub trait Scheduler: Send {
     fn timesteps(&self) -> &[f32];
 
     /// The standard deviation of the initial noise: latents start as `randn · this`.
-    fn init_noise_sigma(&self) -> f32;
+    fn init_noise_sigma(&self) -> f32 {
+        1.0
+    }
 
     /// Scales the UNet input of call `step_index` in place (Euler ancestral divides by
     /// √(σ²+1); the others leave it unchanged).
-    fn scale_model_input(&self, sample: &mut [f32], step_index: usize);
+    fn scale_model_input(&self, _sample: &mut [f32], _step_index: usize) {}
 
     /// Whether [`Scheduler::step`] needs fresh standard-normal noise (Euler ancestral).
     /// diffusers draws it inside `step` from the pipeline's generator, after the UNet
     /// call, with the latents' shape: draw it there from the same generator.
-    fn needs_noise(&self) -> bool;
+    fn needs_noise(&self) -> bool {
+        false
+    }
 
     /// The sample before call `step_index + 1`, from the (guided) model output of call
     /// `step_index` and the current `sample`.

@@ -259,16 +259,6 @@ impl Scheduler for Pndm {
         &self.timesteps
     }
 
-    fn init_noise_sigma(&self) -> f32 {
-        1.0
-    }
-
-    fn scale_model_input(&self, _sample: &mut [f32], _step_index: usize) {}
-
-    fn needs_noise(&self) -> bool {
-        false
-    }
-
     fn step(
         &mut self,
         model_output: &[f32],
