@@ -282,8 +282,9 @@ impl Gpu {
                     key: format!("gemm_tiled_{mode}_{flags}_64x64"),
                     source: GEMM,
                     prelude: format!(
-                        "{consts}{}fn load_a(m: u32, k: u32, z: u32) -> f32 {{ return load_a_{mode}(m, k, z); }}\n{GEMM_COMMON}",
-                        wf.wgsl(2)
+                        "{consts}{}const CONV: bool = {};\n{GEMM_COMMON}",
+                        wf.wgsl(2),
+                        g.conv.is_some()
                     ),
                     entry: "main",
                     trusted: false,
