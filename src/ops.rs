@@ -9,6 +9,83 @@ use crate::gpu::{Gpu, KernelSpec, Tensor, Weight, WeightFormat};
 const GEMM: &str = include_str!("../shaders/gemm.wgsl");
 const GEMM_SUBGROUP: &str = include_str!("../shaders/gemm_subgroup.wgsl");
 const GEMM_COMMON: &str = include_str!("../shaders/gemm_common.wgsl");
+const ATTENTION_SUBGROUP: &str = include_str!("../shaders/attention_subgroup.wgsl");
+
+/// Head dims up to this take the subgroup flash kernel (its D loops are unrolled; the
+/// VAE's single 512-wide head takes the chunked path).
+const FLASH_MAX_D: usize = 160;
+
+/// `shaders/attention_subgroup.wgsl` with its D and SG loops unrolled.
+fn flash_attention_source(d: usize, sg: usize) -> String {
+    let d4 = d / 4;
+    let mut r = std::collections::HashMap::new();
+    let lines =
+        |f: &dyn Fn(usize) -> String, n: usize| (0..n).map(f).collect::<Vec<_>>().join("\n");
+    r.insert(
+        "LOAD_Q",
+        lines(&|c| format!("    let q{c} = q[qb + {c}u] * p.scale;"), d4),
+    );
+    r.insert(
+        "DECLARE_ACC",
+        lines(&|c| format!("    var a{c} = vec4<f32>(0.0);"), d4),
+    );
+    r.insert(
+        "DECLARE_S",
+        lines(&|j| format!("        var s{j} = 0.0;"), sg),
+    );
+    let mut scores = String::new();
+    for c in 0..d4 {
+        scores += &format!("        {{\n            let kc = k[kb + {c}u];\n");
+        for j in 0..sg {
+            scores += &format!("            s{j} += dot(q{c}, subgroupShuffle(kc, {j}u));\n");
+        }
+        scores += "        }\n";
+    }
+    r.insert("SCORES", scores);
+    r.insert(
+        "MASK",
+        lines(&|j| format!("        if (j0 + {j}u >= p.nk || (p.causal != 0u && j0 + {j}u > qi)) {{ s{j} = NEG; }}"), sg),
+    );
+    r.insert(
+        "MAX_S",
+        (1..sg).fold("s0".to_string(), |acc, j| format!("max({acc}, s{j})")),
+    );
+    r.insert(
+        "EXP_S",
+        lines(&|j| format!("        let p{j} = exp(s{j} - mt);"), sg),
+    );
+    r.insert(
+        "SUM_P",
+        (0..sg)
+            .map(|j| format!("p{j}"))
+            .collect::<Vec<_>>()
+            .join(" + "),
+    );
+    r.insert(
+        "RESCALE_ACC",
+        lines(&|c| format!("        a{c} *= corr;"), d4),
+    );
+    let mut pv = String::new();
+    for c in 0..d4 {
+        pv += &format!("        {{\n            let vc = v[kb + {c}u];\n");
+        for j in 0..sg {
+            pv += &format!("            a{c} += p{j} * subgroupShuffle(vc, {j}u);\n");
+        }
+        pv += "        }\n";
+    }
+    r.insert("PV", pv);
+    r.insert(
+        "STORE",
+        lines(&|c| format!("        out[ob + {c}u] = a{c} * inv;"), d4),
+    );
+    let mut src = ATTENTION_SUBGROUP.to_string();
+    for (k, v) in r {
+        src = src
+            .replace(&format!("\n{k}\n"), &format!("\n{v}\n"))
+            .replace(k, &v);
+    }
+    src
+}
 const NORM: &str = include_str!("../shaders/norm.wgsl");
 const ROWS_SUBGROUP: &str = include_str!("../shaders/rows_subgroup.wgsl");
 const ELEMENTWISE: &str = include_str!("../shaders/elementwise.wgsl");
@@ -649,6 +726,44 @@ impl Gpu {
         assert_eq!(c % heads, 0, "attention: {c} channels in {heads} heads");
         let sg = self.info.subgroup_size.unwrap_or(64) as usize;
         let d = c / heads;
+        if let Some(sg) = self.info.subgroup_size {
+            if d % 4 == 0
+                && d <= FLASH_MAX_D
+                && c % 4 == 0
+                && std::env::var_os("ROENTGEN_CHUNKED_ATTENTION").is_none()
+            {
+                self.count_flops(4 * (b * heads * nq * nk * d) as u64);
+                let out = self.empty(&[b, nq, c]);
+                // (a few KB of text per call, next to a kernel that runs for milliseconds)
+                let source = flash_attention_source(d, sg as usize);
+                let spec = KernelSpec {
+                    key: format!("attention_flash_sg{sg}_d{d}"),
+                    source: &source,
+                    prelude: format!("const SG: u32 = {sg}u;\nconst D: u32 = {d}u;\n"),
+                    entry: "main",
+                    trusted: false,
+                };
+                let scale = 1.0 / (d as f32).sqrt();
+                let p = [
+                    nq as u32,
+                    nk as u32,
+                    heads as u32,
+                    c as u32,
+                    c as u32,
+                    causal as u32,
+                    scale.to_bits(),
+                    0,
+                ];
+                let per_wg = 64 / sg as usize * sg as usize;
+                self.dispatch(
+                    &spec,
+                    &[q.buffer(), k.buffer(), v.buffer(), out.buffer()],
+                    &p,
+                    [nq.div_ceil(per_wg) as u32, heads as u32, b as u32],
+                );
+                return out;
+            }
+        }
         let nk4 = nk.div_ceil(4) * 4;
         self.count_flops(4 * (b * heads * nq * nk * d) as u64);
         let flops_before = self.take_flops();
