@@ -6,8 +6,10 @@
 //! Each side gets the same logical tensors in its own native layout, laid out on the CPU
 //! before timing: ours NHWC / `[B, N, H*D]` / linear weights `[N, K]`; burn's NCHW /
 //! `[B, H, N, D]` / linear weights `[K, N]` (as `burn::nn::Linear` stores them). A timed
-//! run is one op plus the read-back of its result to the CPU (burn: `into_data()`;
-//! `sync()` would not report a failed kernel), after one untimed warm-up run.
+//! run is one op plus the read-back of its result to the CPU (burn: `try_into_data()`
+//! and then `as_slice()`, which waits for the lazy bytes; `sync()` would not report a
+//! failed kernel), after one untimed warm-up run on negated input. Every timed run's
+//! output is checked against ours.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
@@ -335,7 +337,10 @@ fn main() {
     let burn_adapter = format!("{} ({:?})", info.name, setup.backend);
     let compiler = if cfg!(feature = "vulkan") && setup.backend == burn::tensor::wgpu::wgpu::Backend::Vulkan { "SPIR-V" } else { "WGSL" };
     let features = burn_features();
-    let command = format!("burn-compare {}", std::env::args().skip(1).collect::<Vec<_>>().join(" "));
+    let command = std::iter::once("burn-compare".to_string())
+        .chain(std::env::args().skip(1).map(|x| if x.contains(' ') { format!("'{x}'") } else { x }))
+        .collect::<Vec<_>>()
+        .join(" ");
     eprintln!("ours: {ours_adapter}; burn: {burn_adapter}, {compiler}, features {features}");
 
     let mut rows = Vec::new();
