@@ -8,7 +8,7 @@ use std::future::Future;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::loader::{Loader, MatrixFormat, WeightFile};
+use crate::loader::{Loader, MatrixFormat, RangeRead, WeightFile};
 use crate::models::{
     AutoencoderKL, ClipTextConfig, ClipTextModel, UNet2DConditionModel, UNetConfig, VaeConfig,
 };
@@ -19,8 +19,10 @@ use crate::weights::pick_weight_file;
 pub trait FileSource {
     /// Every file path under the root.
     fn list(&self) -> Vec<String>;
-    /// The whole file.
+    /// The whole file (configs, tokenizer files: small).
     fn read(&self, path: &str) -> impl Future<Output = Result<Vec<u8>>>;
+    /// Random access to a (large) file, for weights: read tensor by tensor.
+    fn open(&self, path: &str) -> Result<Box<dyn RangeRead>>;
 }
 
 /// Options for loading a checkpoint's models.
@@ -72,8 +74,7 @@ impl<S: FileSource> Checkpoint<S> {
 
     async fn weights(&self, component: &str) -> Result<WeightFile> {
         let path = pick_weight_file(component, &self.files, self.options.prefer_f16)?;
-        let bytes = self.source.read(&path).await?;
-        WeightFile::parse(&path, bytes)
+        WeightFile::open(&path, self.source.open(&path)?)
     }
 
     pub async fn text_encoder(&self, gpu: &Gpu) -> Result<ClipTextModel> {
@@ -100,6 +101,71 @@ impl<S: FileSource> Checkpoint<S> {
             with_encoder,
         )
     }
+}
+
+/// The files of a picked folder that a checkpoint needs, as `(path in the picked folder,
+/// path in the checkpoint)`: the configs, the tokenizer, the scheduler and one weight
+/// file per model (chosen as [`Checkpoint`] would). `paths` are relative to the picked
+/// folder, `/`-separated; the checkpoint's root is the folder holding the shallowest
+/// `model_index.json`, so picking the checkpoint's parent works too.
+///
+/// Everything is checked before a byte is copied: a missing config or weight file is an
+/// error that names it, and nothing half-imported is left behind.
+pub fn plan_import(paths: &[String], prefer_f16: bool) -> Result<Vec<(String, String)>> {
+    let root = paths
+        .iter()
+        .filter_map(|p| p.strip_suffix("model_index.json"))
+        .filter(|prefix| prefix.is_empty() || prefix.ends_with('/'))
+        .min_by_key(|prefix| prefix.matches('/').count())
+        .ok_or_else(|| Error::MissingFile {
+            path: "model_index.json".into(),
+            hint: "pick the diffusers folder itself (the one holding model_index.json, unet/, vae/, text_encoder/, tokenizer/)".into(),
+        })?
+        .to_string();
+    let inside: Vec<String> = paths
+        .iter()
+        .filter_map(|p| p.strip_prefix(root.as_str()).map(String::from))
+        .collect();
+    let mut wanted = vec!["model_index.json".to_string()];
+    for component in ["text_encoder", "unet", "vae"] {
+        let config = format!("{component}/config.json");
+        if !inside.contains(&config) {
+            return Err(Error::MissingFile {
+                path: config,
+                hint: "the folder is incomplete; copy the whole checkpoint again".into(),
+            });
+        }
+        wanted.push(config);
+        wanted.push(pick_weight_file(component, &inside, prefer_f16)?);
+    }
+    let scheduler = "scheduler/scheduler_config.json".to_string();
+    if !inside.contains(&scheduler) {
+        return Err(Error::MissingFile {
+            path: scheduler,
+            hint: "the folder is incomplete; copy the whole checkpoint again".into(),
+        });
+    }
+    wanted.push(scheduler);
+    let tokenizer: Vec<String> = inside
+        .iter()
+        .filter(|p| {
+            p.strip_prefix("tokenizer/")
+                .is_some_and(|f| !f.contains('/') && (f.ends_with(".json") || f.ends_with(".txt")))
+        })
+        .cloned()
+        .collect();
+    let has = |f: &str| tokenizer.iter().any(|p| p == &format!("tokenizer/{f}"));
+    if !(has("tokenizer.json") || has("vocab.json") && has("merges.txt")) {
+        return Err(Error::MissingFile {
+            path: "tokenizer/vocab.json".into(),
+            hint: "the tokenizer needs vocab.json and merges.txt (or tokenizer.json)".into(),
+        });
+    }
+    wanted.extend(tokenizer);
+    Ok(wanted
+        .into_iter()
+        .map(|p| (format!("{root}{p}"), p))
+        .collect())
 }
 
 /// A checkpoint folder on the native file system.
@@ -162,5 +228,46 @@ impl FileSource for DirSource {
             hint: format!("could not read it: {e}"),
         });
         std::future::ready(r)
+    }
+
+    fn open(&self, path: &str) -> Result<Box<dyn RangeRead>> {
+        let full = self.root.join(path);
+        let file = std::fs::File::open(&full).map_err(|e| Error::MissingFile {
+            path: full.display().to_string(),
+            hint: format!("could not open it: {e}"),
+        })?;
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(Box::new(NativeFile {
+            file: std::sync::Mutex::new(file),
+            len,
+            path: full.display().to_string(),
+        }))
+    }
+}
+
+/// A native file read at offsets.
+#[cfg(not(target_arch = "wasm32"))]
+struct NativeFile {
+    file: std::sync::Mutex<std::fs::File>,
+    len: u64,
+    path: String,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl RangeRead for NativeFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = self.file.lock().unwrap();
+        let mut buf = vec![0u8; len];
+        f.seek(SeekFrom::Start(offset))
+            .and_then(|_| f.read_exact(&mut buf))
+            .map_err(|e| Error::MissingFile {
+                path: self.path.clone(),
+                hint: format!("reading {len} bytes at {offset} failed: {e}"),
+            })?;
+        Ok(buf)
     }
 }

@@ -12,12 +12,26 @@ pub enum Error {
     NoDevice(String),
     #[error("GPU error: {0}")]
     Gpu(String),
+    #[error(
+        "the GPU ran out of memory ({0}); close other GPU-heavy tabs or programs, or generate a smaller image"
+    )]
+    OutOfMemory(String),
+    #[error("the GPU device was lost ({0}); the model has to be loaded again")]
+    DeviceLost(String),
+    #[error("this GPU's `{limit}` is {have} bytes but the model needs {need} bytes in one buffer")]
+    Limit {
+        limit: &'static str,
+        have: u64,
+        need: u64,
+    },
     #[error(transparent)]
     Weights(#[from] WeightError),
     #[error("{file}: invalid config: {message}")]
     Config { file: String, message: String },
     #[error("the checkpoint has no `{path}`: {hint}")]
     MissingFile { path: String, hint: String },
+    #[error("the browser's storage failed: {0}")]
+    Storage(String),
     #[error("shape mismatch: {0}")]
     Shape(String),
     #[error("{0}")]

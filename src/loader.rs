@@ -4,18 +4,156 @@
 
 use crate::error::Result;
 use crate::gpu::{Gpu, Weight, WeightFormat};
-use crate::weights::{DType, WeightError, WeightIndex};
+use std::ops::Range;
 
-/// One weight file, indexed, with its bytes.
-pub struct WeightFile {
-    pub index: WeightIndex,
-    pub bytes: Vec<u8>,
+use crate::weights::{ByteSource, DType, WeightError, WeightIndex};
+
+/// Synchronous random access to one file: natively a `std::fs::File`; in the browser's
+/// worker a `Blob` read with `FileReaderSync` or an Origin Private File System sync
+/// access handle (both synchronous in dedicated workers). Model loading asks for one
+/// tensor at a time, so a 3.4 GB UNet never sits whole in (wasm32's 4 GB of) memory.
+pub trait RangeRead {
+    /// The file's length in bytes.
+    fn len(&self) -> u64;
+    /// Exactly `len` bytes at `offset` (an error, never a short read).
+    fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>>;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
+/// A whole file in memory.
+impl RangeRead for Vec<u8> {
+    fn len(&self) -> u64 {
+        self.as_slice().len() as u64
+    }
+    fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let start = offset as usize;
+        Ok(self
+            .get(start..start + len)
+            .ok_or_else(|| crate::Error::Unsupported(format!("read past the end ({start}+{len})")))?
+            .to_vec())
+    }
+}
+
+/// Bytes of a file known only in some ranges (what a streaming reader has fetched).
+struct Sparse {
+    len: usize,
+    chunks: Vec<(usize, Vec<u8>)>,
+}
+
+impl ByteSource for Sparse {
+    fn file_len(&self) -> usize {
+        self.len
+    }
+    fn bytes(&self, range: Range<usize>) -> Option<&[u8]> {
+        self.chunks.iter().find_map(|(start, data)| {
+            let end = start + data.len();
+            (range.start >= *start && range.end <= end)
+                .then(|| &data[range.start - start..range.end - start])
+        })
+    }
+}
+
+/// One tensor's bytes at their place in the file.
+struct Window {
+    start: usize,
+    data: Vec<u8>,
+    file_len: usize,
+}
+
+impl ByteSource for Window {
+    fn file_len(&self) -> usize {
+        self.file_len
+    }
+    fn bytes(&self, range: Range<usize>) -> Option<&[u8]> {
+        let (s, e) = (
+            range.start.checked_sub(self.start)?,
+            range.end.checked_sub(self.start)?,
+        );
+        self.data.get(s..e)
+    }
+}
+
+/// One weight file: its index (read from the file's metadata parts only) and a reader
+/// for the tensors' bytes.
+pub struct WeightFile {
+    pub index: WeightIndex,
+    reader: Box<dyn RangeRead>,
+}
+
+/// The smallest read while looking for a file's metadata (a safetensors header, a zip
+/// directory, `data.pkl`, local headers): few round trips, little waste.
+const METADATA_READ: usize = 64 << 10;
+const LATER_READ: usize = 4 << 10;
+
 impl WeightFile {
+    /// A whole file already in memory.
     pub fn parse(name: &str, bytes: Vec<u8>) -> Result<WeightFile> {
         let index = WeightIndex::parse(name, &bytes)?;
-        Ok(WeightFile { index, bytes })
+        Ok(WeightFile {
+            index,
+            reader: Box::new(bytes),
+        })
+    }
+
+    /// Indexes a file reading only its metadata: the parser says which range it lacks,
+    /// that range is read, and the parse runs again (a safetensors file takes two
+    /// reads; a torch zip one more per tensor for its local header).
+    pub fn open(name: &str, reader: Box<dyn RangeRead>) -> Result<WeightFile> {
+        let len = reader.len() as usize;
+        let mut sparse = Sparse {
+            len,
+            chunks: Vec::new(),
+        };
+        loop {
+            match WeightIndex::parse_source(name, &sparse) {
+                Err(WeightError::NotLoaded { needed, .. }) => {
+                    if sparse.chunks.len() > 1_000_000 {
+                        return Err(WeightError::Corrupt {
+                            file: name.into(),
+                            detail: "its metadata never ends (more than a million pieces)".into(),
+                        }
+                        .into());
+                    }
+                    // The first read takes a safetensors header or a zip directory
+                    // whole; later ones (a zip's local headers, one per tensor) are small.
+                    let least = if sparse.chunks.is_empty() {
+                        METADATA_READ
+                    } else {
+                        LATER_READ
+                    };
+                    let start = needed.start;
+                    let end = needed.end.max(start + least).min(len);
+                    let data = reader.read_at(start as u64, end - start)?;
+                    sparse.chunks.push((start, data));
+                }
+                Ok(index) => return Ok(WeightFile { index, reader }),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The bytes of tensor `name`, read from the file now.
+    fn window(&self, name: &str) -> Result<Window> {
+        let info = self.index.get(name)?;
+        let file_len = self.reader.len() as usize;
+        if info.range.end > file_len {
+            return Err(WeightError::Truncated {
+                file: self.index.file.clone(),
+                what: format!("tensor `{name}`"),
+                needed: info.range.clone(),
+                file_len,
+            }
+            .into());
+        }
+        Ok(Window {
+            start: info.range.start,
+            data: self
+                .reader
+                .read_at(info.range.start as u64, info.range.len())?,
+            file_len,
+        })
     }
 }
 
@@ -121,7 +259,11 @@ impl<'a> Loader<'a> {
     /// A tensor as f32 with the expected shape.
     pub fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         match self.backing {
-            Backing::File(f) => Ok(f.index.read_f32(&f.bytes, &self.name(name), shape)?),
+            Backing::File(f) => {
+                let full = self.name(name);
+                let w = f.window(&full)?;
+                Ok(f.index.read_f32_source(&w, &full, shape)?)
+            }
             Backing::Random { seed } => Ok(random_values(&self.name(name), seed, shape)),
         }
     }
@@ -164,7 +306,8 @@ impl<'a> Loader<'a> {
                 });
             }
         };
-        let (info, data) = file.index.tensor_bytes(&file.bytes, &full)?;
+        let window = file.window(&full)?;
+        let (info, data) = file.index.tensor_bytes_source(&window, &full)?;
         let ok = info.shape == shape || accept.is_some_and(|a| info.shape == a);
         if !ok {
             return Err(WeightError::ShapeMismatch {
@@ -220,7 +363,7 @@ impl<'a> Loader<'a> {
                 Ok(self.gpu.weight_f16(&full, &bits, &out_shape))
             }
             _ => {
-                let v = file.index.read_f32(&file.bytes, &full, &info.shape)?;
+                let v = file.index.read_f32_source(&window, &full, &info.shape)?;
                 let v = if needs_perm {
                     let mut out = vec![0f32; v.len()];
                     perm(&mut |s, d| out[d] = v[s]);

@@ -75,8 +75,9 @@ pub struct Gpu {
     pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
     pool: Arc<Mutex<BufferPool>>,
     recorder: Mutex<Recorder>,
-    /// First uncaptured device error (validation, out of memory), reported on the next read.
-    error: Arc<Mutex<Option<String>>>,
+    /// First uncaptured device error (validation, out of memory) or the device's loss,
+    /// reported on the next read.
+    error: Arc<Mutex<Option<Error>>>,
     /// Bound where a kernel's optional operand is absent.
     dummy: wgpu::Buffer,
     /// Tests: fill every new tensor with NaN so that an element a kernel fails to
@@ -121,9 +122,15 @@ impl Gpu {
                 features |= f;
             }
         }
-        // Ask for the adapter's own limits: natively that lifts the 128 MiB binding
-        // where the driver allows more; the browser build asks for what it needs.
+        // Natively, ask for the adapter's own limits: that lifts the 128 MiB binding
+        // where the driver allows more. In the browser, ask for WebGPU's defaults (every
+        // adapter has them; 128 MiB per storage binding, 256 MiB per buffer): the
+        // engine splits larger maps itself, and a page that runs on the defaults runs on
+        // every WebGPU browser.
+        #[cfg(not(target_arch = "wasm32"))]
         let limits = adapter.limits();
+        #[cfg(target_arch = "wasm32")]
+        let limits = wgpu::Limits::default();
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("roentgen"),
@@ -135,14 +142,24 @@ impl Gpu {
             })
             .await
             .map_err(|e| Error::NoDevice(e.to_string()))?;
-        let error = Arc::new(Mutex::new(None::<String>));
+        let error = Arc::new(Mutex::new(None::<Error>));
         let slot = error.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             let mut s = slot.lock().unwrap();
             if s.is_none() {
-                *s = Some(e.to_string());
+                *s = Some(match e {
+                    wgpu::Error::OutOfMemory { .. } => Error::OutOfMemory(e.to_string()),
+                    _ => Error::Gpu(e.to_string()),
+                });
             }
         }));
+        let slot = error.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            // Dropping the device on purpose is no error.
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                *slot.lock().unwrap() = Some(Error::DeviceLost(message));
+            }
+        });
         let info = GpuInfo {
             adapter_name: adapter_info.name.clone(),
             backend: format!("{:?}", adapter_info.backend),
@@ -173,7 +190,7 @@ impl Gpu {
             queue,
             info,
             pipelines: Mutex::new(HashMap::new()),
-            pool: Arc::new(Mutex::new(BufferPool::default())),
+            pool: Arc::new(Mutex::new(BufferPool::new(limits.max_buffer_size))),
             recorder: Mutex::new(Recorder::default()),
             error,
         })
@@ -262,7 +279,26 @@ impl Gpu {
     }
 
     pub(crate) fn alloc(&self, bytes: u64) -> PooledBuffer {
+        let bytes = self.within_limit("maxBufferSize", self.info.max_buffer_size, bytes);
         BufferPool::get(&self.pool, &self.device, bytes)
+    }
+
+    /// `bytes`, or where it is over a device limit, a small size and the limit recorded
+    /// as the error the next read reports (the browser would only say "validation
+    /// error"; this says which limit and by how much).
+    fn within_limit(&self, limit: &'static str, have: u64, bytes: u64) -> u64 {
+        if bytes <= have {
+            return bytes;
+        }
+        let mut slot = self.error.lock().unwrap();
+        if slot.is_none() {
+            *slot = Some(Error::Limit {
+                limit,
+                have,
+                need: bytes,
+            });
+        }
+        256
     }
 
     /// Uploads f32 values as a tensor.
@@ -422,8 +458,14 @@ impl Gpu {
     }
 
     fn take_error(&self) -> Result<()> {
-        match self.error.lock().unwrap().take() {
-            Some(e) => Err(Error::Gpu(e)),
+        let mut slot = self.error.lock().unwrap();
+        match slot.take() {
+            // A lost device stays lost: every later call says so.
+            Some(Error::DeviceLost(m)) => {
+                *slot = Some(Error::DeviceLost(m.clone()));
+                Err(Error::DeviceLost(m))
+            }
+            Some(e) => Err(e),
             None => Ok(()),
         }
     }
@@ -482,8 +524,13 @@ impl Gpu {
     /// Uploads a weight stored as f32.
     pub fn weight_f32(&self, name: &str, data: &[f32], shape: &[usize]) -> Weight {
         assert_eq!(data.len(), shape.iter().product::<usize>(), "{name}");
-        let buf =
-            BufferPool::get_dedicated(&self.pool, &self.device, (data.len() * 4) as u64, name);
+        // Kernels bind large weights in slices: only the buffer itself is limited.
+        let bytes = self.within_limit(
+            "maxBufferSize",
+            self.info.max_buffer_size,
+            (data.len() * 4) as u64,
+        );
+        let buf = BufferPool::get_dedicated(&self.pool, &self.device, bytes, name);
         self.queue
             .write_buffer(buf.buffer(), 0, bytemuck::cast_slice(data));
         Weight {
@@ -496,8 +543,13 @@ impl Gpu {
     /// Uploads a weight stored as IEEE half bits, two per word.
     pub fn weight_f16(&self, name: &str, bits: &[u16], shape: &[usize]) -> Weight {
         assert_eq!(bits.len(), shape.iter().product::<usize>(), "{name}");
-        let buf =
-            BufferPool::get_dedicated(&self.pool, &self.device, (bits.len() * 2) as u64, name);
+        // Kernels bind large weights in slices: only the buffer itself is limited.
+        let bytes = self.within_limit(
+            "maxBufferSize",
+            self.info.max_buffer_size,
+            (bits.len() * 2) as u64,
+        );
+        let buf = BufferPool::get_dedicated(&self.pool, &self.device, bytes, name);
         let mut bytes: Vec<u8> = bytemuck::cast_slice(bits).to_vec();
         bytes.resize(bytes.len().div_ceil(4) * 4, 0);
         self.queue.write_buffer(buf.buffer(), 0, &bytes);

@@ -16,10 +16,21 @@ pub struct MemoryStats {
     pub weights: u64,
 }
 
-#[derive(Default)]
 pub struct BufferPool {
     free: HashMap<u64, Vec<wgpu::Buffer>>,
     stats: MemoryStats,
+    /// The device's `max_buffer_size`: a size class never rounds past it.
+    max_buffer: u64,
+}
+
+impl BufferPool {
+    pub fn new(max_buffer: u64) -> Self {
+        BufferPool {
+            free: HashMap::new(),
+            stats: MemoryStats::default(),
+            max_buffer,
+        }
+    }
 }
 
 /// Rounds a size up to its class: a power of two split in sixteen steps, so that at
@@ -34,8 +45,8 @@ fn size_class(bytes: u64) -> u64 {
 
 impl BufferPool {
     pub fn get(pool: &Arc<Mutex<BufferPool>>, device: &wgpu::Device, bytes: u64) -> PooledBuffer {
-        let class = size_class(bytes);
         let mut p = pool.lock().unwrap();
+        let class = size_class(bytes).min(p.max_buffer.max(bytes));
         let buf = match p.free.get_mut(&class).and_then(|v| v.pop()) {
             Some(b) => b,
             None => {

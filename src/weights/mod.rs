@@ -13,8 +13,9 @@
 //! Both parsers only read the metadata parts of a file (the safetensors header; the zip
 //! directory, `data.pkl` and the small local headers) through [`ByteSource`], so a
 //! streaming reader that holds only some byte ranges can build the same
-//! [`WeightIndex`] and then fetch each tensor's [`TensorInfo::range`] itself. Today every
-//! caller passes the whole file as a `&[u8]`.
+//! [`WeightIndex`] and then fetch each tensor's [`TensorInfo::range`] itself
+//! (`loader::WeightFile::open` does: checkpoints stream tensor by tensor into GPU
+//! buffers and are never held whole in memory).
 //!
 //! Nothing here touches the filesystem, spawns threads or blocks, so it builds for
 //! `wasm32-unknown-unknown`.
@@ -218,6 +219,15 @@ impl WeightIndex {
         bytes: &'a [u8],
         name: &str,
     ) -> Result<(&TensorInfo, &'a [u8]), WeightError> {
+        self.tensor_bytes_source(bytes, name)
+    }
+
+    /// [`WeightIndex::tensor_bytes`] over any [`ByteSource`] holding the tensor's range.
+    pub fn tensor_bytes_source<'a, S: ByteSource + ?Sized>(
+        &self,
+        bytes: &'a S,
+        name: &str,
+    ) -> Result<(&TensorInfo, &'a [u8]), WeightError> {
         let info = self.get(name)?;
         let data = read_range(
             bytes,
@@ -237,7 +247,17 @@ impl WeightIndex {
         name: &str,
         expected_shape: &[usize],
     ) -> Result<Vec<f32>, WeightError> {
-        let (info, data) = self.tensor_bytes(bytes, name)?;
+        self.read_f32_source(bytes, name, expected_shape)
+    }
+
+    /// [`WeightIndex::read_f32`] over any [`ByteSource`] holding the tensor's range.
+    pub fn read_f32_source<S: ByteSource + ?Sized>(
+        &self,
+        bytes: &S,
+        name: &str,
+        expected_shape: &[usize],
+    ) -> Result<Vec<f32>, WeightError> {
+        let (info, data) = self.tensor_bytes_source(bytes, name)?;
         if info.shape != expected_shape {
             return Err(WeightError::ShapeMismatch {
                 file: self.file.clone(),
