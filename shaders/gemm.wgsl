@@ -169,3 +169,105 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         }
     }
 }
+
+// The same product for CPU drivers (lavapipe, Chromium's SwiftShader), selected by
+// `GpuInfo::software`: no shared memory, no barriers and no arrays. A CPU driver runs
+// each barrier as a switch between every group of lanes, and SwiftShader keeps a
+// dynamically indexed private array in memory (every `acc[i * 4 + j]` a gather and a
+// scatter): the tiled kernel above ran at ~0.1 GFLOP/s there. Same grid and outputs
+// per thread (rows ty + 16 i, columns tx + 16 j); each thread reads its 4 A rows and 4
+// W rows straight from memory, one k at a time, into named registers.
+fn w_or_zero(row: i32, col: u32) -> f32 {
+    if (row < 0) {
+        return 0.0;
+    }
+    return w_at(u32(row) + col);
+}
+
+fn store_row(m: u32, n0: u32, o_base: u32, v: vec4<f32>) {
+    if (m >= p.M) {
+        return;
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let n = n0 + 16u * j;
+        if (n >= p.N) {
+            return;
+        }
+        var r = v[j];
+        if (HAS_BIAS) {
+            r += bias[p.b_off + n];
+        }
+        let o = o_base + m * p.o_rs + n;
+        if (HAS_RES) {
+            r += res[o];
+        }
+        out[o] = r;
+    }
+}
+
+// The offset of channel 0 of A's row `r` at tap (ky, kx) in x, or -1 where it reads
+// padding (or past M). Linear layers have one "tap" of K channels.
+fn a_pixel(r: ARow, kx: u32, ky: u32) -> i32 {
+    if (r.base < 0) {
+        return -1;
+    }
+    if (!CONV) {
+        return r.base;
+    }
+    let iy = r.iy0 + i32(ky);
+    let ix = r.ix0 + i32(kx);
+    if (iy < 0 || ix < 0 || iy >= i32(p.lh) || ix >= i32(p.lw)) {
+        return -1;
+    }
+    let sy = nearest(u32(iy), p.in_h, p.lh, p.scale_h);
+    let sx = nearest(u32(ix), p.in_w, p.lw, p.scale_w);
+    return i32(((u32(r.base) + sy) * p.in_w + sx) * p.in_c);
+}
+
+fn x_or_zero(pix: i32, c: u32) -> f32 {
+    return select(0.0, x[u32(max(pix, 0)) + c], pix >= 0);
+}
+
+@compute @workgroup_size(16, 16, 1)
+fn main_serial(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let m = wid.y * TM + lid.y;
+    let n = wid.x * TN + lid.x;
+    let z = wid.z;
+    let w_base = p.w_off + (z / p.heads) * p.w_bs + (z % p.heads) * p.w_hs;
+    let o_base = p.o_off + (z / p.heads) * p.o_bs + (z % p.heads) * p.o_hs;
+    let a0 = a_row(m, z);
+    let a1 = a_row(m + 16u, z);
+    let a2 = a_row(m + 32u, z);
+    let a3 = a_row(m + 48u, z);
+    let w0 = select(-1, i32(w_base + n * p.w_rs), n < p.N);
+    let w1 = select(-1, i32(w_base + (n + 16u) * p.w_rs), n + 16u < p.N);
+    let w2 = select(-1, i32(w_base + (n + 32u) * p.w_rs), n + 32u < p.N);
+    let w3 = select(-1, i32(w_base + (n + 48u) * p.w_rs), n + 48u < p.N);
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    // Tap by tap (a conv's (ky, kx); a linear layer has one), then a contiguous run of
+    // channels: the pixel decode happens once per tap, not once per k.
+    let taps = p.K / p.in_c;
+    for (var t = 0u; t < taps; t++) {
+        let kx = t % p.kw;
+        let ky = t / p.kw;
+        let x0 = a_pixel(a0, kx, ky);
+        let x1 = a_pixel(a1, kx, ky);
+        let x2 = a_pixel(a2, kx, ky);
+        let x3 = a_pixel(a3, kx, ky);
+        let wt = t * p.w_tap;
+        for (var c = 0u; c < p.in_c; c++) {
+            let b = vec4<f32>(w_or_zero(w0, wt + c), w_or_zero(w1, wt + c), w_or_zero(w2, wt + c), w_or_zero(w3, wt + c));
+            acc0 = fma(vec4<f32>(x_or_zero(x0, c)), b, acc0);
+            acc1 = fma(vec4<f32>(x_or_zero(x1, c)), b, acc1);
+            acc2 = fma(vec4<f32>(x_or_zero(x2, c)), b, acc2);
+            acc3 = fma(vec4<f32>(x_or_zero(x3, c)), b, acc3);
+        }
+    }
+    store_row(m, n, o_base, acc0);
+    store_row(m + 16u, n, o_base, acc1);
+    store_row(m + 32u, n, o_base, acc2);
+    store_row(m + 48u, n, o_base, acc3);
+}

@@ -154,3 +154,102 @@ fn softmax_rows(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgrou
         out[base + j] = v;
     }
 }
+
+// softmax_rows for CPU adapters (SwiftShader, llvmpipe) without subgroups: one
+// invocation per row and no workgroup barriers. A CPU driver runs a barrier as a switch
+// between every group of lanes; the 256-lane reduction above costs about a millisecond
+// per row there (measured: 5 s for 4,096 rows of 256 in Chromium's SwiftShader). Same
+// params as softmax_rows, plus the row count in c_off.
+@compute @workgroup_size(64, 1, 1)
+fn softmax_rows_serial(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let row = (wid.x + wid.y * 65535u) * 64u + lid3.x;
+    if (row >= p.c_off) {
+        return;
+    }
+    let nk = p.channels;
+    let stride = p.pixels;
+    let q = p.q0 + row % p.q_chunk;
+    let causal = p.groups == 1u;
+    let base = row * stride;
+    let unused = 0.0 * (x[0] + gamma[0] + beta[0]);
+    var end = nk;
+    if (causal) {
+        end = min(nk, q + 1u);
+    }
+    var mx = -3.0e38;
+    for (var j = 0u; j < end; j++) {
+        mx = max(mx, out[base + j] * p.eps);
+    }
+    var s = 0.0;
+    for (var j = 0u; j < end; j++) {
+        s += exp(out[base + j] * p.eps - mx);
+    }
+    let inv = 1.0 / s;
+    for (var j = 0u; j < stride; j++) {
+        var v = 0.0;
+        if (j < end) {
+            v = exp(out[base + j] * p.eps - mx) * inv + unused;
+        }
+        out[base + j] = v;
+    }
+}
+
+// GroupNorm and LayerNorm for CPU drivers without subgroups (Chromium's SwiftShader):
+// one invocation per (group, batch) or per row, no barriers (see softmax_rows_serial).
+// Sums run in order in f32; the two-pass form keeps the variance exact enough.
+@compute @workgroup_size(1, 1, 1)
+fn group_norm_serial(@builtin(workgroup_id) wid: vec3<u32>) {
+    let g = wid.x;
+    let b = wid.y;
+    let cg = p.channels / p.groups;
+    let n = p.pixels * cg;
+    let base = b * p.pixels * p.channels + g * cg;
+    var s = 0.0;
+    for (var q = 0u; q < p.pixels; q++) {
+        let o = base + q * p.channels;
+        for (var j = 0u; j < cg; j++) {
+            s += x[o + j];
+        }
+    }
+    let mean = s / f32(n);
+    var s2 = 0.0;
+    for (var q = 0u; q < p.pixels; q++) {
+        let o = base + q * p.channels;
+        for (var j = 0u; j < cg; j++) {
+            let d = x[o + j] - mean;
+            s2 += d * d;
+        }
+    }
+    let rstd = inverseSqrt(s2 / f32(n) + p.eps);
+    let c0 = p.c_off + g * cg;
+    for (var q = 0u; q < p.pixels; q++) {
+        let o = base + q * p.channels;
+        for (var j = 0u; j < cg; j++) {
+            out[o + j] = finish((x[o + j] - mean) * rstd * gamma[c0 + j] + beta[c0 + j]);
+        }
+    }
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn layer_norm_serial(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let row = (wid.x + wid.y * 65535u) * 64u + lid3.x;
+    if (row >= p.pixels) {
+        return;
+    }
+    let c = p.channels;
+    let base = row * c;
+    var s = 0.0;
+    for (var i = 0u; i < c; i++) {
+        s += x[base + i];
+    }
+    let mean = s / f32(c);
+    var s2 = 0.0;
+    for (var i = 0u; i < c; i++) {
+        let d = x[base + i] - mean;
+        s2 += d * d;
+    }
+    let rstd = inverseSqrt(s2 / f32(c) + p.eps);
+    for (var i = 0u; i < c; i++) {
+        out[base + i] = finish((x[base + i] - mean) * rstd * gamma[i] + beta[i]);
+    }
+}

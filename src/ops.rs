@@ -356,14 +356,22 @@ impl Gpu {
             ),
             _ => (
                 KernelSpec {
-                    key: format!("gemm_tiled_{mode}_{flags}_64x64"),
+                    key: format!(
+                        "gemm_tiled_{mode}_{flags}_64x64{}",
+                        if self.info.software { "_serial" } else { "" }
+                    ),
                     source: GEMM,
                     prelude: format!(
                         "{consts}{}const CONV: bool = {};\n{GEMM_COMMON}",
                         wf.wgsl(2),
                         g.conv.is_some()
                     ),
-                    entry: "main",
+                    // CPU drivers: the barrier-free form (shaders/gemm.wgsl).
+                    entry: if self.info.software {
+                        "main_serial"
+                    } else {
+                        "main"
+                    },
                     trusted: false,
                 },
                 [
@@ -614,11 +622,17 @@ impl Gpu {
         let c: usize = xs.iter().map(|x| x.dim(-1)).sum();
         assert_eq!(c % groups, 0, "group_norm: {c} channels in {groups} groups");
         let per_group = c / groups;
+        // CPU drivers without subgroups: the barrier-free form (shaders/norm.wgsl).
+        let entry = if self.info.software && self.info.subgroup_size.is_none() {
+            "group_norm_serial"
+        } else {
+            "group_norm"
+        };
         let spec = KernelSpec {
-            key: format!("group_norm_silu{}", silu as u8),
+            key: format!("{entry}_silu{}", silu as u8),
             source: NORM,
             prelude: format!("const SILU: bool = {silu};"),
-            entry: "group_norm",
+            entry,
             trusted: false,
         };
         let mut c0 = 0;
@@ -672,15 +686,26 @@ impl Gpu {
                 );
             }
             None => {
+                let serial = self.info.software;
+                let entry = if serial {
+                    "layer_norm_serial"
+                } else {
+                    "layer_norm"
+                };
                 let spec = KernelSpec {
-                    key: "layer_norm".into(),
+                    key: entry.into(),
                     source: NORM,
                     prelude: "const SILU: bool = false;".into(),
-                    entry: "layer_norm",
+                    entry,
                     trusted: false,
                 };
                 let p = [rows as u32, c as u32, 1, 0, eps.to_bits(), 0, 0, 0];
-                self.dispatch(&spec, &bindings, &p, grid(rows));
+                let groups = if serial {
+                    grid(rows.div_ceil(64))
+                } else {
+                    grid(rows)
+                };
+                self.dispatch(&spec, &bindings, &p, groups);
             }
         }
         out
@@ -846,24 +871,36 @@ impl Gpu {
                     );
                 }
                 None => {
+                    // CPU drivers: a row per invocation, no barriers (see the kernel).
+                    let serial = self.info.software;
+                    let entry = if serial {
+                        "softmax_rows_serial"
+                    } else {
+                        "softmax_rows"
+                    };
                     let spec = KernelSpec {
-                        key: "softmax_rows".into(),
+                        key: entry.into(),
                         source: NORM,
                         prelude: "const SILU: bool = false;".into(),
-                        entry: "softmax_rows",
+                        entry,
                         trusted: false,
                     };
                     let ps = [
                         nk4 as u32,
                         nk as u32,
                         causal as u32,
-                        0,
+                        n_rows as u32,
                         scale.to_bits(),
                         qc as u32,
                         q0 as u32,
                         0,
                     ];
-                    self.dispatch(&spec, &bindings, &ps, grid(n_rows));
+                    let groups = if serial {
+                        grid(n_rows.div_ceil(64))
+                    } else {
+                        grid(n_rows)
+                    };
+                    self.dispatch(&spec, &bindings, &ps, groups);
                 }
             }
             // O[b, q0 + i, h] = P[b, h, i] . Vt[b, h]

@@ -28,6 +28,9 @@ pub struct GpuInfo {
     /// The subgroup size when the adapter has subgroups of one fixed size (kernels
     /// specialised on it); `None` otherwise.
     pub subgroup_size: Option<u32>,
+    /// A CPU driver (lavapipe, Chromium's SwiftShader: WebGPU's fallback adapter), where
+    /// workgroup barriers are costly: some portable kernels take a barrier-free form.
+    pub software: bool,
     pub max_storage_binding: u64,
     pub max_buffer_size: u64,
     pub max_workgroup_storage: u32,
@@ -170,6 +173,7 @@ impl Gpu {
                 && adapter_info.subgroup_min_size >= 4
                 && std::env::var_os("ROENTGEN_NO_SUBGROUPS").is_none())
             .then_some(adapter_info.subgroup_min_size),
+            software: adapter_info.device_type == wgpu::DeviceType::Cpu,
             max_storage_binding: limits.max_storage_buffer_binding_size,
             max_buffer_size: limits.max_buffer_size,
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,

@@ -57,9 +57,25 @@ pub fn gpus_small_bindings() -> Vec<(&'static str, &'static Gpu)> {
     .collect()
 }
 
-/// Both kernel paths this machine can run.
+/// The portable path as a GPU (not a CPU driver) takes it: barrier reductions where
+/// `gpu_portable` on lavapipe takes the barrier-free forms.
+pub fn gpu_portable_gpu_style() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| {
+        let mut g = pollster::block_on(Gpu::new())
+            .expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
+        g.info.subgroup_size = None;
+        g.info.software = false;
+        g
+    })
+}
+
+/// Every kernel path this machine can run.
 pub fn gpus() -> Vec<(&'static str, &'static Gpu)> {
-    let mut v = vec![("portable", gpu_portable())];
+    let mut v = vec![
+        ("portable", gpu_portable()),
+        ("portable (GPU-style)", gpu_portable_gpu_style()),
+    ];
     if gpu().info.subgroup_size.is_some() {
         v.push(("subgroup", gpu()));
     }
