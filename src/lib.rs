@@ -12,6 +12,7 @@ pub mod pipeline;
 pub mod rng;
 pub mod schedulers;
 pub mod tokenizer;
+pub mod web;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -1,0 +1,146 @@
+//! The browser app. One wasm module serves both sides: on a page (a `Window` exists)
+//! [`start`] runs the UI, which starts the engine in a module Web Worker
+//! (`www/worker.js`), where `worker_main` takes requests. [`protocol`] is the typed
+//! message set between them and builds everywhere (tested natively).
+
+pub mod protocol;
+
+#[cfg(target_arch = "wasm32")]
+mod page;
+#[cfg(target_arch = "wasm32")]
+mod store;
+#[cfg(target_arch = "wasm32")]
+mod worker;
+
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen::prelude::*;
+
+/// Panics and `log` records go to the browser console.
+#[cfg(target_arch = "wasm32")]
+fn init_logging() {
+    std::panic::set_hook(Box::new(|info| {
+        web_sys::console::error_1(&format!("roentgen-web panicked: {info}").into());
+    }));
+    struct Console;
+    impl log::Log for Console {
+        fn enabled(&self, m: &log::Metadata) -> bool {
+            m.level() <= log::Level::Info
+        }
+        fn log(&self, r: &log::Record) {
+            if self.enabled(r.metadata()) {
+                let msg = format!("{}: {}", r.target(), r.args()).into();
+                match r.level() {
+                    log::Level::Error => web_sys::console::error_1(&msg),
+                    log::Level::Warn => web_sys::console::warn_1(&msg),
+                    _ => web_sys::console::log_1(&msg),
+                }
+            }
+        }
+        fn flush(&self) {}
+    }
+    static CONSOLE: Console = Console;
+    if log::set_logger(&CONSOLE).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
+}
+
+/// Runs when the module is instantiated: the UI on a page, nothing in the worker (which
+/// calls `worker_main`).
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen(start)]
+pub fn start() {
+    if web_sys::window().is_some() {
+        init_logging();
+        page::main();
+    }
+}
+
+/// The browser benchmark (`tests/browser/bench.mjs` calls it on the page): one guided
+/// UNet call (batch 2) on SD 1.x's UNet with its widths scaled by `width_scale`, random
+/// f32 weights, `latent`x`latent` latents. The first call includes compiling the
+/// kernels; the second is timed alone when `repeat`. Returns JSON.
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen]
+pub async fn bench_unet(width_scale: f64, latent: usize, repeat: bool) -> Result<String, JsValue> {
+    use crate::gpu::{Gpu, WeightFormat};
+    use crate::loader::{Loader, MatrixFormat};
+    use crate::models::config::presets;
+    use crate::models::{UNet2DConditionModel, UNetConfig};
+    let run = async {
+        let gpu = Gpu::new().await?;
+        let mut cfg = UNetConfig::from_json("unet/config.json", presets::SD14_UNET)?;
+        cfg.block_out_channels = cfg
+            .block_out_channels
+            .iter()
+            .map(|&c| (c as f64 * width_scale).round() as usize)
+            .collect();
+        let (lc, ctx_dim) = (cfg.in_channels, cfg.cross_attention_dim);
+        let unet = UNet2DConditionModel::load(
+            &Loader::random(&gpu, 2, MatrixFormat::Force(WeightFormat::F32)),
+            cfg,
+        )?;
+        gpu.sync().await?;
+        let n = 2 * latent * latent * lc;
+        let sample = gpu.upload(
+            &(0..n)
+                .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+                .collect::<Vec<_>>(),
+            &[2, latent, latent, lc],
+        )?;
+        let ctx = gpu.upload(
+            &(0..2 * 77 * ctx_dim)
+                .map(|i| ((i * 13 % 97) as f32 / 48.0) - 1.0)
+                .collect::<Vec<_>>(),
+            &[2, 77, ctx_dim],
+        )?;
+        let mut times = Vec::new();
+        for _ in 0..if repeat { 2 } else { 1 } {
+            let t0 = js_sys::Date::now();
+            let out = unet.forward(&gpu, &sample, 801.0, &ctx)?;
+            let v = gpu.read(&out).await?;
+            times.push(js_sys::Date::now() - t0);
+            if !v.iter().all(|x| x.is_finite()) {
+                return Err(crate::Error::Gpu("the UNet gave non-finite values".into()));
+            }
+        }
+        Ok::<_, crate::Error>(
+            serde_json::json!({
+                "adapter": gpu.info.adapter_name,
+                "subgroups": gpu.info.subgroup_size,
+                "max_storage_binding_mib": gpu.info.max_storage_binding >> 20,
+                "width_scale": width_scale,
+                "latent": latent,
+                "call_ms": times,
+                "peak_gpu_mib": gpu.memory().peak >> 20,
+            })
+            .to_string(),
+        )
+    };
+    run.await.map_err(|e| JsValue::from_str(&e.to_string()))
+}
+
+/// Kernel timings in the browser at a UNet's shapes (`bench::unet_cases`): JSON rows of
+/// name, median milliseconds and GFLOP/s, each run read back.
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen]
+pub async fn bench_kernels(latent: usize, base: usize, reps: usize) -> Result<String, JsValue> {
+    use crate::bench::{PreparedCase, time_case, unet_cases};
+    use crate::gpu::{Gpu, WeightFormat};
+    let run = async {
+        let gpu = Gpu::new().await?;
+        let now = || js_sys::Date::now() / 1e3;
+        let mut rows = Vec::new();
+        for case in unet_cases(latent, base) {
+            let p = PreparedCase::new(&gpu, case, WeightFormat::F32)?;
+            let t = time_case(&gpu, &p, reps.max(1), &now).await?;
+            let med = t[t.len() / 2];
+            rows.push(serde_json::json!({
+                "kernel": case.name(),
+                "median_ms": med * 1e3,
+                "gflops": case.flops() / med / 1e9,
+            }));
+        }
+        Ok::<_, crate::Error>(serde_json::Value::Array(rows).to_string())
+    };
+    run.await.map_err(|e| JsValue::from_str(&e.to_string()))
+}

@@ -1,0 +1,301 @@
+//! The messages between the page and the engine's Web Worker: JSON (serde) in the first
+//! element of a posted array, bulk bytes (picked files, previews, PNGs) beside it as JS
+//! objects. Plain Rust, so the protocol is unit-tested natively.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::pipeline::{GenerateRequest, ROENTGEN_GUIDANCE, ROENTGEN_SIZE, ROENTGEN_STEPS};
+use crate::schedulers::SchedulerKind;
+
+/// Page → worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// Copy a picked folder into the browser's storage, then load it. `paths` are
+    /// relative to the picked folder; the `File` objects follow in the same order.
+    Import {
+        name: String,
+        paths: Vec<String>,
+    },
+    /// Load a stored model.
+    Load {
+        name: String,
+    },
+    /// Remove a stored model.
+    Delete {
+        name: String,
+    },
+    /// How many of the 77 tokens a prompt uses.
+    CountTokens {
+        text: String,
+    },
+    Generate(Settings),
+    /// Stop the running generation after the current step.
+    Cancel,
+}
+
+/// What the page's form holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub seed: u64,
+    pub steps: usize,
+    pub guidance: f32,
+    /// A scheduler's short name (`pndm`, `ddim`, `dpm++2m`, `euler-a`).
+    pub scheduler: String,
+    pub size: usize,
+}
+
+impl Default for Settings {
+    /// RoentGen's recipe.
+    fn default() -> Self {
+        Settings {
+            prompt: String::new(),
+            negative_prompt: String::new(),
+            seed: 0,
+            steps: ROENTGEN_STEPS,
+            guidance: ROENTGEN_GUIDANCE,
+            scheduler: SchedulerKind::Pndm.name().into(),
+            size: ROENTGEN_SIZE,
+        }
+    }
+}
+
+impl Settings {
+    /// The pipeline's request, or a sentence saying which field is wrong.
+    pub fn request(&self) -> Result<GenerateRequest, Error> {
+        let scheduler: SchedulerKind = self.scheduler.parse()?;
+        if !(1..=1000).contains(&self.steps) {
+            return Err(Error::Unsupported(format!(
+                "steps must be between 1 and 1000 (got {})",
+                self.steps
+            )));
+        }
+        if !self.guidance.is_finite() || !(0.0..=50.0).contains(&self.guidance) {
+            return Err(Error::Unsupported(format!(
+                "guidance must be between 0 and 50 (got {})",
+                self.guidance
+            )));
+        }
+        if !(64..=1024).contains(&self.size) || !self.size.is_multiple_of(8) {
+            return Err(Error::Unsupported(format!(
+                "the image size must be a multiple of 8 between 64 and 1024 (got {})",
+                self.size
+            )));
+        }
+        Ok(GenerateRequest {
+            prompt: self.prompt.clone(),
+            negative_prompt: self.negative_prompt.clone(),
+            steps: self.steps,
+            guidance: self.guidance,
+            seed: self.seed,
+            scheduler,
+            width: self.size,
+            height: self.size,
+            count: 1,
+        })
+    }
+}
+
+/// A model in the browser's storage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredModel {
+    pub name: String,
+    pub bytes: u64,
+    /// False when an import was interrupted: the model must be imported again.
+    pub complete: bool,
+}
+
+/// Worker → page.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply {
+    /// The worker is up: WebGPU works and these models are stored.
+    Started {
+        adapter: String,
+        /// The limits the engine runs under, in words.
+        limits: String,
+        models: Vec<StoredModel>,
+    },
+    Models {
+        models: Vec<StoredModel>,
+    },
+    Importing {
+        file: String,
+        done: u64,
+        total: u64,
+    },
+    Loading {
+        part: String,
+    },
+    Ready {
+        name: String,
+        millis: f64,
+    },
+    Tokens {
+        count: usize,
+        max: usize,
+        dropped: Option<String>,
+    },
+    /// After every UNet call; an RGBA preview (`width` x `height`) follows.
+    Step {
+        call: usize,
+        calls: usize,
+        elapsed_ms: f64,
+        width: usize,
+        height: usize,
+    },
+    /// A finished image; its PNG follows.
+    Image {
+        width: usize,
+        height: usize,
+        seed: u64,
+        millis: f64,
+        file_name: String,
+    },
+    Cancelled,
+    Failed {
+        kind: FailureKind,
+        message: String,
+    },
+}
+
+/// What went wrong, so the page can offer the right way out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// No WebGPU adapter: say which browsers and flags have it.
+    NoWebGpu,
+    /// The GPU device was lost: offer to load the model again.
+    DeviceLost,
+    OutOfMemory,
+    /// A WebGPU limit is below what the model needs.
+    Limit,
+    /// The checkpoint is incomplete or unreadable.
+    Model,
+    /// The browser's storage refused (quota, private mode).
+    Storage,
+    /// A setting is out of range, or no model is loaded.
+    Input,
+    /// Another task is running.
+    Busy,
+    Other,
+}
+
+impl FailureKind {
+    pub fn of(e: &Error) -> FailureKind {
+        match e {
+            Error::NoAdapter(_) | Error::NoDevice(_) => FailureKind::NoWebGpu,
+            Error::DeviceLost(_) => FailureKind::DeviceLost,
+            Error::OutOfMemory(_) => FailureKind::OutOfMemory,
+            Error::Limit { .. } => FailureKind::Limit,
+            Error::Weights(_) | Error::Config { .. } | Error::MissingFile { .. } => {
+                FailureKind::Model
+            }
+            Error::Unsupported(_) => FailureKind::Input,
+            Error::Storage(_) => FailureKind::Storage,
+            Error::Gpu(_) | Error::Shape(_) => FailureKind::Other,
+        }
+    }
+}
+
+impl Reply {
+    pub fn failed(e: &Error) -> Reply {
+        Reply::Failed {
+            kind: FailureKind::of(e),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// A stored model's name from a picked folder's name: letters, digits, `-`, `_`, `.`
+/// and spaces kept, the rest replaced, never empty, never `.` or `..`.
+pub fn model_name(folder: &str) -> String {
+    let cleaned: String = folder
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ' ') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(80)
+        .collect();
+    let cleaned = cleaned.trim_matches(|c| c == '.' || c == ' ').to_string();
+    if cleaned.is_empty() {
+        "model".into()
+    } else {
+        cleaned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_as_tagged_json() {
+        let r = Request::Generate(Settings {
+            prompt: "Small right-sided pleural effusion.".into(),
+            ..Settings::default()
+        });
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.starts_with(r#"{"type":"generate","prompt":"Small right-sided"#));
+        assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), r);
+        let c: Request = serde_json::from_str(r#"{"type":"cancel"}"#).unwrap();
+        assert_eq!(c, Request::Cancel);
+    }
+
+    #[test]
+    fn settings_default_to_roentgen_and_reject_bad_fields_with_a_sentence() {
+        let req = Settings::default().request().unwrap();
+        assert_eq!((req.steps, req.guidance, req.width), (75, 4.0, 512));
+        assert_eq!(req.scheduler, SchedulerKind::Pndm);
+        let bad = Settings {
+            size: 100,
+            ..Settings::default()
+        };
+        let msg = bad.request().unwrap_err().to_string();
+        assert!(msg.contains("multiple of 8"), "{msg}");
+        let bad = Settings {
+            scheduler: "lms".into(),
+            ..Settings::default()
+        };
+        assert!(
+            bad.request()
+                .unwrap_err()
+                .to_string()
+                .contains("pndm, ddim")
+        );
+    }
+
+    #[test]
+    fn failures_are_classified() {
+        let e = Error::DeviceLost("gone".into());
+        assert_eq!(FailureKind::of(&e), FailureKind::DeviceLost);
+        let e = Error::Limit {
+            limit: "maxBufferSize",
+            have: 1,
+            need: 2,
+        };
+        match Reply::failed(&e) {
+            Reply::Failed { kind, message } => {
+                assert_eq!(kind, FailureKind::Limit);
+                assert!(message.contains("maxBufferSize"), "{message}");
+            }
+            r => panic!("{r:?}"),
+        }
+    }
+
+    #[test]
+    fn model_names_are_safe_folder_names() {
+        assert_eq!(model_name("roentgen"), "roentgen");
+        assert_eq!(model_name("../x/y"), "_x_y");
+        assert_eq!(model_name(" .. "), "model");
+        assert_eq!(model_name("RoentGen v1 (fp16)"), "RoentGen v1 _fp16_");
+    }
+}

@@ -1,0 +1,395 @@
+//! Models in the browser: the Origin Private File System (OPFS) as the store, and
+//! `Blob`s (picked files or stored ones) as a [`FileSource`] read tensor by tensor.
+//!
+//! Layout: `models/<name>/<checkpoint paths>` plus `models/<name>/roentgen-model.json`,
+//! written last, which marks a complete import and records its size. Copying goes
+//! `File` → `FileSystemWritableFileStream` in slices, so no byte of a 3.4 GB UNet passes
+//! through wasm memory; loading reads one tensor at a time with `FileReaderSync`
+//! (synchronous, allowed in dedicated workers), straight into a GPU buffer.
+
+use std::collections::BTreeMap;
+
+use js_sys::{Array, AsyncIterator, Promise, Reflect, Uint8Array};
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{
+    Blob, FileReaderSync, FileSystemDirectoryHandle, FileSystemFileHandle,
+    FileSystemGetDirectoryOptions, FileSystemGetFileOptions, FileSystemRemoveOptions,
+    FileSystemWritableFileStream,
+};
+
+use super::protocol::StoredModel;
+use crate::checkpoint::FileSource;
+use crate::error::{Error, Result};
+use crate::loader::RangeRead;
+
+const MANIFEST: &str = "roentgen-model.json";
+/// Bytes per write while copying (progress granularity; never held in wasm memory).
+const COPY_SLICE: f64 = (32 << 20) as f64;
+
+/// A JS exception as a sentence.
+pub fn js_error(v: &JsValue) -> String {
+    let field = |k: &str| {
+        Reflect::get(v, &JsValue::from_str(k))
+            .ok()
+            .and_then(|x| x.as_string())
+    };
+    match (field("name"), field("message")) {
+        (Some(n), Some(m)) if !m.is_empty() => format!("{n}: {m}"),
+        _ => v.as_string().unwrap_or_else(|| format!("{v:?}")),
+    }
+}
+
+fn storage_err(what: &str) -> impl Fn(JsValue) -> Error + '_ {
+    move |e| {
+        let msg = js_error(&e);
+        let hint = if msg.contains("QuotaExceeded") {
+            " (the browser's storage quota is full: delete a stored model or free disk space)"
+        } else if msg.contains("Security") || msg.contains("NotAllowed") {
+            " (private windows and some settings block site storage: use a normal window)"
+        } else {
+            ""
+        };
+        Error::Storage(format!("{what}: {msg}{hint}"))
+    }
+}
+
+async fn wait(p: Promise, what: &str) -> Result<JsValue> {
+    JsFuture::from(p).await.map_err(storage_err(what))
+}
+
+/// `navigator.storage.getDirectory()`, from a window or a worker.
+async fn opfs_root() -> Result<FileSystemDirectoryHandle> {
+    let global = js_sys::global();
+    let navigator = Reflect::get(&global, &"navigator".into())
+        .map_err(|_| Error::Storage("no navigator".into()))?;
+    let storage = Reflect::get(&navigator, &"storage".into())
+        .ok()
+        .filter(|s| !s.is_undefined())
+        .ok_or_else(|| {
+            Error::Storage(
+                "this browser has no storage manager (navigator.storage); use a current Chrome, Edge, Firefox or Safari over https or localhost".into(),
+            )
+        })?;
+    let storage: web_sys::StorageManager = storage.unchecked_into();
+    Ok(wait(
+        storage.get_directory(),
+        "opening the origin private file system",
+    )
+    .await?
+    .unchecked_into())
+}
+
+async fn subdir(
+    dir: &FileSystemDirectoryHandle,
+    name: &str,
+    create: bool,
+) -> Result<FileSystemDirectoryHandle> {
+    let opts = FileSystemGetDirectoryOptions::new();
+    opts.set_create(create);
+    Ok(wait(
+        dir.get_directory_handle_with_options(name, &opts),
+        &format!("opening folder {name}"),
+    )
+    .await?
+    .unchecked_into())
+}
+
+async fn models_dir() -> Result<FileSystemDirectoryHandle> {
+    subdir(&opfs_root().await?, "models", true).await
+}
+
+/// The entries of a folder: (name, handle, is a folder).
+async fn entries(dir: &FileSystemDirectoryHandle) -> Result<Vec<(String, JsValue, bool)>> {
+    let it: AsyncIterator = dir.entries();
+    let mut out = Vec::new();
+    loop {
+        let next = it.next().map_err(storage_err("listing a folder"))?;
+        let step = wait(next, "listing a folder").await?;
+        if Reflect::get(&step, &"done".into())
+            .map(|d| d.is_truthy())
+            .unwrap_or(true)
+        {
+            break;
+        }
+        let pair: Array = Reflect::get(&step, &"value".into())
+            .map_err(storage_err("listing a folder"))?
+            .unchecked_into();
+        let name = pair.get(0).as_string().unwrap_or_default();
+        let handle = pair.get(1);
+        let kind = Reflect::get(&handle, &"kind".into())
+            .ok()
+            .and_then(|k| k.as_string())
+            .unwrap_or_default();
+        out.push((name, handle, kind == "directory"));
+    }
+    Ok(out)
+}
+
+/// Every file under `dir`, as (relative path, `File`).
+pub async fn walk(dir: &FileSystemDirectoryHandle, prefix: &str) -> Result<Vec<(String, Blob)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![(dir.clone(), prefix.to_string())];
+    while let Some((d, prefix)) = stack.pop() {
+        for (name, handle, is_dir) in entries(&d).await? {
+            let path = format!("{prefix}{name}");
+            if is_dir {
+                stack.push((handle.unchecked_into(), format!("{path}/")));
+            } else {
+                let h: FileSystemFileHandle = handle.unchecked_into();
+                let file: Blob = wait(h.get_file(), &format!("reading {path}"))
+                    .await?
+                    .unchecked_into();
+                out.push((path, file));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Serialize, Deserialize)]
+struct Manifest {
+    name: String,
+    bytes: u64,
+    files: Vec<String>,
+}
+
+async fn read_text(blob: &Blob) -> Result<String> {
+    let text = wait(blob.text(), "reading a file").await?;
+    Ok(text.as_string().unwrap_or_default())
+}
+
+/// The stored models, complete ones with their size.
+pub async fn list() -> Result<Vec<StoredModel>> {
+    let dir = models_dir().await?;
+    let mut out = Vec::new();
+    for (name, handle, is_dir) in entries(&dir).await? {
+        if !is_dir {
+            continue;
+        }
+        let d: FileSystemDirectoryHandle = handle.unchecked_into();
+        let manifest = match JsFuture::from(d.get_file_handle(MANIFEST)).await {
+            Ok(h) => {
+                let h: FileSystemFileHandle = h.unchecked_into();
+                let blob: Blob = wait(h.get_file(), "reading a model's manifest")
+                    .await?
+                    .unchecked_into();
+                serde_json::from_str::<Manifest>(&read_text(&blob).await?).ok()
+            }
+            Err(_) => None,
+        };
+        out.push(StoredModel {
+            name,
+            bytes: manifest.as_ref().map_or(0, |m| m.bytes),
+            complete: manifest.is_some(),
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+pub async fn delete(name: &str) -> Result<()> {
+    let dir = models_dir().await?;
+    let opts = FileSystemRemoveOptions::new();
+    opts.set_recursive(true);
+    match JsFuture::from(dir.remove_entry_with_options(name, &opts)).await {
+        Ok(_) => Ok(()),
+        Err(e) if js_error(&e).contains("NotFound") => Ok(()),
+        Err(e) => Err(storage_err("deleting the model")(e)),
+    }
+}
+
+/// Bytes the origin may still store, if the browser says.
+async fn free_bytes() -> Option<f64> {
+    let global = js_sys::global();
+    let storage = Reflect::get(
+        &Reflect::get(&global, &"navigator".into()).ok()?,
+        &"storage".into(),
+    )
+    .ok()?;
+    let storage: web_sys::StorageManager = storage.unchecked_into();
+    let est = JsFuture::from(storage.estimate().ok()?).await.ok()?;
+    let quota = Reflect::get(&est, &"quota".into()).ok()?.as_f64()?;
+    let usage = Reflect::get(&est, &"usage".into()).ok()?.as_f64()?;
+    Some(quota - usage)
+}
+
+/// Copies `files` (picked-folder path, checkpoint path, `File`) into `models/<name>/`,
+/// replacing a model of that name. `on_progress(file, done, total)` hears every slice.
+pub async fn import(
+    name: &str,
+    files: &[(String, String, Blob)],
+    on_progress: &mut dyn FnMut(&str, u64, u64),
+) -> Result<StoredModel> {
+    let total: f64 = files.iter().map(|(_, _, b)| b.size()).sum();
+    if let Some(free) = free_bytes().await
+        && free < total
+    {
+        return Err(Error::Storage(format!(
+            "the model needs {:.1} GB but this site may store only {:.1} GB more; free disk space or delete a stored model",
+            total / 1e9,
+            free.max(0.0) / 1e9
+        )));
+    }
+    delete(name).await?;
+    let root = subdir(&models_dir().await?, name, true).await?;
+    let mut done = 0f64;
+    for (_, path, blob) in files {
+        let mut dir = root.clone();
+        let mut parts: Vec<&str> = path.split('/').collect();
+        let file_name = parts.pop().unwrap_or_default();
+        for p in parts {
+            dir = subdir(&dir, p, true).await?;
+        }
+        let opts = FileSystemGetFileOptions::new();
+        opts.set_create(true);
+        let handle: FileSystemFileHandle = wait(
+            dir.get_file_handle_with_options(file_name, &opts),
+            &format!("creating {path}"),
+        )
+        .await?
+        .unchecked_into();
+        let stream: FileSystemWritableFileStream =
+            wait(handle.create_writable(), &format!("writing {path}"))
+                .await?
+                .unchecked_into();
+        let size = blob.size();
+        let mut at = 0f64;
+        while at < size {
+            let end = (at + COPY_SLICE).min(size);
+            let slice = blob
+                .slice_with_f64_and_f64(at, end)
+                .map_err(storage_err("slicing a file"))?;
+            let p = stream
+                .write_with_blob(&slice)
+                .map_err(storage_err("writing"))?;
+            wait(p, &format!("writing {path}")).await?;
+            at = end;
+            on_progress(path, (done + at) as u64, total as u64);
+        }
+        wait(stream.close(), &format!("writing {path}")).await?;
+        done += size;
+    }
+    let manifest = Manifest {
+        name: name.into(),
+        bytes: total as u64,
+        files: files.iter().map(|(_, p, _)| p.clone()).collect(),
+    };
+    let opts = FileSystemGetFileOptions::new();
+    opts.set_create(true);
+    let handle: FileSystemFileHandle = wait(
+        root.get_file_handle_with_options(MANIFEST, &opts),
+        "writing the manifest",
+    )
+    .await?
+    .unchecked_into();
+    let stream: FileSystemWritableFileStream =
+        wait(handle.create_writable(), "writing the manifest")
+            .await?
+            .unchecked_into();
+    let json = serde_json::to_string(&manifest).unwrap_or_default();
+    wait(
+        stream
+            .write_with_str(&json)
+            .map_err(storage_err("writing the manifest"))?,
+        "writing the manifest",
+    )
+    .await?;
+    wait(stream.close(), "writing the manifest").await?;
+    Ok(StoredModel {
+        name: name.into(),
+        bytes: total as u64,
+        complete: true,
+    })
+}
+
+/// A stored model as a [`FileSource`].
+pub async fn open(name: &str) -> Result<BlobSource> {
+    let dir = subdir(&models_dir().await?, name, false)
+        .await
+        .map_err(|_| Error::Storage(format!("no stored model named `{name}`; import it again")))?;
+    let files = walk(&dir, "").await?;
+    if !files.iter().any(|(p, _)| p == MANIFEST) {
+        return Err(Error::Storage(format!(
+            "the import of `{name}` did not finish; delete it and import the folder again"
+        )));
+    }
+    Ok(BlobSource {
+        files: files.into_iter().collect(),
+    })
+}
+
+/// Files as `Blob`s: stored (`getFile()`) or picked.
+pub struct BlobSource {
+    files: BTreeMap<String, Blob>,
+}
+
+impl BlobSource {
+    fn blob(&self, path: &str) -> Result<&Blob> {
+        self.files.get(path).ok_or_else(|| Error::MissingFile {
+            path: path.into(),
+            hint: "the stored model is incomplete; import the folder again".into(),
+        })
+    }
+}
+
+impl FileSource for BlobSource {
+    fn list(&self) -> Vec<String> {
+        self.files.keys().cloned().collect()
+    }
+
+    async fn read(&self, path: &str) -> Result<Vec<u8>> {
+        let buf = wait(self.blob(path)?.array_buffer(), &format!("reading {path}")).await?;
+        Ok(Uint8Array::new(&buf).to_vec())
+    }
+
+    fn open(&self, path: &str) -> Result<Box<dyn RangeRead>> {
+        let reader = FileReaderSync::new().map_err(|e| {
+            Error::Storage(format!(
+                "FileReaderSync is unavailable ({}); models load in a Web Worker",
+                js_error(&e)
+            ))
+        })?;
+        Ok(Box::new(BlobRange {
+            blob: self.blob(path)?.clone(),
+            reader,
+            path: path.into(),
+        }))
+    }
+}
+
+/// One `Blob` read at offsets, synchronously (worker only).
+struct BlobRange {
+    blob: Blob,
+    reader: FileReaderSync,
+    path: String,
+}
+
+impl RangeRead for BlobRange {
+    fn len(&self) -> u64 {
+        self.blob.size() as u64
+    }
+
+    fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let end = offset + len as u64;
+        if end > self.len() {
+            return Err(Error::MissingFile {
+                path: self.path.clone(),
+                hint: format!(
+                    "it ends at byte {} but bytes up to {end} are needed: the file is truncated; import the folder again",
+                    self.len()
+                ),
+            });
+        }
+        let slice = self
+            .blob
+            .slice_with_f64_and_f64(offset as f64, end as f64)
+            .map_err(storage_err("slicing a file"))?;
+        let buf = self
+            .reader
+            .read_as_array_buffer(&slice)
+            .map_err(storage_err(&format!("reading {}", self.path)))?;
+        Ok(Uint8Array::new(&buf).to_vec())
+    }
+}

@@ -1,0 +1,337 @@
+//! The engine's side: a dedicated Web Worker (`www/worker.js` starts it) that owns the
+//! GPU, the stored models and the loaded pipeline. Requests arrive as messages; long
+//! ones (import, load, generate) run one at a time, while `cancel` and token counts are
+//! answered at once (they arrive while a generation awaits the GPU).
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use js_sys::{Array, Uint8Array};
+use wasm_bindgen::prelude::*;
+use web_sys::{Blob, DedicatedWorkerGlobalScope, MessageEvent};
+
+use super::protocol::{FailureKind, Reply, Request, Settings};
+use super::store;
+use crate::checkpoint::{Checkpoint, LoadOptions, plan_import};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::image_io::{ImageMetadata, encode_png};
+use crate::pipeline::{Control, Pipeline};
+
+fn scope() -> DedicatedWorkerGlobalScope {
+    js_sys::global().unchecked_into()
+}
+
+fn now_ms() -> f64 {
+    js_sys::Date::now()
+}
+
+/// Posts a reply, with bytes beside it (transferred, not copied).
+fn post(reply: &Reply, bytes: Option<&[u8]>) {
+    let json = serde_json::to_string(reply).unwrap_or_default();
+    let msg = Array::of1(&JsValue::from_str(&json));
+    let transfer = Array::new();
+    if let Some(b) = bytes {
+        let data = Uint8Array::from(b);
+        transfer.push(&data.buffer());
+        msg.push(&data);
+    }
+    if let Err(e) = scope().post_message_with_transfer(&msg, &transfer) {
+        log::error!("posting to the page failed: {}", store::js_error(&e));
+    }
+}
+
+#[derive(Default)]
+struct Engine {
+    gpu: RefCell<Option<Rc<Gpu>>>,
+    model: RefCell<Option<(String, Rc<Pipeline>)>>,
+    busy: Cell<bool>,
+    cancel: Cell<bool>,
+}
+
+impl Engine {
+    async fn gpu(&self) -> Result<Rc<Gpu>> {
+        if let Some(g) = self.gpu.borrow().clone() {
+            return Ok(g);
+        }
+        let gpu = Rc::new(Gpu::new().await?);
+        *self.gpu.borrow_mut() = Some(gpu.clone());
+        Ok(gpu)
+    }
+
+    /// After a device loss everything on the GPU is gone: start afresh next time.
+    fn forget_gpu_on(&self, e: &Error) {
+        if matches!(e, Error::DeviceLost(_)) {
+            self.model.borrow_mut().take();
+            self.gpu.borrow_mut().take();
+        }
+    }
+
+    async fn start(&self) -> Result<Reply> {
+        let gpu = self.gpu().await?;
+        let models = store::list().await?;
+        Ok(Reply::Started {
+            // Browsers hide the adapter's name unless asked by flags.
+            adapter: match (gpu.info.adapter_name.as_str(), gpu.info.software) {
+                ("", true) => "the browser's CPU fallback adapter (slow)".into(),
+                ("", false) => "the browser's GPU adapter".into(),
+                (name, _) => name.into(),
+            },
+            limits: format!(
+                "{} MiB per storage binding, {} MiB per buffer",
+                gpu.info.max_storage_binding >> 20,
+                gpu.info.max_buffer_size >> 20
+            ),
+            models,
+        })
+    }
+
+    async fn load(&self, name: &str) -> Result<Reply> {
+        let t0 = now_ms();
+        // Free the old model's GPU memory before loading the next.
+        self.model.borrow_mut().take();
+        let gpu = self.gpu().await?;
+        post(
+            &Reply::Loading {
+                part: "files".into(),
+            },
+            None,
+        );
+        let ck = Checkpoint::new(store::open(name).await?, LoadOptions::default())?;
+        let pipeline = Pipeline::load(&gpu, &ck, &mut |part| {
+            post(&Reply::Loading { part: part.into() }, None)
+        })
+        .await?;
+        // Surface errors the GPU reported while the weights were uploaded.
+        gpu.sync().await?;
+        *self.model.borrow_mut() = Some((name.to_string(), Rc::new(pipeline)));
+        Ok(Reply::Ready {
+            name: name.into(),
+            millis: now_ms() - t0,
+        })
+    }
+
+    async fn import(&self, name: &str, paths: Vec<String>, files: Array) -> Result<Reply> {
+        if paths.len() != files.length() as usize {
+            return Err(Error::Unsupported(format!(
+                "{} paths but {} files arrived",
+                paths.len(),
+                files.length()
+            )));
+        }
+        let plan = plan_import(&paths, false)?;
+        let chosen: Vec<(String, String, Blob)> = plan
+            .into_iter()
+            .map(|(picked, path)| {
+                let i = paths.iter().position(|p| *p == picked).unwrap_or(0);
+                (picked, path, files.get(i as u32).unchecked_into())
+            })
+            .collect();
+        let mut last = 0f64;
+        store::import(name, &chosen, &mut |file, done, total| {
+            let t = now_ms();
+            if t - last > 100.0 || done == total {
+                last = t;
+                post(
+                    &Reply::Importing {
+                        file: file.into(),
+                        done,
+                        total,
+                    },
+                    None,
+                );
+            }
+        })
+        .await?;
+        post(
+            &Reply::Models {
+                models: store::list().await?,
+            },
+            None,
+        );
+        match self.load(name).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                // A stored copy that cannot load is of no use; keep it only when the
+                // fault is the GPU's, not the files'.
+                if FailureKind::of(&e) == FailureKind::Model {
+                    let _ = store::delete(name).await;
+                    post(
+                        &Reply::Models {
+                            models: store::list().await.unwrap_or_default(),
+                        },
+                        None,
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn delete(&self, name: &str) -> Result<Reply> {
+        let loaded = self.model.borrow().as_ref().is_some_and(|(n, _)| n == name);
+        if loaded {
+            self.model.borrow_mut().take();
+        }
+        store::delete(name).await?;
+        Ok(Reply::Models {
+            models: store::list().await?,
+        })
+    }
+
+    fn count_tokens(&self, text: &str) -> Option<Reply> {
+        let model = self.model.borrow();
+        let (_, p) = model.as_ref()?;
+        let enc = p.tokenizer.encode(text).ok()?;
+        Some(Reply::Tokens {
+            count: enc.tokens_used,
+            max: p.tokenizer.max_length(),
+            dropped: enc.dropped,
+        })
+    }
+
+    async fn generate(&self, settings: &Settings) -> Result<Reply> {
+        let req = settings.request()?;
+        let (name, pipeline) = self.model.borrow().clone().ok_or_else(|| {
+            Error::Unsupported("no model is loaded: import a model folder first".into())
+        })?;
+        let gpu = self.gpu().await?;
+        self.cancel.set(false);
+        let t0 = now_ms();
+        let images = pipeline
+            .generate(&gpu, &req, &mut |p| {
+                let rgba: Vec<u8> = p
+                    .preview
+                    .rgb
+                    .chunks_exact(3)
+                    .flat_map(|c| [c[0], c[1], c[2], 255])
+                    .collect();
+                post(
+                    &Reply::Step {
+                        call: p.call,
+                        calls: p.calls,
+                        elapsed_ms: now_ms() - t0,
+                        width: p.preview.width,
+                        height: p.preview.height,
+                    },
+                    Some(&rgba),
+                );
+                if self.cancel.get() {
+                    Control::Cancel
+                } else {
+                    Control::Continue
+                }
+            })
+            .await?;
+        let Some(img) = images.into_iter().next() else {
+            return Ok(Reply::Cancelled);
+        };
+        let meta = ImageMetadata {
+            prompt: req.prompt.clone(),
+            negative_prompt: req.negative_prompt.clone(),
+            seed: req.seed,
+            steps: req.steps,
+            guidance: req.guidance,
+            scheduler: req.scheduler.name().into(),
+            model: if pipeline.name.is_empty() {
+                name
+            } else {
+                pipeline.name.clone()
+            },
+        };
+        let png = encode_png(&img.gray8(), img.width, img.height, 1, &meta)?;
+        post(
+            &Reply::Image {
+                width: img.width,
+                height: img.height,
+                seed: req.seed,
+                millis: now_ms() - t0,
+                file_name: format!("roentgen-seed{}.png", req.seed),
+            },
+            Some(&png),
+        );
+        Ok(Reply::Models {
+            models: store::list().await?,
+        })
+    }
+}
+
+/// Runs a long request, one at a time.
+async fn run(engine: Rc<Engine>, req: Request, extra: Array) {
+    if engine.busy.replace(true) {
+        post(
+            &Reply::Failed {
+                kind: FailureKind::Busy,
+                message: "another task is still running; wait for it or cancel it".into(),
+            },
+            None,
+        );
+        return;
+    }
+    let result = match &req {
+        Request::Import { name, paths } => {
+            engine
+                .import(name, paths.clone(), extra.get(1).unchecked_into())
+                .await
+        }
+        Request::Load { name } => engine.load(name).await,
+        Request::Delete { name } => engine.delete(name).await,
+        Request::Generate(s) => engine.generate(s).await,
+        Request::Cancel | Request::CountTokens { .. } => unreachable!("answered at once"),
+    };
+    engine.busy.set(false);
+    match result {
+        Ok(reply) => post(&reply, None),
+        Err(e) => {
+            engine.forget_gpu_on(&e);
+            post(&Reply::failed(&e), None);
+        }
+    }
+}
+
+/// The worker's entry point (called by `www/worker.js` once the wasm is instantiated).
+#[wasm_bindgen]
+pub fn worker_main() {
+    super::init_logging();
+    let engine = Rc::new(Engine::default());
+    let e = engine.clone();
+    let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
+        let data: Array = ev.data().unchecked_into();
+        let json = data.get(0).as_string().unwrap_or_default();
+        let req: Request = match serde_json::from_str(&json) {
+            Ok(r) => r,
+            Err(err) => {
+                post(
+                    &Reply::Failed {
+                        kind: FailureKind::Other,
+                        message: format!(
+                            "the page sent a message the engine does not understand ({err})"
+                        ),
+                    },
+                    None,
+                );
+                return;
+            }
+        };
+        match req {
+            Request::Cancel => e.cancel.set(true),
+            Request::CountTokens { text } => {
+                if let Some(r) = e.count_tokens(&text) {
+                    post(&r, None);
+                }
+            }
+            req => wasm_bindgen_futures::spawn_local(run(e.clone(), req, data)),
+        }
+    });
+    scope().set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    on_message.forget();
+    wasm_bindgen_futures::spawn_local(async move {
+        engine.busy.set(true);
+        let r = engine.start().await;
+        engine.busy.set(false);
+        match r {
+            Ok(reply) => post(&reply, None),
+            Err(e) => post(&Reply::failed(&e), None),
+        }
+    });
+}

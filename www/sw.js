@@ -1,0 +1,43 @@
+// Offline support: the app shell (page, wasm, JS, CSS, worker) is cached on the first
+// visit. Requests go to the network first, so an update is picked up at once; when the
+// network is off the cached copy answers. Models are not here: they live in the Origin
+// Private File System (src/web/store.rs). Generation itself makes no request at all.
+const CACHE = 'roentgen-web-v1';
+const SHELL = [
+  './', 'index.html', 'roentgen-web.js', 'roentgen-web_bg.wasm', 'worker.js',
+  'style.css', 'manifest.webmanifest', 'icon.svg',
+];
+
+self.addEventListener('install', (event) => {
+  event.waitUntil((async () => {
+    const cache = await caches.open(CACHE);
+    await cache.addAll(SHELL);
+    await self.skipWaiting();
+  })());
+});
+
+self.addEventListener('activate', (event) => {
+  event.waitUntil((async () => {
+    for (const key of await caches.keys()) {
+      if (key !== CACHE) await caches.delete(key);
+    }
+    await self.clients.claim();
+  })());
+});
+
+self.addEventListener('fetch', (event) => {
+  const req = event.request;
+  if (req.method !== 'GET' || new URL(req.url).origin !== self.location.origin) return;
+  event.respondWith((async () => {
+    const cache = await caches.open(CACHE);
+    try {
+      const res = await fetch(req);
+      if (res.ok) cache.put(req, res.clone());
+      return res;
+    } catch (err) {
+      const hit = await cache.match(req, { ignoreSearch: true });
+      if (hit) return hit;
+      throw err;
+    }
+  })());
+});
