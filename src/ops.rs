@@ -9,6 +9,7 @@ use crate::gpu::{Gpu, KernelSpec, Tensor, Weight, WeightFormat};
 const GEMM: &str = include_str!("../shaders/gemm.wgsl");
 const GEMM_SUBGROUP: &str = include_str!("../shaders/gemm_subgroup.wgsl");
 const GEMM_COMMON: &str = include_str!("../shaders/gemm_common.wgsl");
+const GEMM_CPU: &str = include_str!("../shaders/gemm_cpu.wgsl");
 const ATTENTION_SUBGROUP: &str = include_str!("../shaders/attention_subgroup.wgsl");
 
 /// Head dims up to this take the subgroup flash kernel (its D loops are unrolled; the
@@ -86,6 +87,105 @@ fn flash_attention_source(d: usize, sg: usize) -> String {
     }
     src
 }
+/// `shaders/gemm_cpu.wgsl` with its R x C register tile unrolled (`conv`: A is a
+/// conv's im2col, read through `a_pix` with the padding as a 0/1 factor).
+fn gemm_cpu_source(t: CpuTile, conv: bool, v4: bool) -> String {
+    let CpuTile { r, c, wx, wy } = t;
+    let grid = |f: &dyn Fn(usize, usize) -> String| {
+        (0..r)
+            .flat_map(|i| (0..c).map(move |j| (i, j)))
+            .map(|(i, j)| f(i, j))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let rows = |f: &dyn Fn(usize) -> String| (0..r).map(f).collect::<Vec<_>>().join("\n");
+    let cols = |f: &dyn Fn(usize) -> String| (0..c).map(f).collect::<Vec<_>>().join("\n");
+    let valid = |i: usize| {
+        if conv {
+            format!(" * v{i}")
+        } else {
+            String::new()
+        }
+    };
+    let (xbind, step, loads, fmas);
+    if v4 {
+        xbind = "@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;";
+        step = "4u";
+        loads = cols(&|j| format!("            let b{j} = w4(wo{j} + wt + c);"));
+        fmas = rows(&|i| {
+            let mut s = format!("            let a{i} = x[(x{i} + c) >> 2u]{};\n", valid(i));
+            for comp in ["x", "y", "z", "w"] {
+                for j in 0..c {
+                    s += &format!(
+                        "            acc{i}_{j} = fma(a{i}.{comp}, b{j}.{comp}, acc{i}_{j});\n"
+                    );
+                }
+            }
+            s
+        });
+    } else {
+        xbind = "@group(0) @binding(1) var<storage, read> x: array<f32>;";
+        step = "1u";
+        loads = format!(
+            "{}\n{}",
+            rows(&|i| format!("            let a{i} = x[x{i} + c]{};", valid(i))),
+            cols(&|j| format!("            let b{j} = w_at(wo{j} + wt + c);"))
+        );
+        fmas = grid(&|i, j| format!("            acc{i}_{j} = fma(a{i}, b{j}, acc{i}_{j});"));
+    }
+    let parts = [
+        ("XBIND", xbind.to_string()),
+        (
+            "ROWS",
+            rows(&|i| {
+                format!(
+                    "    let r{i} = a_row(min(m_first + {}u, p.M - 1u), z);",
+                    wy * i
+                )
+            }),
+        ),
+        (
+            "COLS",
+            cols(&|j| {
+                format!(
+                    "    let wo{j} = w_base + min(n_first + {}u, p.N - 1u) * p.w_rs;",
+                    wx * j
+                )
+            }),
+        ),
+        ("ACC", grid(&|i, j| format!("    var acc{i}_{j} = 0.0;"))),
+        (
+            "PIX",
+            rows(&|i| {
+                if conv {
+                    format!(
+                        "        let in{i} = a_inside(r{i}, kx, ky);\n        let x{i} = select(0u, a_off(r{i}, kx, ky), in{i});\n        let v{i} = select(0.0, 1.0, in{i});"
+                    )
+                } else {
+                    format!("        let x{i} = r{i}.base;")
+                }
+            }),
+        ),
+        ("LOADS", loads),
+        ("FMAS", fmas),
+        (
+            "STORE",
+            grid(&|i, j| {
+                format!(
+                    "    finish(m_first + {}u, n_first + {}u, o_base, acc{i}_{j});",
+                    wy * i,
+                    wx * j
+                )
+            }),
+        ),
+    ];
+    let mut src = GEMM_CPU.replace("STEP", step);
+    for (k, v) in parts {
+        src = src.replace(&format!("\n{k}\n"), &format!("\n{v}\n"));
+    }
+    src
+}
+
 const NORM: &str = include_str!("../shaders/norm.wgsl");
 const ROWS_SUBGROUP: &str = include_str!("../shaders/rows_subgroup.wgsl");
 const ELEMENTWISE: &str = include_str!("../shaders/elementwise.wgsl");
@@ -151,6 +251,36 @@ const RT: usize = 4;
 /// invocations) left whole column blocks unwritten on lavapipe — caught by the poisoned
 /// kernel tests, while the benchmark showed them "faster": 8 it is.
 const SUBGROUPS: usize = 8;
+
+/// The CPU GEMM's tile: R x C outputs per thread, WX x WY threads per workgroup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct CpuTile {
+    r: usize,
+    c: usize,
+    wx: usize,
+    wy: usize,
+}
+
+impl CpuTile {
+    /// 8 rows per thread (8 x 8 = 64 accumulators: measured fastest in SwiftShader,
+    /// where each value a thread loads is a gather), and the columns per thread and
+    /// threads per row that waste the fewest columns past N: attention's P.V has N = the
+    /// head dim (20, 40 ...), the UNet's widths are multiples of 160.
+    fn for_n(n: usize) -> CpuTile {
+        let (c, wx) = [8, 7, 6, 5, 4]
+            .into_iter()
+            .flat_map(|c| [16, 8, 4].into_iter().map(move |wx| (c, wx)))
+            .min_by_key(|&(c, wx)| (n.div_ceil(c * wx) * c * wx, std::cmp::Reverse(c * wx)))
+            .unwrap();
+        // 128 invocations per workgroup: 64 and 256 were slower in SwiftShader.
+        CpuTile {
+            r: 8,
+            c,
+            wx,
+            wy: 128 / wx,
+        }
+    }
+}
 
 /// Geometry of a conv seen as an implicit GEMM.
 #[derive(Clone, Copy, Debug)]
@@ -335,6 +465,7 @@ impl Gpu {
         );
         let in_c = g.conv.map_or(g.k, |c| c.in_c);
         let p = g.params();
+        let cpu_source;
         let (spec, workgroups) = match self.info.subgroup_size {
             // 4-wide reads along K: K and a conv's Cin % 4 == 0, rows 4-aligned.
             Some(sg) if g.k.is_multiple_of(4) && in_c.is_multiple_of(4) && g.strides_aligned() => (
@@ -354,24 +485,46 @@ impl Gpu {
                     g.batches as u32,
                 ],
             ),
+            // CPU drivers: the register-tiled form without barriers (shaders/gemm_cpu.wgsl).
+            _ if self.info.software => {
+                let t = CpuTile::for_n(g.n);
+                let v4 = g.k.is_multiple_of(4) && in_c.is_multiple_of(4) && g.strides_aligned();
+                let upsample = g.conv.is_some_and(|c| (c.lh, c.lw) != (c.in_h, c.in_w));
+                cpu_source = gemm_cpu_source(t, g.conv.is_some(), v4);
+                let CpuTile { r, c, wx, wy } = t;
+                (
+                    KernelSpec {
+                        key: format!(
+                            "gemm_cpu_{mode}{}_{flags}_{r}x{c}_{wx}x{wy}{}",
+                            if upsample { "_up" } else { "" },
+                            if v4 { "_v4" } else { "" }
+                        ),
+                        source: &cpu_source,
+                        prelude: format!(
+                            "{consts}{}const CONV: bool = {};\nconst UPSAMPLE: bool = {upsample};\nconst R: u32 = {r}u;\nconst C: u32 = {c}u;\nconst WX: u32 = {wx}u;\nconst WY: u32 = {wy}u;\n{GEMM_COMMON}",
+                            if v4 { wf.wgsl_vec4(2) } else { wf.wgsl(2) },
+                            g.conv.is_some()
+                        ),
+                        entry: "main",
+                        trusted: false,
+                    },
+                    [
+                        g.n.div_ceil(wx * c) as u32,
+                        g.m.div_ceil(wy * r) as u32,
+                        g.batches as u32,
+                    ],
+                )
+            }
             _ => (
                 KernelSpec {
-                    key: format!(
-                        "gemm_tiled_{mode}_{flags}_64x64{}",
-                        if self.info.software { "_serial" } else { "" }
-                    ),
+                    key: format!("gemm_tiled_{mode}_{flags}_64x64"),
                     source: GEMM,
                     prelude: format!(
                         "{consts}{}const CONV: bool = {};\n{GEMM_COMMON}",
                         wf.wgsl(2),
                         g.conv.is_some()
                     ),
-                    // CPU drivers: the barrier-free form (shaders/gemm.wgsl).
-                    entry: if self.info.software {
-                        "main_serial"
-                    } else {
-                        "main"
-                    },
+                    entry: "main",
                     trusted: false,
                 },
                 [

@@ -241,6 +241,8 @@ impl Gpu {
         } else {
             self.device.create_shader_module(desc)
         };
+        #[cfg(not(target_arch = "wasm32"))]
+        let t0 = std::time::Instant::now();
         let pipeline = Arc::new(self.device.create_compute_pipeline(
             &wgpu::ComputePipelineDescriptor {
                 label: Some(&spec.key),
@@ -251,6 +253,10 @@ impl Gpu {
                 cache: None,
             },
         ));
+        #[cfg(not(target_arch = "wasm32"))]
+        if std::env::var_os("ROENTGEN_LOG_PIPELINES").is_some() {
+            eprintln!("pipeline {}: {:.3} s", spec.key, t0.elapsed().as_secs_f64());
+        }
         cache.insert(spec.key.clone(), pipeline.clone());
         pipeline
     }
