@@ -168,6 +168,37 @@ pub fn plan_import(paths: &[String], prefer_f16: bool) -> Result<Vec<(String, St
         .collect())
 }
 
+/// Every file of a diffusers folder that [`plan_import`] may choose, checkpoint-relative:
+/// what a download from a URL asks the server for (HTTP has no folder listing), before
+/// `plan_import` picks from those that exist, as it does for a picked folder.
+pub fn remote_candidates() -> Vec<String> {
+    let mut out = vec![
+        "model_index.json".to_string(),
+        "scheduler/scheduler_config.json".to_string(),
+    ];
+    for component in ["text_encoder", "unet", "vae"] {
+        out.push(format!("{component}/config.json"));
+        for stem in crate::weights::pick::STEMS {
+            for variant in ["", ".fp16"] {
+                for ext in ["safetensors", "bin"] {
+                    out.push(format!("{component}/{stem}{variant}.{ext}"));
+                }
+            }
+        }
+    }
+    for f in [
+        "vocab.json",
+        "merges.txt",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+    ] {
+        out.push(format!("tokenizer/{f}"));
+    }
+    out
+}
+
 /// A checkpoint folder on the native file system.
 #[cfg(not(target_arch = "wasm32"))]
 pub struct DirSource {

@@ -32,6 +32,9 @@ pub enum Error {
     MissingFile { path: String, hint: String },
     #[error("the browser's storage failed: {0}")]
     Storage(String),
+    /// Fetching a model from a URL (the browser app's "download a model").
+    #[error("downloading {url} failed: {message}")]
+    Download { url: String, message: String },
     #[error("shape mismatch: {0}")]
     Shape(String),
     #[error("{0}")]

@@ -6,7 +6,7 @@ use std::cell::Cell;
 use std::path::Path;
 use std::rc::Rc;
 
-use roentgen_web::checkpoint::plan_import;
+use roentgen_web::checkpoint::{plan_import, remote_candidates};
 use roentgen_web::loader::{RangeRead, WeightFile};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
@@ -177,4 +177,28 @@ fn a_truncated_weight_file_fails_with_its_name_when_streamed() {
         Ok(_) => panic!("a truncated file indexed"),
     };
     assert!(msg.contains(path), "{msg}");
+}
+
+/// A download from a URL asks for `remote_candidates` (HTTP lists no folder) and plans
+/// from those the server has: it must pick exactly what importing the folder picks, for
+/// both fixture layouts (plain and fp16-variant safetensors).
+#[test]
+fn a_download_from_a_url_picks_what_a_folder_import_picks() {
+    let candidates = remote_candidates();
+    for fixture in ["tiny-sd", "tiny-sd-alt"] {
+        let inside = files_under(&Path::new(FIXTURES).join(fixture), "");
+        let inside: Vec<String> = inside.iter().map(|p| p[1..].to_string()).collect();
+        let from_folder = plan_import(&inside, false).unwrap();
+        let served: Vec<String> = candidates
+            .iter()
+            .filter(|c| inside.contains(c))
+            .cloned()
+            .collect();
+        let from_url = plan_import(&served, false).unwrap();
+        let mut a: Vec<_> = from_folder.iter().map(|(_, p)| p.clone()).collect();
+        let mut b: Vec<_> = from_url.iter().map(|(_, p)| p.clone()).collect();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "{fixture}");
+    }
 }

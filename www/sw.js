@@ -25,9 +25,18 @@ self.addEventListener('activate', (event) => {
   })());
 });
 
+// Only the shell's own files: a model downloaded from this origin (possibly gigabytes,
+// in Range requests) goes straight to the network and into OPFS, never into this cache.
+function inShell(url) {
+  const scope = new URL(self.registration.scope);
+  if (url.origin !== scope.origin || !url.pathname.startsWith(scope.pathname)) return false;
+  const rel = url.pathname.slice(scope.pathname.length);
+  return rel === '' || SHELL.includes(rel);
+}
+
 self.addEventListener('fetch', (event) => {
   const req = event.request;
-  if (req.method !== 'GET' || new URL(req.url).origin !== self.location.origin) return;
+  if (req.method !== 'GET' || !inShell(new URL(req.url))) return;
   event.respondWith((async () => {
     const cache = await caches.open(CACHE);
     try {

@@ -4,7 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use gloo_events::EventListener;
+use gloo_events::{EventListener, EventListenerOptions};
 use js_sys::{Array, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
@@ -15,7 +15,7 @@ use web_sys::{
     HtmlTextAreaElement, ImageData, MessageEvent, Url, Worker, WorkerOptions, WorkerType,
 };
 
-use super::protocol::{FailureKind, Reply, Request, Settings, StoredModel, model_name};
+use super::protocol::{FailureKind, Reply, Request, Settings, StoredModel, model_name, model_url};
 use super::store::{js_error, walk};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -120,6 +120,8 @@ impl Page {
             .set_disabled(busy || generating);
         self.el::<HtmlButtonElement>("pick-folder")
             .set_disabled(busy || generating);
+        self.el::<HtmlButtonElement>("model-url-go")
+            .set_disabled(busy || generating);
         self.render_models();
     }
 
@@ -214,6 +216,23 @@ impl Page {
         self.set_task(Task::Importing);
         self.status("importing", &format!("Checking “{name}”…"));
         self.send(&Request::Import { name, paths }, Some(&blobs));
+    }
+
+    fn import_url(&self) {
+        self.clear_error();
+        let url = self.el::<HtmlInputElement>("model-url").value();
+        let name = match model_url(&url) {
+            Ok((_, name)) => name,
+            Err(e) => {
+                self.show_error(&format!("{e}."), Some(FailureKind::Input));
+                return;
+            }
+        };
+        local_set("roentgen.model-url", url.trim());
+        self.model.borrow_mut().take();
+        self.set_task(Task::Importing);
+        self.status("importing", &format!("Looking for “{name}” on the server…"));
+        self.send(&Request::ImportUrl { url }, None);
     }
 
     fn settings(&self) -> Result<Settings, String> {
@@ -318,7 +337,7 @@ impl Page {
                 self.status(
                     "importing",
                     &format!(
-                        "Copying into this browser: {file} ({:.0} %, {} of {})",
+                        "Storing in this browser: {file} ({:.0} %, {} of {})",
                         100.0 * done as f64 / total.max(1) as f64,
                         human_bytes(done),
                         human_bytes(total)
@@ -420,7 +439,7 @@ impl Page {
                 "This browser's WebGPU limits are too small for this model: {message}. A browser or GPU with larger limits is needed."
             ),
             FailureKind::Model => format!("The model cannot be used: {message}."),
-            FailureKind::Storage => format!("{message}."),
+            FailureKind::Storage | FailureKind::Network => format!("{message}."),
             FailureKind::Busy => format!("Busy: {message}."),
             FailureKind::Input | FailureKind::Other => {
                 let mut c = message.chars();
@@ -721,6 +740,21 @@ pub fn main() {
         page().import(files);
         input.set_value("");
     })
+    .forget();
+    let url_form: HtmlElement = el(&doc, "url-form");
+    if let Some(url) = local_get("roentgen.model-url") {
+        el::<HtmlInputElement>(&doc, "model-url").set_value(&url);
+    }
+    // Not passive: the submit's default (a page reload) must be prevented.
+    EventListener::new_with_options(
+        &url_form,
+        "submit",
+        EventListenerOptions::enable_prevent_default(),
+        |ev| {
+            ev.prevent_default();
+            page().import_url();
+        },
+    )
     .forget();
     on_click(&el(&doc, "error-action"), |p| {
         let name = p.lost_model.borrow_mut().take();

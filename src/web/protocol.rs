@@ -18,6 +18,12 @@ pub enum Request {
         name: String,
         paths: Vec<String>,
     },
+    /// Download a diffusers folder served over HTTP(S) (a hospital intranet, a local
+    /// server) into the browser's storage, resuming files an earlier try left
+    /// unfinished, then load it.
+    ImportUrl {
+        url: String,
+    },
     /// Load a stored model.
     Load {
         name: String,
@@ -177,6 +183,8 @@ pub enum FailureKind {
     Model,
     /// The browser's storage refused (quota, private mode).
     Storage,
+    /// A download failed (unreachable server, a missing file, a cut connection).
+    Network,
     /// A setting is out of range, or no model is loaded.
     Input,
     /// Another task is running.
@@ -196,6 +204,7 @@ impl FailureKind {
             }
             Error::Unsupported(_) => FailureKind::Input,
             Error::Storage(_) => FailureKind::Storage,
+            Error::Download { .. } => FailureKind::Network,
             Error::Gpu(_) | Error::Shape(_) => FailureKind::Other,
         }
     }
@@ -230,6 +239,33 @@ pub fn model_name(folder: &str) -> String {
         "model".into()
     } else {
         cleaned
+    }
+}
+
+/// A model URL as typed: the folder's URL ending in `/` (a trailing `model_index.json`
+/// is dropped, so either may be pasted) and the stored model's name (its last segment).
+pub fn model_url(url: &str) -> Result<(String, String), Error> {
+    let url = url.trim();
+    let not_url = || {
+        Error::Unsupported(format!(
+            "“{url}” is not a web address: give the folder's http:// or https:// URL, e.g. https://intranet.example/models/roentgen/"
+        ))
+    };
+    let (scheme, rest) = ["https://", "http://"]
+        .into_iter()
+        .find_map(|s| url.strip_prefix(s).map(|r| (s, r)))
+        .ok_or_else(not_url)?;
+    let path = rest.split(['?', '#']).next().unwrap_or_default();
+    let path = path.strip_suffix("model_index.json").unwrap_or(path);
+    let path = path.trim_end_matches('/');
+    match path.rsplit_once('/') {
+        Some((host, last)) if !host.is_empty() && !last.is_empty() => {
+            Ok((format!("{scheme}{path}/"), model_name(last)))
+        }
+        _ if path.is_empty() => Err(not_url()),
+        _ => Err(Error::Unsupported(format!(
+            "“{url}” names a server, not a model folder on it: add the folder's path"
+        ))),
     }
 }
 
@@ -288,6 +324,41 @@ mod tests {
                 assert!(message.contains("maxBufferSize"), "{message}");
             }
             r => panic!("{r:?}"),
+        }
+    }
+
+    #[test]
+    fn model_urls_give_the_folder_and_a_name() {
+        let want = (
+            "https://intranet.example/models/roentgen/".to_string(),
+            "roentgen".to_string(),
+        );
+        for typed in [
+            "https://intranet.example/models/roentgen",
+            " https://intranet.example/models/roentgen/ ",
+            "https://intranet.example/models/roentgen/model_index.json",
+            "https://intranet.example/models/roentgen/?download=1",
+        ] {
+            assert_eq!(model_url(typed).unwrap(), want, "{typed}");
+        }
+        assert_eq!(
+            model_url("http://127.0.0.1:8000/a/RoentGen v1").unwrap(),
+            (
+                "http://127.0.0.1:8000/a/RoentGen v1/".into(),
+                "RoentGen v1".into()
+            )
+        );
+        for bad in [
+            "roentgen",
+            "ftp://x/y",
+            "https://",
+            "https://intranet.example/",
+        ] {
+            let msg = model_url(bad).unwrap_err().to_string();
+            assert!(
+                msg.contains("URL") || msg.contains("folder"),
+                "{bad}: {msg}"
+            );
         }
     }
 

@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
-    Blob, FileReaderSync, FileSystemDirectoryHandle, FileSystemFileHandle,
-    FileSystemGetDirectoryOptions, FileSystemGetFileOptions, FileSystemRemoveOptions,
-    FileSystemWritableFileStream,
+    Blob, FileReaderSync, FileSystemCreateWritableOptions, FileSystemDirectoryHandle,
+    FileSystemFileHandle, FileSystemGetDirectoryOptions, FileSystemGetFileOptions,
+    FileSystemRemoveOptions, FileSystemWritableFileStream, Headers, ReadableStreamDefaultReader,
+    RequestCache, RequestInit,
 };
 
 use super::protocol::StoredModel;
@@ -236,24 +237,7 @@ pub async fn import(
     let root = subdir(&models_dir().await?, name, true).await?;
     let mut done = 0f64;
     for (_, path, blob) in files {
-        let mut dir = root.clone();
-        let mut parts: Vec<&str> = path.split('/').collect();
-        let file_name = parts.pop().unwrap_or_default();
-        for p in parts {
-            dir = subdir(&dir, p, true).await?;
-        }
-        let opts = FileSystemGetFileOptions::new();
-        opts.set_create(true);
-        let handle: FileSystemFileHandle = wait(
-            dir.get_file_handle_with_options(file_name, &opts),
-            &format!("creating {path}"),
-        )
-        .await?
-        .unchecked_into();
-        let stream: FileSystemWritableFileStream =
-            wait(handle.create_writable(), &format!("writing {path}"))
-                .await?
-                .unchecked_into();
+        let stream = writer(&file_handle(&root, path).await?, path, false).await?;
         let size = blob.size();
         let mut at = 0f64;
         while at < size {
@@ -271,23 +255,57 @@ pub async fn import(
         wait(stream.close(), &format!("writing {path}")).await?;
         done += size;
     }
-    let manifest = Manifest {
-        name: name.into(),
-        bytes: total as u64,
-        files: files.iter().map(|(_, p, _)| p.clone()).collect(),
-    };
+    let files = files.iter().map(|(_, p, _)| p.clone()).collect();
+    finish(&root, name, total as u64, files).await
+}
+
+/// The handle of `path` under `root`, its folders created.
+async fn file_handle(root: &FileSystemDirectoryHandle, path: &str) -> Result<FileSystemFileHandle> {
+    let mut dir = root.clone();
+    let mut parts: Vec<&str> = path.split('/').collect();
+    let file_name = parts.pop().unwrap_or_default();
+    for p in parts {
+        dir = subdir(&dir, p, true).await?;
+    }
     let opts = FileSystemGetFileOptions::new();
     opts.set_create(true);
-    let handle: FileSystemFileHandle = wait(
-        root.get_file_handle_with_options(MANIFEST, &opts),
-        "writing the manifest",
+    Ok(wait(
+        dir.get_file_handle_with_options(file_name, &opts),
+        &format!("creating {path}"),
     )
     .await?
-    .unchecked_into();
-    let stream: FileSystemWritableFileStream =
-        wait(handle.create_writable(), "writing the manifest")
-            .await?
-            .unchecked_into();
+    .unchecked_into())
+}
+
+/// A writable stream on a file: emptied, or keeping what it holds (to append to).
+async fn writer(
+    handle: &FileSystemFileHandle,
+    path: &str,
+    keep: bool,
+) -> Result<FileSystemWritableFileStream> {
+    let opts = FileSystemCreateWritableOptions::new();
+    opts.set_keep_existing_data(keep);
+    Ok(wait(
+        handle.create_writable_with_options(&opts),
+        &format!("writing {path}"),
+    )
+    .await?
+    .unchecked_into())
+}
+
+/// Writes the manifest, which marks the model complete.
+async fn finish(
+    root: &FileSystemDirectoryHandle,
+    name: &str,
+    bytes: u64,
+    files: Vec<String>,
+) -> Result<StoredModel> {
+    let manifest = Manifest {
+        name: name.into(),
+        bytes,
+        files,
+    };
+    let stream = writer(&file_handle(root, MANIFEST).await?, MANIFEST, false).await?;
     let json = serde_json::to_string(&manifest).unwrap_or_default();
     wait(
         stream
@@ -299,9 +317,224 @@ pub async fn import(
     wait(stream.close(), "writing the manifest").await?;
     Ok(StoredModel {
         name: name.into(),
-        bytes: total as u64,
+        bytes,
         complete: true,
     })
+}
+
+/// Downloads `files` (checkpoint path, size if the server said) from `base` (a folder
+/// URL ending in `/`) into `models/<name>/`, streaming each response body into OPFS
+/// (never whole in memory) and resuming an earlier, interrupted download of the same
+/// model: a file already stored at its full size is kept, a shorter one continues with a
+/// `Range` request where the server honours it (206) and starts over where it does not.
+/// A complete model of that name is replaced. `on_progress(file, done, total)` hears
+/// every chunk.
+pub async fn download(
+    name: &str,
+    base: &str,
+    files: &[(String, Option<u64>)],
+    on_progress: &mut dyn FnMut(&str, u64, u64),
+) -> Result<StoredModel> {
+    if list().await?.iter().any(|m| m.name == name && m.complete) {
+        delete(name).await?;
+    }
+    let root = subdir(&models_dir().await?, name, true).await?;
+    let total: u64 = files.iter().map(|(_, n)| n.unwrap_or(0)).sum();
+    let mut have = Vec::with_capacity(files.len());
+    for (path, _) in files {
+        have.push(stored_size(&root, path).await?);
+    }
+    let missing: u64 = files
+        .iter()
+        .zip(&have)
+        .map(|((_, n), h)| n.unwrap_or(0).saturating_sub(*h))
+        .sum();
+    if let Some(free) = free_bytes().await
+        && free < missing as f64
+    {
+        return Err(Error::Storage(format!(
+            "the model needs {:.1} GB more but this site may store only {:.1} GB more; free disk space or delete a stored model",
+            missing as f64 / 1e9,
+            free.max(0.0) / 1e9
+        )));
+    }
+    let mut done = 0u64;
+    let mut sizes = 0u64;
+    for ((path, size), &stored) in files.iter().zip(&have) {
+        let url = format!("{base}{path}");
+        let fail = |message: String| Error::Download {
+            url: url.clone(),
+            message,
+        };
+        if size.is_some_and(|n| n == stored) {
+            done += stored;
+            sizes += stored;
+            on_progress(path, done, total);
+            continue;
+        }
+        let resume = if size.is_some_and(|n| stored < n) {
+            stored
+        } else {
+            0
+        };
+        let response = get(&url, resume).await?;
+        let (mut at, stream) = match response.status() {
+            206 if resume > 0 => (resume, {
+                let s = writer(&file_handle(&root, path).await?, path, true).await?;
+                wait(
+                    s.seek_with_f64(resume as f64)
+                        .map_err(storage_err("seeking"))?,
+                    &format!("writing {path}"),
+                )
+                .await?;
+                s
+            }),
+            200 => (
+                0,
+                writer(&file_handle(&root, path).await?, path, false).await?,
+            ),
+            status => {
+                return Err(fail(format!(
+                    "the server answered {status} {}{}",
+                    response.status_text(),
+                    if status == 404 {
+                        " (is the file on the server?)"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+        };
+        done += at;
+        let body = response
+            .body()
+            .ok_or_else(|| fail("the server sent no body".into()))?;
+        let reader: ReadableStreamDefaultReader = body.get_reader().unchecked_into();
+        let outcome: Result<()> = async {
+            loop {
+                let step = JsFuture::from(reader.read()).await.map_err(|e| {
+                    fail(format!(
+                        "the connection broke after {} of {} ({}); download again to resume",
+                        mb(at),
+                        size.map_or("?".into(), mb),
+                        js_error(&e)
+                    ))
+                })?;
+                if Reflect::get(&step, &"done".into()).is_ok_and(|d| d.is_truthy()) {
+                    return Ok(());
+                }
+                let chunk: Uint8Array = Reflect::get(&step, &"value".into())
+                    .map_err(storage_err("reading a download"))?
+                    .unchecked_into();
+                let p = stream
+                    .write_with_js_u8_array(&chunk)
+                    .map_err(storage_err("writing"))?;
+                wait(p, &format!("writing {path}")).await?;
+                at += chunk.length() as u64;
+                done += chunk.length() as u64;
+                on_progress(path, done, total);
+            }
+        }
+        .await;
+        // Close even after a failure: OPFS keeps written bytes only once the stream
+        // closes, and they are what the next try resumes from.
+        wait(stream.close(), &format!("writing {path}")).await?;
+        outcome?;
+        if let Some(n) = size
+            && at != *n
+        {
+            return Err(fail(format!(
+                "got {} of {}; download again to resume",
+                mb(at),
+                mb(*n)
+            )));
+        }
+        sizes += at;
+    }
+    let files = files.iter().map(|(p, _)| p.clone()).collect();
+    finish(&root, name, sizes, files).await
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// The size of `path` under `root` as stored so far (0 if absent).
+async fn stored_size(root: &FileSystemDirectoryHandle, path: &str) -> Result<u64> {
+    let mut dir = root.clone();
+    let mut parts: Vec<&str> = path.split('/').collect();
+    let file_name = parts.pop().unwrap_or_default();
+    for p in parts {
+        match JsFuture::from(dir.get_directory_handle(p)).await {
+            Ok(d) => dir = d.unchecked_into(),
+            Err(_) => return Ok(0),
+        }
+    }
+    match JsFuture::from(dir.get_file_handle(file_name)).await {
+        Ok(h) => {
+            let h: FileSystemFileHandle = h.unchecked_into();
+            let file: Blob = wait(h.get_file(), &format!("reading {path}"))
+                .await?
+                .unchecked_into();
+            Ok(file.size() as u64)
+        }
+        Err(_) => Ok(0),
+    }
+}
+
+/// `fetch` from the worker (or page): the whole file, or from byte `from` on.
+async fn get(url: &str, from: u64) -> Result<web_sys::Response> {
+    let init = RequestInit::new();
+    init.set_method("GET");
+    // Never a cached copy: a cache would be a second, multi-gigabyte copy of the model.
+    init.set_cache(RequestCache::NoStore);
+    if from > 0 {
+        let headers = Headers::new().map_err(storage_err("making a request"))?;
+        headers
+            .set("Range", &format!("bytes={from}-"))
+            .map_err(storage_err("making a request"))?;
+        init.set_headers_headers(&headers);
+    }
+    fetch(url, &init).await
+}
+
+/// The size the server gives for `url` (`HEAD`), `None` when it has no such file.
+pub async fn head(url: &str) -> Result<Option<Option<u64>>> {
+    let init = RequestInit::new();
+    init.set_method("HEAD");
+    init.set_cache(RequestCache::NoStore);
+    let r = fetch(url, &init).await?;
+    if !r.ok() {
+        return Ok(None);
+    }
+    let len = r
+        .headers()
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse().ok());
+    Ok(Some(len))
+}
+
+async fn fetch(url: &str, init: &RequestInit) -> Result<web_sys::Response> {
+    let global = js_sys::global();
+    let promise = if let Some(w) = global.dyn_ref::<web_sys::WorkerGlobalScope>() {
+        w.fetch_with_str_and_init(url, init)
+    } else {
+        web_sys::window()
+            .ok_or_else(|| Error::Storage("no window".into()))?
+            .fetch_with_str_and_init(url, init)
+    };
+    Ok(JsFuture::from(promise)
+        .await
+        .map_err(|e| Error::Download {
+            url: url.into(),
+            message: format!(
+                "the server cannot be reached ({}): check the address and the network; a server on another site must allow this page (Access-Control-Allow-Origin)",
+                js_error(&e)
+            ),
+        })?
+        .unchecked_into())
 }
 
 /// A stored model as a [`FileSource`].

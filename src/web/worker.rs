@@ -10,9 +10,9 @@ use js_sys::{Array, Uint8Array};
 use wasm_bindgen::prelude::*;
 use web_sys::{Blob, DedicatedWorkerGlobalScope, MessageEvent};
 
-use super::protocol::{FailureKind, Reply, Request, Settings};
+use super::protocol::{FailureKind, Reply, Request, Settings, model_url};
 use super::store;
-use crate::checkpoint::{Checkpoint, LoadOptions, plan_import};
+use crate::checkpoint::{Checkpoint, LoadOptions, plan_import, remote_candidates};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::image_io::{ImageMetadata, encode_png};
@@ -38,6 +38,25 @@ fn post(reply: &Reply, bytes: Option<&[u8]>) {
     }
     if let Err(e) = scope().post_message_with_transfer(&msg, &transfer) {
         log::error!("posting to the page failed: {}", store::js_error(&e));
+    }
+}
+
+/// Import progress for the page, at most every 100 ms (and at the end).
+fn progress() -> impl FnMut(&str, u64, u64) {
+    let mut last = 0f64;
+    move |file, done, total| {
+        let t = now_ms();
+        if t - last > 100.0 || done == total {
+            last = t;
+            post(
+                &Reply::Importing {
+                    file: file.into(),
+                    done,
+                    total,
+                },
+                None,
+            );
+        }
     }
 }
 
@@ -127,22 +146,51 @@ impl Engine {
                 (picked, path, files.get(i as u32).unchecked_into())
             })
             .collect();
-        let mut last = 0f64;
-        store::import(name, &chosen, &mut |file, done, total| {
-            let t = now_ms();
-            if t - last > 100.0 || done == total {
-                last = t;
-                post(
-                    &Reply::Importing {
-                        file: file.into(),
-                        done,
-                        total,
-                    },
-                    None,
-                );
+        store::import(name, &chosen, &mut progress()).await?;
+        self.load_stored(name).await
+    }
+
+    /// Downloads a diffusers folder from a URL into the store (resuming an interrupted
+    /// download of the same folder), then loads it. HTTP lists no folder, so the files a
+    /// checkpoint may hold are asked for one by one (`HEAD`) and the import plan is made
+    /// from those the server has, exactly as for a picked folder.
+    async fn import_url(&self, url: &str) -> Result<Reply> {
+        let (base, name) = model_url(url)?;
+        let mut found = Vec::new();
+        for path in remote_candidates() {
+            if let Some(size) = store::head(&format!("{base}{path}")).await? {
+                found.push((path, size));
             }
-        })
-        .await?;
+        }
+        if !found.iter().any(|(p, _)| p == "model_index.json") {
+            return Err(Error::Download {
+                url: format!("{base}model_index.json"),
+                message: "the server has no such file: give the URL of the diffusers folder itself (the one holding model_index.json, unet/, vae/, text_encoder/, tokenizer/)".into(),
+            });
+        }
+        let paths: Vec<String> = found.iter().map(|(p, _)| p.clone()).collect();
+        let files: Vec<(String, Option<u64>)> = plan_import(&paths, false)?
+            .into_iter()
+            .map(|(_, path)| {
+                let size = found.iter().find(|(p, _)| *p == path).and_then(|(_, s)| *s);
+                (path, size)
+            })
+            .collect();
+        if let Err(e) = store::download(&name, &base, &files, &mut progress()).await {
+            // The page lists the unfinished model (Download again resumes it).
+            post(
+                &Reply::Models {
+                    models: store::list().await.unwrap_or_default(),
+                },
+                None,
+            );
+            return Err(e);
+        }
+        self.load_stored(&name).await
+    }
+
+    /// After an import: the new list of stored models, then the model loaded.
+    async fn load_stored(&self, name: &str) -> Result<Reply> {
         post(
             &Reply::Models {
                 models: store::list().await?,
@@ -274,6 +322,7 @@ async fn run(engine: Rc<Engine>, req: Request, extra: Array) {
                 .import(name, paths.clone(), extra.get(1).unchecked_into())
                 .await
         }
+        Request::ImportUrl { url } => engine.import_url(url).await,
         Request::Load { name } => engine.load(name).await,
         Request::Delete { name } => engine.delete(name).await,
         Request::Generate(s) => engine.generate(s).await,

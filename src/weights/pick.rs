@@ -8,7 +8,7 @@
 use super::WeightError;
 
 /// File stems that hold a whole component's weights.
-const STEMS: [&str; 3] = ["diffusion_pytorch_model", "model", "pytorch_model"];
+pub const STEMS: [&str; 3] = ["diffusion_pytorch_model", "model", "pytorch_model"];
 /// What is looked for, in the order of [`STEMS`] and extensions, for the error message.
 const LOOKED_FOR: [&str; 4] = [
     "diffusion_pytorch_model[.fp16].safetensors",

@@ -6,7 +6,9 @@
 //      from the Origin Private File System, the same image is generated, and not one
 //      request leaves the page while it does;
 //   3. a folder missing a weight file is refused with a message naming it;
-//   4. a browser without WebGPU says so and which browsers and flags have it.
+//   4. a browser without WebGPU says so and which browsers and flags have it;
+//   5. a model downloaded from a URL, cut off halfway through its UNet, resumes with a
+//      Range request on the second try and loads.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -25,8 +27,15 @@ const MIN_PSNR_DB = 40;
 // SwiftShader runs WebGPU on the CPU: generous, but a hang still fails.
 const SLOW = 300_000;
 
+// The download test's server: the fixtures under /remote/, the UNet's weights cut off
+// halfway through on their first GET.
+const UNET = '/remote/tiny-sd/unet/diffusion_pytorch_model.safetensors';
+const UNET_BYTES = fs.statSync(path.join(FIXTURE, 'unet/diffusion_pytorch_model.safetensors')).size;
+let unetGets = 0;
+const cut = (p) => (p === UNET && unetGets++ === 0 ? Math.floor(UNET_BYTES / 2) : null);
+
 let server;
-before(async () => { server = await serve(); });
+before(async () => { server = await serve(undefined, { mounts: { '/remote/': path.join(ROOT, 'tests/fixtures') }, cut }); });
 after(() => server?.close());
 
 const byId = (id) => `[data-testid="${id}"]`;
@@ -178,6 +187,38 @@ test('without WebGPU the page says so and how to get it', { timeout: SLOW }, asy
     assert.match(text, /WebGPU/);
     assert.match(text, /enable-unsafe-webgpu/);
     assert.equal(await page.isDisabled(byId('generate')), true);
+  } finally {
+    await browser.close();
+  }
+});
+
+test('a model from a URL downloads, resumes after a cut connection, and loads', { timeout: 2 * SLOW }, async () => {
+  const browser = await launch();
+  try {
+    const page = await browser.newPage();
+    await page.goto(server.url);
+    await modelState(page, ['none']);
+    const url = `${server.url}remote/tiny-sd/`;
+    await page.fill(byId('model-url'), url);
+    await page.click(byId('model-url-go'));
+    // First try: the connection breaks halfway through the UNet.
+    await page.waitForSelector(`${byId('error')}:not([hidden])`, { timeout: SLOW });
+    const text = await errorText(page);
+    assert.match(text, /diffusion_pytorch_model\.safetensors/, text);
+    assert.match(text, /resume/, text);
+    assert.match(await page.textContent('#models'), /tiny-sd — import did not finish/);
+    // Second try: only the rest of the UNet is asked for, then the model loads.
+    const before = server.log.length;
+    await page.click(byId('model-url-go'));
+    assert.equal(await modelState(page, ['ready', 'error']), 'ready', await errorText(page));
+    const unet = server.log.slice(before).filter(([m, p]) => m === 'GET' && p === UNET);
+    assert.equal(unet.length, 1, JSON.stringify(unet));
+    const from = Number(/^bytes=(\d+)-$/.exec(unet[0][2] ?? '')?.[1]);
+    assert.ok(from > 0 && from <= UNET_BYTES / 2, `resumed from ${unet[0][2]}`);
+    // Files stored whole on the first try are not fetched again.
+    const again = server.log.slice(before).filter(([m, p]) => m === 'GET' && p.endsWith('text_encoder/model.safetensors'));
+    assert.deepEqual(again, []);
+    assert.doesNotMatch(await page.textContent('#models'), /did not finish/);
   } finally {
     await browser.close();
   }

@@ -15,27 +15,51 @@ const TYPES = {
   '.json': 'application/json', '.webmanifest': 'application/manifest+json', '.png': 'image/png',
 };
 
-/** Serves `dir` at the site root (Trunk writes absolute paths) on a free port. */
-export async function serve(dir = DIST) {
+/** Serves `dir` at the site root (Trunk writes absolute paths) on a free port, and each
+ * `mounts` entry (URL prefix -> folder) beneath it like a plain static web server: GET
+ * and HEAD, `Range: bytes=N-` answered with 206, Content-Length always. `cut(urlPath)`
+ * may return a byte count at which to break that response's connection (a download
+ * interrupted halfway). `log` records `[method, path, range]` of every request. */
+export async function serve(dir = DIST, { mounts = {}, cut = () => null } = {}) {
   if (!fs.existsSync(path.join(dir, 'index.html'))) {
     throw new Error(`${dir}/index.html is missing: run \`trunk build --release\` first`);
   }
+  const log = [];
   const server = http.createServer((req, res) => {
     const url = new URL(req.url, 'http://x');
-    let file = path.join(dir, decodeURIComponent(url.pathname));
-    if (!file.startsWith(dir)) { res.writeHead(403).end(); return; }
+    const pathname = decodeURIComponent(url.pathname);
+    log.push([req.method, pathname, req.headers.range ?? null]);
+    let root = dir;
+    let rel = pathname;
+    for (const [prefix, folder] of Object.entries(mounts)) {
+      if (pathname.startsWith(prefix)) { root = folder; rel = pathname.slice(prefix.length - 1); }
+    }
+    let file = path.join(root, rel);
+    if (!file.startsWith(root)) { res.writeHead(403).end(); return; }
     if (fs.existsSync(file) && fs.statSync(file).isDirectory()) file = path.join(file, 'index.html');
-    fs.readFile(file, (err, data) => {
-      if (err) { res.writeHead(404).end('not found'); return; }
-      res.writeHead(200, {
-        'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream',
-        'cache-control': 'no-cache',
-      });
+    if (!fs.existsSync(file)) { res.writeHead(404).end(); return; }
+    const size = fs.statSync(file).size;
+    const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
+    const start = m ? Number(m[1]) : 0;
+    const headers = {
+      'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream',
+      'cache-control': 'no-cache',
+      'accept-ranges': 'bytes',
+      'content-length': size - start,
+    };
+    if (m) headers['content-range'] = `bytes ${start}-${size - 1}/${size}`;
+    res.writeHead(m ? 206 : 200, headers);
+    if (req.method === 'HEAD') { res.end(); return; }
+    const data = fs.readFileSync(file).subarray(start);
+    const at = req.method === 'GET' ? cut(pathname) : null;
+    if (at != null && at < data.length) {
+      res.write(data.subarray(0, at), () => setTimeout(() => res.socket.destroy(), 100));
+    } else {
       res.end(data);
-    });
+    }
   });
   await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
-  return { url: `http://127.0.0.1:${server.address().port}/`, close: () => server.close() };
+  return { url: `http://127.0.0.1:${server.address().port}/`, log, close: () => server.close() };
 }
 
 // Without the background-networking flags Chromium keeps dialling Google, which this
