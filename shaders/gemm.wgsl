@@ -23,9 +23,6 @@
 // (tap, channel) decode of k advances by TK without divisions.
 
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read> res: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
 const TM: u32 = 64u;
 const TN: u32 = 64u;
@@ -148,24 +145,8 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         workgroupBarrier();
     }
     for (var i = 0u; i < 4u; i++) {
-        let m = m0 + ty + 16u * i;
-        if (m >= p.M) {
-            continue;
-        }
         for (var j = 0u; j < 4u; j++) {
-            let n = n0 + tx + 16u * j;
-            if (n >= p.N) {
-                continue;
-            }
-            var v = acc[i * 4u + j];
-            if (HAS_BIAS) {
-                v += bias[p.b_off + n];
-            }
-            let o = o_base + m * p.o_rs + n;
-            if (HAS_RES) {
-                v += res[o];
-            }
-            out[o] = v;
+            store_out(m0 + ty + 16u * i, n0 + tx + 16u * j, o_base, acc[i * 4u + j]);
         }
     }
 }

@@ -1,5 +1,6 @@
-// GEMM family, shared part (prepended to gemm.wgsl and gemm_subgroup.wgsl): the Params
-// block and the implicit-GEMM addressing of a conv.
+// GEMM family, shared part (prepended to gemm.wgsl, gemm_cpu.wgsl and gemm_subgroup.wgsl):
+// the Params block, the bias/residual/output bindings and their epilogue, and the
+// implicit-GEMM addressing of a conv.
 //
 // Params: sizes, conv geometry, then a batched/strided layout (workgroup z = batch *
 // heads + head): A row m of batch z starts at a_off + b*a_bs + h*a_hs + m*a_rs, W row n
@@ -21,6 +22,26 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read> res: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+
+// The epilogue: out[m, n] = v (+ bias[n]) (+ res[m, n]); rows and columns past the
+// matrix are not stored.
+fn store_out(m: u32, n: u32, o_base: u32, v: f32) {
+    if ((m >= p.M) | (n >= p.N)) {
+        return;
+    }
+    var r = v;
+    if (HAS_BIAS) {
+        r += bias[p.b_off + n];
+    }
+    let o = o_base + m * p.o_rs + n;
+    if (HAS_RES) {
+        r += res[o];
+    }
+    out[o] = r;
+}
 
 // PyTorch's nearest_idx: the source of output index `dst` when `n_in` grows to `n_out`:
 // halving when the size doubles (diffusers' Upsample2D), else floor(dst * (in / out))

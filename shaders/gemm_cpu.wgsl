@@ -28,9 +28,6 @@
 //   5 out:  [M, N] f32
 
 XBIND
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read> res: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
 // Linear: the offset of A row m. Conv: the batch's first input row and the output
 // pixel's top-left input coordinates.
@@ -68,21 +65,6 @@ fn a_off(r: ARow, kx: u32, ky: u32) -> u32 {
         sx = nearest(sx, p.in_w, p.lw, p.scale_w);
     }
     return ((r.base + sy) * p.in_w + sx) * p.in_c;
-}
-
-fn finish(m: u32, n: u32, o_base: u32, v: f32) {
-    if ((m >= p.M) | (n >= p.N)) {
-        return;
-    }
-    var r = v;
-    if (HAS_BIAS) {
-        r += bias[p.b_off + n];
-    }
-    let o = o_base + m * p.o_rs + n;
-    if (HAS_RES) {
-        r += res[o];
-    }
-    out[o] = r;
 }
 
 @compute @workgroup_size(WX, WY, 1)

@@ -23,9 +23,6 @@
 //   5 out:  [M, N] f32
 
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read> res: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
 
 // Offset (in floats) of the A row segment a lane reads at tap t (a conv's (ky, kx);

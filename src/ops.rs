@@ -172,7 +172,7 @@ fn gemm_cpu_source(t: CpuTile, conv: bool, v4: bool) -> String {
             "STORE",
             grid(&|i, j| {
                 format!(
-                    "    finish(m_first + {}u, n_first + {}u, o_base, acc{i}_{j});",
+                    "    store_out(m_first + {}u, n_first + {}u, o_base, acc{i}_{j});",
                     wy * i,
                     wx * j
                 )
