@@ -197,10 +197,15 @@ fn softmax_rows_serial(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(w
 // GroupNorm and LayerNorm for CPU drivers without subgroups (Chromium's SwiftShader):
 // one invocation per (group, batch) or per row, no barriers (see softmax_rows_serial).
 // Sums run in order in f32; the two-pass form keeps the variance exact enough.
-@compute @workgroup_size(1, 1, 1)
-fn group_norm_serial(@builtin(workgroup_id) wid: vec3<u32>) {
-    let g = wid.x;
+// GroupNorm takes 4 groups per workgroup: SwiftShader runs 4 invocations per SSE
+// register, and a workgroup of one left three of its lanes idle.
+@compute @workgroup_size(4, 1, 1)
+fn group_norm_serial(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let g = wid.x * 4u + lid.x;
     let b = wid.y;
+    if (g >= p.groups) {
+        return;
+    }
     let cg = p.channels / p.groups;
     let n = p.pixels * cg;
     let base = b * p.pixels * p.channels + g * cg;

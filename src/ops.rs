@@ -776,7 +776,8 @@ impl Gpu {
         assert_eq!(c % groups, 0, "group_norm: {c} channels in {groups} groups");
         let per_group = c / groups;
         // CPU drivers without subgroups: the barrier-free form (shaders/norm.wgsl).
-        let entry = if self.info.software && self.info.subgroup_size.is_none() {
+        let serial = self.info.software && self.info.subgroup_size.is_none();
+        let entry = if serial {
             "group_norm_serial"
         } else {
             "group_norm"
@@ -814,7 +815,11 @@ impl Gpu {
                     &spec,
                     &[x.buffer(), gamma.buffer(), beta.buffer(), out.buffer()],
                     &p,
-                    [g as u32, b as u32, 1],
+                    [
+                        if serial { g.div_ceil(4) } else { g } as u32,
+                        b as u32,
+                        1,
+                    ],
                 );
                 c0 += cx;
                 out
