@@ -4,7 +4,7 @@
 //! sequences `[B, T, C]`. Weights keep PyTorch's `[out, in]` for linear layers and are
 //! reordered to `[Cout, KH, KW, Cin]` for convolutions at load (see `nn::Conv2d`).
 
-use crate::gpu::{Gpu, KernelSpec, Tensor, Weight, WeightFormat};
+use crate::gpu::{Gpu, KernelSource, KernelSpec, Tensor, Weight, WeightFormat};
 
 const GEMM: &str = include_str!("../shaders/gemm.wgsl");
 const GEMM_SUBGROUP: &str = include_str!("../shaders/gemm_subgroup.wgsl");
@@ -465,13 +465,13 @@ impl Gpu {
         );
         let in_c = g.conv.map_or(g.k, |c| c.in_c);
         let p = g.params();
-        let cpu_source;
+        let cpu_source: Box<dyn Fn() -> String>;
         let (spec, workgroups) = match self.info.subgroup_size {
             // 4-wide reads along K: K and a conv's Cin % 4 == 0, rows 4-aligned.
             Some(sg) if g.k.is_multiple_of(4) && in_c.is_multiple_of(4) && g.strides_aligned() => (
                 KernelSpec {
                     key: format!("gemm_sg{sg}_{RT}x{SUBGROUPS}_{mode}_{flags}"),
-                    source: GEMM_SUBGROUP,
+                    source: GEMM_SUBGROUP.into(),
                     prelude: format!(
                         "const SG: u32 = {sg}u;\nconst RT: u32 = {RT}u;\nconst SUBGROUPS: u32 = {SUBGROUPS}u;\n{consts}{}fn a_base(m: u32, t: u32, z: u32) -> i32 {{ return a_base_{mode}(m, t, z); }}\n{GEMM_COMMON}",
                         wf.wgsl_vec4(2)
@@ -490,7 +490,8 @@ impl Gpu {
                 let t = CpuTile::for_n(g.n);
                 let v4 = g.k.is_multiple_of(4) && in_c.is_multiple_of(4) && g.strides_aligned();
                 let upsample = g.conv.is_some_and(|c| (c.lh, c.lw) != (c.in_h, c.in_w));
-                cpu_source = gemm_cpu_source(t, g.conv.is_some(), v4);
+                let conv = g.conv.is_some();
+                cpu_source = Box::new(move || gemm_cpu_source(t, conv, v4));
                 let CpuTile { r, c, wx, wy } = t;
                 (
                     KernelSpec {
@@ -499,7 +500,7 @@ impl Gpu {
                             if upsample { "_up" } else { "" },
                             if v4 { "_v4" } else { "" }
                         ),
-                        source: &cpu_source,
+                        source: KernelSource::Generated(&*cpu_source),
                         prelude: format!(
                             "{consts}{}const CONV: bool = {};\nconst UPSAMPLE: bool = {upsample};\nconst R: u32 = {r}u;\nconst C: u32 = {c}u;\nconst WX: u32 = {wx}u;\nconst WY: u32 = {wy}u;\n{GEMM_COMMON}",
                             if v4 { wf.wgsl_vec4(2) } else { wf.wgsl(2) },
@@ -518,7 +519,7 @@ impl Gpu {
             _ => (
                 KernelSpec {
                     key: format!("gemm_tiled_{mode}_{flags}_64x64"),
-                    source: GEMM,
+                    source: GEMM.into(),
                     prelude: format!(
                         "{consts}{}const CONV: bool = {};\n{GEMM_COMMON}",
                         wf.wgsl(2),
@@ -784,7 +785,7 @@ impl Gpu {
         };
         let spec = KernelSpec {
             key: format!("{entry}_silu{}", silu as u8),
-            source: NORM,
+            source: NORM.into(),
             prelude: format!("const SILU: bool = {silu};"),
             entry,
             trusted: false,
@@ -815,11 +816,7 @@ impl Gpu {
                     &spec,
                     &[x.buffer(), gamma.buffer(), beta.buffer(), out.buffer()],
                     &p,
-                    [
-                        if serial { g.div_ceil(4) } else { g } as u32,
-                        b as u32,
-                        1,
-                    ],
+                    [if serial { g.div_ceil(4) } else { g } as u32, b as u32, 1],
                 );
                 c0 += cx;
                 out
@@ -852,7 +849,7 @@ impl Gpu {
                 };
                 let spec = KernelSpec {
                     key: entry.into(),
-                    source: NORM,
+                    source: NORM.into(),
                     prelude: "const SILU: bool = false;".into(),
                     entry,
                     trusted: false,
@@ -872,7 +869,7 @@ impl Gpu {
     fn rows_kernel(&self, sg: u32, entry: &'static str) -> KernelSpec<'static> {
         KernelSpec {
             key: format!("{entry}_sg{sg}"),
-            source: ROWS_SUBGROUP,
+            source: ROWS_SUBGROUP.into(),
             prelude: format!("const SG: u32 = {sg}u;"),
             entry,
             trusted: false,
@@ -917,11 +914,10 @@ impl Gpu {
             {
                 self.count_flops(4 * (b * heads * nq * nk * d) as u64);
                 let out = self.empty(&[b, nq, c]);
-                // (a few KB of text per call, next to a kernel that runs for milliseconds)
-                let source = flash_attention_source(d, sg as usize);
+                let source = move || flash_attention_source(d, sg as usize);
                 let spec = KernelSpec {
                     key: format!("attention_flash_sg{sg}_d{d}"),
-                    source: &source,
+                    source: KernelSource::Generated(&source),
                     prelude: format!("const SG: u32 = {sg}u;\nconst D: u32 = {d}u;\n"),
                     entry: "main",
                     trusted: false,
@@ -1038,7 +1034,7 @@ impl Gpu {
                     };
                     let spec = KernelSpec {
                         key: entry.into(),
-                        source: NORM,
+                        source: NORM.into(),
                         prelude: "const SILU: bool = false;".into(),
                         entry,
                         trusted: false,
@@ -1100,7 +1096,7 @@ impl Gpu {
         let (name, body) = f.wgsl();
         KernelSpec {
             key: format!("elementwise_{entry}_{name}"),
-            source: ELEMENTWISE,
+            source: ELEMENTWISE.into(),
             prelude: format!("fn op(a: f32, b: f32) -> f32 {{ {body} }}"),
             entry,
             trusted: false,

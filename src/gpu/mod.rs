@@ -56,12 +56,25 @@ struct Recorder {
     params_buffer: Option<Arc<wgpu::Buffer>>,
 }
 
+/// A kernel family's WGSL: a file from `shaders/`, or text generated (unrolled) from
+/// one, built only when its pipeline is not cached yet.
+pub enum KernelSource<'a> {
+    File(&'a str),
+    Generated(&'a dyn Fn() -> String),
+}
+
+impl<'a> From<&'a str> for KernelSource<'a> {
+    fn from(s: &'a str) -> Self {
+        KernelSource::File(s)
+    }
+}
+
 /// A compute kernel: WGSL source plus the constants that specialise it.
 pub struct KernelSpec<'a> {
     /// Readable cache key, e.g. `gemm_conv_w_f16_64x64`.
     pub key: String,
-    /// The kernel family's WGSL file (from `shaders/`).
-    pub source: &'a str,
+    /// The kernel family's WGSL.
+    pub source: KernelSource<'a>,
     /// WGSL prepended to the source: `const`s and small `fn`s that specialise it.
     pub prelude: String,
     pub entry: &'a str,
@@ -224,7 +237,10 @@ impl Gpu {
         if let Some(p) = cache.get(&spec.key) {
             return p.clone();
         }
-        let source = format!("{}\n{}", spec.prelude, spec.source);
+        let source = match &spec.source {
+            KernelSource::File(body) => format!("{}\n{body}", spec.prelude),
+            KernelSource::Generated(f) => format!("{}\n{}", spec.prelude, f()),
+        };
         let desc = wgpu::ShaderModuleDescriptor {
             label: Some(&spec.key),
             source: wgpu::ShaderSource::Wgsl(source.into()),
