@@ -906,42 +906,41 @@ impl Gpu {
         assert_eq!(c % heads, 0, "attention: {c} channels in {heads} heads");
         let sg = self.info.subgroup_size.unwrap_or(64) as usize;
         let d = c / heads;
-        if let Some(sg) = self.info.subgroup_size {
-            if d % 4 == 0
-                && d <= FLASH_MAX_D
-                && c % 4 == 0
-                && std::env::var_os("ROENTGEN_CHUNKED_ATTENTION").is_none()
-            {
-                self.count_flops(4 * (b * heads * nq * nk * d) as u64);
-                let out = self.empty(&[b, nq, c]);
-                let source = move || flash_attention_source(d, sg as usize);
-                let spec = KernelSpec {
-                    key: format!("attention_flash_sg{sg}_d{d}"),
-                    source: KernelSource::Generated(&source),
-                    prelude: format!("const SG: u32 = {sg}u;\nconst D: u32 = {d}u;\n"),
-                    entry: "main",
-                    trusted: false,
-                };
-                let scale = 1.0 / (d as f32).sqrt();
-                let p = [
-                    nq as u32,
-                    nk as u32,
-                    heads as u32,
-                    c as u32,
-                    c as u32,
-                    causal as u32,
-                    scale.to_bits(),
-                    0,
-                ];
-                let per_wg = 64 / sg as usize * sg as usize;
-                self.dispatch(
-                    &spec,
-                    &[q.buffer(), k.buffer(), v.buffer(), out.buffer()],
-                    &p,
-                    [nq.div_ceil(per_wg) as u32, heads as u32, b as u32],
-                );
-                return out;
-            }
+        if let Some(sg) = self.info.subgroup_size
+            && d.is_multiple_of(4)
+            && d <= FLASH_MAX_D
+            && c.is_multiple_of(4)
+            && std::env::var_os("ROENTGEN_CHUNKED_ATTENTION").is_none()
+        {
+            self.count_flops(4 * (b * heads * nq * nk * d) as u64);
+            let out = self.empty(&[b, nq, c]);
+            let source = move || flash_attention_source(d, sg as usize);
+            let spec = KernelSpec {
+                key: format!("attention_flash_sg{sg}_d{d}"),
+                source: KernelSource::Generated(&source),
+                prelude: format!("const SG: u32 = {sg}u;\nconst D: u32 = {d}u;\n"),
+                entry: "main",
+                trusted: false,
+            };
+            let scale = 1.0 / (d as f32).sqrt();
+            let p = [
+                nq as u32,
+                nk as u32,
+                heads as u32,
+                c as u32,
+                c as u32,
+                causal as u32,
+                scale.to_bits(),
+                0,
+            ];
+            let per_wg = 64 / sg as usize * sg as usize;
+            self.dispatch(
+                &spec,
+                &[q.buffer(), k.buffer(), v.buffer(), out.buffer()],
+                &p,
+                [nq.div_ceil(per_wg) as u32, heads as u32, b as u32],
+            );
+            return out;
         }
         let nk4 = nk.div_ceil(4) * 4;
         self.count_flops(4 * (b * heads * nq * nk * d) as u64);
