@@ -48,15 +48,17 @@ fn a_row(m: u32, z: u32) -> ARow {
     return ARow(p.a_off + (z / p.heads) * p.a_bs + (z % p.heads) * p.a_hs + m * p.a_rs, 0, 0);
 }
 
-// A conv row at tap (ky, kx): channel 0's offset in x (0 inside the padding). Bool
-// `&`, not `&&`: a short-circuit is a branch, and branches (8 rows x taps) made the
-// JIT take seconds per pipeline.
+// Whether a conv row at tap (ky, kx) reads the input, not its zero padding. Bool `&`,
+// not `&&`: a short-circuit is a branch, and branches (8 rows x taps) made the JIT take
+// seconds per pipeline.
 fn a_inside(r: ARow, kx: u32, ky: u32) -> bool {
     let iy = r.iy0 + i32(ky);
     let ix = r.ix0 + i32(kx);
     return (iy >= 0) & (ix >= 0) & (iy < i32(p.lh)) & (ix < i32(p.lw));
 }
 
+// The offset of that row's channel 0 in x; meaningless inside the padding, where the
+// caller selects offset 0 instead (and a 0 factor for what it reads there).
 fn a_off(r: ARow, kx: u32, ky: u32) -> u32 {
     var sy = u32(max(r.iy0 + i32(ky), 0));
     var sx = u32(max(r.ix0 + i32(kx), 0));

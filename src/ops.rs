@@ -88,7 +88,8 @@ fn flash_attention_source(d: usize, sg: usize) -> String {
     src
 }
 /// `shaders/gemm_cpu.wgsl` with its R x C register tile unrolled (`conv`: A is a
-/// conv's im2col, read through `a_pix` with the padding as a 0/1 factor).
+/// conv's im2col, read through `a_inside`/`a_off` with the padding as a 0/1 factor;
+/// `v4`: A and W read as vec4 along K).
 fn gemm_cpu_source(t: CpuTile, conv: bool, v4: bool) -> String {
     let CpuTile { r, c, wx, wy } = t;
     let grid = |f: &dyn Fn(usize, usize) -> String| {
@@ -504,7 +505,7 @@ impl Gpu {
                         prelude: format!(
                             "{consts}{}const CONV: bool = {};\nconst UPSAMPLE: bool = {upsample};\nconst R: u32 = {r}u;\nconst C: u32 = {c}u;\nconst WX: u32 = {wx}u;\nconst WY: u32 = {wy}u;\n{GEMM_COMMON}",
                             if v4 { wf.wgsl_vec4(2) } else { wf.wgsl(2) },
-                            g.conv.is_some()
+                            conv
                         ),
                         entry: "main",
                         trusted: false,

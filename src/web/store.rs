@@ -237,7 +237,7 @@ pub async fn import(
     let root = subdir(&models_dir().await?, name, true).await?;
     let mut done = 0f64;
     for (_, path, blob) in files {
-        let stream = writer(&file_handle(&root, path).await?, path, false).await?;
+        let stream = writer(&new_file(&root, path).await?, path, false).await?;
         let size = blob.size();
         let mut at = 0f64;
         while at < size {
@@ -259,22 +259,40 @@ pub async fn import(
     finish(&root, name, total as u64, files).await
 }
 
-/// The handle of `path` under `root`, its folders created.
-async fn file_handle(root: &FileSystemDirectoryHandle, path: &str) -> Result<FileSystemFileHandle> {
+/// The handle of `path` under `root`: created with its folders (`create`), or only if it
+/// is there (`None` when it is not).
+async fn file_handle(
+    root: &FileSystemDirectoryHandle,
+    path: &str,
+    create: bool,
+) -> Result<Option<FileSystemFileHandle>> {
     let mut dir = root.clone();
     let mut parts: Vec<&str> = path.split('/').collect();
     let file_name = parts.pop().unwrap_or_default();
     for p in parts {
-        dir = subdir(&dir, p, true).await?;
+        if create {
+            dir = subdir(&dir, p, true).await?;
+        } else {
+            match JsFuture::from(dir.get_directory_handle(p)).await {
+                Ok(d) => dir = d.unchecked_into(),
+                Err(_) => return Ok(None),
+            }
+        }
     }
     let opts = FileSystemGetFileOptions::new();
-    opts.set_create(true);
-    Ok(wait(
-        dir.get_file_handle_with_options(file_name, &opts),
-        &format!("creating {path}"),
-    )
-    .await?
-    .unchecked_into())
+    opts.set_create(create);
+    match JsFuture::from(dir.get_file_handle_with_options(file_name, &opts)).await {
+        Ok(h) => Ok(Some(h.unchecked_into())),
+        Err(_) if !create => Ok(None),
+        Err(e) => Err(storage_err(&format!("creating {path}"))(e)),
+    }
+}
+
+/// [`file_handle`] creating the file.
+async fn new_file(root: &FileSystemDirectoryHandle, path: &str) -> Result<FileSystemFileHandle> {
+    Ok(file_handle(root, path, true)
+        .await?
+        .expect("a created file has a handle"))
 }
 
 /// A writable stream on a file: emptied, or keeping what it holds (to append to).
@@ -305,7 +323,7 @@ async fn finish(
         bytes,
         files,
     };
-    let stream = writer(&file_handle(root, MANIFEST).await?, MANIFEST, false).await?;
+    let stream = writer(&new_file(root, MANIFEST).await?, MANIFEST, false).await?;
     let json = serde_json::to_string(&manifest).unwrap_or_default();
     wait(
         stream
@@ -378,33 +396,32 @@ pub async fn download(
             0
         };
         let response = get(&url, resume).await?;
-        let (mut at, stream) = match response.status() {
-            206 if resume > 0 => (resume, {
-                let s = writer(&file_handle(&root, path).await?, path, true).await?;
-                wait(
-                    s.seek_with_f64(resume as f64)
-                        .map_err(storage_err("seeking"))?,
-                    &format!("writing {path}"),
-                )
-                .await?;
-                s
-            }),
-            200 => (
-                0,
-                writer(&file_handle(&root, path).await?, path, false).await?,
-            ),
-            status => {
-                return Err(fail(format!(
-                    "the server answered {status} {}{}",
-                    response.status_text(),
-                    if status == 404 {
-                        " (is the file on the server?)"
-                    } else {
-                        ""
-                    }
-                )));
-            }
-        };
+        let status = response.status();
+        if !(status == 200 || status == 206 && resume > 0) {
+            return Err(fail(format!(
+                "the server answered {status} {}{}",
+                response.status_text(),
+                if status == 404 {
+                    " (is the file on the server?)"
+                } else {
+                    ""
+                }
+            )));
+        }
+        // 206: the server sends the rest, appended; 200: the whole file, from scratch.
+        let appending = status == 206;
+        let stream = writer(&new_file(&root, path).await?, path, appending).await?;
+        let mut at = 0;
+        if appending {
+            at = resume;
+            wait(
+                stream
+                    .seek_with_f64(resume as f64)
+                    .map_err(storage_err("seeking"))?,
+                &format!("writing {path}"),
+            )
+            .await?;
+        }
         done += at;
         let body = response
             .body()
@@ -456,28 +473,16 @@ fn mb(bytes: u64) -> String {
 
 /// The size of `path` under `root` as stored so far (0 if absent).
 async fn stored_size(root: &FileSystemDirectoryHandle, path: &str) -> Result<u64> {
-    let mut dir = root.clone();
-    let mut parts: Vec<&str> = path.split('/').collect();
-    let file_name = parts.pop().unwrap_or_default();
-    for p in parts {
-        match JsFuture::from(dir.get_directory_handle(p)).await {
-            Ok(d) => dir = d.unchecked_into(),
-            Err(_) => return Ok(0),
-        }
-    }
-    match JsFuture::from(dir.get_file_handle(file_name)).await {
-        Ok(h) => {
-            let h: FileSystemFileHandle = h.unchecked_into();
-            let file: Blob = wait(h.get_file(), &format!("reading {path}"))
-                .await?
-                .unchecked_into();
-            Ok(file.size() as u64)
-        }
-        Err(_) => Ok(0),
-    }
+    let Some(h) = file_handle(root, path, false).await? else {
+        return Ok(0);
+    };
+    let file: Blob = wait(h.get_file(), &format!("reading {path}"))
+        .await?
+        .unchecked_into();
+    Ok(file.size() as u64)
 }
 
-/// `fetch` from the worker (or page): the whole file, or from byte `from` on.
+/// A GET of the whole file, or from byte `from` on.
 async fn get(url: &str, from: u64) -> Result<web_sys::Response> {
     let init = RequestInit::new();
     init.set_method("GET");
@@ -511,15 +516,10 @@ pub async fn head(url: &str) -> Result<Option<Option<u64>>> {
     Ok(Some(len))
 }
 
+/// `fetch` in the engine's worker (downloads run there, never in the page).
 async fn fetch(url: &str, init: &RequestInit) -> Result<web_sys::Response> {
-    let global = js_sys::global();
-    let promise = if let Some(w) = global.dyn_ref::<web_sys::WorkerGlobalScope>() {
-        w.fetch_with_str_and_init(url, init)
-    } else {
-        web_sys::window()
-            .ok_or_else(|| Error::Storage("no window".into()))?
-            .fetch_with_str_and_init(url, init)
-    };
+    let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+    let promise = scope.fetch_with_str_and_init(url, init);
     Ok(JsFuture::from(promise)
         .await
         .map_err(|e| Error::Download {
