@@ -133,34 +133,28 @@ impl PreparedCase {
         let weight = |shape: &[usize]| {
             let n: usize = shape.iter().product();
             let v: Vec<f32> = values(n, 3).iter().map(|x| x * 0.05).collect();
-            match format {
-                WeightFormat::F32 => gpu.weight_f32("bench", &v, shape),
-                WeightFormat::F16 => {
-                    let bits: Vec<u16> = v.iter().map(|&x| crate::weights::f32_to_f16(x)).collect();
-                    gpu.weight_f16("bench", &bits, shape)
-                }
-            }
+            gpu.weight("bench", &v, shape, format)
         };
         Ok(match case {
             KernelCase::Linear { m, k, n } => PreparedCase {
                 case,
                 inputs: vec![gpu.upload(&values(m * k, 1), &[m, k])?],
-                weights: vec![weight(&[n, k]), gpu.weight_f32("bias", &values(n, 2), &[n])],
+                weights: vec![weight(&[n, k]), gpu.weight("bias", &values(n, 2), &[n], WeightFormat::F32)],
             },
             KernelCase::Conv3x3 { b, h, w, c, cout } => PreparedCase {
                 case,
                 inputs: vec![gpu.upload(&values(b * h * w * c, 1), &[b, h, w, c])?],
                 weights: vec![
                     weight(&[cout, 3, 3, c]),
-                    gpu.weight_f32("bias", &values(cout, 2), &[cout]),
+                    gpu.weight("bias", &values(cout, 2), &[cout], WeightFormat::F32),
                 ],
             },
             KernelCase::GroupNorm { b, p, c } => PreparedCase {
                 case,
                 inputs: vec![gpu.upload(&values(b * p * c, 1), &[b, p, c])?],
                 weights: vec![
-                    gpu.weight_f32("g", &values(c, 2), &[c]),
-                    gpu.weight_f32("b", &values(c, 3), &[c]),
+                    gpu.weight("g", &values(c, 2), &[c], WeightFormat::F32),
+                    gpu.weight("b", &values(c, 3), &[c], WeightFormat::F32),
                 ],
             },
             KernelCase::Attention { b, n, nk, heads, d } => PreparedCase {

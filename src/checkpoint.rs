@@ -81,14 +81,20 @@ impl<S: FileSource> Checkpoint<S> {
         let file = "text_encoder/config.json";
         let config = ClipTextConfig::from_json(file, &self.read_text(file).await?)?;
         let w = self.weights("text_encoder").await?;
-        ClipTextModel::load(&Loader::new(gpu, &w, self.options.matrix_format), config)
+        ClipTextModel::load(
+            &Loader::new(gpu, &w, self.options.matrix_format).component("text_encoder"),
+            config,
+        )
     }
 
     pub async fn unet(&self, gpu: &Gpu) -> Result<UNet2DConditionModel> {
         let file = "unet/config.json";
         let config = UNetConfig::from_json(file, &self.read_text(file).await?)?;
         let w = self.weights("unet").await?;
-        UNet2DConditionModel::load(&Loader::new(gpu, &w, self.options.matrix_format), config)
+        UNet2DConditionModel::load(
+            &Loader::new(gpu, &w, self.options.matrix_format).component("unet"),
+            config,
+        )
     }
 
     pub async fn vae(&self, gpu: &Gpu, with_encoder: bool) -> Result<AutoencoderKL> {
@@ -96,7 +102,7 @@ impl<S: FileSource> Checkpoint<S> {
         let config = VaeConfig::from_json(file, &self.read_text(file).await?)?;
         let w = self.weights("vae").await?;
         AutoencoderKL::load(
-            &Loader::new(gpu, &w, self.options.matrix_format),
+            &Loader::new(gpu, &w, self.options.matrix_format).component("vae"),
             config,
             with_encoder,
         )

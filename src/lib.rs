@@ -9,6 +9,7 @@ pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod pipeline;
+pub mod quant;
 pub mod rng;
 pub mod schedulers;
 pub mod tokenizer;

@@ -3,7 +3,8 @@
 //! renames between old and new checkpoint layouts.
 
 use crate::error::Result;
-use crate::gpu::{Gpu, Weight, WeightFormat};
+use crate::gpu::{Gpu, HostWeight, Weight, WeightFormat};
+use crate::quant::{Layout, PackedIndex, QuantFormat, Quantized, SCALES_SUFFIX, TensorPlan};
 use std::ops::Range;
 
 use crate::weights::{ByteSource, DType, WeightError, WeightIndex};
@@ -79,6 +80,8 @@ impl ByteSource for Window {
 /// for the tensors' bytes.
 pub struct WeightFile {
     pub index: WeightIndex,
+    /// The packed tensors of a quantized file (`roentgen quantize`).
+    pub packed: Option<PackedIndex>,
     reader: Box<dyn RangeRead>,
 }
 
@@ -91,9 +94,20 @@ impl WeightFile {
     /// A whole file already in memory.
     pub fn parse(name: &str, bytes: Vec<u8>) -> Result<WeightFile> {
         let index = WeightIndex::parse(name, &bytes)?;
+        Self::new(index, Box::new(bytes))
+    }
+
+    fn new(index: WeightIndex, reader: Box<dyn RangeRead>) -> Result<WeightFile> {
+        let packed = PackedIndex::from_metadata(&index.metadata).map_err(|detail| {
+            WeightError::Quantization {
+                file: index.file.clone(),
+                detail,
+            }
+        })?;
         Ok(WeightFile {
             index,
-            reader: Box::new(bytes),
+            packed,
+            reader,
         })
     }
 
@@ -128,7 +142,7 @@ impl WeightFile {
                     let data = reader.read_at(start as u64, end - start)?;
                     sparse.chunks.push((start, data));
                 }
-                Ok(index) => return Ok(WeightFile { index, reader }),
+                Ok(index) => return Self::new(index, reader),
                 Err(e) => return Err(e.into()),
             }
         }
@@ -157,6 +171,58 @@ impl WeightFile {
     }
 }
 
+impl WeightFile {
+    /// The raw bytes of tensor `name` (its dtype and shape as stored).
+    pub fn tensor_data(&self, name: &str) -> Result<(crate::weights::TensorInfo, Vec<u8>)> {
+        let w = self.window(name)?;
+        let (info, data) = self.index.tensor_bytes_source(&w, name)?;
+        Ok((info.clone(), data.to_vec()))
+    }
+
+    /// Tensor `name` of a quantized file, packed, with its PyTorch shape and layout, or
+    /// None when it is stored plainly. Lengths are checked against the shape: a missing
+    /// scales tensor or a packed tensor of the wrong length is refused, naming both.
+    pub fn packed_tensor(&self, name: &str) -> Result<Option<(Quantized, Vec<usize>, Layout)>> {
+        let Some(entry) = self.packed.as_ref().and_then(|p| p.tensors.get(name)) else {
+            return Ok(None);
+        };
+        let bad = |detail: String| WeightError::Quantization {
+            file: self.index.file.clone(),
+            detail,
+        };
+        let format = QuantFormat::from_name(&entry.format).expect("checked at open");
+        let scales_name = format!("{name}{SCALES_SUFFIX}");
+        if !self.index.contains(&scales_name) {
+            return Err(bad(format!(
+                "tensor `{name}` is packed as {} but its scales `{scales_name}` are missing",
+                entry.format
+            ))
+            .into());
+        }
+        let (info, data) = self.tensor_data(name)?;
+        let (sinfo, sdata) = self.tensor_data(&scales_name)?;
+        if !matches!(info.dtype, DType::I8 | DType::U8) || sinfo.dtype != DType::F16 {
+            return Err(bad(format!(
+                "tensor `{name}` is stored as {} with scales as {}; packed tensors are i8/u8 with f16 scales",
+                info.dtype, sinfo.dtype
+            ))
+            .into());
+        }
+        let q = Quantized {
+            format,
+            numel: entry.shape.iter().product(),
+            data,
+            scales: sdata
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect(),
+        };
+        q.check()
+            .map_err(|d| bad(format!("tensor `{name}` of shape {:?}: {d}", entry.shape)))?;
+        Ok(Some((q, entry.shape.clone(), entry.layout)))
+    }
+}
+
 /// How matrices (linear and conv weights) are stored on the GPU. Biases and norm
 /// parameters are always f32.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -164,7 +230,11 @@ pub enum MatrixFormat {
     /// Keep the file's precision: f16 files stay f16 (half the memory), f32 stays f32.
     #[default]
     AsStored,
+    /// Every matrix in this format.
     Force(WeightFormat),
+    /// Quantized at load by the converter's policy ([`crate::quant::tensor_plan`]):
+    /// what `roentgen quantize` would write, without writing it.
+    Quantize(QuantFormat),
 }
 
 /// Where a loader's tensors come from.
@@ -186,6 +256,8 @@ pub struct Loader<'a> {
     backing: Backing<'a>,
     prefix: String,
     format: MatrixFormat,
+    /// `unet`, `text_encoder` or `vae`: which quantization policy applies.
+    component: &'static str,
 }
 
 fn random_values(name: &str, seed: u64, shape: &[usize]) -> Vec<f32> {
@@ -223,6 +295,7 @@ impl<'a> Loader<'a> {
             backing: Backing::File(file),
             prefix: String::new(),
             format,
+            component: "",
         }
     }
 
@@ -233,6 +306,28 @@ impl<'a> Loader<'a> {
             backing: Backing::Random { seed },
             prefix: String::new(),
             format,
+            component: "",
+        }
+    }
+
+    /// The loader for one component of a pipeline (`unet`, `text_encoder`, `vae`).
+    pub fn component(mut self, component: &'static str) -> Loader<'a> {
+        self.component = component;
+        self
+    }
+
+    /// The GPU format of matrix `full` (PyTorch `shape`) stored as `stored`.
+    fn target(&self, full: &str, shape: &[usize], stored: WeightFormat) -> WeightFormat {
+        match self.format {
+            MatrixFormat::AsStored => stored,
+            MatrixFormat::Force(f) => f,
+            MatrixFormat::Quantize(q) => {
+                match crate::quant::tensor_plan(self.component, full, shape, Some(q)) {
+                    TensorPlan::Quantize(q) => WeightFormat::from_quant(q),
+                    TensorPlan::F16 => WeightFormat::F16,
+                    TensorPlan::AsIs => stored,
+                }
+            }
         }
     }
 
@@ -261,6 +356,19 @@ impl<'a> Loader<'a> {
         match self.backing {
             Backing::File(f) => {
                 let full = self.name(name);
+                if let Some((q, stored, layout)) = f.packed_tensor(&full)? {
+                    // CPU-side tensors (embeddings) of a quantized file: rows dequantized
+                    if stored != shape || layout != Layout::RowMajor {
+                        return Err(WeightError::ShapeMismatch {
+                            file: f.index.file.clone(),
+                            tensor: full,
+                            expected: shape.to_vec(),
+                            found: stored,
+                        }
+                        .into());
+                    }
+                    return Ok(q.dequantize());
+                }
                 let w = f.window(&full)?;
                 Ok(f.index.read_f32_source(&w, &full, shape)?)
             }
@@ -271,7 +379,9 @@ impl<'a> Loader<'a> {
     /// A bias or norm parameter (always f32 on the GPU).
     pub fn vector(&self, name: &str, len: usize) -> Result<Weight> {
         let v = self.f32(name, &[len])?;
-        Ok(self.gpu.weight_f32(&self.name(name), &v, &[len]))
+        Ok(self
+            .gpu
+            .weight(&self.name(name), &v, &[len], WeightFormat::F32))
     }
 
     /// A matrix stored `[N, K]` (linear), or a conv weight `[Cout, Cin, KH, KW]` given
@@ -286,100 +396,80 @@ impl<'a> Loader<'a> {
         permute_conv: bool,
     ) -> Result<Weight> {
         let full = self.name(name);
+        let is_conv = permute_conv && shape.len() == 4;
+        let out_shape: Vec<usize> = if is_conv {
+            vec![shape[0], shape[2], shape[3], shape[1]]
+        } else {
+            shape.to_vec()
+        };
         let file = match self.backing {
             Backing::File(f) => f,
             Backing::Random { seed } => {
+                // random values need no reordering, only the permuted shape
                 let v = random_values(&full, seed, shape);
-                let (v, shape) = if permute_conv && shape.len() == 4 {
-                    // random values need no reordering, only the permuted shape
-                    (v, vec![shape[0], shape[2], shape[3], shape[1]])
-                } else {
-                    (v, shape.to_vec())
-                };
-                return Ok(match self.format {
-                    MatrixFormat::Force(WeightFormat::F16) => {
-                        let bits: Vec<u16> =
-                            v.iter().map(|&x| crate::weights::f32_to_f16(x)).collect();
-                        self.gpu.weight_f16(&full, &bits, &shape)
-                    }
-                    _ => self.gpu.weight_f32(&full, &v, &shape),
-                });
+                let format = self.target(&full, shape, WeightFormat::F32);
+                return Ok(self.gpu.weight(&full, &v, &out_shape, format));
             }
         };
+        let shape_ok = |found: &[usize]| found == shape || accept.is_some_and(|a| found == a);
+        let mismatch = |found: Vec<usize>| WeightError::ShapeMismatch {
+            file: file.index.file.clone(),
+            tensor: full.clone(),
+            expected: shape.to_vec(),
+            found,
+        };
+        // A packed tensor goes to the GPU as it is.
+        if let Some((q, stored, layout)) = file.packed_tensor(&full)? {
+            if !shape_ok(&stored) {
+                return Err(mismatch(stored).into());
+            }
+            let spatial = is_conv && shape[2] * shape[3] > 1;
+            if spatial != (layout == Layout::Ohwi) {
+                return Err(WeightError::Quantization {
+                    file: file.index.file.clone(),
+                    detail: format!(
+                        "tensor `{full}` is packed in {layout:?} order, which does not suit a {} weight of shape {shape:?}",
+                        if spatial { "conv" } else { "linear" }
+                    ),
+                }
+                .into());
+            }
+            return Ok(self
+                .gpu
+                .weight(&full, HostWeight::Quantized(&q), &out_shape, WeightFormat::F32));
+        }
         let window = file.window(&full)?;
         let (info, data) = file.index.tensor_bytes_source(&window, &full)?;
-        let ok = info.shape == shape || accept.is_some_and(|a| info.shape == a);
-        if !ok {
-            return Err(WeightError::ShapeMismatch {
-                file: file.index.file.clone(),
-                tensor: full,
-                expected: shape.to_vec(),
-                found: info.shape.clone(),
-            }
-            .into());
+        if !shape_ok(&info.shape) {
+            return Err(mismatch(info.shape.clone()).into());
         }
         let stored = match info.dtype {
             DType::F16 => WeightFormat::F16,
             _ => WeightFormat::F32,
         };
-        let format = match self.format {
-            MatrixFormat::AsStored => stored,
-            MatrixFormat::Force(f) => f,
-        };
-        let out_shape: Vec<usize> = if permute_conv && shape.len() == 4 {
-            vec![shape[0], shape[2], shape[3], shape[1]]
-        } else {
-            shape.to_vec()
-        };
-        let perm = |v: &mut dyn FnMut(usize, usize)| {
-            // dst index of src element i for [O, I, KH, KW] -> [O, KH, KW, I]
-            let (o, ci, kh, kw) = (shape[0], shape[1], shape[2], shape[3]);
-            for a in 0..o {
-                for c in 0..ci {
-                    for y in 0..kh {
-                        for x in 0..kw {
-                            let src = ((a * ci + c) * kh + y) * kw + x;
-                            let dst = ((a * kh + y) * kw + x) * ci + c;
-                            v(src, dst);
-                        }
-                    }
-                }
-            }
-        };
-        let needs_perm = permute_conv && shape.len() == 4 && !(shape[2] == 1 && shape[3] == 1);
-        match format {
-            WeightFormat::F16 if info.dtype == DType::F16 => {
-                let bits: Vec<u16> = data
-                    .chunks_exact(2)
-                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
-                    .collect();
-                let bits = if needs_perm {
-                    let mut out = vec![0u16; bits.len()];
-                    perm(&mut |s, d| out[d] = bits[s]);
-                    out
-                } else {
-                    bits
-                };
-                Ok(self.gpu.weight_f16(&full, &bits, &out_shape))
-            }
-            _ => {
-                let v = file.index.read_f32_source(&window, &full, &info.shape)?;
-                let v = if needs_perm {
-                    let mut out = vec![0f32; v.len()];
-                    perm(&mut |s, d| out[d] = v[s]);
-                    out
-                } else {
-                    v
-                };
-                match format {
-                    WeightFormat::F32 => Ok(self.gpu.weight_f32(&full, &v, &out_shape)),
-                    WeightFormat::F16 => {
-                        let bits: Vec<u16> =
-                            v.iter().map(|&x| crate::weights::f32_to_f16(x)).collect();
-                        Ok(self.gpu.weight_f16(&full, &bits, &out_shape))
-                    }
-                }
-            }
+        let format = self.target(&full, shape, stored);
+        let needs_perm = is_conv && !(shape[2] == 1 && shape[3] == 1);
+        if format == WeightFormat::F16 && info.dtype == DType::F16 {
+            // f16 stays f16 bit for bit
+            let bits: Vec<u16> = data
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect();
+            let bits = if needs_perm {
+                crate::quant::permute_oihw_to_ohwi(&bits, shape)
+            } else {
+                bits
+            };
+            return Ok(self
+                .gpu
+                .weight(&full, HostWeight::F16(&bits), &out_shape, format));
         }
+        let v = file.index.read_f32_source(&window, &full, &info.shape)?;
+        let v = if needs_perm {
+            crate::quant::permute_oihw_to_ohwi(&v, shape)
+        } else {
+            v
+        };
+        Ok(self.gpu.weight(&full, &v, &out_shape, format))
     }
 }

@@ -417,6 +417,32 @@ impl Gemm {
     }
 }
 
+/// The GEMM's second operand: a weight in its storage format (with its scales when
+/// quantized) or an f32 activation (attention's K and V).
+#[derive(Clone, Copy)]
+struct WOperand<'a> {
+    buf: &'a wgpu::Buffer,
+    scales: Option<&'a wgpu::Buffer>,
+    format: WeightFormat,
+}
+
+impl<'a> WOperand<'a> {
+    fn of(w: &'a Weight) -> Self {
+        WOperand {
+            buf: w.buffer(),
+            scales: w.scales(),
+            format: w.format,
+        }
+    }
+    fn f32(buf: &'a wgpu::Buffer) -> Self {
+        WOperand {
+            buf,
+            scales: None,
+            format: WeightFormat::F32,
+        }
+    }
+}
+
 /// Workgroups for one per item, folded into y beyond the 65,535 limit of x.
 fn grid(n: usize) -> [u32; 3] {
     if n <= 65535 {
@@ -445,14 +471,14 @@ impl Gpu {
         &self,
         g: &Gemm,
         x: &wgpu::Buffer,
-        w: &wgpu::Buffer,
-        wf: WeightFormat,
+        w: WOperand,
         bias: Option<&Weight>,
         res: Option<&Tensor>,
         out: &Tensor,
     ) {
         self.count_flops(2 * (g.m * g.n * g.k * g.batches) as u64);
         let mode = if g.conv.is_some() { "conv" } else { "linear" };
+        let wf = w.format;
         let flags = format!(
             "w{}_b{}_r{}",
             wf.name(),
@@ -475,7 +501,7 @@ impl Gpu {
                     source: GEMM_SUBGROUP.into(),
                     prelude: format!(
                         "const SG: u32 = {sg}u;\nconst RT: u32 = {RT}u;\nconst SUBGROUPS: u32 = {SUBGROUPS}u;\n{consts}{}fn a_base(m: u32, t: u32, z: u32) -> i32 {{ return a_base_{mode}(m, t, z); }}\n{GEMM_COMMON}",
-                        wf.wgsl_vec4(2)
+                        wf.wgsl_vec4(2, 6)
                     ),
                     entry: "main",
                     trusted: true,
@@ -504,7 +530,7 @@ impl Gpu {
                         source: KernelSource::Generated(&*cpu_source),
                         prelude: format!(
                             "{consts}{}const CONV: bool = {};\nconst UPSAMPLE: bool = {upsample};\nconst R: u32 = {r}u;\nconst C: u32 = {c}u;\nconst WX: u32 = {wx}u;\nconst WY: u32 = {wy}u;\n{GEMM_COMMON}",
-                            if v4 { wf.wgsl_vec4(2) } else { wf.wgsl(2) },
+                            if v4 { wf.wgsl_vec4(2, 6) } else { wf.wgsl(2, 6) },
                             conv
                         ),
                         entry: "main",
@@ -523,7 +549,7 @@ impl Gpu {
                     source: GEMM.into(),
                     prelude: format!(
                         "{consts}{}const CONV: bool = {};\n{GEMM_COMMON}",
-                        wf.wgsl(2),
+                        wf.wgsl(2, 6),
                         g.conv.is_some()
                     ),
                     entry: "main",
@@ -537,18 +563,16 @@ impl Gpu {
             ),
         };
         let dummy = self.dummy();
-        self.dispatch(
-            &spec,
-            &[
-                x,
-                w,
-                bias.map(|b| b.buffer()).unwrap_or(dummy),
-                res.map(|r| r.buffer()).unwrap_or(dummy),
-                out.buffer(),
-            ],
-            &p,
-            workgroups,
-        );
+        let mut bindings = vec![
+            x,
+            w.buf,
+            bias.map(|b| b.buffer()).unwrap_or(dummy),
+            res.map(|r| r.buffer()).unwrap_or(dummy),
+            out.buffer(),
+        ];
+        // binding 6: a quantized weight's scales
+        bindings.extend(w.scales);
+        self.dispatch(&spec, &bindings, &p, workgroups);
     }
 
     /// `x [.., K] · wᵀ (+ bias) (+ res)` with `w [N, K]` as PyTorch stores `nn.Linear`.
@@ -578,8 +602,7 @@ impl Gpu {
         self.gemm(
             &Gemm::dense(m, n, k),
             x.buffer(),
-            w.buffer(),
-            w.format,
+            WOperand::of(w),
             bias,
             res,
             &out,
@@ -734,8 +757,7 @@ impl Gpu {
                 self.gemm(
                     &gm,
                     x.buffer(),
-                    w.buffer(),
-                    w.format,
+                    WOperand::of(w),
                     bias,
                     acc.as_ref(),
                     &out,
@@ -997,8 +1019,7 @@ impl Gpu {
             self.gemm(
                 &s_gemm,
                 q.buffer(),
-                k.buffer(),
-                WeightFormat::F32,
+                WOperand::f32(k.buffer()),
                 None,
                 None,
                 &scores,
@@ -1079,8 +1100,7 @@ impl Gpu {
             self.gemm(
                 &o_gemm,
                 scores.buffer(),
-                vt.buffer(),
-                WeightFormat::F32,
+                WOperand::f32(vt.buffer()),
                 None,
                 None,
                 &out,

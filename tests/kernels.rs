@@ -8,7 +8,7 @@ use common::{Rng, assert_close, gpus, read_on};
 use roentgen_web::gpu::Gpu;
 use roentgen_web::gpu::{Tensor, Weight, WeightFormat};
 use roentgen_web::ops::{ConvGeom, Map};
-use roentgen_web::weights::{f16_to_f32, f32_to_f16};
+use roentgen_web::quant::quantize;
 
 /// An elementwise function's f64 reference.
 type Reference = Box<dyn Fn(f64, f64) -> f64>;
@@ -22,7 +22,31 @@ fn up(g: &Gpu, v: &[f32], shape: &[usize]) -> Tensor {
     g.upload(v, shape).unwrap()
 }
 
-/// A weight in `format`, and the values the kernel should see (f16-rounded for F16).
+/// Every storage format.
+const FORMATS: [WeightFormat; 4] = [
+    WeightFormat::F32,
+    WeightFormat::F16,
+    WeightFormat::Int8,
+    WeightFormat::Int4,
+];
+
+/// `v` (in the kernels' order) as a weight in `format`, and the values the kernel should
+/// see: the CPU reference of its storage (f16-rounded, or dequantized by
+/// `roentgen_web::quant`).
+fn weight_of(g: &Gpu, v: &[f32], shape: &[usize], format: WeightFormat) -> (Weight, Vec<f32>) {
+    let seen = match format.quant() {
+        Some(q) => quantize(v, q).dequantize(),
+        None if format == WeightFormat::F16 => v
+            .iter()
+            .map(|&x| half::f16::from_f32(x).to_f32())
+            .collect(),
+        None => v.to_vec(),
+    };
+    (g.weight("w", v, shape, format), seen)
+}
+
+/// A random `[N, K]` weight in `format`, with a few outlier input channels (x6, as
+/// trained SD weights have), and the values the kernel should see.
 fn weight(
     g: &Gpu,
     rng: &mut Rng,
@@ -31,15 +55,15 @@ fn weight(
     format: WeightFormat,
 ) -> (Weight, Vec<f32>) {
     let n: usize = shape.iter().product();
-    let v = rng.normal(n, scale);
-    match format {
-        WeightFormat::F32 => (g.weight_f32("w", &v, shape), v),
-        WeightFormat::F16 => {
-            let bits: Vec<u16> = v.iter().map(|&x| f32_to_f16(x)).collect();
-            let seen = bits.iter().map(|&b| f16_to_f32(b)).collect();
-            (g.weight_f16("w", &bits, shape), seen)
-        }
-    }
+    let k = *shape.last().unwrap();
+    let outliers: Vec<usize> = (0..k.div_ceil(32)).map(|_| rng.range(0, k - 1)).collect();
+    let v: Vec<f32> = rng
+        .normal(n, scale)
+        .into_iter()
+        .enumerate()
+        .map(|(i, x)| if outliers.contains(&(i % k)) { 6.0 * x } else { x })
+        .collect();
+    weight_of(g, &v, shape, format)
 }
 
 fn vector(g: &Gpu, rng: &mut Rng, n: usize, scale: f32, offset: f32) -> (Weight, Vec<f32>) {
@@ -48,7 +72,7 @@ fn vector(g: &Gpu, rng: &mut Rng, n: usize, scale: f32, offset: f32) -> (Weight,
         .into_iter()
         .map(|x| x + offset)
         .collect();
-    (g.weight_f32("v", &v, &[n]), v)
+    (g.weight("v", &v, &[n], WeightFormat::F32), v)
 }
 
 #[test]
@@ -64,7 +88,7 @@ fn linear_matches_cpu_on(path: &str, g: &Gpu) {
         let m = rng.range(1, 300);
         let k = rng.range(1, 200);
         let n = rng.range(1, 260);
-        let format = rng.pick(&[WeightFormat::F32, WeightFormat::F16]);
+        let format = FORMATS[round % 4];
         let (has_bias, has_res) = (round % 2 == 0, round % 3 == 0);
         let x = rng.normal(m * k, 1.0);
         let (w, wv) = weight(g, &mut rng, &[n, k], 1.0 / (k as f32).sqrt(), format);
@@ -95,6 +119,46 @@ fn linear_matches_cpu_on(path: &str, g: &Gpu) {
             &want,
             F32_TOL,
         );
+    }
+}
+
+/// Every format on every GEMM form, on shapes the quantized readers find hard: K not a
+/// multiple of the block (blocks straddle rows), K a multiple of 4 but not of 32 (the
+/// vec4 readers), odd N; weights with outlier input channels. The reference computes
+/// with the dequantized weight, so the f32 tolerance holds.
+#[test]
+fn every_format_on_every_gemm_form() {
+    for (path, g) in gpus() {
+        let mut rng = Rng::from_env(&format!("{path} formats"));
+        for format in FORMATS {
+            let odd = |rng: &mut Rng| 2 * rng.range(1, 90) + 1;
+            let shapes = [
+                (rng.range(1, 70), 32 * rng.range(1, 5) + 4 * rng.range(1, 7), odd(&mut rng)),
+                (rng.range(1, 70), 2 * rng.range(17, 60) + 1, odd(&mut rng)),
+                (rng.range(1, 70), 32 * rng.range(1, 6), odd(&mut rng)),
+            ];
+            for (m, k, n) in shapes {
+                let x = rng.normal(m * k, 1.0);
+                let (w, wv) = weight(g, &mut rng, &[n, k], 1.0 / (k as f32).sqrt(), format);
+                let (b, bv) = vector(g, &mut rng, n, 0.5, 0.0);
+                let out = g.linear(&up(g, &x, &[m, k]), &w, Some(&b), None);
+                let want: Vec<f32> = (0..m * n)
+                    .map(|o| {
+                        let (i, j) = (o / n, o % n);
+                        let s: f64 = (0..k)
+                            .map(|kk| x[i * k + kk] as f64 * wv[j * k + kk] as f64)
+                            .sum();
+                        (s + bv[j] as f64) as f32
+                    })
+                    .collect();
+                assert_close(
+                    &format!("{path} {format:?} linear {m}x{k}x{n}"),
+                    &read_on(g, &out),
+                    &want,
+                    F32_TOL,
+                );
+            }
+        }
     }
 }
 
@@ -183,25 +247,13 @@ fn conv2d_matches_cpu_on(path: &str, g: &Gpu) {
         {
             geom = ConvGeom::same(k);
         }
-        let format = rng.pick(&[WeightFormat::F32, WeightFormat::F16]);
+        let format = FORMATS[(round + rng.range(0, 3)) % 4];
         let x = rng.normal(b * h * w * c, 1.0);
         // PyTorch layout for the reference, reordered to [Cout, KH, KW, Cin] for the GPU
-        // as the loader does.
+        // as the loader does (and quantized in that order, as the converter does).
         let wt = rng.normal(co * c * k * k, 1.0 / ((c * k * k) as f32).sqrt());
-        let wt: Vec<f32> = if format == WeightFormat::F16 {
-            wt.iter().map(|&v| f16_to_f32(f32_to_f16(v))).collect()
-        } else {
-            wt
-        };
-        let perm = nhwc_weight(&wt, co, c, k);
-        let wg = match format {
-            WeightFormat::F32 => g.weight_f32("w", &perm, &[co, k, k, c]),
-            WeightFormat::F16 => g.weight_f16(
-                "w",
-                &perm.iter().map(|&v| f32_to_f16(v)).collect::<Vec<_>>(),
-                &[co, k, k, c],
-            ),
-        };
+        let (wg, seen) = weight_of(g, &nhwc_weight(&wt, co, c, k), &[co, k, k, c], format);
+        let wt = oihw_weight(&seen, co, c, k);
         let (bias, bv) = vector(g, &mut rng, co, 0.5, 0.0);
         let (want, oh, ow) = conv_ref(&x, b, h, w, c, &wt, co, k, geom, &bv);
         let xt = up(g, &x, &[b, h, w, c]);
@@ -262,6 +314,21 @@ fn group_norm_ref(
         }
     }
     want
+}
+
+/// The inverse of [`nhwc_weight`].
+fn oihw_weight(perm: &[f32], co: usize, c: usize, k: usize) -> Vec<f32> {
+    let mut wt = vec![0f32; perm.len()];
+    for o in 0..co {
+        for ci in 0..c {
+            for ky in 0..k {
+                for kx in 0..k {
+                    wt[((o * c + ci) * k + ky) * k + kx] = perm[((o * k + ky) * k + kx) * c + ci];
+                }
+            }
+        }
+    }
+    wt
 }
 
 /// PyTorch's conv weight `[Cout, Cin, K, K]` reordered to `[Cout, K, K, Cin]` as the loader does.
@@ -546,8 +613,9 @@ fn sliced_on(path: &str, g: &Gpu) {
         };
         let x = rng.normal(b * h * w * c, 1.0);
         let wt = rng.normal(co * c * k * k, 1.0 / ((c * k * k) as f32).sqrt());
-        let perm = nhwc_weight(&wt, co, c, k);
-        let wg = g.weight_f32("w", &perm, &[co, k, k, c]);
+        // slices start mid-block: every format
+        let (wg, seen) = weight_of(g, &nhwc_weight(&wt, co, c, k), &[co, k, k, c], FORMATS[round]);
+        let wt = oihw_weight(&seen, co, c, k);
         let (bias, bv) = vector(g, &mut rng, co, 0.5, 0.0);
         let (want, oh, ow) = conv_ref(&x, b, h, w, c, &wt, co, k, geom, &bv);
         // split x into its channel slices

@@ -275,11 +275,16 @@ UNET_OUT_GAIN = 1.5      # UNet conv_out (noise prediction std ~ 1)
 VAE_DEC_OUT_GAIN = 0.5   # VAE decoder conv_out (image std ~ 0.17 after /2+0.5)
 
 
-def redraw(model, gen, gain=1.0, emb_std=0.05, special=None):
+def normal_weight(shape, fan_in, gain, gen):
+    """The default Linear/Conv weight draw: N(0, gain^2/fan_in)."""
+    return torch.randn(shape, generator=gen) * (gain / fan_in ** 0.5)
+
+
+def redraw(model, gen, gain=1.0, emb_std=0.05, special=None, weight_init=normal_weight):
     """Re-draw every parameter of `model` from `gen`.
 
-    Linear/Conv weights ~ N(0, gain^2/fan_in); biases 0.1 N; Group/LayerNorm
-    weights 1 + 0.1 N, biases 0.1 N; Embedding N(0, emb_std^2).
+    Linear/Conv weights ~ N(0, gain^2/fan_in) (or `weight_init(shape, fan_in, gain, gen)`);
+    biases 0.1 N; Group/LayerNorm weights 1 + 0.1 N, biases 0.1 N; Embedding N(0, emb_std^2).
     `special` maps a module name to a gain overriding `gain`.
     """
     special = special or {}
@@ -293,7 +298,7 @@ def redraw(model, gen, gain=1.0, emb_std=0.05, special=None):
             if isinstance(m, (nn.Linear, nn.Conv2d)):
                 w = m.weight
                 fan_in = w[0].numel()
-                w.copy_(torch.randn(w.shape, generator=gen) * (g / fan_in ** 0.5))
+                w.copy_(weight_init(w.shape, fan_in, g, gen))
                 if m.bias is not None:
                     m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=gen))
             elif isinstance(m, (nn.GroupNorm, nn.LayerNorm)):
@@ -809,9 +814,10 @@ def make_tokenizer_ids(tok_legacy, tok_json_path):
     sents = make_sentences()
     # every saved tokenizer folder, reloaded by transformers (tiny-sd: pretty vocab.json,
     # tiny-sd-alt: compact vocab.json, tiny-sd-bin: compact tokenizer.json only)
+    # (and any other tiny-sd* fixture's, e.g. tiny-sd-heavy from make_quant_fixture.py)
     reloaded = {d.parent.name: CLIPTokenizer.from_pretrained(d)
                 for d in sorted(FIX.glob("tiny-sd*/tokenizer"))}
-    assert len(reloaded) == 3, sorted(reloaded)
+    assert {s["name"] for s in fixture_specs()} <= reloaded.keys(), sorted(reloaded)
     rows, long_n, oc_diff = [], 0, []
     for s in sents:
         ids = tok_legacy(s, truncation=False).input_ids

@@ -418,7 +418,7 @@ mod native {
         )?;
         if a.stages.iter().any(|s| s == "text") {
             eprintln!("text encoder: loading random weights");
-            let model = ClipTextModel::load(&Loader::random(&gpu, 1, format), clip_cfg.clone())?;
+            let model = ClipTextModel::load(&Loader::random(&gpu, 1, format).component("text_encoder"), clip_cfg.clone())?;
             let t = clip_cfg.max_position_embeddings;
             let ids: Vec<Vec<u32>> = (0..2)
                 .map(|b| {
@@ -455,7 +455,7 @@ mod native {
             eprintln!("unet {:?}: loading random weights", cfg.block_out_channels);
             let latent_ch = cfg.in_channels;
             let ctx_dim = cfg.cross_attention_dim;
-            let unet = UNet2DConditionModel::load(&Loader::random(&gpu, 2, format), cfg)?;
+            let unet = UNet2DConditionModel::load(&Loader::random(&gpu, 2, format).component("unet"), cfg)?;
             let n = a.batch * a.latent * a.latent * latent_ch;
             let sample = gpu.upload(
                 &(0..n)
@@ -495,7 +495,7 @@ mod native {
             )?;
             eprintln!("vae decoder: loading random weights");
             let lat = cfg.latent_channels;
-            let vae = AutoencoderKL::load(&Loader::random(&gpu, 3, format), cfg, false)?;
+            let vae = AutoencoderKL::load(&Loader::random(&gpu, 3, format).component("vae"), cfg, false)?;
             let n = a.latent * a.latent * lat;
             let z = gpu.upload(
                 &(0..n)

@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 pub use pool::MemoryStats;
 pub use tensor::{Tensor, Weight, WeightFormat};
 
+use crate::quant::{Quantized, quantize};
+
 use crate::error::{Error, Result};
 use pool::{BufferPool, PooledBuffer};
 
@@ -546,43 +548,98 @@ impl Gpu {
     }
 }
 
-impl Gpu {
-    /// Uploads a weight stored as f32.
-    pub fn weight_f32(&self, name: &str, data: &[f32], shape: &[usize]) -> Weight {
-        assert_eq!(data.len(), shape.iter().product::<usize>(), "{name}");
-        // Kernels bind large weights in slices: only the buffer itself is limited.
-        let bytes = self.within_limit(
-            "maxBufferSize",
-            self.info.max_buffer_size,
-            (data.len() * 4) as u64,
-        );
-        let buf = BufferPool::get_dedicated(&self.pool, &self.device, bytes, name);
-        self.queue
-            .write_buffer(buf.buffer(), 0, bytemuck::cast_slice(data));
-        Weight {
-            buf,
-            shape: shape.to_vec(),
-            format: WeightFormat::F32,
+/// A weight's values on the host, in one of the forms a checkpoint holds them.
+#[derive(Clone, Copy)]
+pub enum HostWeight<'a> {
+    F32(&'a [f32]),
+    /// IEEE half bits.
+    F16(&'a [u16]),
+    /// Already packed (a quantized checkpoint): uploaded as it is, in its own format.
+    Quantized(&'a Quantized),
+}
+
+impl<'a> From<&'a [f32]> for HostWeight<'a> {
+    fn from(v: &'a [f32]) -> Self {
+        HostWeight::F32(v)
+    }
+}
+
+impl<'a> From<&'a Vec<f32>> for HostWeight<'a> {
+    fn from(v: &'a Vec<f32>) -> Self {
+        HostWeight::F32(v)
+    }
+}
+
+impl HostWeight<'_> {
+    fn numel(&self) -> usize {
+        match self {
+            HostWeight::F32(v) => v.len(),
+            HostWeight::F16(v) => v.len(),
+            HostWeight::Quantized(q) => q.numel,
         }
     }
+}
 
-    /// Uploads a weight stored as IEEE half bits, two per word.
-    pub fn weight_f16(&self, name: &str, bits: &[u16], shape: &[usize]) -> Weight {
-        assert_eq!(bits.len(), shape.iter().product::<usize>(), "{name}");
-        // Kernels bind large weights in slices: only the buffer itself is limited.
-        let bytes = self.within_limit(
-            "maxBufferSize",
-            self.info.max_buffer_size,
-            (bits.len() * 2) as u64,
-        );
-        let buf = BufferPool::get_dedicated(&self.pool, &self.device, bytes, name);
-        let mut bytes: Vec<u8> = bytemuck::cast_slice(bits).to_vec();
-        bytes.resize(bytes.len().div_ceil(4) * 4, 0);
-        self.queue.write_buffer(buf.buffer(), 0, &bytes);
+impl Gpu {
+    /// The one place host tensors become GPU weights: `host` converted to `format`
+    /// (f32/f16 by `half`, int8/int4 by [`crate::quant::quantize`]) and uploaded.
+    /// A packed `host` keeps its own format, whatever `format` asks: it is never
+    /// dequantised.
+    pub fn weight<'a>(
+        &self,
+        name: &str,
+        host: impl Into<HostWeight<'a>>,
+        shape: &[usize],
+        format: WeightFormat,
+    ) -> Weight {
+        let host = host.into();
+        assert_eq!(host.numel(), shape.iter().product::<usize>(), "{name}");
+        let to_f32 = |bits: &[u16]| -> Vec<f32> {
+            bits.iter().map(|&b| half::f16::from_bits(b).to_f32()).collect()
+        };
+        let (format, data, scales): (WeightFormat, Vec<u8>, Option<Vec<u16>>) = match (host, format) {
+            (HostWeight::Quantized(q), _) => (
+                WeightFormat::from_quant(q.format),
+                q.data.clone(),
+                Some(q.scales.clone()),
+            ),
+            (HostWeight::F32(v), WeightFormat::F32) => (format, bytemuck::cast_slice(v).to_vec(), None),
+            (HostWeight::F16(b), WeightFormat::F32) => {
+                (format, bytemuck::cast_slice(&to_f32(b)).to_vec(), None)
+            }
+            (HostWeight::F16(b), WeightFormat::F16) => (format, bytemuck::cast_slice(b).to_vec(), None),
+            (HostWeight::F32(v), WeightFormat::F16) => {
+                let bits: Vec<u16> = v.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect();
+                (format, bytemuck::cast_slice(&bits).to_vec(), None)
+            }
+            (h, f) => {
+                let q = f.quant().unwrap();
+                let q = match h {
+                    HostWeight::F32(v) => quantize(v, q),
+                    HostWeight::F16(b) => quantize(&to_f32(b), q),
+                    HostWeight::Quantized(_) => unreachable!(),
+                };
+                (f, q.data, Some(q.scales))
+            }
+        };
+        let upload = |bytes: &[u8], label: &str| {
+            // Kernels bind large weights whole: only the buffer itself is limited.
+            let size = self.within_limit("maxBufferSize", self.info.max_buffer_size, bytes.len() as u64);
+            let buf = BufferPool::get_dedicated(&self.pool, &self.device, size, label);
+            if size == bytes.len() as u64 && !bytes.is_empty() {
+                let mut padded = bytes.to_vec();
+                padded.resize(bytes.len().div_ceil(4) * 4, 0);
+                self.queue.write_buffer(buf.buffer(), 0, &padded);
+            }
+            buf
+        };
+        let buf = upload(&data, name);
+        let scales = scales.map(|s| upload(bytemuck::cast_slice(&s), &format!("{name}.scales")));
         Weight {
             buf,
+            scales,
             shape: shape.to_vec(),
-            format: WeightFormat::F16,
+            format,
         }
     }
 }

@@ -125,6 +125,10 @@ impl PooledBuffer {
     pub fn buffer(&self) -> &wgpu::Buffer {
         self.buf.as_ref().unwrap()
     }
+    /// Bytes held (the size class).
+    pub fn size(&self) -> u64 {
+        self.class
+    }
 }
 
 impl Drop for PooledBuffer {

@@ -76,7 +76,7 @@ pub async fn bench_unet(width_scale: f64, latent: usize, repeat: bool) -> Result
             .collect();
         let (lc, ctx_dim) = (cfg.in_channels, cfg.cross_attention_dim);
         let unet = UNet2DConditionModel::load(
-            &Loader::random(&gpu, 2, MatrixFormat::Force(WeightFormat::F32)),
+            &Loader::random(&gpu, 2, MatrixFormat::Force(WeightFormat::F32)).component("unet"),
             cfg,
         )?;
         gpu.sync().await?;

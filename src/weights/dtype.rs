@@ -216,73 +216,21 @@ pub fn to_f32_into(dtype: DType, bytes: &[u8], out: &mut [f32]) -> Result<(), Co
     Ok(())
 }
 
-/// IEEE 754 binary16 bits to f32, exactly (every f16 value is an f32 value).
-///
-/// Subnormals are normalised, ±inf stay infinite, NaNs stay NaN with their payload
-/// shifted into the top of the f32 mantissa (as hardware conversions do).
+/// IEEE 754 binary16 bits to f32, exactly (every f16 value is an f32 value), by the
+/// `half` crate.
 pub fn f16_to_f32(h: u16) -> f32 {
-    let sign = u32::from(h & 0x8000) << 16;
-    let exp = u32::from((h >> 10) & 0x1f);
-    let man = u32::from(h & 0x03ff);
-    let bits = match exp {
-        0 if man == 0 => sign, // ±0
-        0 => {
-            // Subnormal: man × 2^-24. Shift the leading 1 up to bit 10 (the implicit bit),
-            // lowering the exponent by the same amount.
-            let shift = man.leading_zeros() - 21; // 1..=10 for a nonzero 10-bit man
-            let m = (man << shift) & 0x03ff;
-            let e = 113 - shift; // 127 - 15 + 1 - shift
-            sign | (e << 23) | (m << 13)
-        }
-        0x1f => sign | 0x7f80_0000 | (man << 13), // inf (man = 0) or NaN
-        _ => sign | ((exp + 112) << 23) | (man << 13), // rebias 15 → 127
-    };
-    f32::from_bits(bits)
+    half::f16::from_bits(h).to_f32()
 }
 
 /// bfloat16 bits to f32, exactly (bf16 is the top half of an f32).
 pub fn bf16_to_f32(b: u16) -> f32 {
-    f32::from_bits(u32::from(b) << 16)
+    half::bf16::from_bits(b).to_f32()
 }
 
 /// f32 to IEEE 754 binary16 bits, rounding to nearest with ties to even (as
-/// `tensor.half()` does): too large → ±inf, too small → ±0 or a subnormal, NaN → a quiet NaN.
+/// `tensor.half()` does), by the `half` crate.
 pub fn f32_to_f16(x: f32) -> u16 {
-    let b = x.to_bits();
-    let sign = ((b >> 16) & 0x8000) as u16;
-    let exp = ((b >> 23) & 0xff) as i32;
-    let man = b & 0x007f_ffff;
-    if exp == 0xff {
-        // Keep the top of a NaN payload and force the quiet bit so it cannot become inf.
-        let nan = if man != 0 {
-            0x0200 | (man >> 13) as u16
-        } else {
-            0
-        };
-        return sign | 0x7c00 | nan;
-    }
-    let e = exp - 127 + 15;
-    if e >= 0x1f {
-        return sign | 0x7c00;
-    }
-    // Round `full >> shift` to nearest, ties to even. A carry out of the mantissa
-    // correctly bumps the exponent (and 0x7bff + 1 = 0x7c00 = inf).
-    let round = |full: u32, shift: u32| -> u16 {
-        let kept = full >> shift;
-        let rest = full & ((1u32 << shift) - 1);
-        let half = 1u32 << (shift - 1);
-        let up = rest > half || (rest == half && kept & 1 == 1);
-        (kept + u32::from(up)) as u16
-    };
-    if e > 0 {
-        // Normal: drop 13 mantissa bits.
-        sign | round(((e as u32) << 23) | man, 13)
-    } else if e >= -10 {
-        // Subnormal in f16: value / 2^-24 = (1.man × 2^23) >> (14 - e).
-        sign | round(man | 0x0080_0000, (14 - e) as u32)
-    } else {
-        sign // below half the smallest subnormal (f32 subnormals included)
-    }
+    half::f16::from_f32(x).to_bits()
 }
 
 #[cfg(test)]

@@ -27,6 +27,10 @@ pub enum WeightError {
     )]
     Corrupt { file: String, detail: String },
 
+    /// A quantized file (`roentgen quantize`) whose packing cannot be used.
+    #[error("{file} is a quantized checkpoint that cannot be read: {detail}")]
+    Quantization { file: String, detail: String },
+
     /// A tensor's stored byte count does not match its dtype and shape.
     #[error(
         "{file} is corrupt: tensor `{tensor}` ({dtype}, shape {shape:?}) should take {expected_bytes} bytes but the file gives it {found_bytes}; re-download the file"

@@ -74,6 +74,8 @@ pub struct WeightIndex {
     pub file: String,
     pub format: FileFormat,
     pub tensors: BTreeMap<String, TensorInfo>,
+    /// safetensors' `__metadata__` (empty for torch files).
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// Random access to (parts of) a file's bytes.
@@ -170,11 +172,12 @@ impl WeightIndex {
         file_name: &str,
         src: &S,
     ) -> Result<Self, WeightError> {
-        let tensors = safetensors::parse_index(file_name, src)?;
+        let (tensors, metadata) = safetensors::parse_index(file_name, src)?;
         Ok(WeightIndex {
             file: file_name.to_owned(),
             format: FileFormat::SafeTensors,
             tensors,
+            metadata,
         })
     }
 
@@ -194,6 +197,7 @@ impl WeightIndex {
             file: file_name.to_owned(),
             format: FileFormat::PyTorchZip,
             tensors,
+            metadata: BTreeMap::new(),
         })
     }
 

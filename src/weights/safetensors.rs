@@ -2,7 +2,8 @@
 //!
 //! The JSON maps each tensor name to `{"dtype": "F32", "shape": [..], "data_offsets":
 //! [begin, end]}`, offsets relative to the first data byte (8 + N); the optional
-//! `__metadata__` entry (string → string) is ignored. Spec:
+//! `__metadata__` entry (string → string) is kept in the index (quantized files name
+//! their scheme there). Spec:
 //! <https://github.com/huggingface/safetensors#format>.
 //!
 //! Only the first `8 + N` bytes are needed to build the index: a streaming reader can
@@ -65,6 +66,15 @@ pub fn parse_header(
     header: &[u8],
     file_len: usize,
 ) -> Result<BTreeMap<String, TensorInfo>, WeightError> {
+    Ok(parse_header_and_metadata(file_name, header, file_len)?.0)
+}
+
+/// [`parse_header`] that also returns the `__metadata__` map (empty when absent).
+pub fn parse_header_and_metadata(
+    file_name: &str,
+    header: &[u8],
+    file_len: usize,
+) -> Result<(BTreeMap<String, TensorInfo>, BTreeMap<String, String>), WeightError> {
     let corrupt = |detail: String| WeightError::Corrupt {
         file: file_name.to_owned(),
         detail,
@@ -74,8 +84,14 @@ pub fn parse_header(
         .map_err(|e| corrupt(format!("the safetensors JSON header does not parse ({e})")))?;
 
     let mut tensors = BTreeMap::new();
+    let mut metadata = BTreeMap::new();
     for (name, value) in raw {
         if name == "__metadata__" {
+            metadata = serde_json::from_value(value).map_err(|e| {
+                corrupt(format!(
+                    "the `__metadata__` entry must map strings to strings ({e})"
+                ))
+            })?;
             continue;
         }
         let entry: RawEntry = serde_json::from_value(value).map_err(|e| {
@@ -139,14 +155,14 @@ pub fn parse_header(
             },
         );
     }
-    Ok(tensors)
+    Ok((tensors, metadata))
 }
 
 /// Reads the header through `src` and builds the index.
 pub(crate) fn parse_index<S: ByteSource + ?Sized>(
     file_name: &str,
     src: &S,
-) -> Result<BTreeMap<String, TensorInfo>, WeightError> {
+) -> Result<(BTreeMap<String, TensorInfo>, BTreeMap<String, String>), WeightError> {
     let file_len = src.file_len();
     let first8 = if file_len < 8 {
         // Report the truncation through safetensors_header_len's message.
@@ -162,5 +178,5 @@ pub(crate) fn parse_index<S: ByteSource + ?Sized>(
         8,
         n,
     )?;
-    parse_header(file_name, header, file_len)
+    parse_header_and_metadata(file_name, header, file_len)
 }
