@@ -194,9 +194,11 @@ fn f16_to_f32_all_65536_patterns() {
                 h & 0x8000 != 0,
                 "{h:#06x}: NaN sign"
             );
+            // The payload survives; a signalling NaN comes back quiet (the `half` crate
+            // sets the quiet bit, as hardware conversions do).
             assert_eq!(
-                (got.to_bits() >> 13) & 0x3ff,
-                u32::from(h & 0x3ff),
+                ((got.to_bits() >> 13) & 0x3ff) | 0x200,
+                u32::from(h & 0x3ff) | 0x200,
                 "{h:#06x}: NaN payload"
             );
         } else {
