@@ -139,7 +139,10 @@ impl PreparedCase {
             KernelCase::Linear { m, k, n } => PreparedCase {
                 case,
                 inputs: vec![gpu.upload(&values(m * k, 1), &[m, k])?],
-                weights: vec![weight(&[n, k]), gpu.weight("bias", &values(n, 2), &[n], WeightFormat::F32)],
+                weights: vec![
+                    weight(&[n, k]),
+                    gpu.weight("bias", &values(n, 2), &[n], WeightFormat::F32),
+                ],
             },
             KernelCase::Conv3x3 { b, h, w, c, cout } => PreparedCase {
                 case,

@@ -1,6 +1,7 @@
 //! roentgen-web: RoentGen (Stable Diffusion for chest X-rays) on WebGPU compute shaders.
 pub mod bench;
 pub mod checkpoint;
+pub mod convert;
 pub mod error;
 pub mod gpu;
 pub mod image_io;

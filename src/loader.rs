@@ -434,9 +434,12 @@ impl<'a> Loader<'a> {
                 }
                 .into());
             }
-            return Ok(self
-                .gpu
-                .weight(&full, HostWeight::Quantized(&q), &out_shape, WeightFormat::F32));
+            return Ok(self.gpu.weight(
+                &full,
+                HostWeight::Quantized(&q),
+                &out_shape,
+                WeightFormat::F32,
+            ));
         }
         let window = file.window(&full)?;
         let (info, data) = file.index.tensor_bytes_source(&window, &full)?;

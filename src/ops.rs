@@ -530,7 +530,11 @@ impl Gpu {
                         source: KernelSource::Generated(&*cpu_source),
                         prelude: format!(
                             "{consts}{}const CONV: bool = {};\nconst UPSAMPLE: bool = {upsample};\nconst R: u32 = {r}u;\nconst C: u32 = {c}u;\nconst WX: u32 = {wx}u;\nconst WY: u32 = {wy}u;\n{GEMM_COMMON}",
-                            if v4 { wf.wgsl_vec4(2, 6) } else { wf.wgsl(2, 6) },
+                            if v4 {
+                                wf.wgsl_vec4(2, 6)
+                            } else {
+                                wf.wgsl(2, 6)
+                            },
                             conv
                         ),
                         entry: "main",
@@ -754,14 +758,7 @@ impl Gpu {
                 gm.w_tap = cin;
                 gm.b_off = n0;
                 let bias = if i == 0 { bias } else { None };
-                self.gemm(
-                    &gm,
-                    x.buffer(),
-                    WOperand::of(w),
-                    bias,
-                    acc.as_ref(),
-                    &out,
-                );
+                self.gemm(&gm, x.buffer(), WOperand::of(w), bias, acc.as_ref(), &out);
                 acc = Some(out);
                 c0 += ci;
             }

@@ -359,7 +359,10 @@ mod tests {
         for (b, block) in v.chunks(BLOCK).enumerate() {
             let s = f16::from_bits(q.scales[b]).to_f32();
             let qs = &q.data[b * BLOCK..b * BLOCK + block.len()];
-            assert!(qs.iter().any(|&x| (x as i8).unsigned_abs() >= 126), "block {b}");
+            assert!(
+                qs.iter().any(|&x| (x as i8).unsigned_abs() >= 126),
+                "block {b}"
+            );
             for (j, &x) in block.iter().enumerate() {
                 // f16 rounding of the scale moves the grid by up to 2^-11 of amax
                 assert!((d[b * BLOCK + j] - x).abs() <= 0.5 * s + 1e-3 * s * 127.0);
@@ -391,7 +394,10 @@ mod tests {
             let q = quantize(&[0.0; 40], f);
             assert!(q.dequantize().iter().all(|&x| x == 0.0));
             let q = quantize(&[0.25; 40], f);
-            assert!(q.dequantize().iter().all(|&x| (x - 0.25).abs() < 2e-3), "{f:?}");
+            assert!(
+                q.dequantize().iter().all(|&x| (x - 0.25).abs() < 2e-3),
+                "{f:?}"
+            );
         }
     }
 

@@ -36,10 +36,9 @@ const FORMATS: [WeightFormat; 4] = [
 fn weight_of(g: &Gpu, v: &[f32], shape: &[usize], format: WeightFormat) -> (Weight, Vec<f32>) {
     let seen = match format.quant() {
         Some(q) => quantize(v, q).dequantize(),
-        None if format == WeightFormat::F16 => v
-            .iter()
-            .map(|&x| half::f16::from_f32(x).to_f32())
-            .collect(),
+        None if format == WeightFormat::F16 => {
+            v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
+        }
         None => v.to_vec(),
     };
     (g.weight("w", v, shape, format), seen)
@@ -61,7 +60,13 @@ fn weight(
         .normal(n, scale)
         .into_iter()
         .enumerate()
-        .map(|(i, x)| if outliers.contains(&(i % k)) { 6.0 * x } else { x })
+        .map(|(i, x)| {
+            if outliers.contains(&(i % k)) {
+                6.0 * x
+            } else {
+                x
+            }
+        })
         .collect();
     weight_of(g, &v, shape, format)
 }
@@ -133,7 +138,11 @@ fn every_format_on_every_gemm_form() {
         for format in FORMATS {
             let odd = |rng: &mut Rng| 2 * rng.range(1, 90) + 1;
             let shapes = [
-                (rng.range(1, 70), 32 * rng.range(1, 5) + 4 * rng.range(1, 7), odd(&mut rng)),
+                (
+                    rng.range(1, 70),
+                    32 * rng.range(1, 5) + 4 * rng.range(1, 7),
+                    odd(&mut rng),
+                ),
                 (rng.range(1, 70), 2 * rng.range(17, 60) + 1, odd(&mut rng)),
                 (rng.range(1, 70), 32 * rng.range(1, 6), odd(&mut rng)),
             ];
@@ -614,7 +623,12 @@ fn sliced_on(path: &str, g: &Gpu) {
         let x = rng.normal(b * h * w * c, 1.0);
         let wt = rng.normal(co * c * k * k, 1.0 / ((c * k * k) as f32).sqrt());
         // slices start mid-block: every format
-        let (wg, seen) = weight_of(g, &nhwc_weight(&wt, co, c, k), &[co, k, k, c], FORMATS[round]);
+        let (wg, seen) = weight_of(
+            g,
+            &nhwc_weight(&wt, co, c, k),
+            &[co, k, k, c],
+            FORMATS[round],
+        );
         let wt = oihw_weight(&seen, co, c, k);
         let (bias, bv) = vector(g, &mut rng, co, 0.5, 0.0);
         let (want, oh, ow) = conv_ref(&x, b, h, w, c, &wt, co, k, geom, &bv);

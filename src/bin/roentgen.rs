@@ -48,6 +48,23 @@ mod native {
         Generate(GenerateArgs),
         /// Print a prompt's CLIP token ids as a JSON array.
         Tokenize(TokenizeArgs),
+        /// Convert a diffusers folder to int8/int4 block-quantized (or f16) weights: a
+        /// folder of the same layout that loads wherever a folder loads
+        /// (docs/QUANTIZATION.md). Streams tensor by tensor.
+        Quantize(QuantizeArgs),
+    }
+
+    #[derive(clap::Args)]
+    struct QuantizeArgs {
+        /// The diffusers folder to convert (.safetensors or .bin; f32, f16 or bf16).
+        #[arg(long)]
+        model: PathBuf,
+        /// int8 | int4 | f16
+        #[arg(long)]
+        format: String,
+        /// The folder to write (created; must not be the input).
+        #[arg(long)]
+        output: PathBuf,
     }
 
     #[derive(clap::Args)]
@@ -144,7 +161,30 @@ mod native {
             Command::Bench(a) => pollster::block_on(bench(a)),
             Command::Generate(a) => pollster::block_on(generate(a)),
             Command::Tokenize(a) => pollster::block_on(tokenize(a)),
+            Command::Quantize(a) => quantize(a),
         }
+    }
+
+    fn quantize(a: QuantizeArgs) -> Result<()> {
+        use roentgen_web::convert::{Target, convert_folder};
+        let target = Target::from_name(&a.format)
+            .with_context(|| format!("--format {}: use int8, int4 or f16", a.format))?;
+        let t0 = Instant::now();
+        convert_folder(&a.model, &a.output, target, &mut |r| {
+            eprintln!(
+                "{}: {} {:.1} MB -> {} {:.1} MB ({:.2}x), {:.1} s",
+                r.component,
+                r.input,
+                r.input_bytes as f64 / 1e6,
+                r.output,
+                r.output_bytes as f64 / 1e6,
+                r.output_bytes as f64 / r.input_bytes.max(1) as f64,
+                t0.elapsed().as_secs_f64()
+            )
+        })
+        .with_context(|| format!("converting {}", a.model.display()))?;
+        eprintln!("wrote {} ({})", a.output.display(), target.name());
+        Ok(())
     }
 
     fn open(model: &std::path::Path, prefer_f16: bool) -> Result<Checkpoint<DirSource>> {
@@ -418,7 +458,10 @@ mod native {
         )?;
         if a.stages.iter().any(|s| s == "text") {
             eprintln!("text encoder: loading random weights");
-            let model = ClipTextModel::load(&Loader::random(&gpu, 1, format).component("text_encoder"), clip_cfg.clone())?;
+            let model = ClipTextModel::load(
+                &Loader::random(&gpu, 1, format).component("text_encoder"),
+                clip_cfg.clone(),
+            )?;
             let t = clip_cfg.max_position_embeddings;
             let ids: Vec<Vec<u32>> = (0..2)
                 .map(|b| {
@@ -455,7 +498,10 @@ mod native {
             eprintln!("unet {:?}: loading random weights", cfg.block_out_channels);
             let latent_ch = cfg.in_channels;
             let ctx_dim = cfg.cross_attention_dim;
-            let unet = UNet2DConditionModel::load(&Loader::random(&gpu, 2, format).component("unet"), cfg)?;
+            let unet = UNet2DConditionModel::load(
+                &Loader::random(&gpu, 2, format).component("unet"),
+                cfg,
+            )?;
             let n = a.batch * a.latent * a.latent * latent_ch;
             let sample = gpu.upload(
                 &(0..n)
@@ -495,7 +541,11 @@ mod native {
             )?;
             eprintln!("vae decoder: loading random weights");
             let lat = cfg.latent_channels;
-            let vae = AutoencoderKL::load(&Loader::random(&gpu, 3, format).component("vae"), cfg, false)?;
+            let vae = AutoencoderKL::load(
+                &Loader::random(&gpu, 3, format).component("vae"),
+                cfg,
+                false,
+            )?;
             let n = a.latent * a.latent * lat;
             let z = gpu.upload(
                 &(0..n)

@@ -595,21 +595,31 @@ impl Gpu {
         let host = host.into();
         assert_eq!(host.numel(), shape.iter().product::<usize>(), "{name}");
         let to_f32 = |bits: &[u16]| -> Vec<f32> {
-            bits.iter().map(|&b| half::f16::from_bits(b).to_f32()).collect()
+            bits.iter()
+                .map(|&b| half::f16::from_bits(b).to_f32())
+                .collect()
         };
-        let (format, data, scales): (WeightFormat, Vec<u8>, Option<Vec<u16>>) = match (host, format) {
+        let (format, data, scales): (WeightFormat, Vec<u8>, Option<Vec<u16>>) = match (host, format)
+        {
             (HostWeight::Quantized(q), _) => (
                 WeightFormat::from_quant(q.format),
                 q.data.clone(),
                 Some(q.scales.clone()),
             ),
-            (HostWeight::F32(v), WeightFormat::F32) => (format, bytemuck::cast_slice(v).to_vec(), None),
+            (HostWeight::F32(v), WeightFormat::F32) => {
+                (format, bytemuck::cast_slice(v).to_vec(), None)
+            }
             (HostWeight::F16(b), WeightFormat::F32) => {
                 (format, bytemuck::cast_slice(&to_f32(b)).to_vec(), None)
             }
-            (HostWeight::F16(b), WeightFormat::F16) => (format, bytemuck::cast_slice(b).to_vec(), None),
+            (HostWeight::F16(b), WeightFormat::F16) => {
+                (format, bytemuck::cast_slice(b).to_vec(), None)
+            }
             (HostWeight::F32(v), WeightFormat::F16) => {
-                let bits: Vec<u16> = v.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect();
+                let bits: Vec<u16> = v
+                    .iter()
+                    .map(|&x| half::f16::from_f32(x).to_bits())
+                    .collect();
                 (format, bytemuck::cast_slice(&bits).to_vec(), None)
             }
             (h, f) => {
@@ -624,7 +634,11 @@ impl Gpu {
         };
         let upload = |bytes: &[u8], label: &str| {
             // Kernels bind large weights whole: only the buffer itself is limited.
-            let size = self.within_limit("maxBufferSize", self.info.max_buffer_size, bytes.len() as u64);
+            let size = self.within_limit(
+                "maxBufferSize",
+                self.info.max_buffer_size,
+                bytes.len() as u64,
+            );
             let buf = BufferPool::get_dedicated(&self.pool, &self.device, size, label);
             if size == bytes.len() as u64 && !bytes.is_empty() {
                 let mut padded = bytes.to_vec();

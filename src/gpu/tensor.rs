@@ -77,7 +77,6 @@ pub enum WeightFormat {
     Int4,
 }
 
-
 impl WeightFormat {
     pub fn name(self) -> &'static str {
         match self {

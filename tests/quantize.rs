@@ -1,0 +1,127 @@
+//! Quantized RoentGen end to end: `roentgen quantize` (the library's `convert_folder`)
+//! turns the heavy-tailed fixture (`tests/fixtures/tiny-sd-heavy`: Student-t weights
+//! with x6 outlier input channels, made by `tools/make_quant_fixture.py`) into int8 and
+//! int4 folders, which generate natively and are compared with diffusers:
+//! - against diffusers run with the same weights fake-quantized by the same scheme
+//!   (`pipe.int8.*` goldens): the kernels dequantize exactly what the scheme says, so
+//!   the f32 pipeline's bars hold (latents rel L2 ≤ 1e-3, image ≥ 40 dB);
+//! - against diffusers' f32 image: the fidelity the format costs, the bars
+//!   (int8 ≥ 45 dB, int4 ≥ 30 dB; the fixture measures 52.7 / 32.5 dB in diffusers).
+
+mod common;
+
+use common::{gpu, rel_l2};
+use roentgen_web::checkpoint::{Checkpoint, DirSource, LoadOptions};
+use roentgen_web::convert::{Target, convert_folder};
+use roentgen_web::pipeline::{Control, GenerateRequest, Pipeline};
+use roentgen_web::quant::QuantFormat;
+use roentgen_web::schedulers::SchedulerKind;
+use roentgen_web::weights::WeightIndex;
+
+/// Same engine, same dequantized weights as the reference: the f32 pipeline's bars.
+const SAME_WEIGHTS_LATENTS_REL_L2: f64 = 1e-3;
+const SAME_WEIGHTS_PSNR_DB: f64 = 40.0;
+/// The fidelity bars against the f32 image.
+const INT8_PSNR_DB: f64 = 45.0;
+const INT4_PSNR_DB: f64 = 30.0;
+/// UNet weight bytes against f32 (the bars).
+const INT8_UNET_BYTES: f64 = 0.30;
+const INT4_UNET_BYTES: f64 = 0.20;
+
+fn fixture() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd-heavy")
+}
+
+fn golden(tensor: &str) -> Vec<f32> {
+    let path = format!(
+        "{}/tests/fixtures/golden/tiny-sd-heavy.safetensors",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let bytes = std::fs::read(&path).unwrap();
+    let index = WeightIndex::parse(&path, &bytes).unwrap();
+    let shape = index.get(tensor).unwrap().shape.clone();
+    index.read_f32(&bytes, tensor, &shape).unwrap()
+}
+
+fn psnr(a: &[f32], b: &[f32]) -> f64 {
+    let mse = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| ((x - y) as f64).powi(2))
+        .sum::<f64>()
+        / a.len() as f64;
+    10.0 * (1.0 / mse.max(1e-20)).log10()
+}
+
+fn request(scheduler: SchedulerKind) -> GenerateRequest {
+    GenerateRequest {
+        prompt: "Small right-sided pleural effusion.".into(),
+        negative_prompt: String::new(),
+        steps: 10,
+        guidance: 4.0,
+        seed: 0,
+        scheduler,
+        width: 128,
+        height: 128,
+        count: 1,
+    }
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("roentgen-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn quantized_folders_generate_within_their_tolerances() {
+    for (q, bar, bytes_bar) in [
+        (QuantFormat::Int8, INT8_PSNR_DB, INT8_UNET_BYTES),
+        (QuantFormat::Int4, INT4_PSNR_DB, INT4_UNET_BYTES),
+    ] {
+        let name = q.name();
+        let out = temp_dir(name);
+        let reports = convert_folder(&fixture(), &out, Target::Quant(q), &mut |_| {}).unwrap();
+        let unet = reports.iter().find(|r| r.component == "unet").unwrap();
+        let ratio = unet.output_bytes as f64 / unet.input_bytes as f64;
+        eprintln!(
+            "{name}: UNet {} -> {} bytes ({ratio:.3}x)",
+            unet.input_bytes, unet.output_bytes
+        );
+        assert!(
+            ratio <= bytes_bar,
+            "{name}: UNet weights {ratio:.3}x of f32 > {bytes_bar}"
+        );
+        let ck = Checkpoint::new(DirSource::new(&out).unwrap(), LoadOptions::default()).unwrap();
+        let pipe = pollster::block_on(Pipeline::load(gpu(), &ck, &mut |_| {})).unwrap();
+        for (kind, key) in [
+            (SchedulerKind::Pndm, "pndm"),
+            (SchedulerKind::DpmSolverMultistep, "dpmpp2m"),
+        ] {
+            let images = pollster::block_on(
+                pipe.generate(gpu(), &request(kind), &mut |_| Control::Continue),
+            )
+            .unwrap();
+            let img = &images[0];
+            let (e, i, g, w) = rel_l2(&img.latents, &golden(&format!("pipe.{name}.{key}.latents")));
+            let same = psnr(&img.rgb, &golden(&format!("pipe.{name}.{key}.image")));
+            let fidelity = psnr(&img.rgb, &golden(&format!("pipe.{key}.image")));
+            eprintln!(
+                "{name} {key}: vs fake-quantized diffusers latents rel L2 {e:.2e}, image {same:.1} dB; vs f32 diffusers {fidelity:.1} dB"
+            );
+            assert!(
+                e <= SAME_WEIGHTS_LATENTS_REL_L2,
+                "{name} {key}: latents rel L2 {e:.3e} against fake-quantized diffusers; worst element {i}: got {g}, want {w}"
+            );
+            assert!(
+                same >= SAME_WEIGHTS_PSNR_DB,
+                "{name} {key}: {same:.1} dB against fake-quantized diffusers"
+            );
+            assert!(
+                fidelity >= bar,
+                "{name} {key}: {fidelity:.1} dB against the f32 image < {bar} dB"
+            );
+        }
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+}
