@@ -125,3 +125,103 @@ fn quantized_folders_generate_within_their_tolerances() {
         std::fs::remove_dir_all(&out).unwrap();
     }
 }
+
+/// Rewrites a safetensors file's JSON header (the data bytes stay where they were
+/// relative to the data start).
+fn rewrite_header(path: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    edit(&mut header);
+    let json = serde_json::to_vec(&header).unwrap();
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&bytes[8 + n..]);
+    std::fs::write(path, out).unwrap();
+}
+
+fn load_error(dir: &std::path::Path) -> String {
+    let ck = Checkpoint::new(DirSource::new(dir).unwrap(), LoadOptions::default()).unwrap();
+    match pollster::block_on(ck.unet(gpu())) {
+        Ok(_) => panic!("a broken quantized UNet loaded"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn broken_quantized_files_are_refused_with_a_sentence() {
+    let out = temp_dir("broken");
+    convert_folder(
+        &fixture(),
+        &out,
+        Target::Quant(QuantFormat::Int8),
+        &mut |_| {},
+    )
+    .unwrap();
+    let unet = out.join("unet/diffusion_pytorch_model.safetensors");
+    let pristine = std::fs::read(&unet).unwrap();
+    let tensor = "down_blocks.0.resnets.0.conv1.weight";
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let meta = |key: &'static str, value: &'static str| -> Edit {
+        Box::new(move |h| h["__metadata__"][key] = value.into())
+    };
+    let cases: Vec<(&str, Edit, Vec<&str>)> = vec![
+        (
+            "scales missing",
+            Box::new(move |h| {
+                h.as_object_mut()
+                    .unwrap()
+                    .remove(&format!("{tensor}.scales"));
+            }),
+            vec![tensor, "scales", "missing"],
+        ),
+        (
+            "unknown version",
+            meta("roentgen.quantization.version", "99"),
+            vec!["version 99"],
+        ),
+        (
+            "unknown block",
+            meta("roentgen.quantization.block", "64"),
+            vec!["blocks of 64"],
+        ),
+        (
+            "wrong packed length",
+            Box::new(move |h| {
+                let e = &mut h[tensor];
+                let [a, b] = [
+                    e["data_offsets"][0].as_u64().unwrap(),
+                    e["data_offsets"][1].as_u64().unwrap(),
+                ];
+                e["data_offsets"][1] = (b - 16).into();
+                e["shape"][0] = (b - 16 - a).into();
+            }),
+            vec![tensor, "packed bytes"],
+        ),
+        (
+            "unknown packed format",
+            Box::new(move |h| {
+                let key = "roentgen.quantization.tensors";
+                let mut t: serde_json::Value =
+                    serde_json::from_str(h["__metadata__"][key].as_str().unwrap()).unwrap();
+                t[tensor]["format"] = "int3".into();
+                h["__metadata__"][key] = t.to_string().into();
+            }),
+            vec![tensor, "int3"],
+        ),
+    ];
+    for (what, edit, words) in cases {
+        std::fs::write(&unet, &pristine).unwrap();
+        rewrite_header(&unet, edit);
+        let msg = load_error(&out);
+        eprintln!("{what}: {msg}");
+        assert!(
+            msg.contains("diffusion_pytorch_model.safetensors"),
+            "{what}: names no file: {msg}"
+        );
+        for w in words {
+            assert!(msg.contains(w), "{what}: `{w}` not in: {msg}");
+        }
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}

@@ -141,9 +141,13 @@ mod native {
         /// UNet batch (2 = one classifier-free-guided call).
         #[arg(long, default_value_t = 2)]
         batch: usize,
-        /// Store linear and conv weights as f16 (half the memory; f32 arithmetic).
+        /// Store linear and conv weights as f16 (same as --format f16).
         #[arg(long)]
         f16: bool,
+        /// Weight storage: f32 | f16 | int8 | int4 (int8/int4 quantize by the
+        /// converter's policy: docs/QUANTIZATION.md; single kernels take the format as is).
+        #[arg(long, default_value = "f32")]
+        format: String,
         /// Time every dispatch on its own and print the time per kernel family (slower
         /// overall; shows where the time goes).
         #[arg(long)]
@@ -400,13 +404,17 @@ mod native {
         })
     }
 
+    fn bench_format(a: &BenchArgs) -> Result<WeightFormat> {
+        if a.f16 {
+            return Ok(WeightFormat::F16);
+        }
+        WeightFormat::from_name(&a.format)
+            .with_context(|| format!("--format {}: use f32, f16, int8 or int4", a.format))
+    }
+
     async fn bench_kernels(gpu: &Gpu, a: &BenchArgs) -> Result<()> {
         use roentgen_web::bench::{PreparedCase, time_case, unet_cases};
-        let format = if a.f16 {
-            WeightFormat::F16
-        } else {
-            WeightFormat::F32
-        };
+        let format = bench_format(a)?;
         let base = (320.0 * a.unet_width_scale).round() as usize;
         let start = Instant::now();
         let now = move || start.elapsed().as_secs_f64();
@@ -440,11 +448,11 @@ mod native {
         if a.kernels {
             return bench_kernels(&gpu, &a).await;
         }
-        let format = if a.f16 {
-            MatrixFormat::Force(WeightFormat::F16)
-        } else {
-            MatrixFormat::Force(WeightFormat::F32)
+        let format = match bench_format(&a)? {
+            f @ (WeightFormat::F32 | WeightFormat::F16) => MatrixFormat::Force(f),
+            f => MatrixFormat::Quantize(f.quant().unwrap()),
         };
+        eprintln!("weights: {}", bench_format(&a)?.name());
         let full_shape = a.model.is_none() && a.unet_width_scale == 1.0 && a.latent == 64;
         let mut stages = Vec::new();
         let known = ["text", "unet", "vae"];
