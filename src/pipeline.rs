@@ -21,6 +21,15 @@ use crate::rng::TorchGenerator;
 use crate::schedulers::{self, SchedulerConfig, SchedulerKind};
 use crate::tokenizer::{ClipTokenizer, TokenizerFiles};
 
+/// The largest guidance scale accepted.
+pub const MAX_GUIDANCE: f32 = 100.0;
+/// The most steps accepted (the schedulers' 1000 training timesteps).
+pub const MAX_STEPS: usize = 1000;
+/// The largest image side accepted (RoentGen is trained at 512).
+pub const MAX_SIZE: usize = 2048;
+/// The most images from one request.
+pub const MAX_COUNT: usize = 64;
+
 /// RoentGen's published inference recipe (MISSION.md): PNDM, 75 steps, guidance 4,
 /// 512x512, unconditional prompt "".
 pub const ROENTGEN_STEPS: usize = 75;
@@ -265,6 +274,28 @@ impl Pipeline {
             return Err(Error::Unsupported(
                 "steps and count must be at least 1".into(),
             ));
+        }
+        // Ranges (a NaN guidance used to generate a meaningless image): guidance is a
+        // finite number in [0, MAX_GUIDANCE] (RoentGen uses 4, v2 3; 1 or less turns
+        // guidance off), steps at most the scheduler's training timesteps, sizes and
+        // counts within what a GPU can hold.
+        if !req.guidance.is_finite() || !(0.0..=MAX_GUIDANCE).contains(&req.guidance) {
+            return Err(Error::Unsupported(format!(
+                "guidance must be a number from 0 to {MAX_GUIDANCE} (RoentGen uses 4), not {}",
+                req.guidance
+            )));
+        }
+        if req.steps > MAX_STEPS {
+            return Err(Error::Unsupported(format!(
+                "steps must be at most {MAX_STEPS} (RoentGen uses 75), not {}",
+                req.steps
+            )));
+        }
+        if req.width > MAX_SIZE || req.height > MAX_SIZE || req.count > MAX_COUNT {
+            return Err(Error::Unsupported(format!(
+                "width and height must be at most {MAX_SIZE} and count at most {MAX_COUNT} (got {}x{}, {} images)",
+                req.width, req.height, req.count
+            )));
         }
         let (h, w) = (req.height / f, req.width / f);
         let n = req.count;

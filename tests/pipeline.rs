@@ -121,3 +121,36 @@ fn bad_sizes_are_errors_not_panics() {
         .expect("100 px is not a multiple of 64");
     assert!(e.to_string().contains("multiples of"), "{e}");
 }
+
+#[test]
+fn nan_and_out_of_range_options_are_refused() {
+    let pipe = pipeline("tiny-sd");
+    let cases: Vec<(&str, Box<dyn Fn(&mut GenerateRequest)>, &str)> = vec![
+        (
+            "NaN guidance",
+            Box::new(|r| r.guidance = f32::NAN),
+            "guidance",
+        ),
+        (
+            "infinite guidance",
+            Box::new(|r| r.guidance = f32::INFINITY),
+            "guidance",
+        ),
+        (
+            "negative guidance",
+            Box::new(|r| r.guidance = -1.0),
+            "guidance",
+        ),
+        ("huge steps", Box::new(|r| r.steps = 100_000), "steps"),
+        ("huge size", Box::new(|r| r.width = 64 * 1000), "at most"),
+        ("huge count", Box::new(|r| r.count = 1_000_000), "count"),
+    ];
+    for (what, edit, word) in cases {
+        let mut req = request(SchedulerKind::Pndm);
+        edit(&mut req);
+        let e = pollster::block_on(pipe.generate(gpu(), &req, &mut |_| Control::Continue))
+            .err()
+            .unwrap_or_else(|| panic!("{what} generated"));
+        assert!(e.to_string().contains(word), "{what}: {e}");
+    }
+}
