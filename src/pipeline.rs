@@ -231,14 +231,20 @@ impl Pipeline {
         on_part("vae");
         let vae = ck.vae(gpu, false).await?;
         let name = match ck.read_text("model_index.json").await {
-            Ok(s) => serde_json::from_str::<serde_json::Value>(&s)
-                .ok()
-                .and_then(|v| {
-                    v.get("_name_or_path")
-                        .and_then(|n| n.as_str())
-                        .map(String::from)
-                })
-                .unwrap_or_default(),
+            Ok(s) => match serde_json::from_str::<serde_json::Value>(&s) {
+                Ok(v) => v
+                    .get("_name_or_path")
+                    .and_then(|n| n.as_str())
+                    .map(String::from)
+                    .unwrap_or_default(),
+                Err(e) => {
+                    // Nothing in it is needed to generate, so load anyway, but say so.
+                    log::warn!(
+                        "model_index.json is not valid JSON ({e}); the model loads without its name"
+                    );
+                    String::new()
+                }
+            },
             Err(_) => String::new(),
         };
         Ok(Pipeline {
