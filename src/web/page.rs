@@ -141,7 +141,7 @@ impl Page {
             let li = self.doc.create_element("li").unwrap();
             let label = self.doc.create_element("span").unwrap();
             let size = if m.complete {
-                human_bytes(m.bytes)
+                format!("{}, {}", m.format, human_bytes(m.bytes))
             } else {
                 "import did not finish".into()
             };
@@ -215,7 +215,15 @@ impl Page {
         self.model.borrow_mut().take();
         self.set_task(Task::Importing);
         self.status("importing", &format!("Checking “{name}”…"));
-        self.send(&Request::Import { name, paths }, Some(&blobs));
+        let format = self.el::<HtmlSelectElement>("import-format").value();
+        self.send(
+            &Request::Import {
+                name,
+                paths,
+                format,
+            },
+            Some(&blobs),
+        );
     }
 
     fn import_url(&self) {

@@ -17,6 +17,11 @@ pub enum Request {
     Import {
         name: String,
         paths: Vec<String>,
+        /// `int8` (the page's default), `int4`: an f32/f16 folder is quantized while it
+        /// is copied (docs/QUANTIZATION.md), so storage holds only the small model;
+        /// `original`: copied as it is. An already quantized folder is copied as it is.
+        #[serde(default = "default_import_format")]
+        format: String,
     },
     /// Download a diffusers folder served over HTTP(S) (a hospital intranet, a local
     /// server) into the browser's storage, resuming files an earlier try left
@@ -105,6 +110,10 @@ impl Settings {
     }
 }
 
+fn default_import_format() -> String {
+    "int8".into()
+}
+
 /// A model in the browser's storage.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StoredModel {
@@ -112,6 +121,9 @@ pub struct StoredModel {
     pub bytes: u64,
     /// False when an import was interrupted: the model must be imported again.
     pub complete: bool,
+    /// How its weights are stored: `int8`, `int4`, `f16` (converted) or `original`.
+    #[serde(default)]
+    pub format: String,
 }
 
 /// Worker → page.

@@ -23,7 +23,7 @@ use web_sys::{
 use super::protocol::StoredModel;
 use crate::checkpoint::FileSource;
 use crate::error::{Error, Result};
-use crate::loader::RangeRead;
+use crate::loader::{RangeRead, WeightFile};
 
 const MANIFEST: &str = "roentgen-model.json";
 /// Bytes per write while copying (progress granularity; never held in wasm memory).
@@ -154,6 +154,13 @@ struct Manifest {
     name: String,
     bytes: u64,
     files: Vec<String>,
+    /// `int8`, `int4`, `f16` or `original` (manifests before quantization: original).
+    #[serde(default = "original")]
+    format: String,
+}
+
+fn original() -> String {
+    "original".into()
 }
 
 async fn read_text(blob: &Blob) -> Result<String> {
@@ -184,6 +191,7 @@ pub async fn list() -> Result<Vec<StoredModel>> {
             name,
             bytes: manifest.as_ref().map_or(0, |m| m.bytes),
             complete: manifest.is_some(),
+            format: manifest.map_or_else(String::new, |m| m.format),
         });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -216,14 +224,56 @@ async fn free_bytes() -> Option<f64> {
     Some(quota - usage)
 }
 
+/// A weight file converted while it is copied: its reader, component and plan.
+struct Conversion {
+    file: WeightFile,
+    component: String,
+    plan: crate::convert::ComponentPlan,
+}
+
 /// Copies `files` (picked-folder path, checkpoint path, `File`) into `models/<name>/`,
-/// replacing a model of that name. `on_progress(file, done, total)` hears every slice.
+/// replacing a model of that name. With a `target`, each f32/f16 weight file is
+/// converted tensor by tensor on the way (one tensor in wasm memory at a time) and only
+/// the converted file is stored; a folder that is already converted is copied as it
+/// is. `on_progress(file, done, total)` hears every slice or tensor; `total` is the
+/// bytes stored.
 pub async fn import(
     name: &str,
     files: &[(String, String, Blob)],
+    target: Option<crate::convert::Target>,
     on_progress: &mut dyn FnMut(&str, u64, u64),
 ) -> Result<StoredModel> {
-    let total: f64 = files.iter().map(|(_, _, b)| b.size()).sum();
+    // Plan every conversion first (headers only): the stored size is known before a
+    // byte is written.
+    let mut conversions: Vec<Option<Conversion>> = Vec::new();
+    let mut converted_any = false;
+    for (_, path, blob) in files {
+        let is_weights = path.ends_with(".safetensors") || path.ends_with(".bin");
+        let c = match target {
+            Some(t) if is_weights => {
+                let file = WeightFile::open(path, Box::new(BlobRange::new(blob, path)?))?;
+                if file.index.metadata.contains_key(crate::quant::meta::FORMAT) {
+                    None // already converted: stored as it is
+                } else {
+                    let component = path.split('/').next().unwrap_or_default().to_string();
+                    let plan = crate::convert::plan(&component, &file.index, t)?;
+                    converted_any = true;
+                    Some(Conversion {
+                        file,
+                        component,
+                        plan,
+                    })
+                }
+            }
+            _ => None,
+        };
+        conversions.push(c);
+    }
+    let total: f64 = files
+        .iter()
+        .zip(&conversions)
+        .map(|((_, _, b), c)| c.as_ref().map_or(b.size(), |c| c.plan.total_bytes as f64))
+        .sum();
     if let Some(free) = free_bytes().await
         && free < total
     {
@@ -236,7 +286,31 @@ pub async fn import(
     delete(name).await?;
     let root = subdir(&models_dir().await?, name, true).await?;
     let mut done = 0f64;
-    for (_, path, blob) in files {
+    let mut stored = Vec::new();
+    for ((_, path, blob), conversion) in files.iter().zip(conversions) {
+        if let Some(c) = conversion {
+            let out = crate::convert::output_name(&c.component);
+            let stream = writer(&new_file(&root, &out).await?, &out, false).await?;
+            let put = |bytes: &[u8]| -> Result<js_sys::Promise> {
+                // a copy in JS memory: the write completes after wasm memory may move
+                stream
+                    .write_with_js_u8_array(&Uint8Array::from(bytes))
+                    .map_err(storage_err("writing"))
+            };
+            wait(put(&c.plan.header)?, &format!("writing {out}")).await?;
+            done += c.plan.header.len() as f64;
+            for step in &c.plan.steps {
+                let (info, data) = c.file.tensor_data(&step.name)?;
+                for piece in crate::convert::convert_tensor(step, &info, &data, path)? {
+                    wait(put(&piece)?, &format!("writing {out}")).await?;
+                    done += piece.len() as f64;
+                }
+                on_progress(&out, done as u64, total as u64);
+            }
+            wait(stream.close(), &format!("writing {out}")).await?;
+            stored.push(out);
+            continue;
+        }
         let stream = writer(&new_file(&root, path).await?, path, false).await?;
         let size = blob.size();
         let mut at = 0f64;
@@ -254,9 +328,13 @@ pub async fn import(
         }
         wait(stream.close(), &format!("writing {path}")).await?;
         done += size;
+        stored.push(path.clone());
     }
-    let files = files.iter().map(|(_, p, _)| p.clone()).collect();
-    finish(&root, name, total as u64, files).await
+    let format = match target {
+        Some(t) if converted_any => t.name().to_string(),
+        _ => original(),
+    };
+    finish(&root, name, total as u64, stored, format).await
 }
 
 /// The handle of `path` under `root`: created with its folders (`create`), or only if it
@@ -317,11 +395,13 @@ async fn finish(
     name: &str,
     bytes: u64,
     files: Vec<String>,
+    format: String,
 ) -> Result<StoredModel> {
     let manifest = Manifest {
         name: name.into(),
         bytes,
         files,
+        format: format.clone(),
     };
     let stream = writer(&new_file(root, MANIFEST).await?, MANIFEST, false).await?;
     let json = serde_json::to_string(&manifest).unwrap_or_default();
@@ -337,6 +417,7 @@ async fn finish(
         name: name.into(),
         bytes,
         complete: true,
+        format,
     })
 }
 
@@ -464,7 +545,8 @@ pub async fn download(
         sizes += at;
     }
     let files = files.iter().map(|(p, _)| p.clone()).collect();
-    finish(&root, name, sizes, files).await
+    // a download stores the folder as the server has it
+    finish(&root, name, sizes, files, original()).await
 }
 
 fn mb(bytes: u64) -> String {
@@ -573,17 +655,23 @@ impl FileSource for BlobSource {
     }
 
     fn open(&self, path: &str) -> Result<Box<dyn RangeRead>> {
+        Ok(Box::new(BlobRange::new(self.blob(path)?, path)?))
+    }
+}
+
+impl BlobRange {
+    fn new(blob: &Blob, path: &str) -> Result<BlobRange> {
         let reader = FileReaderSync::new().map_err(|e| {
             Error::Storage(format!(
                 "FileReaderSync is unavailable ({}); models load in a Web Worker",
                 js_error(&e)
             ))
         })?;
-        Ok(Box::new(BlobRange {
-            blob: self.blob(path)?.clone(),
+        Ok(BlobRange {
+            blob: blob.clone(),
             reader,
             path: path.into(),
-        }))
+        })
     }
 }
 

@@ -130,7 +130,13 @@ impl Engine {
         })
     }
 
-    async fn import(&self, name: &str, paths: Vec<String>, files: Array) -> Result<Reply> {
+    async fn import(
+        &self,
+        name: &str,
+        paths: Vec<String>,
+        format: &str,
+        files: Array,
+    ) -> Result<Reply> {
         if paths.len() != files.length() as usize {
             return Err(Error::Unsupported(format!(
                 "{} paths but {} files arrived",
@@ -146,7 +152,15 @@ impl Engine {
                 (picked, path, files.get(i as u32).unchecked_into())
             })
             .collect();
-        store::import(name, &chosen, &mut progress()).await?;
+        let target = match format {
+            "original" => None,
+            f => Some(crate::convert::Target::from_name(f).ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "unknown import format `{f}`: choose int8, int4 or original"
+                ))
+            })?),
+        };
+        store::import(name, &chosen, target, &mut progress()).await?;
         self.load_stored(name).await
     }
 
@@ -317,9 +331,13 @@ async fn run(engine: Rc<Engine>, req: Request, extra: Array) {
         return;
     }
     let result = match &req {
-        Request::Import { name, paths } => {
+        Request::Import {
+            name,
+            paths,
+            format,
+        } => {
             engine
-                .import(name, paths.clone(), extra.get(1).unchecked_into())
+                .import(name, paths.clone(), format, extra.get(1).unchecked_into())
                 .await
         }
         Request::ImportUrl { url } => engine.import_url(url).await,

@@ -8,7 +8,10 @@
 //   3. a folder missing a weight file is refused with a message naming it;
 //   4. a browser without WebGPU says so and which browsers and flags have it;
 //   5. a model downloaded from a URL, cut off halfway through its UNet, resumes with a
-//      Range request on the second try and loads.
+//      Range request on the second try and loads;
+//   6. an f32 folder imported as int8 (the import-format default) is quantized while it
+//      is copied: storage holds well under half the folder, the image matches diffusers
+//      run with the same fake-quantized weights, and generates again offline.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -86,12 +89,12 @@ async function generate(page) {
 
 /** PSNR in dB of 8-bit gray levels against the reference RGB in [0, 1], by BT.601 luma
  * (what the page's grayscale PNG holds, as the CLI's). */
-function psnrAgainstGolden(image) {
-  const [, h, w, c] = GOLDEN.shape;
+function psnrAgainstGolden(image, golden = GOLDEN) {
+  const [, h, w, c] = golden.shape;
   assert.deepEqual([image.height, image.width, c], [h, w, 3]);
   let se = 0;
   for (let i = 0; i < h * w; i++) {
-    const [r, g, b] = GOLDEN.data.subarray(3 * i, 3 * i + 3);
+    const [r, g, b] = golden.data.subarray(3 * i, 3 * i + 3);
     const ref = (0.299 * r + 0.587 * g + 0.114 * b) * 255;
     se += (image.gray[i] - ref) ** 2;
   }
@@ -110,6 +113,8 @@ test('imports the fixture, matches diffusers, then works offline from storage', 
       await page.goto(server.url);
       assert.equal(await modelState(page, ['none', 'unavailable', 'error']), 'none', await errorText(page));
       const t0 = Date.now();
+      // today's exact behaviour: the folder as it is
+      await page.selectOption(byId('import-format'), 'original');
       await page.setInputFiles(byId('model-folder'), FIXTURE);
       assert.equal(await modelState(page, ['ready', 'error']), 'ready', await errorText(page));
       const importMs = Date.now() - t0;
@@ -219,6 +224,61 @@ test('a model from a URL downloads, resumes after a cut connection, and loads', 
     const again = server.log.slice(before).filter(([m, p]) => m === 'GET' && p.endsWith('text_encoder/model.safetensors'));
     assert.deepEqual(again, []);
     assert.doesNotMatch(await page.textContent('#models'), /did not finish/);
+  } finally {
+    await browser.close();
+  }
+});
+
+// tools/make_quant_fixture.py: heavy-tailed weights with outlier channels, f32; goldens
+// from diffusers in f32 and with the weights fake-quantized by our int8 scheme.
+const HEAVY = path.join(ROOT, 'tests/fixtures/tiny-sd-heavy');
+const HEAVY_GOLDEN = readSafetensors(path.join(ROOT, 'tests/fixtures/golden/tiny-sd-heavy.safetensors'));
+// int8 against the f32 image: the issue's bar (52.7 dB in float; the 8-bit PNG caps at ~59)
+const INT8_VS_F32_DB = 45;
+
+function folderBytes(dir) {
+  return fs.readdirSync(dir, { withFileTypes: true }).reduce((n, e) => n + (e.isDirectory()
+    ? folderBytes(path.join(dir, e.name)) : fs.statSync(path.join(dir, e.name)).size), 0);
+}
+
+test('an f32 folder imported as int8 is stored quantized and generates within tolerance', { timeout: 4 * SLOW }, async () => {
+  const browser = await launch();
+  try {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(server.url);
+    assert.equal(await modelState(page, ['none', 'unavailable', 'error']), 'none', await errorText(page));
+    assert.equal(await page.$eval(byId('import-format'), (s) => s.value), 'int8', 'int8 is the default');
+    assert.deepEqual(await page.$$eval(`${byId('import-format')} option`, (o) => o.map((x) => x.value)),
+      ['int8', 'int4', 'original']);
+    await page.setInputFiles(byId('model-folder'), HEAVY);
+    assert.equal(await modelState(page, ['ready', 'error']), 'ready', await errorText(page));
+    assert.match(await page.textContent('#models'), /tiny-sd-heavy — int8, /);
+    // what the Origin Private File System holds for the model
+    const stored = await page.evaluate(async () => {
+      async function size(dir) {
+        let n = 0;
+        for await (const [, h] of dir.entries()) n += h.kind === 'file' ? (await h.getFile()).size : await size(h);
+        return n;
+      }
+      const models = await (await navigator.storage.getDirectory()).getDirectoryHandle('models');
+      return size(await models.getDirectoryHandle('tiny-sd-heavy'));
+    });
+    const folder = folderBytes(HEAVY);
+    assert.ok(stored < 0.5 * folder, `stored ${stored} bytes of a ${folder}-byte folder`);
+    const image = await generate(page);
+    const same = psnrAgainstGolden(image, HEAVY_GOLDEN['pipe.int8.pndm.image']);
+    const fidelity = psnrAgainstGolden(image, HEAVY_GOLDEN['pipe.pndm.image']);
+    assert.ok(same >= MIN_PSNR_DB, `${same.toFixed(2)} dB against diffusers with the same int8 weights`);
+    assert.ok(fidelity >= INT8_VS_F32_DB, `${fidelity.toFixed(2)} dB against the f32 image`);
+    // offline, from storage
+    await page.evaluate(() => navigator.serviceWorker.ready.then(() => true));
+    await context.setOffline(true);
+    await page.reload();
+    assert.equal(await modelState(page, ['ready', 'error', 'unavailable']), 'ready', await errorText(page));
+    const again = psnrAgainstGolden(await generate(page), HEAVY_GOLDEN['pipe.int8.pndm.image']);
+    assert.ok(again >= MIN_PSNR_DB, `offline: ${again.toFixed(2)} dB`);
+    console.log(JSON.stringify({ int8_stored_bytes: stored, folder_bytes: folder, psnr_same_weights_db: +same.toFixed(2), psnr_vs_f32_db: +fidelity.toFixed(2), offline_db: +again.toFixed(2) }));
   } finally {
     await browser.close();
   }
