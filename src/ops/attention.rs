@@ -1,0 +1,302 @@
+//! Attention (`shaders/attention_subgroup.wgsl`; elsewhere chunked GEMMs and a row
+//! softmax): the subgroup flash kernel or query chunks, never the whole score tensor.
+
+use crate::gpu::{Gpu, KernelSource, KernelSpec, Tensor};
+
+use super::elementwise::Map;
+use super::gemm::{Gemm, WOperand};
+use super::{grid, wg1d};
+
+const NORM: &str = include_str!("../../shaders/norm.wgsl");
+const ATTENTION_SUBGROUP: &str = include_str!("../../shaders/attention_subgroup.wgsl");
+
+/// Head dims up to this take the subgroup flash kernel (its D loops are unrolled; the
+/// VAE's single 512-wide head takes the chunked path).
+const FLASH_MAX_D: usize = 160;
+
+/// `shaders/attention_subgroup.wgsl` with its D and SG loops unrolled.
+fn flash_attention_source(d: usize, sg: usize) -> String {
+    let d4 = d / 4;
+    let mut r = std::collections::HashMap::new();
+    let lines =
+        |f: &dyn Fn(usize) -> String, n: usize| (0..n).map(f).collect::<Vec<_>>().join("\n");
+    r.insert(
+        "LOAD_Q",
+        lines(&|c| format!("    let q{c} = q[qb + {c}u] * p.scale;"), d4),
+    );
+    r.insert(
+        "DECLARE_ACC",
+        lines(&|c| format!("    var a{c} = vec4<f32>(0.0);"), d4),
+    );
+    r.insert(
+        "DECLARE_S",
+        lines(&|j| format!("        var s{j} = 0.0;"), sg),
+    );
+    let mut scores = String::new();
+    for c in 0..d4 {
+        scores += &format!("        {{\n            let kc = k[kb + {c}u];\n");
+        for j in 0..sg {
+            scores += &format!("            s{j} += dot(q{c}, subgroupShuffle(kc, {j}u));\n");
+        }
+        scores += "        }\n";
+    }
+    r.insert("SCORES", scores);
+    r.insert(
+        "MASK",
+        lines(&|j| format!("        if (j0 + {j}u >= p.nk || (p.causal != 0u && j0 + {j}u > qi)) {{ s{j} = NEG; }}"), sg),
+    );
+    r.insert(
+        "MAX_S",
+        (1..sg).fold("s0".to_string(), |acc, j| format!("max({acc}, s{j})")),
+    );
+    r.insert(
+        "EXP_S",
+        lines(&|j| format!("        let p{j} = exp(s{j} - mt);"), sg),
+    );
+    r.insert(
+        "SUM_P",
+        (0..sg)
+            .map(|j| format!("p{j}"))
+            .collect::<Vec<_>>()
+            .join(" + "),
+    );
+    r.insert(
+        "RESCALE_ACC",
+        lines(&|c| format!("        a{c} *= corr;"), d4),
+    );
+    let mut pv = String::new();
+    for c in 0..d4 {
+        pv += &format!("        {{\n            let vc = v[kb + {c}u];\n");
+        for j in 0..sg {
+            pv += &format!("            a{c} += p{j} * subgroupShuffle(vc, {j}u);\n");
+        }
+        pv += "        }\n";
+    }
+    r.insert("PV", pv);
+    r.insert(
+        "STORE",
+        lines(&|c| format!("        out[ob + {c}u] = a{c} * inv;"), d4),
+    );
+    let mut src = ATTENTION_SUBGROUP.to_string();
+    for (k, v) in r {
+        src = src
+            .replace(&format!("\n{k}\n"), &format!("\n{v}\n"))
+            .replace(k, &v);
+    }
+    src
+}
+
+impl Gpu {
+    /// Multi-head attention: `q [B, Nq, H*D]`, `k, v [B, Nk, H*D]` -> `[B, Nq, H*D]`,
+    /// scale `1/sqrt(D)`, optionally causal (CLIP's text encoder).
+    ///
+    /// Computed as GEMMs over query chunks: scores for a chunk of queries (all heads)
+    /// in a buffer of at most 64 MiB, softmax in place, then P.V. The full score tensor
+    /// (512 MiB in f32 at 64x64 latents) never exists. A first flash kernel (one thread
+    /// per query, D-float accumulators) was slower on lavapipe and returned NaN there
+    /// for D = 512 with more than one workgroup: per-thread arrays that large are not
+    /// portable.
+    pub fn attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        heads: usize,
+        causal: bool,
+    ) -> Tensor {
+        let [b, nq, c] = q.shape().try_into().expect("attention q must be [B, N, C]");
+        let [bk, nk, ck] = k.shape().try_into().expect("attention k must be [B, N, C]");
+        assert_eq!(k.shape(), v.shape(), "attention k/v");
+        assert_eq!(
+            (b, c),
+            (bk, ck),
+            "attention q {:?} k {:?}",
+            q.shape(),
+            k.shape()
+        );
+        assert_eq!(c % heads, 0, "attention: {c} channels in {heads} heads");
+        let sg = self.info.subgroup_size.unwrap_or(64) as usize;
+        let d = c / heads;
+        if let Some(sg) = self.info.subgroup_size
+            && d.is_multiple_of(4)
+            && d <= FLASH_MAX_D
+            && c.is_multiple_of(4)
+            && std::env::var_os("ROENTGEN_CHUNKED_ATTENTION").is_none()
+        {
+            self.count_flops(4 * (b * heads * nq * nk * d) as u64);
+            let out = self.empty(&[b, nq, c]);
+            let source = move || flash_attention_source(d, sg as usize);
+            let spec = KernelSpec {
+                key: format!("attention_flash_sg{sg}_d{d}"),
+                source: KernelSource::Generated(&source),
+                prelude: format!("const SG: u32 = {sg}u;\nconst D: u32 = {d}u;\n"),
+                entry: "main",
+                trusted: false,
+            };
+            let scale = 1.0 / (d as f32).sqrt();
+            let p = [
+                nq as u32,
+                nk as u32,
+                heads as u32,
+                c as u32,
+                c as u32,
+                causal as u32,
+                scale.to_bits(),
+                0,
+            ];
+            let per_wg = 64 / sg as usize * sg as usize;
+            self.dispatch(
+                &spec,
+                &[q.buffer(), k.buffer(), v.buffer(), out.buffer()],
+                &p,
+                [nq.div_ceil(per_wg) as u32, heads as u32, b as u32],
+            );
+            return out;
+        }
+        let nk4 = nk.div_ceil(4) * 4;
+        self.count_flops(4 * (b * heads * nq * nk * d) as u64);
+        let flops_before = self.take_flops();
+        // 1. V per head, transposed to [B, H, D, Nk4] so P.V reads 4 keys at a time.
+        let vt = self.empty(&[b, heads, d, nk4]);
+        let spec = self.map_kernel(Map::Add, "heads_transpose");
+        let pt = [
+            vt.numel() as u32,
+            nk as u32,
+            nk4 as u32,
+            0,
+            heads as u32,
+            d as u32,
+            0,
+            0,
+        ];
+        self.dispatch(
+            &spec,
+            &[v.buffer(), self.dummy(), vt.buffer()],
+            &pt,
+            wg1d(vt.numel()),
+        );
+        // 2. query chunks: as many rows as fit the score budget, a multiple of the GEMM's
+        //    row tile.
+        let budget = (64usize << 20).min(self.info.max_storage_binding as usize / 2) / 4;
+        let qc = (budget / (b * heads * nk4)).max(sg) / sg * sg;
+        let qc = qc.min(nq.div_ceil(sg) * sg);
+        let scores = self.empty(&[b * heads * qc, nk4]);
+        let out = self.empty(&[b, nq, c]);
+        let scale = 1.0 / (d as f32).sqrt();
+        for q0 in (0..nq).step_by(qc) {
+            let rows = qc.min(nq - q0);
+            // S[b, h, i, j] = Q[b, q0 + i, h] . K[b, j, h]
+            let s_gemm = Gemm {
+                m: rows,
+                n: nk,
+                k: d,
+                batches: b * heads,
+                heads,
+                a_rs: c,
+                a_bs: nq * c,
+                a_hs: d,
+                a_off: q0 * c,
+                w_rs: c,
+                w_bs: nk * c,
+                w_hs: d,
+                o_rs: nk4,
+                o_bs: heads * qc * nk4,
+                o_hs: qc * nk4,
+                ..Default::default()
+            };
+            self.gemm(
+                &s_gemm,
+                q.buffer(),
+                WOperand::f32(k.buffer()),
+                None,
+                None,
+                &scores,
+            );
+            let n_rows = b * heads * qc;
+            let bindings = [self.dummy(), self.dummy(), self.dummy(), scores.buffer()];
+            match self.info.subgroup_size {
+                Some(sg) => {
+                    let ps = [
+                        n_rows as u32,
+                        nk as u32,
+                        nk4 as u32,
+                        causal as u32,
+                        scale.to_bits(),
+                        qc as u32,
+                        q0 as u32,
+                        0,
+                    ];
+                    self.dispatch(
+                        &self.rows_kernel(sg, "softmax"),
+                        &bindings,
+                        &ps,
+                        grid(n_rows.div_ceil(64 / sg as usize)),
+                    );
+                }
+                None => {
+                    // CPU drivers: a row per invocation, no barriers (see the kernel).
+                    let serial = self.info.software;
+                    let entry = if serial {
+                        "softmax_rows_serial"
+                    } else {
+                        "softmax_rows"
+                    };
+                    let spec = KernelSpec {
+                        key: entry.into(),
+                        source: NORM.into(),
+                        prelude: "const SILU: bool = false;".into(),
+                        entry,
+                        trusted: false,
+                    };
+                    let ps = [
+                        nk4 as u32,
+                        nk as u32,
+                        causal as u32,
+                        n_rows as u32,
+                        scale.to_bits(),
+                        qc as u32,
+                        q0 as u32,
+                        0,
+                    ];
+                    let groups = if serial {
+                        grid(n_rows.div_ceil(64))
+                    } else {
+                        grid(n_rows)
+                    };
+                    self.dispatch(&spec, &bindings, &ps, groups);
+                }
+            }
+            // O[b, q0 + i, h] = P[b, h, i] . Vt[b, h]
+            let o_gemm = Gemm {
+                m: rows,
+                n: d,
+                k: nk4,
+                batches: b * heads,
+                heads,
+                a_rs: nk4,
+                a_bs: heads * qc * nk4,
+                a_hs: qc * nk4,
+                w_rs: nk4,
+                w_bs: heads * d * nk4,
+                w_hs: d * nk4,
+                o_rs: c,
+                o_bs: nq * c,
+                o_hs: d,
+                o_off: q0 * c,
+                ..Default::default()
+            };
+            self.gemm(
+                &o_gemm,
+                scores.buffer(),
+                WOperand::f32(vt.buffer()),
+                None,
+                None,
+                &out,
+            );
+        }
+        // Count the attention's own FLOPs once (not the padded GEMMs').
+        self.take_flops();
+        self.count_flops(flops_before);
+        out
+    }
+}

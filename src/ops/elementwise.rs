@@ -1,0 +1,156 @@
+//! Elementwise kernels (`shaders/elementwise.wgsl`): maps, broadcasts, GEGLU, fill,
+//! concatenation, and the heads transpose attention uses.
+
+use crate::gpu::{Gpu, KernelSpec, Tensor};
+
+use super::wg1d;
+
+const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
+
+/// Elementwise functions of one or two operands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Map {
+    Add,
+    Mul,
+    Silu,
+    Gelu,
+    QuickGelu,
+    /// a * scale; the scale is baked into the kernel key.
+    Scale(u32),
+}
+
+impl Map {
+    fn wgsl(self) -> (String, String) {
+        match self {
+            Map::Add => ("add".into(), "return a + b;".into()),
+            Map::Mul => ("mul".into(), "return a * b;".into()),
+            Map::Silu => ("silu".into(), "return silu(a);".into()),
+            Map::Gelu => ("gelu".into(), "return gelu(a);".into()),
+            Map::QuickGelu => ("quick_gelu".into(), "return quick_gelu(a);".into()),
+            Map::Scale(bits) => (
+                format!("scale_{bits:08x}"),
+                format!("return a * bitcast<f32>({bits}u);"),
+            ),
+        }
+    }
+}
+
+impl Gpu {
+    pub(super) fn map_kernel(&self, f: Map, entry: &'static str) -> KernelSpec<'static> {
+        let (name, body) = f.wgsl();
+        KernelSpec {
+            key: format!("elementwise_{entry}_{name}"),
+            source: ELEMENTWISE.into(),
+            prelude: format!("fn op(a: f32, b: f32) -> f32 {{ {body} }}"),
+            entry,
+            trusted: false,
+        }
+    }
+
+    /// Elementwise function of one tensor.
+    pub fn map(&self, x: &Tensor, f: Map) -> Tensor {
+        let out = self.empty(x.shape());
+        let p = [x.numel() as u32, 0, 0, 2, 0, 0, 0, 0];
+        self.dispatch(
+            &self.map_kernel(f, "map"),
+            &[x.buffer(), self.dummy(), out.buffer()],
+            &p,
+            wg1d(x.numel()),
+        );
+        out
+    }
+
+    /// Elementwise function of two tensors of the same shape.
+    pub fn zip(&self, a: &Tensor, b: &Tensor, f: Map) -> Tensor {
+        assert_eq!(a.shape(), b.shape(), "elementwise {f:?}");
+        let out = self.empty(a.shape());
+        let p = [a.numel() as u32, 0, 0, 0, 0, 0, 0, 0];
+        self.dispatch(
+            &self.map_kernel(f, "map"),
+            &[a.buffer(), b.buffer(), out.buffer()],
+            &p,
+            wg1d(a.numel()),
+        );
+        out
+    }
+
+    pub fn add(&self, a: &Tensor, b: &Tensor) -> Tensor {
+        self.zip(a, b, Map::Add)
+    }
+
+    /// `a [B, .., C] (op) b [B, C]`, `b` broadcast over the middle dims
+    /// (the UNet adds its time embedding to every pixel this way).
+    pub fn zip_rows(&self, a: &Tensor, b: &Tensor, f: Map) -> Tensor {
+        let (bn, c) = (a.dim(0), a.dim(-1));
+        assert_eq!(
+            b.shape(),
+            &[bn, c],
+            "broadcast {f:?}: {:?} against {:?}",
+            a.shape(),
+            b.shape()
+        );
+        let out = self.empty(a.shape());
+        let per_batch = a.numel() / bn;
+        let p = [a.numel() as u32, c as u32, per_batch as u32, 1, 0, 0, 0, 0];
+        self.dispatch(
+            &self.map_kernel(f, "map"),
+            &[a.buffer(), b.buffer(), out.buffer()],
+            &p,
+            wg1d(a.numel()),
+        );
+        out
+    }
+
+    /// GEGLU: `x [.., 2F]` -> `x[.., :F] * gelu(x[.., F:])`.
+    pub fn geglu(&self, x: &Tensor) -> Tensor {
+        let f2 = x.dim(-1);
+        assert_eq!(f2 % 2, 0);
+        let mut shape = x.shape().to_vec();
+        *shape.last_mut().unwrap() = f2 / 2;
+        let out = self.empty(&shape);
+        let p = [out.numel() as u32, (f2 / 2) as u32, 0, 0, 0, 0, 0, 0];
+        self.dispatch(
+            &self.map_kernel(Map::Add, "geglu"),
+            &[x.buffer(), self.dummy(), out.buffer()],
+            &p,
+            wg1d(out.numel()),
+        );
+        out
+    }
+
+    /// Sets every element to `value`.
+    pub fn fill(&self, t: &Tensor, value: f32) {
+        let spec = self.map_kernel(Map::Add, "fill");
+        let p = [t.numel() as u32, 0, 0, 0, value.to_bits(), 0, 0, 0];
+        self.dispatch(
+            &spec,
+            &[self.dummy(), self.dummy(), t.buffer()],
+            &p,
+            wg1d(t.numel()),
+        );
+    }
+
+    /// Concatenation along the last (channel) dim.
+    pub fn concat(&self, a: &Tensor, b: &Tensor) -> Tensor {
+        let (ca, cb) = (a.dim(-1), b.dim(-1));
+        assert_eq!(
+            a.shape()[..a.shape().len() - 1],
+            b.shape()[..b.shape().len() - 1],
+            "concat {:?} {:?}",
+            a.shape(),
+            b.shape()
+        );
+        let mut shape = a.shape().to_vec();
+        *shape.last_mut().unwrap() = ca + cb;
+        let out = self.empty(&shape);
+        let spec = self.map_kernel(Map::Add, "concat");
+        let p = [out.numel() as u32, 0, 0, 0, ca as u32, cb as u32, 0, 0];
+        self.dispatch(
+            &spec,
+            &[a.buffer(), b.buffer(), out.buffer()],
+            &p,
+            wg1d(out.numel()),
+        );
+        out
+    }
+}

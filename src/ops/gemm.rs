@@ -1,0 +1,640 @@
+//! The GEMM family (`shaders/gemm*.wgsl`): linear layers and convs as implicit GEMMs,
+//! on the subgroup, CPU-driver and tiled forms, for every weight format.
+
+use crate::gpu::{Gpu, KernelSource, KernelSpec, Tensor, Weight, WeightFormat};
+
+const GEMM: &str = include_str!("../../shaders/gemm.wgsl");
+const GEMM_SUBGROUP: &str = include_str!("../../shaders/gemm_subgroup.wgsl");
+const GEMM_COMMON: &str = include_str!("../../shaders/gemm_common.wgsl");
+const GEMM_CPU: &str = include_str!("../../shaders/gemm_cpu.wgsl");
+
+/// `shaders/gemm_cpu.wgsl` with its R x C register tile unrolled (`conv`: A is a
+/// conv's im2col, read through `a_inside`/`a_off` with the padding as a 0/1 factor;
+/// `v4`: A and W read as vec4 along K).
+fn gemm_cpu_source(t: CpuTile, conv: bool, v4: bool) -> String {
+    let CpuTile { r, c, wx, wy } = t;
+    let grid = |f: &dyn Fn(usize, usize) -> String| {
+        (0..r)
+            .flat_map(|i| (0..c).map(move |j| (i, j)))
+            .map(|(i, j)| f(i, j))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let rows = |f: &dyn Fn(usize) -> String| (0..r).map(f).collect::<Vec<_>>().join("\n");
+    let cols = |f: &dyn Fn(usize) -> String| (0..c).map(f).collect::<Vec<_>>().join("\n");
+    let valid = |i: usize| {
+        if conv {
+            format!(" * v{i}")
+        } else {
+            String::new()
+        }
+    };
+    let (xbind, step, loads, fmas);
+    if v4 {
+        xbind = "@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;";
+        step = "4u";
+        loads = cols(&|j| format!("            let b{j} = w4(wo{j} + wt + c);"));
+        fmas = rows(&|i| {
+            let mut s = format!("            let a{i} = x[(x{i} + c) >> 2u]{};\n", valid(i));
+            for comp in ["x", "y", "z", "w"] {
+                for j in 0..c {
+                    s += &format!(
+                        "            acc{i}_{j} = fma(a{i}.{comp}, b{j}.{comp}, acc{i}_{j});\n"
+                    );
+                }
+            }
+            s
+        });
+    } else {
+        xbind = "@group(0) @binding(1) var<storage, read> x: array<f32>;";
+        step = "1u";
+        loads = format!(
+            "{}\n{}",
+            rows(&|i| format!("            let a{i} = x[x{i} + c]{};", valid(i))),
+            cols(&|j| format!("            let b{j} = w_at(wo{j} + wt + c);"))
+        );
+        fmas = grid(&|i, j| format!("            acc{i}_{j} = fma(a{i}, b{j}, acc{i}_{j});"));
+    }
+    let parts = [
+        ("XBIND", xbind.to_string()),
+        (
+            "ROWS",
+            rows(&|i| {
+                format!(
+                    "    let r{i} = a_row(min(m_first + {}u, p.M - 1u), z);",
+                    wy * i
+                )
+            }),
+        ),
+        (
+            "COLS",
+            cols(&|j| {
+                format!(
+                    "    let wo{j} = w_base + min(n_first + {}u, p.N - 1u) * p.w_rs;",
+                    wx * j
+                )
+            }),
+        ),
+        ("ACC", grid(&|i, j| format!("    var acc{i}_{j} = 0.0;"))),
+        (
+            "PIX",
+            rows(&|i| {
+                if conv {
+                    format!(
+                        "        let in{i} = a_inside(r{i}, kx, ky);\n        let x{i} = select(0u, a_off(r{i}, kx, ky), in{i});\n        let v{i} = select(0.0, 1.0, in{i});"
+                    )
+                } else {
+                    format!("        let x{i} = r{i}.base;")
+                }
+            }),
+        ),
+        ("LOADS", loads),
+        ("FMAS", fmas),
+        (
+            "STORE",
+            grid(&|i, j| {
+                format!(
+                    "    store_out(m_first + {}u, n_first + {}u, o_base, acc{i}_{j});",
+                    wy * i,
+                    wx * j
+                )
+            }),
+        ),
+    ];
+    let mut src = GEMM_CPU.replace("STEP", step);
+    for (k, v) in parts {
+        src = src.replace(&format!("\n{k}\n"), &format!("\n{v}\n"));
+    }
+    src
+}
+
+/// Geometry of a 2-D convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeom {
+    pub stride: usize,
+    /// Zero padding above and to the left; below and to the right follows from the
+    /// output size (diffusers' VAE encoder pads only bottom/right before its stride-2 convs).
+    pub pad: usize,
+    /// Extra zero padding below/right beyond `pad` (asymmetric padding).
+    pub pad_extra: usize,
+    /// Read the input through a nearest-neighbour 2x upsample.
+    pub upsample: bool,
+}
+
+impl ConvGeom {
+    pub fn same(k: usize) -> ConvGeom {
+        ConvGeom {
+            stride: 1,
+            pad: k / 2,
+            pad_extra: 0,
+            upsample: false,
+        }
+    }
+}
+
+/// Row tiles of SG rows per subgroup in the subgroup GEMM: each weight load feeds
+/// RT * SG * 4 FMAs.
+/// (Measured on lavapipe at the half-width UNet's shapes: 1 -> 2 -> 4 row tiles gave
+/// 5.6 -> 5.1 s per guided call.)
+const RT: usize = 4;
+/// Subgroups per workgroup, side by side along N. Smaller workgroups (8-32
+/// invocations) left whole column blocks unwritten on lavapipe — caught by the poisoned
+/// kernel tests, while the benchmark showed them "faster": 8 it is.
+const SUBGROUPS: usize = 8;
+
+/// The CPU GEMM's tile: R x C outputs per thread, WX x WY threads per workgroup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct CpuTile {
+    r: usize,
+    c: usize,
+    wx: usize,
+    wy: usize,
+}
+
+impl CpuTile {
+    /// 8 rows per thread (8 x 8 = 64 accumulators: measured fastest in SwiftShader,
+    /// where each value a thread loads is a gather), and the columns per thread and
+    /// threads per row that waste the fewest columns past N: attention's P.V has N = the
+    /// head dim (20, 40 ...), the UNet's widths are multiples of 160.
+    fn for_n(n: usize) -> CpuTile {
+        let (c, wx) = [8, 7, 6, 5, 4]
+            .into_iter()
+            .flat_map(|c| [16, 8, 4].into_iter().map(move |wx| (c, wx)))
+            .min_by_key(|&(c, wx)| (n.div_ceil(c * wx) * c * wx, std::cmp::Reverse(c * wx)))
+            .unwrap();
+        // 128 invocations per workgroup: 64 and 256 were slower in SwiftShader.
+        CpuTile {
+            r: 8,
+            c,
+            wx,
+            wy: 128 / wx,
+        }
+    }
+}
+
+/// Geometry of a conv seen as an implicit GEMM.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ConvParams {
+    in_h: usize,
+    in_w: usize,
+    in_c: usize,
+    kw: usize,
+    out_h: usize,
+    out_w: usize,
+    stride: usize,
+    pad: usize,
+    /// The input as the conv reads it: through a nearest upsample to (lh, lw), or
+    /// (in_h, in_w) for none.
+    lh: usize,
+    lw: usize,
+}
+
+/// One GEMM: `batches` independent `[m, k] x [n, k]^T` products with strided operands
+/// (element offsets; `batches = b * heads`, batch index split as (b, h)). Mirrors the
+/// Params block of `shaders/gemm_subgroup.wgsl`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Gemm {
+    pub(super) m: usize,
+    pub(super) n: usize,
+    pub(super) k: usize,
+    pub(super) batches: usize,
+    pub(super) heads: usize,
+    pub(super) conv: Option<ConvParams>,
+    pub(super) a_rs: usize,
+    pub(super) w_rs: usize,
+    pub(super) o_rs: usize,
+    pub(super) a_bs: usize,
+    pub(super) a_hs: usize,
+    pub(super) w_bs: usize,
+    pub(super) w_hs: usize,
+    pub(super) o_bs: usize,
+    pub(super) o_hs: usize,
+    pub(super) a_off: usize,
+    pub(super) o_off: usize,
+    /// Channel slices: first weight element, distance between taps, first bias.
+    pub(super) w_off: usize,
+    pub(super) w_tap: usize,
+    pub(super) b_off: usize,
+}
+
+impl Gemm {
+    /// Row-major `[m, k] x [n, k]^T -> [m, n]`.
+    fn dense(m: usize, n: usize, k: usize) -> Gemm {
+        Gemm {
+            m,
+            n,
+            k,
+            batches: 1,
+            heads: 1,
+            a_rs: k,
+            w_rs: k,
+            o_rs: n,
+            w_tap: k,
+            ..Default::default()
+        }
+    }
+
+    fn strides_aligned(&self) -> bool {
+        [
+            self.a_rs, self.w_rs, self.a_bs, self.a_hs, self.w_bs, self.w_hs, self.a_off,
+            self.w_off, self.w_tap,
+        ]
+        .iter()
+        .all(|s| s % 4 == 0)
+    }
+
+    fn params(&self) -> [u32; 32] {
+        let c = self.conv.unwrap_or(ConvParams {
+            in_h: 0,
+            in_w: 0,
+            in_c: self.k,
+            kw: 1,
+            out_h: 0,
+            out_w: 0,
+            stride: 1,
+            pad: 0,
+            lh: 0,
+            lw: 0,
+        });
+        // torch's nearest scale: float(in) / out, rounded once
+        let scale = |i: usize, o: usize| {
+            if o == 0 {
+                0
+            } else {
+                (i as f32 / o as f32).to_bits()
+            }
+        };
+        let p = [
+            self.m,
+            self.n,
+            self.k,
+            self.heads,
+            c.in_h,
+            c.in_w,
+            c.in_c,
+            c.kw,
+            c.out_h,
+            c.out_w,
+            c.stride,
+            c.pad,
+            c.pad,
+            c.lh,
+            self.a_rs,
+            self.w_rs,
+            self.o_rs,
+            self.a_bs,
+            self.a_hs,
+            self.w_bs,
+            self.w_hs,
+            self.o_bs,
+            self.o_hs,
+            self.a_off,
+            self.o_off,
+            self.w_off,
+            if self.w_tap == 0 { c.in_c } else { self.w_tap },
+            self.b_off,
+            c.lw,
+            0,
+            0,
+            0,
+        ]
+        .map(|v| v as u32);
+        let mut p = p;
+        p[29] = scale(c.in_h, c.lh);
+        p[30] = scale(c.in_w, c.lw);
+        p
+    }
+}
+
+/// The GEMM's second operand: a weight in its storage format (with its scales when
+/// quantized) or an f32 activation (attention's K and V).
+#[derive(Clone, Copy)]
+pub(super) struct WOperand<'a> {
+    buf: &'a wgpu::Buffer,
+    scales: Option<&'a wgpu::Buffer>,
+    format: WeightFormat,
+}
+
+impl<'a> WOperand<'a> {
+    fn of(w: &'a Weight) -> Self {
+        WOperand {
+            buf: w.buffer(),
+            scales: w.scales(),
+            format: w.format,
+        }
+    }
+    pub(super) fn f32(buf: &'a wgpu::Buffer) -> Self {
+        WOperand {
+            buf,
+            scales: None,
+            format: WeightFormat::F32,
+        }
+    }
+}
+
+impl Gpu {
+    /// Dispatches the GEMM family (see `shaders/gemm*.wgsl`): the subgroup kernel where
+    /// the adapter has fixed-size subgroups and the shapes allow 4-wide reads, else the
+    /// portable tiled kernel. Operands are buffers (a weight or an activation) so that
+    /// attention's products run on the same kernels.
+    #[allow(clippy::too_many_arguments)] // the GEMM's operands, each optional or typed
+    pub(super) fn gemm(
+        &self,
+        g: &Gemm,
+        x: &wgpu::Buffer,
+        w: WOperand,
+        bias: Option<&Weight>,
+        res: Option<&Tensor>,
+        out: &Tensor,
+    ) {
+        self.count_flops(2 * (g.m * g.n * g.k * g.batches) as u64);
+        let mode = if g.conv.is_some() { "conv" } else { "linear" };
+        let wf = w.format;
+        let flags = format!(
+            "w{}_b{}_r{}",
+            wf.name(),
+            bias.is_some() as u8,
+            res.is_some() as u8
+        );
+        let consts = format!(
+            "const HAS_BIAS: bool = {};\nconst HAS_RES: bool = {};\n",
+            bias.is_some(),
+            res.is_some()
+        );
+        let in_c = g.conv.map_or(g.k, |c| c.in_c);
+        let p = g.params();
+        let cpu_source: Box<dyn Fn() -> String>;
+        let (spec, workgroups) = match self.info.subgroup_size {
+            // 4-wide reads along K: K and a conv's Cin % 4 == 0, rows 4-aligned.
+            Some(sg) if g.k.is_multiple_of(4) && in_c.is_multiple_of(4) && g.strides_aligned() => (
+                KernelSpec {
+                    key: format!("gemm_sg{sg}_{RT}x{SUBGROUPS}_{mode}_{flags}"),
+                    source: GEMM_SUBGROUP.into(),
+                    prelude: format!(
+                        "const SG: u32 = {sg}u;\nconst RT: u32 = {RT}u;\nconst SUBGROUPS: u32 = {SUBGROUPS}u;\n{consts}{}fn a_base(m: u32, t: u32, z: u32) -> i32 {{ return a_base_{mode}(m, t, z); }}\n{GEMM_COMMON}",
+                        wf.wgsl_vec4(2, 6)
+                    ),
+                    entry: "main",
+                    trusted: true,
+                },
+                [
+                    g.n.div_ceil(SUBGROUPS * sg as usize) as u32,
+                    g.m.div_ceil(RT * sg as usize) as u32,
+                    g.batches as u32,
+                ],
+            ),
+            // CPU drivers: the register-tiled form without barriers (shaders/gemm_cpu.wgsl).
+            _ if self.info.software => {
+                let t = CpuTile::for_n(g.n);
+                let v4 = g.k.is_multiple_of(4) && in_c.is_multiple_of(4) && g.strides_aligned();
+                let upsample = g.conv.is_some_and(|c| (c.lh, c.lw) != (c.in_h, c.in_w));
+                let conv = g.conv.is_some();
+                cpu_source = Box::new(move || gemm_cpu_source(t, conv, v4));
+                let CpuTile { r, c, wx, wy } = t;
+                (
+                    KernelSpec {
+                        key: format!(
+                            "gemm_cpu_{mode}{}_{flags}_{r}x{c}_{wx}x{wy}{}",
+                            if upsample { "_up" } else { "" },
+                            if v4 { "_v4" } else { "" }
+                        ),
+                        source: KernelSource::Generated(&*cpu_source),
+                        prelude: format!(
+                            "{consts}{}const CONV: bool = {};\nconst UPSAMPLE: bool = {upsample};\nconst R: u32 = {r}u;\nconst C: u32 = {c}u;\nconst WX: u32 = {wx}u;\nconst WY: u32 = {wy}u;\n{GEMM_COMMON}",
+                            if v4 {
+                                wf.wgsl_vec4(2, 6)
+                            } else {
+                                wf.wgsl(2, 6)
+                            },
+                            conv
+                        ),
+                        entry: "main",
+                        trusted: false,
+                    },
+                    [
+                        g.n.div_ceil(wx * c) as u32,
+                        g.m.div_ceil(wy * r) as u32,
+                        g.batches as u32,
+                    ],
+                )
+            }
+            _ => (
+                KernelSpec {
+                    key: format!("gemm_tiled_{mode}_{flags}_64x64"),
+                    source: GEMM.into(),
+                    prelude: format!(
+                        "{consts}{}const CONV: bool = {};\n{GEMM_COMMON}",
+                        wf.wgsl(2, 6),
+                        g.conv.is_some()
+                    ),
+                    entry: "main",
+                    trusted: false,
+                },
+                [
+                    g.n.div_ceil(64) as u32,
+                    g.m.div_ceil(64) as u32,
+                    g.batches as u32,
+                ],
+            ),
+        };
+        let dummy = self.dummy();
+        let mut bindings = vec![
+            x,
+            w.buf,
+            bias.map(|b| b.buffer()).unwrap_or(dummy),
+            res.map(|r| r.buffer()).unwrap_or(dummy),
+            out.buffer(),
+        ];
+        // binding 6: a quantized weight's scales
+        bindings.extend(w.scales);
+        self.dispatch(&spec, &bindings, &p, workgroups);
+    }
+
+    /// `x [.., K] · wᵀ (+ bias) (+ res)` with `w [N, K]` as PyTorch stores `nn.Linear`.
+    pub fn linear(
+        &self,
+        x: &Tensor,
+        w: &Weight,
+        bias: Option<&Weight>,
+        res: Option<&Tensor>,
+    ) -> Tensor {
+        let k = x.dim(-1);
+        let (n, wk) = (w.shape[0], w.shape[1]);
+        assert_eq!(
+            k,
+            wk,
+            "linear: input {:?} against weight {:?}",
+            x.shape(),
+            w.shape
+        );
+        let m = x.numel() / k;
+        let mut out_shape = x.shape().to_vec();
+        *out_shape.last_mut().unwrap() = n;
+        if let Some(r) = res {
+            assert_eq!(r.shape(), &out_shape[..], "linear residual");
+        }
+        let out = self.empty(&out_shape);
+        self.gemm(
+            &Gemm::dense(m, n, k),
+            x.buffer(),
+            WOperand::of(w),
+            bias,
+            res,
+            &out,
+        );
+        out
+    }
+
+    /// 2-D convolution of an NHWC map with `w [Cout, KH, KW, Cin]`.
+    pub fn conv2d(
+        &self,
+        x: &Tensor,
+        w: &Weight,
+        bias: Option<&Weight>,
+        g: ConvGeom,
+        res: Option<&Tensor>,
+    ) -> Tensor {
+        let out = self.conv2d_sliced(
+            std::slice::from_ref(x),
+            w,
+            bias,
+            g,
+            res.map(std::slice::from_ref),
+        );
+        assert_eq!(
+            out.len(),
+            1,
+            "conv2d output does not fit one binding; use conv2d_sliced"
+        );
+        out.into_iter().next().unwrap()
+    }
+
+    /// How many equal channel slices a `[.., channels]` map of `bytes` needs so that each
+    /// fits one storage binding: a divisor of `channels` and of 32 (so GroupNorm groups
+    /// never straddle two slices), each slice a multiple of 4 channels.
+    pub fn channel_slices(&self, bytes: usize, channels: usize) -> usize {
+        let limit = self.info.max_storage_binding as usize;
+        [1, 2, 4, 8, 16, 32]
+            .into_iter()
+            .find(|&n| {
+                channels.is_multiple_of(n)
+                    && (n == 1 || (channels / n).is_multiple_of(4))
+                    && bytes.div_ceil(n) <= limit
+            })
+            .unwrap_or_else(|| {
+                panic!("a map of {bytes} bytes cannot be split to fit a {limit}-byte binding")
+            })
+    }
+
+    /// 2-D convolution of an NHWC map held as channel slices (`xs`, concatenated along
+    /// channels), producing the output as channel slices that each fit one binding: how
+    /// RoentGen's VAE decodes 512x512 (a 256-channel 512x512 map is 256 MiB, twice
+    /// WebGPU's default 128 MiB binding) exactly. Each output slice accumulates one GEMM
+    /// per input slice through the residual epilogue. A 1x1 conv may pass a `[N, K]`
+    /// linear weight.
+    pub fn conv2d_sliced(
+        &self,
+        xs: &[Tensor],
+        w: &Weight,
+        bias: Option<&Weight>,
+        g: ConvGeom,
+        res: Option<&[Tensor]>,
+    ) -> Vec<Tensor> {
+        self.conv2d_impl(xs, w, bias, g, res, None)
+    }
+
+    /// A conv that reads its input through a nearest upsample to `size` (H, W): the
+    /// UNet's Upsample2D when the latent size is not a multiple of 8 and a level must grow
+    /// to its skip connection's size rather than double (diffusers' `upsample_size`).
+    pub fn conv2d_upsampled_to(
+        &self,
+        x: &Tensor,
+        w: &Weight,
+        bias: Option<&Weight>,
+        g: ConvGeom,
+        size: (usize, usize),
+    ) -> Tensor {
+        let mut out = self.conv2d_impl(std::slice::from_ref(x), w, bias, g, None, Some(size));
+        assert_eq!(
+            out.len(),
+            1,
+            "an upsampled UNet map does not fit one binding"
+        );
+        out.pop().unwrap()
+    }
+
+    fn conv2d_impl(
+        &self,
+        xs: &[Tensor],
+        w: &Weight,
+        bias: Option<&Weight>,
+        g: ConvGeom,
+        res: Option<&[Tensor]>,
+        upsample_to: Option<(usize, usize)>,
+    ) -> Vec<Tensor> {
+        let (cout, kh, kw, cin) = match w.shape[..] {
+            [o, kh, kw, i] => (o, kh, kw, i),
+            [o, i] => (o, 1, 1, i),
+            _ => panic!(
+                "conv2d weight must be [Cout, KH, KW, Cin], got {:?}",
+                w.shape
+            ),
+        };
+        let [b, h, wd, _] = xs[0]
+            .shape()
+            .try_into()
+            .expect("conv2d input must be [B, H, W, C]");
+        let c: usize = xs.iter().map(|x| x.dim(-1)).sum();
+        assert_eq!(
+            c, cin,
+            "conv2d: input of {c} channels against weight {:?}",
+            w.shape
+        );
+        let (lh, lw) = match upsample_to {
+            Some(size) => size,
+            None if g.upsample => (2 * h, 2 * wd),
+            None => (h, wd),
+        };
+        let oh = (lh + 2 * g.pad + g.pad_extra - kh) / g.stride + 1;
+        let ow = (lw + 2 * g.pad + g.pad_extra - kw) / g.stride + 1;
+        let k_total = kh * kw * cin;
+        let n_slices = self.channel_slices(b * oh * ow * cout * 4, cout);
+        let cs = cout / n_slices;
+        if let Some(r) = res {
+            assert_eq!(r.len(), n_slices, "conv2d residual slices");
+        }
+        let mut outs = Vec::with_capacity(n_slices);
+        for j in 0..n_slices {
+            let n0 = j * cs;
+            let mut acc: Option<Tensor> = res.map(|r| r[j].clone());
+            let mut c0 = 0;
+            for (i, x) in xs.iter().enumerate() {
+                let ci = x.dim(-1);
+                let out = self.empty(&[b, oh, ow, cs]);
+                let mut gm = Gemm::dense(b * oh * ow, cs, kh * kw * ci);
+                gm.conv = Some(ConvParams {
+                    in_h: h,
+                    in_w: wd,
+                    in_c: ci,
+                    kw,
+                    out_h: oh,
+                    out_w: ow,
+                    stride: g.stride,
+                    pad: g.pad,
+                    lh,
+                    lw,
+                });
+                gm.w_rs = k_total;
+                gm.w_off = n0 * k_total + c0;
+                gm.w_tap = cin;
+                gm.b_off = n0;
+                let bias = if i == 0 { bias } else { None };
+                self.gemm(&gm, x.buffer(), WOperand::of(w), bias, acc.as_ref(), &out);
+                acc = Some(out);
+                c0 += ci;
+            }
+            outs.push(acc.unwrap());
+        }
+        outs
+    }
+}

@@ -1,0 +1,140 @@
+//! Normalisations (`shaders/norm.wgsl`, `shaders/rows_subgroup.wgsl`): GroupNorm (+SiLU),
+//! LayerNorm, and the row kernels attention's softmax shares.
+
+use crate::gpu::{Gpu, KernelSpec, Tensor, Weight};
+
+use super::grid;
+
+const NORM: &str = include_str!("../../shaders/norm.wgsl");
+const ROWS_SUBGROUP: &str = include_str!("../../shaders/rows_subgroup.wgsl");
+
+impl Gpu {
+    /// GroupNorm over an NHWC map (or `[B, P, C]`), optionally followed by SiLU.
+    pub fn group_norm(
+        &self,
+        x: &Tensor,
+        groups: usize,
+        gamma: &Weight,
+        beta: &Weight,
+        eps: f32,
+        silu: bool,
+    ) -> Tensor {
+        self.group_norm_sliced(std::slice::from_ref(x), groups, gamma, beta, eps, silu)
+            .pop()
+            .unwrap()
+    }
+
+    /// GroupNorm of a map held as channel slices (see [`Gpu::conv2d_sliced`]); each
+    /// slice holds whole groups.
+    pub fn group_norm_sliced(
+        &self,
+        xs: &[Tensor],
+        groups: usize,
+        gamma: &Weight,
+        beta: &Weight,
+        eps: f32,
+        silu: bool,
+    ) -> Vec<Tensor> {
+        let c: usize = xs.iter().map(|x| x.dim(-1)).sum();
+        assert_eq!(c % groups, 0, "group_norm: {c} channels in {groups} groups");
+        let per_group = c / groups;
+        // CPU drivers without subgroups: the barrier-free form (shaders/norm.wgsl).
+        let serial = self.info.software && self.info.subgroup_size.is_none();
+        let entry = if serial {
+            "group_norm_serial"
+        } else {
+            "group_norm"
+        };
+        let spec = KernelSpec {
+            key: format!("{entry}_silu{}", silu as u8),
+            source: NORM.into(),
+            prelude: format!("const SILU: bool = {silu};"),
+            entry,
+            trusted: false,
+        };
+        let mut c0 = 0;
+        xs.iter()
+            .map(|x| {
+                let (b, cx) = (x.dim(0), x.dim(-1));
+                assert_eq!(
+                    cx % per_group,
+                    0,
+                    "group_norm: a slice of {cx} channels splits groups of {per_group}"
+                );
+                let pixels = x.numel() / (b * cx);
+                let out = self.empty(x.shape());
+                let g = cx / per_group;
+                let p = [
+                    pixels as u32,
+                    cx as u32,
+                    g as u32,
+                    c0 as u32,
+                    eps.to_bits(),
+                    0,
+                    0,
+                    0,
+                ];
+                self.dispatch(
+                    &spec,
+                    &[x.buffer(), gamma.buffer(), beta.buffer(), out.buffer()],
+                    &p,
+                    [if serial { g.div_ceil(4) } else { g } as u32, b as u32, 1],
+                );
+                c0 += cx;
+                out
+            })
+            .collect()
+    }
+
+    /// LayerNorm over the last dim.
+    pub fn layer_norm(&self, x: &Tensor, gamma: &Weight, beta: &Weight, eps: f32) -> Tensor {
+        let c = x.dim(-1);
+        let rows = x.numel() / c;
+        let out = self.empty(x.shape());
+        let bindings = [x.buffer(), gamma.buffer(), beta.buffer(), out.buffer()];
+        match self.info.subgroup_size {
+            Some(sg) => {
+                let p = [rows as u32, c as u32, c as u32, 0, eps.to_bits(), 1, 0, 0];
+                self.dispatch(
+                    &self.rows_kernel(sg, "layer_norm"),
+                    &bindings,
+                    &p,
+                    grid(rows.div_ceil(64 / sg as usize)),
+                );
+            }
+            None => {
+                let serial = self.info.software;
+                let entry = if serial {
+                    "layer_norm_serial"
+                } else {
+                    "layer_norm"
+                };
+                let spec = KernelSpec {
+                    key: entry.into(),
+                    source: NORM.into(),
+                    prelude: "const SILU: bool = false;".into(),
+                    entry,
+                    trusted: false,
+                };
+                let p = [rows as u32, c as u32, 1, 0, eps.to_bits(), 0, 0, 0];
+                let groups = if serial {
+                    grid(rows.div_ceil(64))
+                } else {
+                    grid(rows)
+                };
+                self.dispatch(&spec, &bindings, &p, groups);
+            }
+        }
+        out
+    }
+
+    pub(super) fn rows_kernel(&self, sg: u32, entry: &'static str) -> KernelSpec<'static> {
+        KernelSpec {
+            key: format!("{entry}_sg{sg}"),
+            source: ROWS_SUBGROUP.into(),
+            prelude: format!("const SG: u32 = {sg}u;"),
+            entry,
+            trusted: false,
+        }
+    }
+}
