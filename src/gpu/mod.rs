@@ -350,14 +350,16 @@ impl Gpu {
     }
 
     /// Records one dispatch. `bindings` are storage buffers in binding order 1..;
-    /// binding 0 is the uniform block built from `params` (u32/f32 words).
-    pub fn dispatch(
+    /// binding 0 is the uniform block `params` (a `repr(C)` struct mirroring the
+    /// kernel's WGSL `Params`, or plain u32/f32 words).
+    pub fn dispatch<P: bytemuck::NoUninit>(
         &self,
         spec: &KernelSpec,
         bindings: &[&wgpu::Buffer],
-        params: &[u32],
+        params: &P,
         workgroups: [u32; 3],
     ) {
+        let params: &[u8] = bytemuck::bytes_of(params);
         let limit = self.device.limits().max_compute_workgroups_per_dimension;
         assert!(
             workgroups.iter().all(|&w| w <= limit),
@@ -386,12 +388,12 @@ impl Gpu {
         }
         let offset = rec.params.len() as u64;
         assert!(
-            params.len() * 4 <= PARAM_STRIDE as usize,
+            params.len() <= PARAM_STRIDE as usize,
             "too many params for {}",
             spec.key
         );
         let mut block = [0u8; PARAM_STRIDE as usize];
-        block[..params.len() * 4].copy_from_slice(bytemuck::cast_slice(params));
+        block[..params.len()].copy_from_slice(params);
         rec.params.extend_from_slice(&block);
         let params_buffer = rec.params_buffer.clone().unwrap();
         let layout = pipeline.get_bind_group_layout(0);

@@ -243,7 +243,7 @@ impl Gemm {
         .all(|s| s % 4 == 0)
     }
 
-    fn params(&self) -> [u32; 32] {
+    fn params(&self) -> GemmParams {
         let c = self.conv.unwrap_or(ConvParams {
             in_h: 0,
             in_w: 0,
@@ -257,53 +257,83 @@ impl Gemm {
             lw: 0,
         });
         // torch's nearest scale: float(in) / out, rounded once
-        let scale = |i: usize, o: usize| {
-            if o == 0 {
-                0
-            } else {
-                (i as f32 / o as f32).to_bits()
-            }
-        };
-        let p = [
-            self.m,
-            self.n,
-            self.k,
-            self.heads,
-            c.in_h,
-            c.in_w,
-            c.in_c,
-            c.kw,
-            c.out_h,
-            c.out_w,
-            c.stride,
-            c.pad,
-            c.pad,
-            c.lh,
-            self.a_rs,
-            self.w_rs,
-            self.o_rs,
-            self.a_bs,
-            self.a_hs,
-            self.w_bs,
-            self.w_hs,
-            self.o_bs,
-            self.o_hs,
-            self.a_off,
-            self.o_off,
-            self.w_off,
-            if self.w_tap == 0 { c.in_c } else { self.w_tap },
-            self.b_off,
-            c.lw,
-            0,
-            0,
-            0,
-        ]
-        .map(|v| v as u32);
-        let mut p = p;
-        p[29] = scale(c.in_h, c.lh);
-        p[30] = scale(c.in_w, c.lw);
-        p
+        let scale = |i: usize, o: usize| if o == 0 { 0.0 } else { i as f32 / o as f32 };
+        let u = |v: usize| v as u32;
+        GemmParams {
+            m: u(self.m),
+            n: u(self.n),
+            k: u(self.k),
+            heads: u(self.heads),
+            in_h: u(c.in_h),
+            in_w: u(c.in_w),
+            in_c: u(c.in_c),
+            kw: u(c.kw),
+            out_h: u(c.out_h),
+            out_w: u(c.out_w),
+            stride: u(c.stride),
+            pad_y: u(c.pad),
+            pad_x: u(c.pad),
+            lh: u(c.lh),
+            a_rs: u(self.a_rs),
+            w_rs: u(self.w_rs),
+            o_rs: u(self.o_rs),
+            a_bs: u(self.a_bs),
+            a_hs: u(self.a_hs),
+            w_bs: u(self.w_bs),
+            w_hs: u(self.w_hs),
+            o_bs: u(self.o_bs),
+            o_hs: u(self.o_hs),
+            a_off: u(self.a_off),
+            o_off: u(self.o_off),
+            w_off: u(self.w_off),
+            w_tap: u(if self.w_tap == 0 { c.in_c } else { self.w_tap }),
+            b_off: u(self.b_off),
+            lw: u(c.lw),
+            scale_h: scale(c.in_h, c.lh),
+            scale_w: scale(c.in_w, c.lw),
+            _pad: 0,
+        }
     }
+}
+
+/// The GEMM family's uniform block: field for field the `Params` struct of
+/// `shaders/gemm_common.wgsl` (u32 and f32 only, so `repr(C)` matches WGSL's layout).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct GemmParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    heads: u32,
+    in_h: u32,
+    in_w: u32,
+    in_c: u32,
+    kw: u32,
+    out_h: u32,
+    out_w: u32,
+    stride: u32,
+    pad_y: u32,
+    pad_x: u32,
+    lh: u32,
+    a_rs: u32,
+    w_rs: u32,
+    o_rs: u32,
+    a_bs: u32,
+    a_hs: u32,
+    w_bs: u32,
+    w_hs: u32,
+    o_bs: u32,
+    o_hs: u32,
+    a_off: u32,
+    o_off: u32,
+    w_off: u32,
+    w_tap: u32,
+    b_off: u32,
+    /// The conv's input seen through a nearest upsample to `lh x lw`.
+    lw: u32,
+    scale_h: f32,
+    scale_w: f32,
+    _pad: u32,
 }
 
 /// The GEMM's second operand: a weight in its storage format (with its scales when
