@@ -8,55 +8,19 @@
 
 mod common;
 
-use common::{gpu, rel_l2};
+use common::{golden, gpu, psnr, rel_l2, request};
 use roentgen_web::checkpoint::{Checkpoint, DirSource, LoadOptions};
 use roentgen_web::pipeline::{Control, GenerateRequest, Pipeline};
 use roentgen_web::schedulers::SchedulerKind;
-use roentgen_web::weights::WeightIndex;
 
 const LATENTS_REL_L2: f64 = 1e-3;
 const IMAGE_PSNR_DB: f64 = 40.0;
 const FIXTURES: [&str; 3] = ["tiny-sd", "tiny-sd-bin", "tiny-sd-alt"];
 
-fn golden(name: &str, tensor: &str) -> Vec<f32> {
-    let path = format!(
-        "{}/tests/fixtures/golden/{name}.safetensors",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let bytes = std::fs::read(&path).unwrap();
-    let index = WeightIndex::parse(&path, &bytes).unwrap();
-    let shape = index.get(tensor).unwrap().shape.clone();
-    index.read_f32(&bytes, tensor, &shape).unwrap()
-}
-
 fn pipeline(name: &str) -> Pipeline {
     let dir = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
     let ck = Checkpoint::new(DirSource::new(dir).unwrap(), LoadOptions::default()).unwrap();
     pollster::block_on(Pipeline::load(gpu(), &ck, &mut |_| {})).unwrap()
-}
-
-fn psnr(a: &[f32], b: &[f32]) -> f64 {
-    let mse = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| ((x - y) as f64).powi(2))
-        .sum::<f64>()
-        / a.len() as f64;
-    10.0 * (1.0 / mse.max(1e-20)).log10()
-}
-
-fn request(scheduler: SchedulerKind) -> GenerateRequest {
-    GenerateRequest {
-        prompt: "Small right-sided pleural effusion.".into(),
-        negative_prompt: String::new(),
-        steps: 10,
-        guidance: 4.0,
-        seed: 0,
-        scheduler,
-        width: 128,
-        height: 128,
-        count: 1,
-    }
 }
 
 #[test]

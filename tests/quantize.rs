@@ -10,13 +10,12 @@
 
 mod common;
 
-use common::{gpu, rel_l2};
+use common::{golden, gpu, psnr, rel_l2, request};
 use roentgen_web::checkpoint::{Checkpoint, DirSource, LoadOptions};
 use roentgen_web::convert::{Target, convert_folder};
-use roentgen_web::pipeline::{Control, GenerateRequest, Pipeline};
+use roentgen_web::pipeline::{Control, Pipeline};
 use roentgen_web::quant::QuantFormat;
 use roentgen_web::schedulers::SchedulerKind;
-use roentgen_web::weights::WeightIndex;
 
 /// Same engine, same dequantized weights as the reference: the f32 pipeline's bars.
 const SAME_WEIGHTS_LATENTS_REL_L2: f64 = 1e-3;
@@ -30,41 +29,6 @@ const INT4_UNET_BYTES: f64 = 0.20;
 
 fn fixture() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd-heavy")
-}
-
-fn golden(tensor: &str) -> Vec<f32> {
-    let path = format!(
-        "{}/tests/fixtures/golden/tiny-sd-heavy.safetensors",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let bytes = std::fs::read(&path).unwrap();
-    let index = WeightIndex::parse(&path, &bytes).unwrap();
-    let shape = index.get(tensor).unwrap().shape.clone();
-    index.read_f32(&bytes, tensor, &shape).unwrap()
-}
-
-fn psnr(a: &[f32], b: &[f32]) -> f64 {
-    let mse = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| ((x - y) as f64).powi(2))
-        .sum::<f64>()
-        / a.len() as f64;
-    10.0 * (1.0 / mse.max(1e-20)).log10()
-}
-
-fn request(scheduler: SchedulerKind) -> GenerateRequest {
-    GenerateRequest {
-        prompt: "Small right-sided pleural effusion.".into(),
-        negative_prompt: String::new(),
-        steps: 10,
-        guidance: 4.0,
-        seed: 0,
-        scheduler,
-        width: 128,
-        height: 128,
-        count: 1,
-    }
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
@@ -103,9 +67,18 @@ fn quantized_folders_generate_within_their_tolerances() {
             )
             .unwrap();
             let img = &images[0];
-            let (e, i, g, w) = rel_l2(&img.latents, &golden(&format!("pipe.{name}.{key}.latents")));
-            let same = psnr(&img.rgb, &golden(&format!("pipe.{name}.{key}.image")));
-            let fidelity = psnr(&img.rgb, &golden(&format!("pipe.{key}.image")));
+            let (e, i, g, w) = rel_l2(
+                &img.latents,
+                &golden("tiny-sd-heavy", &format!("pipe.{name}.{key}.latents")),
+            );
+            let same = psnr(
+                &img.rgb,
+                &golden("tiny-sd-heavy", &format!("pipe.{name}.{key}.image")),
+            );
+            let fidelity = psnr(
+                &img.rgb,
+                &golden("tiny-sd-heavy", &format!("pipe.{key}.image")),
+            );
             eprintln!(
                 "{name} {key}: vs fake-quantized diffusers latents rel L2 {e:.2e}, image {same:.1} dB; vs f32 diffusers {fidelity:.1} dB"
             );

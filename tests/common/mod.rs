@@ -168,3 +168,44 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) {
     );
     eprintln!("{what}: rel L2 {e:.2e}");
 }
+
+/// A golden tensor of `tests/fixtures/golden/{name}.safetensors`, as f32.
+pub fn golden(name: &str, tensor: &str) -> Vec<f32> {
+    let path = format!(
+        "{}/tests/fixtures/golden/{name}.safetensors",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let bytes = std::fs::read(&path).unwrap();
+    let index = roentgen_web::weights::WeightIndex::parse(&path, &bytes).unwrap();
+    let shape = index.get(tensor).unwrap().shape.clone();
+    index.read_f32(&bytes, tensor, &shape).unwrap()
+}
+
+/// PSNR in dB of images in [0, 1].
+pub fn psnr(a: &[f32], b: &[f32]) -> f64 {
+    let mse = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| ((x - y) as f64).powi(2))
+        .sum::<f64>()
+        / a.len() as f64;
+    10.0 * (1.0 / mse.max(1e-20)).log10()
+}
+
+/// The fixtures' reference request (tools/make_fixtures.py): 128x128, 10 steps,
+/// guidance 4, seed 0.
+pub fn request(
+    scheduler: roentgen_web::schedulers::SchedulerKind,
+) -> roentgen_web::pipeline::GenerateRequest {
+    roentgen_web::pipeline::GenerateRequest {
+        prompt: "Small right-sided pleural effusion.".into(),
+        negative_prompt: String::new(),
+        steps: 10,
+        guidance: 4.0,
+        seed: 0,
+        scheduler,
+        width: 128,
+        height: 128,
+        count: 1,
+    }
+}
