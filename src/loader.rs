@@ -438,7 +438,7 @@ impl<'a> Loader<'a> {
                 &full,
                 HostWeight::Quantized(&q),
                 &out_shape,
-                WeightFormat::F32,
+                WeightFormat::from_quant(q.format),
             ));
         }
         let window = file.window(&full)?;
