@@ -36,6 +36,14 @@ pub struct GpuInfo {
     pub max_storage_binding: u64,
     pub max_buffer_size: u64,
     pub max_workgroup_storage: u32,
+    /// Environment switches, read once here (not per dispatch):
+    /// `ROENTGEN_CHUNKED_ATTENTION=1`: chunked GEMM attention even where the flash
+    /// kernel runs.
+    pub chunked_attention: bool,
+    /// `ROENTGEN_CHECKED_SHADERS=1`: runtime bounds checks even in trusted kernels.
+    pub checked_shaders: bool,
+    /// `ROENTGEN_LOG_PIPELINES=1`: print each pipeline's compile time (native).
+    pub log_pipelines: bool,
 }
 
 /// Parameters of one dispatch live in a shared uniform buffer at this stride
@@ -192,6 +200,9 @@ impl Gpu {
             max_storage_binding: limits.max_storage_buffer_binding_size,
             max_buffer_size: limits.max_buffer_size,
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,
+            chunked_attention: std::env::var_os("ROENTGEN_CHUNKED_ATTENTION").is_some(),
+            checked_shaders: std::env::var_os("ROENTGEN_CHECKED_SHADERS").is_some(),
+            log_pipelines: std::env::var_os("ROENTGEN_LOG_PIPELINES").is_some(),
         };
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("dummy"),
@@ -247,7 +258,7 @@ impl Gpu {
             label: Some(&spec.key),
             source: wgpu::ShaderSource::Wgsl(source.into()),
         };
-        let module = if spec.trusted && std::env::var_os("ROENTGEN_CHECKED_SHADERS").is_none() {
+        let module = if spec.trusted && !self.info.checked_shaders {
             // SAFETY: `trusted` kernels index only within bounds established by their
             // Rust callers' shape assertions (see KernelSpec::trusted). Natively this
             // drops naga's per-access bounds checks (about 20 % of the GEMM's time on
@@ -272,7 +283,7 @@ impl Gpu {
             },
         ));
         #[cfg(not(target_arch = "wasm32"))]
-        if std::env::var_os("ROENTGEN_LOG_PIPELINES").is_some() {
+        if self.info.log_pipelines {
             eprintln!("pipeline {}: {:.3} s", spec.key, t0.elapsed().as_secs_f64());
         }
         cache.insert(spec.key.clone(), pipeline.clone());

@@ -121,7 +121,7 @@ impl Gpu {
             && d.is_multiple_of(4)
             && d <= FLASH_MAX_D
             && c.is_multiple_of(4)
-            && std::env::var_os("ROENTGEN_CHUNKED_ATTENTION").is_none()
+            && !self.info.chunked_attention
         {
             self.count_flops(4 * (b * heads * nq * nk * d) as u64);
             let out = self.empty(&[b, nq, c]);
