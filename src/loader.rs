@@ -246,6 +246,10 @@ enum Backing<'a> {
     /// near 1, small biases; seeded per tensor name so runs repeat.
     Random {
         seed: u64,
+        /// Trained-like instead: Student-t (3 degrees of freedom) values of the same
+        /// variance, and 3 input channels of every matrix scaled by 6 (the outlier
+        /// channels trained SD weights have; what quantization finds hardest).
+        heavy: bool,
     },
 }
 
@@ -260,7 +264,10 @@ pub struct Loader<'a> {
     component: &'static str,
 }
 
-fn random_values(name: &str, seed: u64, shape: &[usize]) -> Vec<f32> {
+/// Random values for tensor `name` of PyTorch `shape` (see [`Backing::Random`]), in the
+/// GPU's kernel order (row-major `[O, I]` linears, OHWI convs: the input channel is
+/// innermost in both, which places `heavy`'s outlier channels).
+fn random_values(name: &str, seed: u64, shape: &[usize], heavy: bool) -> Vec<f32> {
     // FNV-1a of the name, then xorshift64*.
     let mut h = seed ^ 0xcbf2_9ce4_8422_2325;
     for b in name.bytes() {
@@ -285,7 +292,32 @@ fn random_values(name: &str, seed: u64, shape: &[usize]) -> Vec<f32> {
     }
     let fan_in: usize = shape[1..].iter().product();
     let a = (3.0 / fan_in as f32).sqrt();
-    (0..n).map(|_| a * next()).collect()
+    if !heavy {
+        return (0..n).map(|_| a * next()).collect();
+    }
+    // Student-t(3) = z / sqrt(chi2_3 / 3), variance 3: scaled to variance 1/fan_in.
+    let mut normal = move || {
+        let u1 = (next() * 0.5 + 0.5).max(1e-7);
+        let u2 = next() * 0.5 + 0.5;
+        (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+    };
+    let sd = (1.0 / (3.0 * fan_in as f32)).sqrt();
+    let cin = shape[1];
+    // the input channel is the innermost index of the GPU's layout (row-major [O, I]
+    // linears, OHWI convs), so element i belongs to channel i % cin
+    let outliers = [0, cin / 3, (2 * cin) / 3 + 1];
+    (0..n)
+        .map(|i| {
+            let z = normal();
+            let chi2 = (0..3).map(|_| normal().powi(2)).sum::<f32>().max(1e-6);
+            let t = z / (chi2 / 3.0).sqrt() * sd;
+            if outliers.contains(&(i % cin)) {
+                6.0 * t
+            } else {
+                t
+            }
+        })
+        .collect()
 }
 
 impl<'a> Loader<'a> {
@@ -301,9 +333,19 @@ impl<'a> Loader<'a> {
 
     /// Random weights, for benchmarks at a model's real shapes without its checkpoint.
     pub fn random(gpu: &'a Gpu, seed: u64, format: MatrixFormat) -> Loader<'a> {
+        Self::random_kind(gpu, seed, format, false)
+    }
+
+    /// Random weights that are trained-like: heavy-tailed, with outlier input channels
+    /// (for measuring quantization error at full size).
+    pub fn random_heavy(gpu: &'a Gpu, seed: u64, format: MatrixFormat) -> Loader<'a> {
+        Self::random_kind(gpu, seed, format, true)
+    }
+
+    fn random_kind(gpu: &'a Gpu, seed: u64, format: MatrixFormat, heavy: bool) -> Loader<'a> {
         Loader {
             gpu,
-            backing: Backing::Random { seed },
+            backing: Backing::Random { seed, heavy },
             prefix: String::new(),
             format,
             component: "",
@@ -372,7 +414,9 @@ impl<'a> Loader<'a> {
                 let w = f.window(&full)?;
                 Ok(f.index.read_f32_source(&w, &full, shape)?)
             }
-            Backing::Random { seed } => Ok(random_values(&self.name(name), seed, shape)),
+            Backing::Random { seed, heavy } => {
+                Ok(random_values(&self.name(name), seed, shape, heavy))
+            }
         }
     }
 
@@ -404,9 +448,9 @@ impl<'a> Loader<'a> {
         };
         let file = match self.backing {
             Backing::File(f) => f,
-            Backing::Random { seed } => {
+            Backing::Random { seed, heavy } => {
                 // random values need no reordering, only the permuted shape
-                let v = random_values(&full, seed, shape);
+                let v = random_values(&full, seed, shape, heavy);
                 let format = self.target(&full, shape, WeightFormat::F32);
                 return Ok(self.gpu.weight(&full, &v, &out_shape, format));
             }

@@ -9,6 +9,13 @@
 //!    scheduler step (Euler ancestral draws its noise from the same generator);
 //! 4. VAE decode of `latents / scaling_factor`, `(x / 2 + 0.5).clamp(0, 1)`.
 //!
+//! Memory ([`MemoryPlan`]): by default the UNet's weights leave the GPU once the last
+//! step has run, so that the VAE decode (whose 512x512 maps are 128-256 MiB each) never
+//! shares the GPU with them, and [`Pipeline::ensure_unet`] brings them back from the
+//! checkpoint before the next generation. Between stages the buffer pool is trimmed.
+//! That keeps a whole 512x512 generation within 1.5 GB at int8 and 1.1 GB at int4
+//! (BENCHMARKS.md, "Memory") without changing a single value.
+//!
 //! Latents live on the CPU in torch's NCHW order between steps (32 K numbers at
 //! 512x512: the UNet call dominates by far), so seeds, noise and schedulers match torch
 //! element for element; the GPU sees NHWC.
@@ -16,7 +23,7 @@
 use crate::checkpoint::{Checkpoint, FileSource};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::models::{AutoencoderKL, ClipTextModel, UNet2DConditionModel};
+use crate::models::{AutoencoderKL, ClipTextModel, UNet2DConditionModel, UNetConfig};
 use crate::rng::TorchGenerator;
 use crate::schedulers::{self, SchedulerConfig, SchedulerKind};
 use crate::tokenizer::{ClipTokenizer, TokenizerFiles};
@@ -124,14 +131,30 @@ impl GeneratedImage {
     }
 }
 
+/// Which weights stay on the GPU between the stages of a generation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MemoryPlan {
+    /// The UNet's weights are released before the VAE decodes and reloaded from the
+    /// checkpoint by [`Pipeline::ensure_unet`] for the next generation: the peak is the
+    /// larger of the two stages, not their sum (at int8, 1.3 GB instead of 1.9 GB at
+    /// 512x512), for one reload per generation.
+    #[default]
+    Lean,
+    /// Everything stays loaded: no reload between generations, more memory.
+    Resident,
+}
+
 /// A loaded checkpoint, ready to generate.
 pub struct Pipeline {
     pub name: String,
     pub tokenizer: ClipTokenizer,
     pub text_encoder: ClipTextModel,
-    pub unet: UNet2DConditionModel,
+    /// `None` once a [`MemoryPlan::Lean`] generation has released it.
+    unet: std::sync::Mutex<Option<std::sync::Arc<UNet2DConditionModel>>>,
+    pub unet_config: UNetConfig,
     pub vae: AutoencoderKL,
     pub scheduler_config: SchedulerConfig,
+    pub memory: MemoryPlan,
 }
 
 /// SD 1.x latent-to-RGB factors for previews (a least-squares fit of decoded colours on
@@ -247,14 +270,51 @@ impl Pipeline {
             },
             Err(_) => String::new(),
         };
-        Ok(Pipeline {
+        Ok(Pipeline::new(
             name,
             tokenizer,
             text_encoder,
             unet,
             vae,
             scheduler_config,
-        })
+        ))
+    }
+
+    /// A pipeline from loaded parts, with the default [`MemoryPlan`].
+    pub fn new(
+        name: String,
+        tokenizer: ClipTokenizer,
+        text_encoder: ClipTextModel,
+        unet: UNet2DConditionModel,
+        vae: AutoencoderKL,
+        scheduler_config: SchedulerConfig,
+    ) -> Pipeline {
+        Pipeline {
+            name,
+            tokenizer,
+            text_encoder,
+            unet_config: unet.config.clone(),
+            unet: std::sync::Mutex::new(Some(std::sync::Arc::new(unet))),
+            vae,
+            scheduler_config,
+            memory: MemoryPlan::default(),
+        }
+    }
+
+    /// Whether the UNet's weights are on the GPU.
+    pub fn unet_loaded(&self) -> bool {
+        self.unet.lock().unwrap().is_some()
+    }
+
+    /// Loads the UNet's weights again from `ck` if a lean generation released them
+    /// (a no-op otherwise). `ck` must be the checkpoint the pipeline was loaded from.
+    pub async fn ensure_unet<S: FileSource>(&self, gpu: &Gpu, ck: &Checkpoint<S>) -> Result<()> {
+        if self.unet_loaded() {
+            return Ok(());
+        }
+        let unet = ck.unet(gpu).await?;
+        *self.unet.lock().unwrap() = Some(std::sync::Arc::new(unet));
+        Ok(())
     }
 
     /// Generates `req.count` images. `on_call` hears after every UNet call and may cancel
@@ -303,9 +363,14 @@ impl Pipeline {
                 req.width, req.height, req.count
             )));
         }
+        let unet = self.unet.lock().unwrap().clone().ok_or_else(|| {
+            Error::Unsupported(
+                "the UNet's weights were released after the last generation to make room for the VAE decode; reload them first (Pipeline::ensure_unet)".into(),
+            )
+        })?;
         let (h, w) = (req.height / f, req.width / f);
         let n = req.count;
-        let lc = self.unet.config.in_channels;
+        let lc = self.unet_config.in_channels;
         let cfg = req.guidance > 1.0;
 
         // 1. text embeddings: [negative x n, prompt x n] (uncond first, as diffusers)
@@ -317,6 +382,8 @@ impl Pipeline {
         }
         ids.extend(std::iter::repeat_n(cond.ids.clone(), n));
         let context = self.text_encoder.forward(gpu, &ids)?;
+        // The text encoder's activations are not needed again.
+        gpu.trim();
 
         // 2. scheduler and initial latents
         let mut scheduler = schedulers::build(req.scheduler, &self.scheduler_config, req.steps)?;
@@ -340,7 +407,7 @@ impl Pipeline {
                 nchw.extend_from_slice(&input);
             }
             let x = gpu.upload(&nchw_to_nhwc(&nchw, batch, lc, h, w), &[batch, h, w, lc])?;
-            let eps = self.unet.forward(gpu, &x, t, &context)?;
+            let eps = unet.forward(gpu, &x, t, &context)?;
             let eps = nhwc_to_nchw(&gpu.read(&eps).await?, batch, lc, h, w);
             let guided: Vec<f32> = if cfg {
                 let (u, c) = eps.split_at(n * plane);
@@ -364,7 +431,16 @@ impl Pipeline {
             }
         }
 
-        // 4. decode each image
+        // 4. The UNet's activations (and, in the lean plan, its weights) leave the GPU
+        //    before the decode's large maps arrive.
+        drop(context);
+        drop(unet);
+        if self.memory == MemoryPlan::Lean {
+            self.unet.lock().unwrap().take();
+        }
+        gpu.trim();
+
+        // 5. decode each image
         let scale = 1.0 / self.vae.config.scaling_factor;
         let mut images = Vec::with_capacity(n);
         for k in 0..n {
@@ -387,6 +463,7 @@ impl Pipeline {
                 latent_shape: [lc, h, w],
             });
         }
+        gpu.trim();
         Ok(images)
     }
 }

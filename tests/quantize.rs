@@ -62,6 +62,7 @@ fn quantized_folders_generate_within_their_tolerances() {
             (SchedulerKind::Pndm, "pndm"),
             (SchedulerKind::DpmSolverMultistep, "dpmpp2m"),
         ] {
+            pollster::block_on(pipe.ensure_unet(gpu(), &ck)).unwrap();
             let images = pollster::block_on(
                 pipe.generate(gpu(), &request(kind), &mut |_| Control::Continue),
             )

@@ -24,7 +24,7 @@ mod native {
     use roentgen_web::models::{
         AutoencoderKL, ClipTextConfig, ClipTextModel, UNet2DConditionModel, UNetConfig, VaeConfig,
     };
-    use roentgen_web::pipeline::{Control, GenerateRequest, Pipeline, load_tokenizer};
+    use roentgen_web::pipeline::{Control, GenerateRequest, MemoryPlan, Pipeline, load_tokenizer};
     use roentgen_web::schedulers::SchedulerKind;
 
     #[derive(Parser)]
@@ -119,9 +119,24 @@ mod native {
 
     #[derive(clap::Args)]
     struct BenchArgs {
-        /// Stages to run, comma-separated: text, unet, vae.
+        /// Stages to run, comma-separated: text, unet, vae, and `generate`: a whole
+        /// generation (text encoder, --steps PNDM steps with guidance, VAE decode) with
+        /// all three models loaded, as `generate` runs it.
         #[arg(long, default_value = "text,unet,vae", value_delimiter = ',')]
         stages: Vec<String>,
+        /// Steps of the `generate` stage (PNDM: steps + 1 UNet calls; the buffer pool
+        /// is warm after the first, so 2 shows the peak of 75).
+        #[arg(long, default_value_t = 2)]
+        steps: usize,
+        /// Allocate every buffer as the run would, run no kernel: the peak memory of
+        /// full-size stages in seconds (allocation never depends on values; tests check
+        /// that a dry and a real generation report the same peak). Times are meaningless.
+        #[arg(long)]
+        memory_only: bool,
+        /// What stays on the GPU during a generation: lean (the UNet's weights leave
+        /// before the VAE decodes) or resident (everything stays).
+        #[arg(long, default_value = "lean")]
+        memory: String,
         /// Timed repetitions per stage (the median is reported).
         #[arg(long, default_value_t = 3)]
         reps: usize,
@@ -156,6 +171,12 @@ mod native {
         /// instead of whole stages.
         #[arg(long)]
         kernels: bool,
+        /// Quantization error at full weight size: each component (text encoder, one
+        /// guided UNet call at --latent, VAE decode of a --latent map) with f32, int8 and
+        /// int4 weights from the same random values, plain and trained-like
+        /// (heavy-tailed, outlier input channels); relative L2 against f32.
+        #[arg(long)]
+        fidelity: bool,
     }
 
     pub fn main() -> Result<()> {
@@ -339,6 +360,7 @@ mod native {
         reference_flops: Option<f64>,
         weights: u64,
         peak: u64,
+        in_use_peak: u64,
     }
 
     async fn time_stage(
@@ -401,6 +423,7 @@ mod native {
             reference_flops,
             weights,
             peak: gpu.memory().peak,
+            in_use_peak: gpu.memory().in_use_peak,
         })
     }
 
@@ -434,6 +457,231 @@ mod native {
         Ok(())
     }
 
+    fn memory_plan(name: &str) -> Result<MemoryPlan> {
+        match name {
+            "lean" => Ok(MemoryPlan::Lean),
+            "resident" => Ok(MemoryPlan::Resident),
+            _ => bail!("--memory {name}: use lean or resident"),
+        }
+    }
+
+    fn bench_unet_config(a: &BenchArgs) -> Result<UNetConfig> {
+        let mut cfg = UNetConfig::from_json(
+            "unet/config.json",
+            &config_json(&a.model, "unet/config.json", presets::SD14_UNET)?,
+        )?;
+        if a.unet_width_scale != 1.0 {
+            cfg.block_out_channels = cfg
+                .block_out_channels
+                .iter()
+                .map(|&c| (c as f64 * a.unet_width_scale).round() as usize)
+                .collect();
+        }
+        Ok(cfg)
+    }
+
+    /// A whole generation through `Pipeline::generate` on random weights: its peak
+    /// memory is what a user's GPU must hold.
+    async fn bench_generation(
+        gpu: &Gpu,
+        a: &BenchArgs,
+        format: MatrixFormat,
+        clip_cfg: &ClipTextConfig,
+    ) -> Result<()> {
+        use roentgen_web::schedulers::SchedulerConfig;
+        use roentgen_web::tokenizer::{ClipTokenizer, TokenizerFiles};
+        eprintln!("generate: loading random weights (text encoder, unet, vae)");
+        let text_encoder = ClipTextModel::load(
+            &Loader::random(gpu, 1, format).component("text_encoder"),
+            clip_cfg.clone(),
+        )?;
+        let unet = UNet2DConditionModel::load(
+            &Loader::random(gpu, 2, format).component("unet"),
+            bench_unet_config(a)?,
+        )?;
+        let vae_cfg = VaeConfig::from_json(
+            "vae/config.json",
+            &config_json(&a.model, "vae/config.json", presets::SD14_VAE)?,
+        )?;
+        let vae = AutoencoderKL::load(
+            &Loader::random(gpu, 3, format).component("vae"),
+            vae_cfg,
+            false,
+        )?;
+        // Empty prompts: the tokenizer needs only its two special tokens (the ids'
+        // values do not change the work).
+        let tokenizer = ClipTokenizer::from_files(TokenizerFiles {
+            vocab_json: Some(br#"{"<|startoftext|>": 49406, "<|endoftext|>": 49407}"#),
+            merges_txt: Some(b"#version: 0.2\n"),
+            tokenizer_json: None,
+            tokenizer_config_json: None,
+            special_tokens_map_json: None,
+        })?;
+        let scheduler_config = SchedulerConfig::from_json(
+            "scheduler/scheduler_config.json",
+            &config_json(
+                &a.model,
+                "scheduler/scheduler_config.json",
+                presets::SD14_SCHEDULER,
+            )?,
+        )?;
+        let mut pipe = Pipeline::new(
+            "random".into(),
+            tokenizer,
+            text_encoder,
+            unet,
+            vae,
+            scheduler_config,
+        );
+        pipe.memory = memory_plan(&a.memory)?;
+        let side = a.latent * pipe.vae.config.scale_factor();
+        let req = GenerateRequest {
+            steps: a.steps,
+            guidance: 4.0,
+            scheduler: SchedulerKind::Pndm,
+            width: side,
+            height: side,
+            ..Default::default()
+        };
+        let weights = gpu.memory().weights;
+        gpu.reset_peak_memory();
+        let t0 = Instant::now();
+        pipe.generate(gpu, &req, &mut |p| {
+            eprintln!(
+                "  generate: call {}/{} {:.1?}",
+                p.call,
+                p.calls,
+                t0.elapsed()
+            );
+            Control::Continue
+        })
+        .await?;
+        let m = gpu.memory();
+        let mib = |b: u64| b as f64 / 1048576.0;
+        println!("\n| whole generation | time | weights | peak GPU memory | peak in use |");
+        println!("| --- | --- | --- | --- | --- |");
+        println!(
+            "| {side}x{side}, PNDM {} steps, guided, {} plan{} | {:.1} s | {:.0} MiB | {:.0} MiB | {:.0} MiB |",
+            a.steps,
+            a.memory,
+            if a.memory_only { " (memory only)" } else { "" },
+            t0.elapsed().as_secs_f64(),
+            mib(weights),
+            mib(m.peak),
+            mib(m.in_use_peak)
+        );
+        drop(pipe);
+        gpu.trim();
+        Ok(())
+    }
+
+    fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
+        let (mut num, mut den) = (0f64, 0f64);
+        for (&g, &w) in got.iter().zip(want) {
+            num += (g as f64 - w as f64).powi(2);
+            den += (w as f64).powi(2);
+        }
+        (num / den.max(1e-30)).sqrt()
+    }
+
+    async fn bench_fidelity(gpu: &Gpu, a: &BenchArgs) -> Result<()> {
+        use roentgen_web::quant::QuantFormat;
+        let clip_cfg = ClipTextConfig::from_json(
+            "text_encoder/config.json",
+            &config_json(&a.model, "text_encoder/config.json", presets::SD14_CLIP)?,
+        )?;
+        let vae_cfg = VaeConfig::from_json(
+            "vae/config.json",
+            &config_json(&a.model, "vae/config.json", presets::SD14_VAE)?,
+        )?;
+        let unet_cfg = bench_unet_config(a)?;
+        let formats = [
+            ("f32", MatrixFormat::Force(WeightFormat::F32)),
+            ("int8", MatrixFormat::Quantize(QuantFormat::Int8)),
+            ("int4", MatrixFormat::Quantize(QuantFormat::Int4)),
+        ];
+        let loader = |heavy: bool, seed: u64, f: MatrixFormat| {
+            if heavy {
+                Loader::random_heavy(gpu, seed, f)
+            } else {
+                Loader::random(gpu, seed, f)
+            }
+        };
+        let t = clip_cfg.max_position_embeddings;
+        let ids: Vec<Vec<u32>> = (0..2)
+            .map(|b| {
+                (0..t)
+                    .map(|j| ((j * 7919 + b * 31) % clip_cfg.vocab_size) as u32)
+                    .collect()
+            })
+            .collect();
+        let lc = unet_cfg.in_channels;
+        let n = 2 * a.latent * a.latent * lc;
+        let sample: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect();
+        let zlat = vae_cfg.latent_channels;
+        let z: Vec<f32> = (0..a.latent * a.latent * zlat)
+            .map(|i| ((i * 29 % 89) as f32 / 44.0) - 1.0)
+            .collect();
+        println!(
+            "\n| weights | component | int8 rel L2 vs f32 | int4 rel L2 vs f32 |\n| --- | --- | --- | --- |"
+        );
+        for heavy in [false, true] {
+            let kind = if heavy {
+                "trained-like (t3, outlier channels x6)"
+            } else {
+                "uniform"
+            };
+            let mut rows: Vec<(&str, Vec<Vec<f32>>)> = vec![
+                ("text encoder (77 tokens)", vec![]),
+                ("UNet guided call", vec![]),
+                ("VAE decode", vec![]),
+            ];
+            for (name, f) in formats {
+                let t0 = Instant::now();
+                let te = ClipTextModel::load(
+                    &loader(heavy, 1, f).component("text_encoder"),
+                    clip_cfg.clone(),
+                )?;
+                // a real prompt's embeddings: what the UNet sees
+                let ctx = te.forward(gpu, &ids)?;
+                rows[0].1.push(gpu.read(&ctx).await?);
+                drop(te);
+                // the UNet gets the f32 text encoder's context, so that its own error shows
+                let unet = UNet2DConditionModel::load(
+                    &loader(heavy, 2, f).component("unet"),
+                    unet_cfg.clone(),
+                )?;
+                let x = gpu.upload(&sample, &[2, a.latent, a.latent, lc])?;
+                let ctx_f32 = gpu.upload(&rows[0].1[0], ctx.shape())?;
+                let eps = unet.forward(gpu, &x, 801.0, &ctx_f32)?;
+                rows[1].1.push(gpu.read(&eps).await?);
+                drop((unet, eps, ctx, ctx_f32, x));
+                gpu.trim();
+                let vae = AutoencoderKL::load(
+                    &loader(heavy, 3, f).component("vae"),
+                    vae_cfg.clone(),
+                    false,
+                )?;
+                let zt = gpu.upload(&z, &[1, a.latent, a.latent, zlat])?;
+                let img = vae.decode(gpu, &zt);
+                rows[2].1.push(gpu.read(&img).await?);
+                drop((vae, img, zt));
+                gpu.trim();
+                eprintln!("  {kind}, {name}: {:.1?}", t0.elapsed());
+            }
+            for (component, outs) in &rows {
+                println!(
+                    "| {kind} | {component} | {:.2e} | {:.2e} |",
+                    rel_l2(&outs[1], &outs[0]),
+                    rel_l2(&outs[2], &outs[0])
+                );
+            }
+        }
+        Ok(())
+    }
+
     async fn bench(a: BenchArgs) -> Result<()> {
         let gpu = Gpu::new().await?;
         let i = &gpu.info;
@@ -448,6 +696,9 @@ mod native {
         if a.kernels {
             return bench_kernels(&gpu, &a).await;
         }
+        if a.fidelity {
+            return bench_fidelity(&gpu, &a).await;
+        }
         let format = match bench_format(&a)? {
             f @ (WeightFormat::F32 | WeightFormat::F16) => MatrixFormat::Force(f),
             f => MatrixFormat::Quantize(f.quant().unwrap()),
@@ -455,7 +706,7 @@ mod native {
         eprintln!("weights: {}", bench_format(&a)?.name());
         let full_shape = a.model.is_none() && a.unet_width_scale == 1.0 && a.latent == 64;
         let mut stages = Vec::new();
-        let known = ["text", "unet", "vae"];
+        let known = ["text", "unet", "vae", "generate"];
         if let Some(s) = a.stages.iter().find(|s| !known.contains(&s.as_str())) {
             bail!("unknown stage `{s}`; stages are {}", known.join(", "));
         }
@@ -464,6 +715,13 @@ mod native {
             "text_encoder/config.json",
             &config_json(&a.model, "text_encoder/config.json", presets::SD14_CLIP)?,
         )?;
+        if a.memory_only {
+            eprintln!("memory only: buffers are allocated, no kernel runs");
+            gpu.set_dry_run(true);
+        }
+        if a.stages.iter().any(|s| s == "generate") {
+            bench_generation(&gpu, &a, format, &clip_cfg).await?;
+        }
         if a.stages.iter().any(|s| s == "text") {
             eprintln!("text encoder: loading random weights");
             let model = ClipTextModel::load(
@@ -492,17 +750,7 @@ mod native {
             gpu.trim();
         }
         if a.stages.iter().any(|s| s == "unet") {
-            let mut cfg = UNetConfig::from_json(
-                "unet/config.json",
-                &config_json(&a.model, "unet/config.json", presets::SD14_UNET)?,
-            )?;
-            if a.unet_width_scale != 1.0 {
-                cfg.block_out_channels = cfg
-                    .block_out_channels
-                    .iter()
-                    .map(|&c| (c as f64 * a.unet_width_scale).round() as usize)
-                    .collect();
-            }
+            let cfg = bench_unet_config(&a)?;
             eprintln!("unet {:?}: loading random weights", cfg.block_out_channels);
             let latent_ch = cfg.in_channels;
             let ctx_dim = cfg.cross_attention_dim;
@@ -573,15 +821,18 @@ mod native {
             );
         }
 
+        if stages.is_empty() {
+            return Ok(());
+        }
         println!(
-            "\n| stage | median | min | GFLOP/s (our count) | GFLOP/s (PyTorch's count) | weights | peak GPU memory |"
+            "\n| stage | median | min | GFLOP/s (our count) | GFLOP/s (PyTorch's count) | weights | peak GPU memory | peak in use |"
         );
-        println!("| --- | --- | --- | --- | --- | --- | --- |");
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
         for s in &stages {
             let med = s.times[s.times.len() / 2].as_secs_f64();
             let min = s.times[0].as_secs_f64();
             println!(
-                "| {} | {:.3} s | {:.3} s | {:.1} ({:.3} TFLOP) | {} | {:.0} MiB | {:.0} MiB |",
+                "| {} | {:.3} s | {:.3} s | {:.1} ({:.3} TFLOP) | {} | {:.0} MiB | {:.0} MiB | {:.0} MiB |",
                 s.name,
                 med,
                 min,
@@ -591,6 +842,7 @@ mod native {
                     .map_or("-".to_string(), |f| format!("{:.1}", f / med / 1e9)),
                 s.weights as f64 / 1048576.0,
                 s.peak as f64 / 1048576.0,
+                s.in_use_peak as f64 / 1048576.0,
             );
         }
         Ok(())

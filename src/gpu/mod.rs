@@ -109,6 +109,9 @@ pub struct Gpu {
     /// Tests: fill every new tensor with NaN so that an element a kernel fails to
     /// write shows up.
     poison: std::sync::atomic::AtomicBool,
+    /// Memory planning: allocate every buffer as a real run does but record no
+    /// dispatch and read back zeros (see [`Gpu::set_dry_run`]).
+    dry_run: std::sync::atomic::AtomicBool,
     /// Floating-point operations dispatched (2 per multiply-add in GEMMs and attention).
     flops: std::sync::atomic::AtomicU64,
     /// Native profiling: when set, every dispatch runs alone and its wall time is
@@ -153,8 +156,14 @@ impl Gpu {
         // adapter has them; 128 MiB per storage binding, 256 MiB per buffer): the
         // engine splits larger maps itself, and a page that runs on the defaults runs on
         // every WebGPU browser.
+        // `ROENTGEN_WEBGPU_LIMITS=1` asks natively for the browser's defaults too, to
+        // check that a run fits them.
         #[cfg(not(target_arch = "wasm32"))]
-        let limits = adapter.limits();
+        let limits = if std::env::var_os("ROENTGEN_WEBGPU_LIMITS").is_some() {
+            wgpu::Limits::default()
+        } else {
+            adapter.limits()
+        };
         #[cfg(target_arch = "wasm32")]
         let limits = wgpu::Limits::default();
         let (device, queue) = adapter
@@ -212,6 +221,7 @@ impl Gpu {
         });
         Ok(Gpu {
             poison: Default::default(),
+            dry_run: Default::default(),
             flops: Default::default(),
             #[cfg(not(target_arch = "wasm32"))]
             profile: Mutex::new(None),
@@ -220,7 +230,10 @@ impl Gpu {
             queue,
             info,
             pipelines: Mutex::new(HashMap::new()),
-            pool: Arc::new(Mutex::new(BufferPool::new(limits.max_buffer_size))),
+            pool: Arc::new(Mutex::new(BufferPool::new(
+                limits.max_buffer_size,
+                limits.max_storage_buffer_binding_size,
+            ))),
             recorder: Mutex::new(Recorder::default()),
             error,
         })
@@ -317,6 +330,21 @@ impl Gpu {
         self.poison.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Memory planning: from now on buffers are allocated exactly as a real run
+    /// allocates them (every size is known from shapes before any kernel runs, and no
+    /// allocation depends on values), but no kernel is recorded, nothing is uploaded and
+    /// reads return zeros. A full-size generation's peak memory is then known in seconds
+    /// on a CPU driver that needs an hour to run it; `tests/memory.rs` checks that a
+    /// dry and a real generation report the same peak.
+    pub fn set_dry_run(&self, on: bool) {
+        self.flush();
+        self.dry_run.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn dry(&self) -> bool {
+        self.dry_run.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub(crate) fn alloc(&self, bytes: u64) -> PooledBuffer {
         let bytes = self.within_limit("maxBufferSize", self.info.max_buffer_size, bytes);
         BufferPool::get(&self.pool, &self.device, bytes)
@@ -351,7 +379,7 @@ impl Gpu {
             )));
         }
         let t = self.empty(shape);
-        if !data.is_empty() {
+        if !data.is_empty() && !self.dry() {
             // Pending dispatches may still read an earlier tenant of this pooled buffer.
             self.flush();
             self.queue
@@ -379,7 +407,7 @@ impl Gpu {
             workgroups,
             limit
         );
-        if workgroups.contains(&0) {
+        if workgroups.contains(&0) || self.dry() {
             return;
         }
         let pipeline = self.pipeline(spec);
@@ -531,6 +559,10 @@ impl Gpu {
 
     pub(crate) async fn read_bytes(&self, buffer: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
         self.flush();
+        if self.dry() {
+            self.take_error()?;
+            return Ok(vec![0; size as usize]);
+        }
         let size = size.div_ceil(4) * 4;
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
@@ -653,7 +685,7 @@ impl Gpu {
                 bytes.len() as u64,
             );
             let buf = BufferPool::get_dedicated(&self.pool, &self.device, size, label);
-            if size == bytes.len() as u64 && !bytes.is_empty() {
+            if size == bytes.len() as u64 && !bytes.is_empty() && !self.dry() {
                 let mut padded = bytes.to_vec();
                 padded.resize(bytes.len().div_ceil(4) * 4, 0);
                 self.queue.write_buffer(buf.buffer(), 0, &padded);

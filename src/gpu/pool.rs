@@ -2,8 +2,15 @@
 //! WebGPU, and a UNet call frees and needs the same sizes over and over: a freed
 //! tensor's buffer goes back here and the next tensor of its size class reuses it.
 //! Reuse is safe without fences: all dispatches run in queue order.
+//!
+//! Memory: a request takes the smallest free buffer of its class or of a class up to
+//! twice as large (so that maps of neighbouring sizes share buffers), and when it must
+//! create a buffer, free buffers beyond [`FREE_SLACK`] are destroyed first, largest
+//! first. So the pool never holds much more than the tensors in use: a whole 512x512
+//! generation's peak is within `FREE_SLACK` plus one buffer of its peak in use
+//! (BENCHMARKS.md, "Memory").
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -14,22 +21,77 @@ pub struct MemoryStats {
     pub peak: u64,
     /// Bytes held by weights.
     pub weights: u64,
+    /// Bytes in buffers a tensor or weight uses now (`allocated` less the pooled free
+    /// buffers).
+    pub in_use: u64,
+    /// Most bytes in use at once since the last reset: what a pool that never kept a
+    /// free buffer would have needed.
+    pub in_use_peak: u64,
 }
 
+impl MemoryStats {
+    fn take(&mut self, bytes: u64) {
+        self.in_use += bytes;
+        self.in_use_peak = self.in_use_peak.max(self.in_use);
+    }
+}
+
+/// Bytes of free buffers the pool keeps when it must create a new one.
+pub const FREE_SLACK: u64 = 32 << 20;
+
 pub struct BufferPool {
-    free: HashMap<u64, Vec<wgpu::Buffer>>,
+    /// Free buffers by size.
+    free: BTreeMap<u64, Vec<wgpu::Buffer>>,
+    /// Bytes in `free`.
+    free_bytes: u64,
     stats: MemoryStats,
     /// The device's `max_buffer_size`: a size class never rounds past it.
     max_buffer: u64,
+    /// The device's `max_storage_buffer_binding_size`: a tensor that fits one binding
+    /// never gets a buffer that does not (kernels bind tensors whole).
+    max_binding: u64,
 }
 
 impl BufferPool {
-    pub fn new(max_buffer: u64) -> Self {
+    pub fn new(max_buffer: u64, max_binding: u64) -> Self {
         BufferPool {
-            free: HashMap::new(),
+            free: BTreeMap::new(),
+            free_bytes: 0,
             stats: MemoryStats::default(),
             max_buffer,
+            max_binding,
         }
+    }
+
+    /// The smallest free buffer of at least `class` bytes and at most twice that (and
+    /// within one binding when `class` is).
+    fn take_free(&mut self, class: u64) -> Option<(u64, wgpu::Buffer)> {
+        let mut hi = class.saturating_mul(2);
+        if class <= self.max_binding {
+            hi = hi.min(self.max_binding);
+        }
+        let size = *self
+            .free
+            .range(class..=hi.max(class))
+            .find(|(_, v)| !v.is_empty())?
+            .0;
+        let buf = self.free.get_mut(&size)?.pop()?;
+        self.free_bytes -= size;
+        Some((size, buf))
+    }
+
+    /// Destroys free buffers, largest first, until at most `keep` bytes are free.
+    fn evict(&mut self, keep: u64) {
+        while self.free_bytes > keep {
+            let Some((&size, bufs)) = self.free.iter_mut().rev().find(|(_, v)| !v.is_empty())
+            else {
+                break;
+            };
+            bufs.pop();
+            self.free_bytes -= size;
+            self.stats.allocated -= size;
+        }
+        self.free.retain(|_, v| !v.is_empty());
     }
 }
 
@@ -47,21 +109,24 @@ impl BufferPool {
     pub fn get(pool: &Arc<Mutex<BufferPool>>, device: &wgpu::Device, bytes: u64) -> PooledBuffer {
         let mut p = pool.lock().unwrap();
         let class = size_class(bytes).min(p.max_buffer.max(bytes));
-        let buf = match p.free.get_mut(&class).and_then(|v| v.pop()) {
-            Some(b) => b,
+        let (class, buf) = match p.take_free(class) {
+            Some(found) => found,
             None => {
+                p.evict(FREE_SLACK);
                 p.stats.allocated += class;
                 p.stats.peak = p.stats.peak.max(p.stats.allocated);
-                device.create_buffer(&wgpu::BufferDescriptor {
+                let buf = device.create_buffer(&wgpu::BufferDescriptor {
                     label: None,
                     size: class,
                     usage: wgpu::BufferUsages::STORAGE
                         | wgpu::BufferUsages::COPY_SRC
                         | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,
-                })
+                });
+                (class, buf)
             }
         };
+        p.stats.take(class);
         PooledBuffer {
             buf: Some(buf),
             class,
@@ -80,8 +145,10 @@ impl BufferPool {
         // 16-byte multiples: vec4 kernels read weights as array<vec4<f32>>.
         let size = bytes.max(16).div_ceil(16) * 16;
         let mut p = pool.lock().unwrap();
+        p.evict(FREE_SLACK);
         p.stats.allocated += size;
         p.stats.weights += size;
+        p.stats.take(size);
         p.stats.peak = p.stats.peak.max(p.stats.allocated);
         let buf = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
@@ -105,12 +172,11 @@ impl BufferPool {
 
     pub fn reset_peak(&mut self) {
         self.stats.peak = self.stats.allocated;
+        self.stats.in_use_peak = self.stats.in_use;
     }
 
     pub fn trim(&mut self) {
-        for (class, bufs) in self.free.drain() {
-            self.stats.allocated -= class * bufs.len() as u64;
-        }
+        self.evict(0);
     }
 }
 
@@ -135,8 +201,10 @@ impl Drop for PooledBuffer {
     fn drop(&mut self) {
         let buf = self.buf.take().unwrap();
         let mut p = self.pool.lock().unwrap();
+        p.stats.in_use -= self.class;
         if self.recycle {
             p.free.entry(self.class).or_default().push(buf);
+            p.free_bytes += self.class;
         } else {
             p.stats.allocated -= self.class;
             p.stats.weights -= self.class;

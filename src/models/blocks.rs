@@ -61,9 +61,12 @@ impl ResnetBlock2D {
         x: &[Tensor],
         temb_act: Option<&Tensor>,
     ) -> Vec<Tensor> {
-        // 1. norm1 + SiLU, conv1
-        let h = self.norm1.forward_sliced(gpu, x, true);
-        let mut h = self.conv1.forward_sliced(gpu, &h, None);
+        // 1. norm1 + SiLU, conv1. Each intermediate is dropped as soon as it has been
+        //    read (a shadowed binding would live to the end of the block): at 512x512 the
+        //    VAE's last maps are 128-256 MiB each.
+        let n1 = self.norm1.forward_sliced(gpu, x, true);
+        let mut h = self.conv1.forward_sliced(gpu, &n1, None);
+        drop(n1);
         // 2. + time_emb_proj(silu(temb)) broadcast over pixels (UNet maps are one slice)
         if let (Some(proj), Some(t)) = (&self.time_emb_proj, temb_act) {
             assert_eq!(h.len(), 1, "time embedding on a sliced map");
@@ -71,12 +74,13 @@ impl ResnetBlock2D {
             h[0] = gpu.zip_rows(&h[0], &t, Map::Add);
         }
         // 3. norm2 + SiLU (dropout is identity at inference), conv2 + shortcut
-        let h = self.norm2.forward_sliced(gpu, &h, true);
+        let n2 = self.norm2.forward_sliced(gpu, &h, true);
+        drop(h);
         let shortcut = match &self.conv_shortcut {
             Some(s) => gpu.conv2d_sliced(x, &s.weight, s.bias.as_ref(), ConvGeom::same(1), None),
             None => x.to_vec(),
         };
-        self.conv2.forward_sliced(gpu, &h, Some(&shortcut))
+        self.conv2.forward_sliced(gpu, &n2, Some(&shortcut))
     }
 }
 

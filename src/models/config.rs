@@ -392,6 +392,10 @@ pub mod presets {
         "down_block_types":["DownEncoderBlock2D","DownEncoderBlock2D","DownEncoderBlock2D","DownEncoderBlock2D"],
         "up_block_types":["UpDecoderBlock2D","UpDecoderBlock2D","UpDecoderBlock2D","UpDecoderBlock2D"],
         "layers_per_block":2,"norm_num_groups":32,"scaling_factor":0.18215,"sample_size":512}"#;
+    /// SD 1.4's `scheduler/scheduler_config.json` (PNDM).
+    pub const SD14_SCHEDULER: &str = r#"{"_class_name":"PNDMScheduler","beta_start":0.00085,"beta_end":0.012,
+"beta_schedule":"scaled_linear","num_train_timesteps":1000,"set_alpha_to_one":false,"skip_prk_steps":true,
+"steps_offset":1,"clip_sample":false}"#;
     pub const SD14_CLIP: &str = r#"{"vocab_size":49408,"hidden_size":768,"intermediate_size":3072,
         "num_hidden_layers":12,"num_attention_heads":12,"max_position_embeddings":77,
         "hidden_act":"quick_gelu","layer_norm_eps":1e-5}"#;

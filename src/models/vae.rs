@@ -236,10 +236,13 @@ impl AutoencoderKL {
         // 2. conv_in, mid block. From here on maps are held as channel slices that
         //    each fit one storage binding (at 512x512 the last up blocks' maps are
         //    128-256 MiB); at small sizes that is a single slice.
-        let x = d
-            .conv_in
-            .forward_sliced(gpu, std::slice::from_ref(&z), None);
-        let mut x = d.mid_block.forward(gpu, &x);
+        let mut x = {
+            let x = d
+                .conv_in
+                .forward_sliced(gpu, std::slice::from_ref(&z), None);
+            d.mid_block.forward(gpu, &x)
+        };
+        drop(z);
         if let Some(t) = trace.as_deref_mut() {
             t.mid = Some(joined(gpu, &x));
         }
@@ -256,8 +259,10 @@ impl AutoencoderKL {
             }
         }
         // 4. GroupNorm + SiLU, conv_out (3 channels: one slice)
-        let x = d.conv_norm_out.forward_sliced(gpu, &x, true);
-        d.conv_out.forward_sliced(gpu, &x, None).pop().unwrap()
+        // (each map dropped once read: these are the decode's largest)
+        let n = d.conv_norm_out.forward_sliced(gpu, &x, true);
+        drop(x);
+        d.conv_out.forward_sliced(gpu, &n, None).pop().unwrap()
     }
 
     /// `image [B, H, W, 3]` in [-1, 1] -> moments `[B, H/8, W/8, 2 * latent]` (mean,

@@ -63,7 +63,9 @@ fn progress() -> impl FnMut(&str, u64, u64) {
 #[derive(Default)]
 struct Engine {
     gpu: RefCell<Option<Rc<Gpu>>>,
-    model: RefCell<Option<(String, Rc<Pipeline>)>>,
+    /// The loaded model: its name, its pipeline and the checkpoint it came from (the
+    /// lean memory plan reloads the UNet from it before each generation).
+    model: RefCell<Option<(String, Rc<Pipeline>, Rc<Checkpoint<store::BlobSource>>)>>,
     busy: Cell<bool>,
     cancel: Cell<bool>,
 }
@@ -123,7 +125,7 @@ impl Engine {
         .await?;
         // Surface errors the GPU reported while the weights were uploaded.
         gpu.sync().await?;
-        *self.model.borrow_mut() = Some((name.to_string(), Rc::new(pipeline)));
+        *self.model.borrow_mut() = Some((name.to_string(), Rc::new(pipeline), Rc::new(ck)));
         Ok(Reply::Ready {
             name: name.into(),
             millis: now_ms() - t0,
@@ -231,7 +233,11 @@ impl Engine {
     }
 
     async fn delete(&self, name: &str) -> Result<Reply> {
-        let loaded = self.model.borrow().as_ref().is_some_and(|(n, _)| n == name);
+        let loaded = self
+            .model
+            .borrow()
+            .as_ref()
+            .is_some_and(|(n, _, _)| n == name);
         if loaded {
             self.model.borrow_mut().take();
         }
@@ -243,7 +249,7 @@ impl Engine {
 
     fn count_tokens(&self, text: &str) -> Option<Reply> {
         let model = self.model.borrow();
-        let (_, p) = model.as_ref()?;
+        let (_, p, _) = model.as_ref()?;
         let enc = p.tokenizer.encode(text).ok()?;
         Some(Reply::Tokens {
             count: enc.tokens_used,
@@ -254,12 +260,15 @@ impl Engine {
 
     async fn generate(&self, settings: &Settings) -> Result<Reply> {
         let req = settings.request()?;
-        let (name, pipeline) = self.model.borrow().clone().ok_or_else(|| {
+        let (name, pipeline, ck) = self.model.borrow().clone().ok_or_else(|| {
             Error::Unsupported("no model is loaded: import a model folder first".into())
         })?;
         let gpu = self.gpu().await?;
         self.cancel.set(false);
         let t0 = now_ms();
+        // The lean memory plan released the UNet after the last generation: read it
+        // back from OPFS (a few seconds; the VAE decode never shares the GPU with it).
+        pipeline.ensure_unet(&gpu, &ck).await?;
         let images = pipeline
             .generate(&gpu, &req, &mut |p| {
                 let rgba: Vec<u8> = p
