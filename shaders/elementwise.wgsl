@@ -4,16 +4,19 @@
 // Bindings:
 //   0 p:   Params (uniform)
 //   1 a:   [n] f32
-//   2 b:   f32 operand, read at index `bidx(i)` (same shape, per-row broadcast, or dummy)
+//   2 b:   f32 operand (same shape, or per-row broadcast; not read by every entry point)
 //   3 out: [n] f32 (map) / see entry point
 //
 // `gelu` is the exact erf form (diffusers' GELU / GEGLU default, approximate="none");
 // WGSL has no erf, so erfc comes from Numerical Recipes' Chebyshev fit (fractional
 // error < 1.2e-7), well inside the 1e-4 tolerance.
 
+// Params: one meaning per field (mirrored by `ops::elementwise::ElementwiseParams`);
+// each entry point reads its own.
 struct Params {
-    n: u32, inner: u32, outer_stride: u32, mode: u32,
-    c1: u32, c2: u32, _p0: u32, _p1: u32,
+    n: u32, mode: u32, row: u32, per_batch: u32,
+    c1: u32, c2: u32, value: f32, keys: u32,
+    keys4: u32, heads: u32, head_dim: u32, _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -47,8 +50,8 @@ fn index(gid: vec3<u32>) -> u32 {
 }
 
 // out[i] = op(a[i], b[j]) where j depends on mode:
-//   0: j = i (same shape), 1: j = (i / outer_stride) * inner + i % inner (per-row
-//   broadcast: b is [B, C] against a [B, P, C]), 2: no b.
+//   0: j = i (same shape), 1: j = (i / per_batch) * row + i % row (per-row
+//   broadcast: b is [B, C] against a [B, P, C], row = C, per_batch = P * C), 2: no b.
 @compute @workgroup_size(256, 1, 1)
 fn map(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = index(gid);
@@ -59,22 +62,22 @@ fn map(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (p.mode == 0u) {
         bv = b[i];
     } else if (p.mode == 1u) {
-        bv = b[(i / p.outer_stride) * p.inner + i % p.inner];
+        bv = b[(i / p.per_batch) * p.row + i % p.row];
     }
     out[i] = op(a[i], bv);
 }
 
-// GEGLU: a is [R, 2F] (hidden | gate), out [R, F] = hidden * gelu(gate). F = inner.
+// GEGLU: a is [R, 2F] (hidden | gate), out [R, F] = hidden * gelu(gate). F = row.
 @compute @workgroup_size(256, 1, 1)
 fn geglu(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = index(gid);
     if (i >= p.n) {
         return;
     }
-    let r = i / p.inner;
-    let c = i % p.inner;
-    let base = r * 2u * p.inner;
-    out[i] = a[base + c] * gelu(a[base + p.inner + c]) + 0.0 * b[0];
+    let r = i / p.row;
+    let c = i % p.row;
+    let base = r * 2u * p.row;
+    out[i] = a[base + c] * gelu(a[base + p.row + c]);
 }
 
 // Channel concat: a [R, c1], b [R, c2] -> out [R, c1 + c2].
@@ -94,35 +97,36 @@ fn concat(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
-// Fill: out[i] = bitcast<f32>(c1) (poisoning outputs in tests, zeroing).
+// Fill: out[i] = value (poisoning outputs in tests, zeroing).
 @compute @workgroup_size(256, 1, 1)
 fn fill(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = index(gid);
     if (i >= p.n) {
         return;
     }
-    out[i] = bitcast<f32>(p.c1) + 0.0 * (a[0] + b[0]);
+    out[i] = p.value;
 }
 
 // Per-head transpose for chunked attention: a [B, N, H*D] (as the projections write
 // it) -> out [B, H, D, Np] with Np = N rounded up to 4 and zeros in the padding, so
-// that P.V reads 4 consecutive keys at a time. inner = N, c1 = H, c2 = D, outer_stride = Np.
+// that P.V reads 4 consecutive keys at a time: keys = N, keys4 = Np, heads = H,
+// head_dim = D.
 @compute @workgroup_size(256, 1, 1)
 fn heads_transpose(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = index(gid);
     if (i >= p.n) {
         return;
     }
-    let np = p.outer_stride;
+    let np = p.keys4;
     let j = i % np;
     let t = i / np;
-    let d = t % p.c2;
-    let t2 = t / p.c2;
-    let h = t2 % p.c1;
-    let bb = t2 / p.c1;
+    let d = t % p.head_dim;
+    let t2 = t / p.head_dim;
+    let h = t2 % p.heads;
+    let bb = t2 / p.heads;
     var v = 0.0;
-    if (j < p.inner) {
-        v = a[(bb * p.inner + j) * (p.c1 * p.c2) + h * p.c2 + d];
+    if (j < p.keys) {
+        v = a[(bb * p.keys + j) * (p.heads * p.head_dim) + h * p.head_dim + d];
     }
-    out[i] = v + 0.0 * b[0];
+    out[i] = v;
 }

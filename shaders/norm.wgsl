@@ -12,9 +12,16 @@
 //   3 beta:  [C] f32
 //   4 out:   same shape as x
 
+// Params (one meaning per field, mirrored by `ops::norm::NormParams`):
+//   GroupNorm: eps; pixels per image, channels of this map, groups in it, c_off = the
+//     map's first channel in gamma/beta (a channel slice of a larger map)
+//   LayerNorm: eps; rows, cols
+//   softmax:   rows, cols = keys, stride (row length with padding), causal, scale,
+//     q_chunk, q0 (row r holds query q0 + r % q_chunk)
 struct Params {
-    pixels: u32, channels: u32, groups: u32, c_off: u32,
-    eps: f32, q_chunk: u32, q0: u32, _pad3: u32,
+    eps: f32, pixels: u32, channels: u32, groups: u32,
+    c_off: u32, rows: u32, cols: u32, stride: u32,
+    causal: u32, scale: f32, q_chunk: u32, q0: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -78,10 +85,10 @@ fn group_norm(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_
 fn layer_norm(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let lid = lid3.x;
     let row = wid.x + wid.y * 65535u;
-    if (row >= p.pixels) {
+    if (row >= p.rows) {
         return;
     }
-    let c = p.channels;
+    let c = p.cols;
     let base = row * c;
     var s = 0.0;
     for (var i = lid; i < c; i += WG) {
@@ -115,41 +122,37 @@ fn reduce_max(lid: u32, v: f32) -> f32 {
 
 // In-place softmax of score rows for chunked attention: `out` is [rows, stride] with
 // rows = (batch * heads) * chunk, row r holding query q0 + r % chunk; the first
-// `channels` (= keys) entries are scaled by `eps` (reused as the scale), masked
-// (key > query, with query q0 + row % q_chunk) when `groups` (reused as the causal
-// flag) is 1, and normalised; the
+// `cols` (= keys) entries are scaled by `scale`, masked (key > query, with query
+// q0 + row % q_chunk) when `causal` is 1, and normalised; the
 // padding up to `stride` (= pixels field) is zeroed so a following GEMM can read
-// whole vec4s. gamma/beta are unused (bound to dummies). Max and sum in f32.
+// whole vec4s. x, gamma and beta are not read. Max and sum in f32.
 @compute @workgroup_size(256, 1, 1)
 fn softmax_rows(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let lid = lid3.x;
     let row = wid.x + wid.y * 65535u;
-    let nk = p.channels;
-    let stride = p.pixels;
+    let nk = p.cols;
+    let stride = p.stride;
     let q = p.q0 + row % p.q_chunk;
-    let causal = p.groups == 1u;
+    let causal = p.causal == 1u;
     let base = row * stride;
-    // x, gamma and beta are bound to dummies; touching them keeps the bind group
-    // layout the same as the other entry points'.
-    let unused = 0.0 * (x[0] + gamma[0] + beta[0]);
     var mx = -3.0e38;
     for (var j = lid; j < nk; j += WG) {
         if (!(causal && j > q)) {
-            mx = max(mx, out[base + j] * p.eps);
+            mx = max(mx, out[base + j] * p.scale);
         }
     }
     mx = reduce_max(lid, mx);
     var s = 0.0;
     for (var j = lid; j < nk; j += WG) {
         if (!(causal && j > q)) {
-            s += exp(out[base + j] * p.eps - mx);
+            s += exp(out[base + j] * p.scale - mx);
         }
     }
     let inv = 1.0 / reduce_sum(lid, s);
     for (var j = lid; j < stride; j += WG) {
         var v = 0.0;
         if (j < nk && !(causal && j > q)) {
-            v = exp(out[base + j] * p.eps - mx) * inv + unused;
+            v = exp(out[base + j] * p.scale - mx) * inv;
         }
         out[base + j] = v;
     }
@@ -163,32 +166,31 @@ fn softmax_rows(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgrou
 @compute @workgroup_size(64, 1, 1)
 fn softmax_rows_serial(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let row = (wid.x + wid.y * 65535u) * 64u + lid3.x;
-    if (row >= p.c_off) {
+    if (row >= p.rows) {
         return;
     }
-    let nk = p.channels;
-    let stride = p.pixels;
+    let nk = p.cols;
+    let stride = p.stride;
     let q = p.q0 + row % p.q_chunk;
-    let causal = p.groups == 1u;
+    let causal = p.causal == 1u;
     let base = row * stride;
-    let unused = 0.0 * (x[0] + gamma[0] + beta[0]);
     var end = nk;
     if (causal) {
         end = min(nk, q + 1u);
     }
     var mx = -3.0e38;
     for (var j = 0u; j < end; j++) {
-        mx = max(mx, out[base + j] * p.eps);
+        mx = max(mx, out[base + j] * p.scale);
     }
     var s = 0.0;
     for (var j = 0u; j < end; j++) {
-        s += exp(out[base + j] * p.eps - mx);
+        s += exp(out[base + j] * p.scale - mx);
     }
     let inv = 1.0 / s;
     for (var j = 0u; j < stride; j++) {
         var v = 0.0;
         if (j < end) {
-            v = exp(out[base + j] * p.eps - mx) * inv + unused;
+            v = exp(out[base + j] * p.scale - mx) * inv;
         }
         out[base + j] = v;
     }
@@ -238,10 +240,10 @@ fn group_norm_serial(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(work
 @compute @workgroup_size(64, 1, 1)
 fn layer_norm_serial(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let row = (wid.x + wid.y * 65535u) * 64u + lid3.x;
-    if (row >= p.pixels) {
+    if (row >= p.rows) {
         return;
     }
-    let c = p.channels;
+    let c = p.cols;
     let base = row * c;
     var s = 0.0;
     for (var i = 0u; i < c; i++) {

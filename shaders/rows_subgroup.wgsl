@@ -6,14 +6,16 @@
 //
 // Bindings:
 //   0 p:     Params (uniform)
-//   1 x:     [rows, cols] f32 (LayerNorm input; a dummy for the softmax)
-//   2 gamma: [cols] f32 (dummy for the softmax)
-//   3 beta:  [cols] f32 (dummy for the softmax)
+//   1 x:     [rows, cols] f32 (LayerNorm input; not read by the softmax)
+//   2 gamma: [cols] f32 (not read by the softmax)
+//   3 beta:  [cols] f32 (not read by the softmax)
 //   4 out:   LayerNorm output [rows, cols]; the softmax's scores [rows, stride], in place
 
+// The same Params as norm.wgsl's (one Rust mirror, `ops::norm::NormParams`).
 struct Params {
-    rows: u32, cols: u32, stride: u32, causal: u32,
-    eps_or_scale: f32, q_chunk: u32, q0: u32, _pad: u32,
+    eps: f32, pixels: u32, channels: u32, groups: u32,
+    c_off: u32, rows: u32, cols: u32, stride: u32,
+    causal: u32, scale: f32, q_chunk: u32, q0: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -46,7 +48,7 @@ fn layer_norm(@builtin(local_invocation_index) lidx: u32, @builtin(subgroup_invo
         let d = x[base + i] - mean;
         s2 += d * d;
     }
-    let rstd = inverseSqrt(subgroupAdd(s2) / f32(c) + p.eps_or_scale);
+    let rstd = inverseSqrt(subgroupAdd(s2) / f32(c) + p.eps);
     for (var i = lane; i < c; i += SG) {
         out[base + i] = (x[base + i] - mean) * rstd * gamma[i] + beta[i];
     }
@@ -60,7 +62,6 @@ fn softmax(@builtin(local_invocation_index) lidx: u32, @builtin(subgroup_invocat
     if (row >= p.rows) {
         return;
     }
-    let unused = 0.0 * (x[0] + gamma[0] + beta[0]);
     let q = p.q0 + row % p.q_chunk;
     var limit = p.cols;
     if (p.causal != 0u) {
@@ -71,7 +72,7 @@ fn softmax(@builtin(local_invocation_index) lidx: u32, @builtin(subgroup_invocat
     var m = -3.0e38;
     var s = 0.0;
     for (var j = lane; j < limit; j += SG) {
-        let v = out[base + j] * p.eps_or_scale;
+        let v = out[base + j] * p.scale;
         let mn = max(m, v);
         s = s * exp(m - mn) + exp(v - mn);
         m = mn;
@@ -81,8 +82,8 @@ fn softmax(@builtin(local_invocation_index) lidx: u32, @builtin(subgroup_invocat
     for (var j = lane; j < p.stride; j += SG) {
         var v = 0.0;
         if (j < limit) {
-            v = exp(out[base + j] * p.eps_or_scale - mx) * inv;
+            v = exp(out[base + j] * p.scale - mx) * inv;
         }
-        out[base + j] = v + unused;
+        out[base + j] = v;
     }
 }

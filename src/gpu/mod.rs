@@ -20,6 +20,33 @@ use crate::quant::{Quantized, quantize};
 use crate::error::{Error, Result};
 use pool::{BufferPool, PooledBuffer};
 
+/// Which form of the kernels an adapter runs: decided once, in [`GpuInfo`], from what
+/// the adapter is and has; every op follows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelPath {
+    /// Subgroups of this one fixed size: the subgroup GEMM (for shapes it takes), the
+    /// flash attention, subgroup LayerNorm and softmax.
+    Subgroup(u32),
+    /// A CPU driver without usable subgroups (Chromium's SwiftShader, lavapipe with
+    /// `ROENTGEN_NO_SUBGROUPS=1`): register-tiled GEMMs generated per tile shape,
+    /// barrier-free norms and softmax (barriers are costly there).
+    CpuDriver,
+    /// A GPU without fixed-size subgroups (browsers on most real GPUs): the
+    /// workgroup-tiled GEMM and barrier reductions.
+    Tiled,
+}
+
+impl KernelPath {
+    /// The path for an adapter: `subgroup_size` as [`GpuInfo`] has it.
+    pub fn for_adapter(subgroup_size: Option<u32>, software: bool) -> KernelPath {
+        match (subgroup_size, software) {
+            (Some(sg), _) => KernelPath::Subgroup(sg),
+            (None, true) => KernelPath::CpuDriver,
+            (None, false) => KernelPath::Tiled,
+        }
+    }
+}
+
 /// What the adapter can do that matters to our kernels.
 #[derive(Clone, Debug)]
 pub struct GpuInfo {
@@ -33,6 +60,11 @@ pub struct GpuInfo {
     /// A CPU driver (lavapipe, Chromium's SwiftShader: WebGPU's fallback adapter), where
     /// workgroup barriers are costly: some portable kernels take a barrier-free form.
     pub software: bool,
+    /// The kernels' form, from `subgroup_size` and `software`.
+    pub path: KernelPath,
+    /// The form for shapes the subgroup kernels do not take (unaligned K): the CPU
+    /// driver's or the tiled one. Equal to `path` off the subgroup path.
+    pub fallback: KernelPath,
     pub max_storage_binding: u64,
     pub max_buffer_size: u64,
     pub max_workgroup_storage: u32,
@@ -52,8 +84,56 @@ const PARAM_STRIDE: u64 = 256;
 /// Dispatches recorded before the recorder submits on its own.
 const BATCH_DISPATCHES: usize = 256;
 
+/// A compiled kernel and the bind-group layout its WGSL declares.
+struct Kernel {
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+    /// Storage bindings declared (1..=n), each bound on every dispatch.
+    storage_bindings: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BindingKind {
+    Uniform,
+    Read,
+    ReadWrite,
+}
+
+/// The `@group(0) @binding(N) var<...>` declarations of a WGSL module, in order.
+fn declared_bindings(wgsl: &str) -> Vec<(u32, BindingKind)> {
+    let mut out = Vec::new();
+    for line in wgsl.lines() {
+        let line = line.trim_start();
+        if line.starts_with("//") {
+            continue;
+        }
+        let Some(at) = line.find("@binding(") else {
+            continue;
+        };
+        let rest = &line[at + "@binding(".len()..];
+        let Some(n) = rest.split(')').next().and_then(|n| n.trim().parse().ok()) else {
+            continue;
+        };
+        let Some(var) = rest.find("var<") else {
+            continue;
+        };
+        let space = &rest[var + 4..];
+        let space = &space[..space.find('>').unwrap_or(space.len())];
+        let kind = if space.starts_with("uniform") {
+            BindingKind::Uniform
+        } else if space.contains("read_write") {
+            BindingKind::ReadWrite
+        } else {
+            BindingKind::Read
+        };
+        out.push((n, kind));
+    }
+    out.sort_by_key(|b| b.0);
+    out
+}
+
 struct Dispatch {
-    pipeline: Arc<wgpu::ComputePipeline>,
+    kernel: Arc<Kernel>,
     bind_group: wgpu::BindGroup,
     workgroups: [u32; 3],
 }
@@ -69,20 +149,24 @@ struct Recorder {
 /// A kernel family's WGSL: a file from `shaders/`, or text generated (unrolled) from
 /// one, built only when its pipeline is not cached yet.
 pub enum KernelSource<'a> {
-    File(&'a str),
+    /// A `shaders/` file (`include_str!`: its address identifies it in the cache).
+    File(&'static str),
+    /// Text generated on a cache miss. Whatever the generator's output depends on must
+    /// also be a constant of the spec's prelude (the cache keys on the prelude).
     Generated(&'a dyn Fn() -> String),
 }
 
-impl<'a> From<&'a str> for KernelSource<'a> {
-    fn from(s: &'a str) -> Self {
+impl From<&'static str> for KernelSource<'_> {
+    fn from(s: &'static str) -> Self {
         KernelSource::File(s)
     }
 }
 
 /// A compute kernel: WGSL source plus the constants that specialise it.
 pub struct KernelSpec<'a> {
-    /// Readable cache key, e.g. `gemm_conv_w_f16_64x64`.
-    pub key: String,
+    /// A readable name for profiles and logs, e.g. `gemm_tiled_conv_b1r0_64x64` (the
+    /// pipeline cache keys on the source, entry and prelude themselves).
+    pub label: String,
     /// The kernel family's WGSL.
     pub source: KernelSource<'a>,
     /// WGSL prepended to the source: `const`s and small `fn`s that specialise it.
@@ -98,7 +182,7 @@ pub struct Gpu {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: GpuInfo,
-    pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    pipelines: Mutex<HashMap<String, Arc<Kernel>>>,
     pool: Arc<Mutex<BufferPool>>,
     recorder: Mutex<Recorder>,
     /// First uncaptured device error (validation, out of memory) or the device's loss,
@@ -195,17 +279,21 @@ impl Gpu {
                 *slot.lock().unwrap() = Some(Error::DeviceLost(message));
             }
         });
+        let subgroup_size = (features.contains(wgpu::Features::SUBGROUP)
+            && adapter_info.subgroup_min_size == adapter_info.subgroup_max_size
+            && adapter_info.subgroup_min_size >= 4
+            && std::env::var_os("ROENTGEN_NO_SUBGROUPS").is_none())
+        .then_some(adapter_info.subgroup_min_size);
+        let software = adapter_info.device_type == wgpu::DeviceType::Cpu;
         let info = GpuInfo {
+            path: KernelPath::for_adapter(subgroup_size, software),
+            fallback: KernelPath::for_adapter(None, software),
             adapter_name: adapter_info.name.clone(),
             backend: format!("{:?}", adapter_info.backend),
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
             subgroups: features.contains(wgpu::Features::SUBGROUP),
-            subgroup_size: (features.contains(wgpu::Features::SUBGROUP)
-                && adapter_info.subgroup_min_size == adapter_info.subgroup_max_size
-                && adapter_info.subgroup_min_size >= 4
-                && std::env::var_os("ROENTGEN_NO_SUBGROUPS").is_none())
-            .then_some(adapter_info.subgroup_min_size),
-            software: adapter_info.device_type == wgpu::DeviceType::Cpu,
+            subgroup_size,
+            software,
             max_storage_binding: limits.max_storage_buffer_binding_size,
             max_buffer_size: limits.max_buffer_size,
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,
@@ -258,17 +346,71 @@ impl Gpu {
         self.pool.lock().unwrap().trim();
     }
 
-    fn pipeline(&self, spec: &KernelSpec) -> Arc<wgpu::ComputePipeline> {
+    fn pipeline(&self, spec: &KernelSpec) -> Arc<Kernel> {
+        // The cache key is everything the compiled kernel depends on: its source, entry,
+        // specialisation prelude and checks (a generated source's parameters are
+        // constants of its prelude: see KernelSource::Generated), never a name typed
+        // by hand.
+        let source_id = match &spec.source {
+            KernelSource::File(body) => format!("file@{:p}+{}", body.as_ptr(), body.len()),
+            KernelSource::Generated(_) => "generated".to_string(),
+        };
+        let key = format!(
+            "{source_id}|{}|{}|{}",
+            spec.entry,
+            spec.trusted && !self.info.checked_shaders,
+            spec.prelude
+        );
         let mut cache = self.pipelines.lock().unwrap();
-        if let Some(p) = cache.get(&spec.key) {
+        if let Some(p) = cache.get(&key) {
             return p.clone();
         }
         let source = match &spec.source {
             KernelSource::File(body) => format!("{}\n{body}", spec.prelude),
             KernelSource::Generated(f) => format!("{}\n{}", spec.prelude, f()),
         };
+        // The bind-group layout is the one the WGSL declares, every binding of it, so
+        // a kernel never has to touch a binding it does not use to keep it in an
+        // automatic layout.
+        let bindings = declared_bindings(&source);
+        let storage_bindings = bindings
+            .iter()
+            .filter(|b| b.1 != BindingKind::Uniform)
+            .count();
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
+            .iter()
+            .map(|&(binding, kind)| wgpu::BindGroupLayoutEntry {
+                binding,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: match kind {
+                        BindingKind::Uniform => wgpu::BufferBindingType::Uniform,
+                        BindingKind::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                        BindingKind::ReadWrite => {
+                            wgpu::BufferBindingType::Storage { read_only: false }
+                        }
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        let layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(&spec.label),
+                entries: &entries,
+            });
+        let pipeline_layout = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(&spec.label),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
         let desc = wgpu::ShaderModuleDescriptor {
-            label: Some(&spec.key),
+            label: Some(&spec.label),
             source: wgpu::ShaderSource::Wgsl(source.into()),
         };
         let module = if spec.trusted && !self.info.checked_shaders {
@@ -285,22 +427,31 @@ impl Gpu {
         };
         #[cfg(not(target_arch = "wasm32"))]
         let t0 = std::time::Instant::now();
-        let pipeline = Arc::new(self.device.create_compute_pipeline(
-            &wgpu::ComputePipelineDescriptor {
-                label: Some(&spec.key),
-                layout: None,
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&spec.label),
+                layout: Some(&pipeline_layout),
                 module: &module,
                 entry_point: Some(spec.entry),
                 compilation_options: Default::default(),
                 cache: None,
-            },
-        ));
+            });
         #[cfg(not(target_arch = "wasm32"))]
         if self.info.log_pipelines {
-            eprintln!("pipeline {}: {:.3} s", spec.key, t0.elapsed().as_secs_f64());
+            eprintln!(
+                "pipeline {}: {:.3} s",
+                spec.label,
+                t0.elapsed().as_secs_f64()
+            );
         }
-        cache.insert(spec.key.clone(), pipeline.clone());
-        pipeline
+        let kernel = Arc::new(Kernel {
+            pipeline,
+            layout,
+            storage_bindings,
+        });
+        cache.insert(key, kernel.clone());
+        kernel
     }
 
     /// Allocates an uninitialised f32 tensor from the pool.
@@ -403,14 +554,22 @@ impl Gpu {
         assert!(
             workgroups.iter().all(|&w| w <= limit),
             "kernel {} dispatch {:?} exceeds {} workgroups per dimension",
-            spec.key,
+            spec.label,
             workgroups,
             limit
         );
         if workgroups.contains(&0) || self.dry() {
             return;
         }
-        let pipeline = self.pipeline(spec);
+        let kernel = self.pipeline(spec);
+        assert_eq!(
+            bindings.len(),
+            kernel.storage_bindings,
+            "kernel {} declares {} storage bindings, the dispatch gave {}",
+            spec.label,
+            kernel.storage_bindings,
+            bindings.len()
+        );
         let mut rec = self.recorder.lock().unwrap();
         if rec.dispatches.len() >= BATCH_DISPATCHES {
             self.submit(&mut rec);
@@ -429,13 +588,12 @@ impl Gpu {
         assert!(
             params.len() <= PARAM_STRIDE as usize,
             "too many params for {}",
-            spec.key
+            spec.label
         );
         let mut block = [0u8; PARAM_STRIDE as usize];
         block[..params.len()].copy_from_slice(params);
         rec.params.extend_from_slice(&block);
         let params_buffer = rec.params_buffer.clone().unwrap();
-        let layout = pipeline.get_bind_group_layout(0);
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
@@ -451,12 +609,12 @@ impl Gpu {
             });
         }
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(&spec.key),
-            layout: &layout,
+            label: Some(&spec.label),
+            layout: &kernel.layout,
             entries: &entries,
         });
         rec.dispatches.push(Dispatch {
-            pipeline,
+            kernel,
             bind_group,
             workgroups,
         });
@@ -466,7 +624,7 @@ impl Gpu {
             self.submit(&mut rec);
             let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
             let dt = t0.elapsed().as_secs_f64();
-            let family = spec.key.split('_').take(2).collect::<Vec<_>>().join("_");
+            let family = spec.label.split('_').take(2).collect::<Vec<_>>().join("_");
             let mut prof = self.profile.lock().unwrap();
             let e = prof.as_mut().unwrap().entry(family).or_default();
             e.0 += 1;
@@ -510,7 +668,7 @@ impl Gpu {
                 timestamp_writes: None,
             });
             for d in &rec.dispatches {
-                pass.set_pipeline(&d.pipeline);
+                pass.set_pipeline(&d.kernel.pipeline);
                 pass.set_bind_group(0, &d.bind_group, &[]);
                 pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
             }

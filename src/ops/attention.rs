@@ -1,14 +1,30 @@
 //! Attention (`shaders/attention_subgroup.wgsl`; elsewhere chunked GEMMs and a row
 //! softmax): the subgroup flash kernel or query chunks, never the whole score tensor.
 
-use crate::gpu::{Gpu, KernelSource, KernelSpec, Tensor};
+use crate::gpu::{Gpu, KernelPath, KernelSource, KernelSpec, Tensor};
 
-use super::elementwise::Map;
+use super::elementwise::{ElementwiseParams, Map};
 use super::gemm::{Gemm, WOperand};
+use super::norm::NormParams;
 use super::{grid, wg1d};
 
 const NORM: &str = include_str!("../../shaders/norm.wgsl");
 const ATTENTION_SUBGROUP: &str = include_str!("../../shaders/attention_subgroup.wgsl");
+
+/// `Params` of `shaders/attention_subgroup.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct FlashParams {
+    nq: u32,
+    nk: u32,
+    heads: u32,
+    /// Floats between consecutive queries (keys/values) rows.
+    q_stride: u32,
+    kv_stride: u32,
+    causal: u32,
+    scale: f32,
+    _pad: u32,
+}
 
 /// Head dims up to this take the subgroup flash kernel (its D loops are unrolled; the
 /// VAE's single 512-wide head takes the chunked path).
@@ -115,9 +131,13 @@ impl Gpu {
             k.shape()
         );
         assert_eq!(c % heads, 0, "attention: {c} channels in {heads} heads");
-        let sg = self.info.subgroup_size.unwrap_or(64) as usize;
         let d = c / heads;
-        if let Some(sg) = self.info.subgroup_size
+        // the chunked path's row tile: the subgroup GEMM's, or 64
+        let sg = match self.info.path {
+            KernelPath::Subgroup(sg) => sg as usize,
+            _ => 64,
+        };
+        if let KernelPath::Subgroup(sg) = self.info.path
             && d.is_multiple_of(4)
             && d <= FLASH_MAX_D
             && c.is_multiple_of(4)
@@ -127,23 +147,23 @@ impl Gpu {
             let out = self.empty(&[b, nq, c]);
             let source = move || flash_attention_source(d, sg as usize);
             let spec = KernelSpec {
-                key: format!("attention_flash_sg{sg}_d{d}"),
+                label: format!("attention_flash_sg{sg}_d{d}"),
                 source: KernelSource::Generated(&source),
                 prelude: format!("const SG: u32 = {sg}u;\nconst D: u32 = {d}u;\n"),
                 entry: "main",
                 trusted: false,
             };
             let scale = 1.0 / (d as f32).sqrt();
-            let p = [
-                nq as u32,
-                nk as u32,
-                heads as u32,
-                c as u32,
-                c as u32,
-                causal as u32,
-                scale.to_bits(),
-                0,
-            ];
+            let p = FlashParams {
+                nq: nq as u32,
+                nk: nk as u32,
+                heads: heads as u32,
+                q_stride: c as u32,
+                kv_stride: c as u32,
+                causal: causal as u32,
+                scale,
+                _pad: 0,
+            };
             let per_wg = 64 / sg as usize * sg as usize;
             self.dispatch(
                 &spec,
@@ -159,16 +179,14 @@ impl Gpu {
         // 1. V per head, transposed to [B, H, D, Nk4] so P.V reads 4 keys at a time.
         let vt = self.empty(&[b, heads, d, nk4]);
         let spec = self.map_kernel(Map::Add, "heads_transpose");
-        let pt = [
-            vt.numel() as u32,
-            nk as u32,
-            nk4 as u32,
-            0,
-            heads as u32,
-            d as u32,
-            0,
-            0,
-        ];
+        let pt = ElementwiseParams {
+            n: vt.numel() as u32,
+            keys: nk as u32,
+            keys4: nk4 as u32,
+            heads: heads as u32,
+            head_dim: d as u32,
+            ..Default::default()
+        };
         self.dispatch(
             &spec,
             &[v.buffer(), self.dummy(), vt.buffer()],
@@ -214,18 +232,18 @@ impl Gpu {
             );
             let n_rows = b * heads * qc;
             let bindings = [self.dummy(), self.dummy(), self.dummy(), scores.buffer()];
-            match self.info.subgroup_size {
-                Some(sg) => {
-                    let ps = [
-                        n_rows as u32,
-                        nk as u32,
-                        nk4 as u32,
-                        causal as u32,
-                        scale.to_bits(),
-                        qc as u32,
-                        q0 as u32,
-                        0,
-                    ];
+            let ps = NormParams {
+                rows: n_rows as u32,
+                cols: nk as u32,
+                stride: nk4 as u32,
+                causal: causal as u32,
+                scale,
+                q_chunk: qc as u32,
+                q0: q0 as u32,
+                ..Default::default()
+            };
+            match self.info.path {
+                KernelPath::Subgroup(sg) => {
                     self.dispatch(
                         &self.rows_kernel(sg, "softmax"),
                         &bindings,
@@ -233,31 +251,21 @@ impl Gpu {
                         grid(n_rows.div_ceil(64 / sg as usize)),
                     );
                 }
-                None => {
+                path => {
                     // CPU drivers: a row per invocation, no barriers (see the kernel).
-                    let serial = self.info.software;
+                    let serial = path == KernelPath::CpuDriver;
                     let entry = if serial {
                         "softmax_rows_serial"
                     } else {
                         "softmax_rows"
                     };
                     let spec = KernelSpec {
-                        key: entry.into(),
+                        label: entry.into(),
                         source: NORM.into(),
                         prelude: "const SILU: bool = false;".into(),
                         entry,
                         trusted: false,
                     };
-                    let ps = [
-                        nk4 as u32,
-                        nk as u32,
-                        causal as u32,
-                        n_rows as u32,
-                        scale.to_bits(),
-                        qc as u32,
-                        q0 as u32,
-                        0,
-                    ];
                     let groups = if serial {
                         grid(n_rows.div_ceil(64))
                     } else {

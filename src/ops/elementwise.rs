@@ -7,6 +7,32 @@ use super::wg1d;
 
 const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
 
+/// `Params` of `shaders/elementwise.wgsl`: one meaning per field, each entry point
+/// reads its own (the rest stay zero).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(super) struct ElementwiseParams {
+    /// Elements written.
+    pub n: u32,
+    /// `map`: 0 = b of the same shape, 1 = b broadcast per row, 2 = no b.
+    pub mode: u32,
+    /// `map` mode 1: b's row length; `geglu`: the output's row length.
+    pub row: u32,
+    /// `map` mode 1: a's elements per row of b.
+    pub per_batch: u32,
+    /// `concat`: channels of a and of b.
+    pub c1: u32,
+    pub c2: u32,
+    /// `fill`: the value.
+    pub value: f32,
+    /// `heads_transpose`: keys, keys padded to 4, heads, head size.
+    pub keys: u32,
+    pub keys4: u32,
+    pub heads: u32,
+    pub head_dim: u32,
+    pub _pad: u32,
+}
+
 /// Elementwise functions of one or two operands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Map {
@@ -39,7 +65,7 @@ impl Gpu {
     pub(super) fn map_kernel(&self, f: Map, entry: &'static str) -> KernelSpec<'static> {
         let (name, body) = f.wgsl();
         KernelSpec {
-            key: format!("elementwise_{entry}_{name}"),
+            label: format!("elementwise_{entry}_{name}"),
             source: ELEMENTWISE.into(),
             prelude: format!("fn op(a: f32, b: f32) -> f32 {{ {body} }}"),
             entry,
@@ -50,7 +76,11 @@ impl Gpu {
     /// Elementwise function of one tensor.
     pub fn map(&self, x: &Tensor, f: Map) -> Tensor {
         let out = self.empty(x.shape());
-        let p = [x.numel() as u32, 0, 0, 2, 0, 0, 0, 0];
+        let p = ElementwiseParams {
+            n: x.numel() as u32,
+            mode: 2,
+            ..Default::default()
+        };
         self.dispatch(
             &self.map_kernel(f, "map"),
             &[x.buffer(), self.dummy(), out.buffer()],
@@ -64,7 +94,11 @@ impl Gpu {
     pub fn zip(&self, a: &Tensor, b: &Tensor, f: Map) -> Tensor {
         assert_eq!(a.shape(), b.shape(), "elementwise {f:?}");
         let out = self.empty(a.shape());
-        let p = [a.numel() as u32, 0, 0, 0, 0, 0, 0, 0];
+        let p = ElementwiseParams {
+            n: a.numel() as u32,
+            mode: 0,
+            ..Default::default()
+        };
         self.dispatch(
             &self.map_kernel(f, "map"),
             &[a.buffer(), b.buffer(), out.buffer()],
@@ -91,7 +125,13 @@ impl Gpu {
         );
         let out = self.empty(a.shape());
         let per_batch = a.numel() / bn;
-        let p = [a.numel() as u32, c as u32, per_batch as u32, 1, 0, 0, 0, 0];
+        let p = ElementwiseParams {
+            n: a.numel() as u32,
+            mode: 1,
+            row: c as u32,
+            per_batch: per_batch as u32,
+            ..Default::default()
+        };
         self.dispatch(
             &self.map_kernel(f, "map"),
             &[a.buffer(), b.buffer(), out.buffer()],
@@ -108,7 +148,11 @@ impl Gpu {
         let mut shape = x.shape().to_vec();
         *shape.last_mut().unwrap() = f2 / 2;
         let out = self.empty(&shape);
-        let p = [out.numel() as u32, (f2 / 2) as u32, 0, 0, 0, 0, 0, 0];
+        let p = ElementwiseParams {
+            n: out.numel() as u32,
+            row: (f2 / 2) as u32,
+            ..Default::default()
+        };
         self.dispatch(
             &self.map_kernel(Map::Add, "geglu"),
             &[x.buffer(), self.dummy(), out.buffer()],
@@ -121,7 +165,11 @@ impl Gpu {
     /// Sets every element to `value`.
     pub fn fill(&self, t: &Tensor, value: f32) {
         let spec = self.map_kernel(Map::Add, "fill");
-        let p = [t.numel() as u32, 0, 0, 0, value.to_bits(), 0, 0, 0];
+        let p = ElementwiseParams {
+            n: t.numel() as u32,
+            value,
+            ..Default::default()
+        };
         self.dispatch(
             &spec,
             &[self.dummy(), self.dummy(), t.buffer()],
@@ -144,7 +192,12 @@ impl Gpu {
         *shape.last_mut().unwrap() = ca + cb;
         let out = self.empty(&shape);
         let spec = self.map_kernel(Map::Add, "concat");
-        let p = [out.numel() as u32, 0, 0, 0, ca as u32, cb as u32, 0, 0];
+        let p = ElementwiseParams {
+            n: out.numel() as u32,
+            c1: ca as u32,
+            c2: cb as u32,
+            ..Default::default()
+        };
         self.dispatch(
             &spec,
             &[a.buffer(), b.buffer(), out.buffer()],

@@ -1,7 +1,7 @@
 //! The GEMM family (`shaders/gemm*.wgsl`): linear layers and convs as implicit GEMMs,
 //! on the subgroup, CPU-driver and tiled forms, for every weight format.
 
-use crate::gpu::{Gpu, KernelSource, KernelSpec, Tensor, Weight, WeightFormat};
+use crate::gpu::{Gpu, KernelPath, KernelSource, KernelSpec, Tensor, Weight, WeightFormat};
 
 const GEMM: &str = include_str!("../../shaders/gemm.wgsl");
 const GEMM_SUBGROUP: &str = include_str!("../../shaders/gemm_subgroup.wgsl");
@@ -394,11 +394,16 @@ impl Gpu {
         let in_c = g.conv.map_or(g.k, |c| c.in_c);
         let p = g.params();
         let cpu_source: Box<dyn Fn() -> String>;
-        let (spec, workgroups) = match self.info.subgroup_size {
+        let aligned = g.k.is_multiple_of(4) && in_c.is_multiple_of(4) && g.strides_aligned();
+        let path = match self.info.path {
             // 4-wide reads along K: K and a conv's Cin % 4 == 0, rows 4-aligned.
-            Some(sg) if g.k.is_multiple_of(4) && in_c.is_multiple_of(4) && g.strides_aligned() => (
+            KernelPath::Subgroup(_) if !aligned => self.info.fallback,
+            p => p,
+        };
+        let (spec, workgroups) = match path {
+            KernelPath::Subgroup(sg) => (
                 KernelSpec {
-                    key: format!("gemm_sg{sg}_{RT}x{SUBGROUPS}_{mode}_{flags}"),
+                    label: format!("gemm_sg{sg}_{RT}x{SUBGROUPS}_{mode}_{flags}"),
                     source: GEMM_SUBGROUP.into(),
                     prelude: format!(
                         "const SG: u32 = {sg}u;\nconst RT: u32 = {RT}u;\nconst SUBGROUPS: u32 = {SUBGROUPS}u;\n{consts}{}fn a_base(m: u32, t: u32, z: u32) -> i32 {{ return a_base_{mode}(m, t, z); }}\n{GEMM_COMMON}",
@@ -414,7 +419,7 @@ impl Gpu {
                 ],
             ),
             // CPU drivers: the register-tiled form without barriers (shaders/gemm_cpu.wgsl).
-            _ if self.info.software => {
+            KernelPath::CpuDriver => {
                 let t = CpuTile::for_n(g.n);
                 let v4 = g.k.is_multiple_of(4) && in_c.is_multiple_of(4) && g.strides_aligned();
                 let upsample = g.conv.is_some_and(|c| (c.lh, c.lw) != (c.in_h, c.in_w));
@@ -423,14 +428,14 @@ impl Gpu {
                 let CpuTile { r, c, wx, wy } = t;
                 (
                     KernelSpec {
-                        key: format!(
+                        label: format!(
                             "gemm_cpu_{mode}{}_{flags}_{r}x{c}_{wx}x{wy}{}",
                             if upsample { "_up" } else { "" },
                             if v4 { "_v4" } else { "" }
                         ),
                         source: KernelSource::Generated(&*cpu_source),
                         prelude: format!(
-                            "{consts}{}const CONV: bool = {};\nconst UPSAMPLE: bool = {upsample};\nconst R: u32 = {r}u;\nconst C: u32 = {c}u;\nconst WX: u32 = {wx}u;\nconst WY: u32 = {wy}u;\n{GEMM_COMMON}",
+                            "{consts}{}const CONV: bool = {};\nconst V4: bool = {v4};\nconst UPSAMPLE: bool = {upsample};\nconst R: u32 = {r}u;\nconst C: u32 = {c}u;\nconst WX: u32 = {wx}u;\nconst WY: u32 = {wy}u;\n{GEMM_COMMON}",
                             if v4 {
                                 wf.wgsl_vec4(2, 6)
                             } else {
@@ -448,9 +453,9 @@ impl Gpu {
                     ],
                 )
             }
-            _ => (
+            KernelPath::Tiled => (
                 KernelSpec {
-                    key: format!("gemm_tiled_{mode}_{flags}_64x64"),
+                    label: format!("gemm_tiled_{mode}_{flags}_64x64"),
                     source: GEMM.into(),
                     prelude: format!(
                         "{consts}{}const CONV: bool = {};\n{GEMM_COMMON}",

@@ -1,11 +1,41 @@
 //! Normalisations (`shaders/norm.wgsl`, `shaders/rows_subgroup.wgsl`): GroupNorm (+SiLU),
 //! LayerNorm, and the row kernels attention's softmax shares.
 
-use crate::gpu::{Gpu, KernelSpec, Tensor, Weight};
+use crate::gpu::{Gpu, KernelPath, KernelSpec, Tensor, Weight};
 
 use super::grid;
 
 const NORM: &str = include_str!("../../shaders/norm.wgsl");
+
+/// `Params` of `shaders/norm.wgsl` and `shaders/rows_subgroup.wgsl` (one meaning per
+/// field; each kernel reads its own fields, the rest stay zero).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(super) struct NormParams {
+    /// GroupNorm, LayerNorm.
+    pub eps: f32,
+    /// GroupNorm: pixels per image.
+    pub pixels: u32,
+    /// GroupNorm: channels of this map (slice).
+    pub channels: u32,
+    /// GroupNorm: groups in this map.
+    pub groups: u32,
+    /// GroupNorm: this map's first channel in gamma/beta.
+    pub c_off: u32,
+    /// LayerNorm, softmax: rows.
+    pub rows: u32,
+    /// LayerNorm: row length; softmax: keys.
+    pub cols: u32,
+    /// Softmax: row stride (keys padded to a multiple of 4).
+    pub stride: u32,
+    /// Softmax: 1 = mask keys after the query.
+    pub causal: u32,
+    /// Softmax: scores are multiplied by this first.
+    pub scale: f32,
+    /// Softmax: queries per chunk (row r holds query q0 + r % q_chunk).
+    pub q_chunk: u32,
+    pub q0: u32,
+}
 const ROWS_SUBGROUP: &str = include_str!("../../shaders/rows_subgroup.wgsl");
 
 impl Gpu {
@@ -39,14 +69,14 @@ impl Gpu {
         assert_eq!(c % groups, 0, "group_norm: {c} channels in {groups} groups");
         let per_group = c / groups;
         // CPU drivers without subgroups: the barrier-free form (shaders/norm.wgsl).
-        let serial = self.info.software && self.info.subgroup_size.is_none();
+        let serial = self.info.path == KernelPath::CpuDriver;
         let entry = if serial {
             "group_norm_serial"
         } else {
             "group_norm"
         };
         let spec = KernelSpec {
-            key: format!("{entry}_silu{}", silu as u8),
+            label: format!("{entry}_silu{}", silu as u8),
             source: NORM.into(),
             prelude: format!("const SILU: bool = {silu};"),
             entry,
@@ -64,16 +94,14 @@ impl Gpu {
                 let pixels = x.numel() / (b * cx);
                 let out = self.empty(x.shape());
                 let g = cx / per_group;
-                let p = [
-                    pixels as u32,
-                    cx as u32,
-                    g as u32,
-                    c0 as u32,
-                    eps.to_bits(),
-                    0,
-                    0,
-                    0,
-                ];
+                let p = NormParams {
+                    eps,
+                    pixels: pixels as u32,
+                    channels: cx as u32,
+                    groups: g as u32,
+                    c_off: c0 as u32,
+                    ..Default::default()
+                };
                 self.dispatch(
                     &spec,
                     &[x.buffer(), gamma.buffer(), beta.buffer(), out.buffer()],
@@ -92,9 +120,14 @@ impl Gpu {
         let rows = x.numel() / c;
         let out = self.empty(x.shape());
         let bindings = [x.buffer(), gamma.buffer(), beta.buffer(), out.buffer()];
-        match self.info.subgroup_size {
-            Some(sg) => {
-                let p = [rows as u32, c as u32, c as u32, 0, eps.to_bits(), 1, 0, 0];
+        let p = NormParams {
+            eps,
+            rows: rows as u32,
+            cols: c as u32,
+            ..Default::default()
+        };
+        match self.info.path {
+            KernelPath::Subgroup(sg) => {
                 self.dispatch(
                     &self.rows_kernel(sg, "layer_norm"),
                     &bindings,
@@ -102,21 +135,20 @@ impl Gpu {
                     grid(rows.div_ceil(64 / sg as usize)),
                 );
             }
-            None => {
-                let serial = self.info.software;
+            path => {
+                let serial = path == KernelPath::CpuDriver;
                 let entry = if serial {
                     "layer_norm_serial"
                 } else {
                     "layer_norm"
                 };
                 let spec = KernelSpec {
-                    key: entry.into(),
+                    label: entry.into(),
                     source: NORM.into(),
                     prelude: "const SILU: bool = false;".into(),
                     entry,
                     trusted: false,
                 };
-                let p = [rows as u32, c as u32, 1, 0, eps.to_bits(), 0, 0, 0];
                 let groups = if serial {
                     grid(rows.div_ceil(64))
                 } else {
@@ -130,7 +162,7 @@ impl Gpu {
 
     pub(super) fn rows_kernel(&self, sg: u32, entry: &'static str) -> KernelSpec<'static> {
         KernelSpec {
-            key: format!("{entry}_sg{sg}"),
+            label: format!("{entry}_sg{sg}"),
             source: ROWS_SUBGROUP.into(),
             prelude: format!("const SG: u32 = {sg}u;"),
             entry,

@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use roentgen_web::gpu::Gpu;
+use roentgen_web::gpu::{Gpu, KernelPath};
 
 /// The GPU all tests of a binary share. Natively this is whatever wgpu picks; CI has
 /// only lavapipe (Mesa's CPU Vulkan driver), installed by `.ci/run`.
@@ -29,6 +29,7 @@ pub fn gpu_portable() -> &'static Gpu {
         let mut g = pollster::block_on(Gpu::new())
             .expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
         g.info.subgroup_size = None;
+        g.info.path = g.info.fallback;
         g
     })
 }
@@ -47,6 +48,7 @@ pub fn gpus_small_bindings() -> Vec<(&'static str, &'static Gpu)> {
                 g.info.max_storage_binding = 4 << 10;
                 if portable {
                     g.info.subgroup_size = None;
+                    g.info.path = g.info.fallback;
                 }
                 (name, g)
             })
@@ -66,6 +68,8 @@ pub fn gpu_portable_gpu_style() -> &'static Gpu {
             .expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
         g.info.subgroup_size = None;
         g.info.software = false;
+        g.info.path = KernelPath::Tiled;
+        g.info.fallback = KernelPath::Tiled;
         g
     })
 }
