@@ -5,6 +5,7 @@
 use crate::error::Result;
 use crate::gpu::{Gpu, HostWeight, Weight, WeightFormat};
 use crate::quant::{Layout, PackedIndex, QuantFormat, Quantized, SCALES_SUFFIX, TensorPlan};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::ops::Range;
 
 use crate::weights::{ByteSource, DType, WeightError, WeightIndex};
@@ -37,22 +38,96 @@ impl RangeRead for Vec<u8> {
     }
 }
 
-/// Bytes of a file known only in some ranges (what a streaming reader has fetched).
-struct Sparse {
+/// A file read through as it is parsed: a range no earlier read covers is read from
+/// the [`RangeRead`] there and then (the first read at least [`METADATA_READ`] bytes,
+/// later ones [`LATER_READ`]), kept, and lent to the parser, so one parse indexes the
+/// file (it used to stop at each missing range and start again: for a torch `.bin`
+/// one restart, pickle included, per tensor). Only the metadata's bytes are kept.
+/// A failed read is kept for [`WeightFile::open`] to report.
+struct ReadThrough<'r> {
+    reader: &'r dyn RangeRead,
     len: usize,
-    chunks: Vec<(usize, Vec<u8>)>,
+    /// The reads so far, as a chain whose last link is empty. A link's bytes never
+    /// move once set, so the slices lent out stay valid while `self` lives.
+    head: Link,
+    reads: Cell<usize>,
+    /// Bytes kept; more than [`METADATA_MAX`] is refused (a hostile zip of a million
+    /// entries would otherwise make its index as large as it likes).
+    kept: Cell<usize>,
+    name: &'r str,
+    error: RefCell<Option<crate::Error>>,
 }
 
-impl ByteSource for Sparse {
+/// The most bytes a weight file's metadata may take to index.
+const METADATA_MAX: usize = 256 << 20;
+
+#[derive(Default)]
+struct Link {
+    read: OnceCell<(usize, Box<[u8]>)>,
+    next: OnceCell<Box<Link>>,
+}
+
+impl<'r> ReadThrough<'r> {
+    fn new(name: &'r str, reader: &'r dyn RangeRead) -> Self {
+        ReadThrough {
+            len: reader.len() as usize,
+            reader,
+            head: Link::default(),
+            reads: Cell::new(0),
+            kept: Cell::new(0),
+            name,
+            error: RefCell::new(None),
+        }
+    }
+}
+
+impl ByteSource for ReadThrough<'_> {
     fn file_len(&self) -> usize {
         self.len
     }
     fn bytes(&self, range: Range<usize>) -> Option<&[u8]> {
-        self.chunks.iter().find_map(|(start, data)| {
-            let end = start + data.len();
-            (range.start >= *start && range.end <= end)
-                .then(|| &data[range.start - start..range.end - start])
-        })
+        let mut link = &self.head;
+        while let Some((start, data)) = link.read.get() {
+            if range.start >= *start && range.end <= start + data.len() {
+                return Some(&data[range.start - start..range.end - start]);
+            }
+            link = link.next.get_or_init(Default::default);
+        }
+        if self.error.borrow().is_some() || range.end > self.len {
+            return None;
+        }
+        let least = if self.reads.get() == 0 {
+            METADATA_READ
+        } else {
+            LATER_READ
+        };
+        let end = range.end.max(range.start + least).min(self.len);
+        self.kept.set(self.kept.get() + (end - range.start));
+        if self.kept.get() > METADATA_MAX {
+            *self.error.borrow_mut() = Some(
+                WeightError::Corrupt {
+                    file: self.name.into(),
+                    detail: format!(
+                        "its metadata takes more than {} MiB to read (a file of countless tensors?)",
+                        METADATA_MAX >> 20
+                    ),
+                }
+                .into(),
+            );
+            return None;
+        }
+        match self.reader.read_at(range.start as u64, end - range.start) {
+            Ok(data) => {
+                self.reads.set(self.reads.get() + 1);
+                let (start, data) = link.read.get_or_init(|| (range.start, data.into()));
+                link.next.get_or_init(Default::default);
+                data.get(range.start - start..range.end - start)
+            }
+            Err(e) => {
+                *self.error.borrow_mut() = Some(e);
+                None
+            }
+        }
     }
 }
 
@@ -111,40 +186,18 @@ impl WeightFile {
         })
     }
 
-    /// Indexes a file reading only its metadata: the parser says which range it lacks,
-    /// that range is read, and the parse runs again (a safetensors file takes two
-    /// reads; a torch zip one more per tensor for its local header).
+    /// Indexes a file reading only its metadata, as the parser asks for it (see
+    /// [`ReadThrough`]): a safetensors file takes one or two reads, a torch zip one
+    /// more per tensor for its local header.
     pub fn open(name: &str, reader: Box<dyn RangeRead>) -> Result<WeightFile> {
-        let len = reader.len() as usize;
-        let mut sparse = Sparse {
-            len,
-            chunks: Vec::new(),
-        };
-        loop {
-            match WeightIndex::parse_source(name, &sparse) {
-                Err(WeightError::NotLoaded { needed, .. }) => {
-                    if sparse.chunks.len() > 1_000_000 {
-                        return Err(WeightError::Corrupt {
-                            file: name.into(),
-                            detail: "its metadata never ends (more than a million pieces)".into(),
-                        }
-                        .into());
-                    }
-                    // The first read takes a safetensors header or a zip directory
-                    // whole; later ones (a zip's local headers, one per tensor) are small.
-                    let least = if sparse.chunks.is_empty() {
-                        METADATA_READ
-                    } else {
-                        LATER_READ
-                    };
-                    let start = needed.start;
-                    let end = needed.end.max(start + least).min(len);
-                    let data = reader.read_at(start as u64, end - start)?;
-                    sparse.chunks.push((start, data));
-                }
-                Ok(index) => return Self::new(index, reader),
-                Err(e) => return Err(e.into()),
-            }
+        let through = ReadThrough::new(name, &*reader);
+        let parsed = WeightIndex::parse_source(name, &through);
+        let read_error = through.error.borrow_mut().take();
+        match (parsed, read_error) {
+            (Ok(index), _) => Self::new(index, reader),
+            // the parser stopped because a read failed: that is the error to report
+            (Err(_), Some(e)) => Err(e),
+            (Err(e), None) => Err(e.into()),
         }
     }
 

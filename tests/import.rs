@@ -202,3 +202,46 @@ fn a_download_from_a_url_picks_what_a_folder_import_picks() {
         assert_eq!(a, b, "{fixture}");
     }
 }
+
+/// A reader that fails after some reads, as a disk or a browser file that goes away.
+struct FailingAfter {
+    bytes: Vec<u8>,
+    calls: Cell<usize>,
+    ok: usize,
+}
+
+impl RangeRead for FailingAfter {
+    fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+    fn read_at(&self, offset: u64, len: usize) -> roentgen_web::Result<Vec<u8>> {
+        self.calls.set(self.calls.get() + 1);
+        if self.calls.get() > self.ok {
+            return Err(roentgen_web::Error::Unsupported(
+                "the file went away while it was read".into(),
+            ));
+        }
+        self.bytes.read_at(offset, len)
+    }
+}
+
+#[test]
+fn a_read_that_fails_while_indexing_is_the_error_reported() {
+    // a torch zip needs several reads to index (directory, data.pkl, local headers):
+    // the second one fails
+    let path = "tiny-sd-bin/unet/diffusion_pytorch_model.bin";
+    let bytes = std::fs::read(Path::new(FIXTURES).join(path)).unwrap();
+    let r = WeightFile::open(
+        path,
+        Box::new(FailingAfter {
+            bytes,
+            calls: Cell::new(0),
+            ok: 1,
+        }),
+    );
+    let msg = match r {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("indexed although a read failed"),
+    };
+    assert!(msg.contains("went away"), "{msg}");
+}
