@@ -61,7 +61,12 @@ pub fn start() {
 /// kernels; the second is timed alone when `repeat`. Returns JSON.
 #[cfg(target_arch = "wasm32")]
 #[wasm_bindgen]
-pub async fn bench_unet(width_scale: f64, latent: usize, repeat: bool) -> Result<String, JsValue> {
+pub async fn bench_unet(
+    width_scale: f64,
+    latent: usize,
+    repeat: bool,
+    format: String,
+) -> Result<String, JsValue> {
     use crate::gpu::{Gpu, WeightFormat};
     use crate::loader::{Loader, MatrixFormat};
     use crate::models::config::presets;
@@ -75,10 +80,17 @@ pub async fn bench_unet(width_scale: f64, latent: usize, repeat: bool) -> Result
             .map(|&c| (c as f64 * width_scale).round() as usize)
             .collect();
         let (lc, ctx_dim) = (cfg.in_channels, cfg.cross_attention_dim);
-        let unet = UNet2DConditionModel::load(
-            &Loader::random(&gpu, 2, MatrixFormat::Force(WeightFormat::F32)).component("unet"),
-            cfg,
-        )?;
+        // f32 | f16 | int8 | int4 (int8/int4 by the converter's policy)
+        let wf = WeightFormat::from_name(&format).ok_or_else(|| {
+            crate::Error::Unsupported(format!("format {format}: use f32, f16, int8 or int4"))
+        })?;
+        let matrix = match wf.quant() {
+            Some(q) => MatrixFormat::Quantize(q),
+            None => MatrixFormat::Force(wf),
+        };
+        let unet =
+            UNet2DConditionModel::load(&Loader::random(&gpu, 2, matrix).component("unet"), cfg)?;
+        let weights = gpu.memory().weights;
         gpu.sync().await?;
         let n = 2 * latent * latent * lc;
         let sample = gpu.upload(
@@ -110,7 +122,9 @@ pub async fn bench_unet(width_scale: f64, latent: usize, repeat: bool) -> Result
                 "max_storage_binding_mib": gpu.info.max_storage_binding >> 20,
                 "width_scale": width_scale,
                 "latent": latent,
+                "format": format,
                 "call_ms": times,
+                "weights_mib": weights >> 20,
                 "peak_gpu_mib": gpu.memory().peak >> 20,
             })
             .to_string(),
@@ -123,7 +137,12 @@ pub async fn bench_unet(width_scale: f64, latent: usize, repeat: bool) -> Result
 /// name, median milliseconds and GFLOP/s, each run read back.
 #[cfg(target_arch = "wasm32")]
 #[wasm_bindgen]
-pub async fn bench_kernels(latent: usize, base: usize, reps: usize) -> Result<String, JsValue> {
+pub async fn bench_kernels(
+    latent: usize,
+    base: usize,
+    reps: usize,
+    format: String,
+) -> Result<String, JsValue> {
     use crate::bench::{PreparedCase, time_case, unet_cases};
     use crate::gpu::{Gpu, WeightFormat};
     let run = async {
@@ -131,7 +150,10 @@ pub async fn bench_kernels(latent: usize, base: usize, reps: usize) -> Result<St
         let now = || js_sys::Date::now() / 1e3;
         let mut rows = Vec::new();
         for case in unet_cases(latent, base) {
-            let p = PreparedCase::new(&gpu, case, WeightFormat::F32)?;
+            let wf = WeightFormat::from_name(&format).ok_or_else(|| {
+                crate::Error::Unsupported(format!("format {format}: use f32, f16, int8 or int4"))
+            })?;
+            let p = PreparedCase::new(&gpu, case, wf)?;
             let t = time_case(&gpu, &p, reps.max(1), &now).await?;
             let med = t[t.len() / 2];
             rows.push(serde_json::json!({

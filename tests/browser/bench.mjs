@@ -2,8 +2,9 @@
 // at half width, random f32 weights, in headless Chromium on SwiftShader WebGPU, at
 // 32x32 latents (first call with kernel compilation, then a second) and at 64x64.
 // Also the release build's wasm size. Needs `trunk build --release` first.
-//   node tests/browser/bench.mjs [latent ...]
-//   node tests/browser/bench.mjs kernels LATENT BASE   (kernel timings, bench::unet_cases)
+//   node tests/browser/bench.mjs [--format f32|f16|int8|int4 ...] [latent ...]
+//   node tests/browser/bench.mjs kernels LATENT BASE [--format F ...]   (kernel timings, bench::unet_cases)
+// Several --format flags run one after the other in the same page (ratios side by side).
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
@@ -15,8 +16,15 @@ console.log(JSON.stringify({
   wasm_gzip_bytes: zlib.gzipSync(wasm, { level: 9 }).length,
 }));
 
-const kernels = process.argv[2] === 'kernels';
-const latents = process.argv.slice(kernels ? 3 : 2).map(Number);
+const args = process.argv.slice(2);
+const formats = [];
+for (let i = args.indexOf('--format'); i >= 0; i = args.indexOf('--format')) {
+  formats.push(args[i + 1]);
+  args.splice(i, 2);
+}
+if (!formats.length) formats.push('f32');
+const kernels = args[0] === 'kernels';
+const latents = args.slice(kernels ? 1 : 0).map(Number);
 const server = await serve();
 const browser = await launch();
 try {
@@ -26,17 +34,19 @@ try {
   await page.waitForFunction(() => window.wasmBindings?.bench_unet, null, { timeout: 120_000 });
   if (kernels) {
     const [latent, base] = latents;
-    const rows = JSON.parse(await page.evaluate(([l, b]) => window.wasmBindings.bench_kernels(l, b, 1), [latent, base]));
-    for (const r of rows) console.log(`| ${r.kernel} | ${r.median_ms.toFixed(0)} ms | ${r.gflops.toFixed(2)} |`);
+    for (const f of formats) {
+      const rows = JSON.parse(await page.evaluate(([l, b, f]) => window.wasmBindings.bench_kernels(l, b, 1, f), [latent, base, f]));
+      for (const r of rows) console.log(`| ${f} | ${r.kernel} | ${r.median_ms.toFixed(0)} ms | ${r.gflops.toFixed(2)} |`);
+    }
     process.exit(0);
   }
-  for (const latent of latents.length ? latents : [32, 64]) {
+  for (const latent of latents.length ? latents : [32, 64]) for (const f of formats) {
     const t0 = Date.now();
     try {
-      const r = await page.evaluate(([l]) => window.wasmBindings.bench_unet(0.5, l, l <= 32), [latent]);
+      const r = await page.evaluate(([l, f]) => window.wasmBindings.bench_unet(0.5, l, l <= 32, f), [latent, f]);
       console.log(r);
     } catch (e) {
-      console.log(JSON.stringify({ latent, error: String(e), after_ms: Date.now() - t0 }));
+      console.log(JSON.stringify({ latent, format: f, error: String(e), after_ms: Date.now() - t0 }));
     }
   }
 } finally {
