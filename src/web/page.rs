@@ -38,6 +38,11 @@ struct Page {
     generations: Cell<u32>,
     /// The model that was loaded when the GPU device was lost.
     lost_model: RefCell<Option<String>>,
+    /// The engine has said it is ready (`Reply::Started`).
+    started: Cell<bool>,
+    /// A folder chosen before the engine was ready: imported once it is (it used to
+    /// be refused as "Busy" and lost).
+    pending_import: RefCell<Option<Vec<(String, File)>>>,
 }
 
 fn el<T: JsCast>(doc: &Document, id: &str) -> T {
@@ -207,6 +212,16 @@ impl Page {
         self.clear_error();
         let folder = files[0].0.split('/').next().unwrap_or("model").to_string();
         let name = model_name(&folder);
+        if !self.started.get() {
+            // Chosen while the engine starts (the inputs are disabled then, but a file
+            // dialog opened before may still deliver): import it once the engine is ready.
+            self.status(
+                "importing",
+                &format!("The engine is starting; “{name}” is imported as soon as it is ready…"),
+            );
+            *self.pending_import.borrow_mut() = Some(files);
+            return;
+        }
         let paths: Vec<String> = files.iter().map(|(p, _)| p.clone()).collect();
         let blobs = Array::new();
         for (_, f) in &files {
@@ -322,7 +337,13 @@ impl Page {
                 self.el::<HtmlElement>("gpu-info")
                     .set_text_content(Some(&format!("WebGPU: {adapter}; running on {limits}.")));
                 *self.models.borrow_mut() = models;
+                self.started.set(true);
                 self.set_task(Task::Idle);
+                let pending = self.pending_import.borrow_mut().take();
+                if let Some(files) = pending {
+                    self.import(files);
+                    return;
+                }
                 // Load the model used last time, or the only one stored.
                 let last = local_get("roentgen.model");
                 let models = self.models.borrow().clone();
@@ -693,6 +714,8 @@ pub fn main() {
         settings: RefCell::new(None),
         generations: Cell::new(0),
         lost_model: RefCell::new(None),
+        started: Cell::new(false),
+        pending_import: RefCell::new(None),
     });
     PAGE.with(|slot| *slot.borrow_mut() = Some(p.clone()));
 
@@ -749,6 +772,13 @@ pub fn main() {
         input.set_value("");
     })
     .forget();
+    // A folder chosen before this script ran (the input is disabled in the HTML, but a
+    // dialog opened earlier can still deliver): take it too.
+    if input.files().is_some_and(|f| f.length() > 0) {
+        let files = input_files(&input);
+        p.import(files);
+        input.set_value("");
+    }
     let url_form: HtmlElement = el(&doc, "url-form");
     if let Some(url) = local_get("roentgen.model-url") {
         el::<HtmlInputElement>(&doc, "model-url").set_value(&url);

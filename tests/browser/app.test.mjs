@@ -11,7 +11,9 @@
 //      Range request on the second try and loads;
 //   6. an f32 folder imported as int8 (the import-format default) is quantized while it
 //      is copied: storage holds well under half the folder, the image matches diffusers
-//      run with the same fake-quantized weights, and generates again offline.
+//      run with the same fake-quantized weights, and generates again offline;
+//   7. a folder chosen while the engine is still starting is imported once it is ready
+//      (it used to be refused as "Busy" and lost).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -156,6 +158,26 @@ test('imports the fixture, matches diffusers, then works offline from storage', 
     }
   } finally {
     await browser.close();
+  }
+});
+
+test('a folder chosen while the engine starts is imported once it is ready', { timeout: 2 * SLOW }, async () => {
+  // The engine's worker script arrives 5 s late, as on a slow connection: the page is
+  // up, the engine is not.
+  const slow = await serve(undefined, { delay: (p) => (p === '/worker.js' ? 5000 : 0) });
+  const browser = await launch();
+  try {
+    const page = await browser.newPage();
+    await page.goto(slow.url);
+    const early = await page.$eval(byId('model-status'), (e) => e.dataset.state ?? '');
+    await page.setInputFiles(byId('model-folder'), FIXTURE);
+    assert.equal(early, 'starting', 'the engine was ready before the folder was chosen: nothing raced');
+    assert.equal(await modelState(page, ['ready', 'error']), 'ready', await errorText(page));
+    assert.doesNotMatch(await errorText(page), /Busy/);
+    assert.match(await page.textContent('#models'), /tiny-sd/);
+  } finally {
+    await browser.close();
+    slow.close();
   }
 });
 

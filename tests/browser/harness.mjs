@@ -20,13 +20,16 @@ const TYPES = {
  * and HEAD, `Range: bytes=N-` answered with 206, Content-Length always. `cut(urlPath)`
  * may return a byte count at which to break that response's connection (a download
  * interrupted halfway). `log` records `[method, path, range]` of every request. */
-export async function serve(dir = DIST, { mounts = {}, cut = () => null } = {}) {
+// `delay(pathname)`: milliseconds to wait before answering (a slow network for one file).
+export async function serve(dir = DIST, { mounts = {}, cut = () => null, delay = () => 0 } = {}) {
   if (!fs.existsSync(path.join(dir, 'index.html'))) {
     throw new Error(`${dir}/index.html is missing: run \`trunk build --release\` first`);
   }
   const log = [];
-  const server = http.createServer((req, res) => {
+  const server = http.createServer(async (req, res) => {
     const url = new URL(req.url, 'http://x');
+    const wait = delay(decodeURIComponent(url.pathname));
+    if (wait) await new Promise((ok) => setTimeout(ok, wait));
     const pathname = decodeURIComponent(url.pathname);
     log.push([req.method, pathname, req.headers.range ?? null]);
     let root = dir;
