@@ -237,7 +237,54 @@ struct Conversion {
 /// the converted file is stored; a folder that is already converted is copied as it
 /// is. `on_progress(file, done, total)` hears every slice or tensor; `total` is the
 /// bytes stored.
+///
+/// A failure after the first byte is written (storage full, a file that went away)
+/// deletes the partial model, so it holds no space, and says so; other stored models are
+/// never touched. Running out of space says how much the model needs and how much more
+/// must be freed.
 pub async fn import(
+    name: &str,
+    files: &[(String, String, Blob)],
+    target: Option<crate::convert::Target>,
+    on_progress: &mut dyn FnMut(&str, u64, u64),
+) -> Result<StoredModel> {
+    // (bytes written, bytes in all; None until writing starts)
+    let written = std::cell::Cell::new(None::<(f64, f64)>);
+    let r = import_inner(name, files, target, &mut |f, done, total| {
+        written.set(Some((done as f64, total as f64)));
+        on_progress(f, done, total)
+    })
+    .await;
+    let Err(e) = r else { return r };
+    let Some((done, total)) = written.get() else {
+        return Err(e); // refused before writing: nothing to clean up
+    };
+    let _ = delete(name).await;
+    let msg = e.to_string();
+    Err(if msg.contains("QuotaExceeded") {
+        Error::Storage(format!(
+            "storage ran out while importing “{name}”: it needs {} and {} were written, so free at least {} more (delete a stored model or free disk space) and import it again; the partial copy was removed and the other stored models are untouched",
+            size_text(total),
+            size_text(done),
+            size_text((total - done).max(0.0))
+        ))
+    } else {
+        Error::Storage(format!(
+            "importing “{name}” stopped ({msg}); the partial copy was removed and the other stored models are untouched"
+        ))
+    })
+}
+
+/// `12.3 MB` / `1.85 GB`.
+fn size_text(bytes: f64) -> String {
+    if bytes >= 1e9 {
+        format!("{:.2} GB", bytes / 1e9)
+    } else {
+        format!("{:.1} MB", bytes / 1e6)
+    }
+}
+
+async fn import_inner(
     name: &str,
     files: &[(String, String, Blob)],
     target: Option<crate::convert::Target>,
@@ -278,12 +325,15 @@ pub async fn import(
         && free < total
     {
         return Err(Error::Storage(format!(
-            "the model needs {:.1} GB but this site may store only {:.1} GB more; free disk space or delete a stored model",
-            total / 1e9,
-            free.max(0.0) / 1e9
+            "the model needs {} but this site may store only {} more: free at least {} (delete a stored model or free disk space); nothing was stored",
+            size_text(total),
+            size_text(free.max(0.0)),
+            size_text(total - free.max(0.0))
         )));
     }
     delete(name).await?;
+    // from here on a failure removes the partial model (see `import`)
+    on_progress(name, 0, total as u64);
     let root = subdir(&models_dir().await?, name, true).await?;
     let mut done = 0f64;
     let mut stored = Vec::new();

@@ -13,7 +13,10 @@
 //      is copied: storage holds well under half the folder, the image matches diffusers
 //      run with the same fake-quantized weights, and generates again offline;
 //   7. a folder chosen while the engine is still starting is imported once it is ready
-//      (it used to be refused as "Busy" and lost).
+//      (it used to be refused as "Busy" and lost);
+//   8. with the browser's real storage quota nearly used up (CDP
+//      Storage.overrideQuotaForOrigin), a quantizing import is refused saying how much
+//      space it needs, nothing of it is stored, and the model stored before still loads.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -178,6 +181,40 @@ test('a folder chosen while the engine starts is imported once it is ready', { t
   } finally {
     await browser.close();
     slow.close();
+  }
+});
+
+test('out of storage space, an int8 import says how much it needs and leaves the stored models intact', { timeout: 2 * SLOW }, async () => {
+  const browser = await launch();
+  try {
+    const page = await browser.newPage();
+    await page.goto(server.url);
+    await modelState(page, ['none']);
+    await page.selectOption(byId('import-format'), 'original');
+    await page.setInputFiles(byId('model-folder'), FIXTURE);
+    assert.equal(await modelState(page, ['ready', 'error']), 'ready', await errorText(page));
+    // leave 2 MB: the int8 tiny-sd-heavy needs 8.4 MB
+    const usage = await page.evaluate(async () => (await navigator.storage.estimate()).usage);
+    const cdp = await page.context().newCDPSession(page);
+    await cdp.send('Storage.overrideQuotaForOrigin', {
+      origin: new URL(server.url).origin,
+      quotaSize: usage + 2e6,
+    });
+    await page.selectOption(byId('import-format'), 'int8');
+    await page.setInputFiles(byId('model-folder'), HEAVY);
+    await page.waitForSelector(`${byId('error')}:not([hidden])`, { timeout: SLOW });
+    const text = await errorText(page);
+    console.log(JSON.stringify({ quota_error: text }));
+    assert.match(text, /needs 8\.\d MB/, text);
+    assert.match(text, /free at least \d/, text);
+    const models = await page.textContent('#models');
+    assert.doesNotMatch(models, /tiny-sd-heavy/, models);
+    assert.match(models, /tiny-sd — original/, models);
+    // the model stored before still loads
+    await page.click('#models button:has-text("Load")');
+    assert.equal(await modelState(page, ['ready', 'error']), 'ready', await errorText(page));
+  } finally {
+    await browser.close();
   }
 });
 
