@@ -9,6 +9,8 @@ pub mod loader;
 pub mod models;
 pub mod nn;
 pub mod ops;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod output;
 pub mod pipeline;
 pub mod quant;
 pub mod rng;

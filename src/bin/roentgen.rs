@@ -24,6 +24,7 @@ mod native {
     use roentgen_web::models::{
         AutoencoderKL, ClipTextConfig, ClipTextModel, UNet2DConditionModel, UNetConfig, VaeConfig,
     };
+    use roentgen_web::output::write_atomically;
     use roentgen_web::pipeline::{Control, GenerateRequest, MemoryPlan, Pipeline, load_tokenizer};
     use roentgen_web::schedulers::SchedulerKind;
 
@@ -327,7 +328,8 @@ mod native {
                 encode_png(&img.gray8(), img.width, img.height, 1, &meta)?
             };
             let out = numbered(&a.output, k);
-            std::fs::write(&out, png).with_context(|| format!("writing {}", out.display()))?;
+            // whole or not at all: never a half PNG, never a good one replaced by one
+            write_atomically(&out, &png).with_context(|| format!("writing {}", out.display()))?;
             eprintln!(
                 "wrote {} (synthetic; settings in its text chunks)",
                 out.display()
@@ -335,7 +337,7 @@ mod native {
             if let Some(p) = &a.save_latents {
                 let p = numbered(p, k);
                 let [c, h, w] = img.latent_shape;
-                std::fs::write(&p, encode_npy_f32(&img.latents, &[1, c, h, w]))
+                write_atomically(&p, &encode_npy_f32(&img.latents, &[1, c, h, w]))
                     .with_context(|| format!("writing {}", p.display()))?;
                 eprintln!("wrote {}", p.display());
             }
