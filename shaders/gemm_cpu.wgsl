@@ -88,10 +88,7 @@ ACC
         let ky = t / p.kw;
         let wt = t * p.w_tap;
 PIX
-        for (var c = 0u; c < p.in_c; c += STEP) {
-LOADS
-FMAS
-        }
+INNER
     }
 STORE
 }

@@ -577,6 +577,17 @@ mod native {
         Ok(())
     }
 
+    /// Two rows of token ids (a guided batch) spread over the vocabulary.
+    fn bench_ids(clip_cfg: &ClipTextConfig) -> Vec<Vec<u32>> {
+        (0..2)
+            .map(|b| {
+                (0..clip_cfg.max_position_embeddings)
+                    .map(|j| ((j * 7919 + b * 31) % clip_cfg.vocab_size) as u32)
+                    .collect()
+            })
+            .collect()
+    }
+
     fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
         let (mut num, mut den) = (0f64, 0f64);
         for (&g, &w) in got.iter().zip(want) {
@@ -609,14 +620,7 @@ mod native {
                 Loader::random(gpu, seed, f)
             }
         };
-        let t = clip_cfg.max_position_embeddings;
-        let ids: Vec<Vec<u32>> = (0..2)
-            .map(|b| {
-                (0..t)
-                    .map(|j| ((j * 7919 + b * 31) % clip_cfg.vocab_size) as u32)
-                    .collect()
-            })
-            .collect();
+        let ids = bench_ids(&clip_cfg);
         let lc = unet_cfg.in_channels;
         let n = 2 * a.latent * a.latent * lc;
         let sample: Vec<f32> = (0..n)
@@ -730,14 +734,7 @@ mod native {
                 &Loader::random(&gpu, 1, format).component("text_encoder"),
                 clip_cfg.clone(),
             )?;
-            let t = clip_cfg.max_position_embeddings;
-            let ids: Vec<Vec<u32>> = (0..2)
-                .map(|b| {
-                    (0..t)
-                        .map(|j| ((j * 7919 + b * 31) % clip_cfg.vocab_size) as u32)
-                        .collect()
-                })
-                .collect();
+            let ids = bench_ids(&clip_cfg);
             stages.push(
                 time_stage(
                     &gpu,

@@ -165,6 +165,32 @@ impl WeightFormat {
         format!("{decl}fn w4(i: u32) -> vec4<f32> {{ {body} }}\n")
     }
 
+    /// For kernels that walk K a whole block at a time (`BLOCK`-aligned rows): a
+    /// quantized format's `w_block(i) -> vec2<f32>` (the scale, and int4's minimum, of
+    /// the block holding weight `i`) and `w4s(i, s) -> vec4<f32>` (4 weights of that
+    /// block from it), so the scale is decoded once per 32 weights, not per 4.
+    pub fn wgsl_blocked(self, binding: u32, scale_binding: u32) -> Option<String> {
+        let body = match self {
+            // unpack4x8snorm gives q / 127 (|q| <= 127: never the clamped -128), so the
+            // block's scale is taken times 127 once: one builtin per 4 weights instead of
+            // two shifts and a conversion (a few ulp from q * scale; SwiftShader runs it
+            // faster).
+            WeightFormat::Int8 => format!(
+                "fn w_block(i: u32) -> vec2<f32> {{ return vec2<f32>(127.0 * w_scale8(i / {BLOCK}u), 0.0); }}\n\
+                 fn w4s(i: u32, s: vec2<f32>) -> vec4<f32> {{ return unpack4x8snorm(w[i >> 2u]) * s.x; }}\n"
+            ),
+            WeightFormat::Int4 => format!(
+                "fn w_block(i: u32) -> vec2<f32> {{ return unpack2x16float(w_scale[i / {BLOCK}u]); }}\n\
+                 fn w4s(i: u32, s: vec2<f32>) -> vec4<f32> {{ let q = (vec4<u32>(w[i >> 3u]) >> (vec4<u32>(0u, 4u, 8u, 12u) + 4u * (i & 7u))) & vec4<u32>(15u); return fma(vec4<f32>(q), vec4<f32>(s.x), vec4<f32>(s.y)); }}\n"
+            ),
+            WeightFormat::F32 | WeightFormat::F16 => return None,
+        };
+        Some(format!(
+            "{}{body}",
+            self.declarations(binding, scale_binding)
+        ))
+    }
+
     /// The scalar-indexed declarations: `w` as words and, quantized, `w_scale` (f16
     /// pairs: int8 two blocks' scales per word, int4 one block's (scale, min)).
     fn declarations(self, binding: u32, scale_binding: u32) -> String {

@@ -5,10 +5,9 @@ use crate::gpu::{Gpu, KernelPath, KernelSource, KernelSpec, Tensor};
 
 use super::elementwise::{ElementwiseParams, Map};
 use super::gemm::{Gemm, WOperand};
-use super::norm::NormParams;
-use super::{grid, wg1d};
+use super::norm::{NormParams, RowKernel};
+use super::wg1d;
 
-const NORM: &str = include_str!("../../shaders/norm.wgsl");
 const ATTENTION_SUBGROUP: &str = include_str!("../../shaders/attention_subgroup.wgsl");
 
 /// `Params` of `shaders/attention_subgroup.wgsl`.
@@ -242,38 +241,7 @@ impl Gpu {
                 q0: q0 as u32,
                 ..Default::default()
             };
-            match self.info.path {
-                KernelPath::Subgroup(sg) => {
-                    self.dispatch(
-                        &self.rows_kernel(sg, "softmax"),
-                        &bindings,
-                        &ps,
-                        grid(n_rows.div_ceil(64 / sg as usize)),
-                    );
-                }
-                path => {
-                    // CPU drivers: a row per invocation, no barriers (see the kernel).
-                    let serial = path == KernelPath::CpuDriver;
-                    let entry = if serial {
-                        "softmax_rows_serial"
-                    } else {
-                        "softmax_rows"
-                    };
-                    let spec = KernelSpec {
-                        label: entry.into(),
-                        source: NORM.into(),
-                        prelude: "const SILU: bool = false;".into(),
-                        entry,
-                        trusted: false,
-                    };
-                    let groups = if serial {
-                        grid(n_rows.div_ceil(64))
-                    } else {
-                        grid(n_rows)
-                    };
-                    self.dispatch(&spec, &bindings, &ps, groups);
-                }
-            }
+            self.dispatch_rows(RowKernel::Softmax, &bindings, &ps, n_rows);
             // O[b, q0 + i, h] = P[b, h, i] . Vt[b, h]
             let o_gemm = Gemm {
                 m: rows,

@@ -2,6 +2,7 @@
 //! on the subgroup, CPU-driver and tiled forms, for every weight format.
 
 use crate::gpu::{Gpu, KernelPath, KernelSource, KernelSpec, Tensor, Weight, WeightFormat};
+use crate::quant::BLOCK;
 
 const GEMM: &str = include_str!("../../shaders/gemm.wgsl");
 const GEMM_SUBGROUP: &str = include_str!("../../shaders/gemm_subgroup.wgsl");
@@ -11,7 +12,10 @@ const GEMM_CPU: &str = include_str!("../../shaders/gemm_cpu.wgsl");
 /// `shaders/gemm_cpu.wgsl` with its R x C register tile unrolled (`conv`: A is a
 /// conv's im2col, read through `a_inside`/`a_off` with the padding as a 0/1 factor;
 /// `v4`: A and W read as vec4 along K).
-fn gemm_cpu_source(t: CpuTile, conv: bool, v4: bool) -> String {
+/// `blocked`: the weights are quantized and every row and tap starts a block (K, the
+/// conv's Cin and all weight offsets multiples of `BLOCK`): K is walked a block at a
+/// time and each column's scale read once per block.
+fn gemm_cpu_source(t: CpuTile, conv: bool, v4: bool, blocked: bool) -> String {
     let CpuTile { r, c, wx, wy } = t;
     let grid = |f: &dyn Fn(usize, usize) -> String| {
         (0..r)
@@ -55,6 +59,15 @@ fn gemm_cpu_source(t: CpuTile, conv: bool, v4: bool) -> String {
         );
         fmas = grid(&|i, j| format!("            acc{i}_{j} = fma(a{i}, b{j}, acc{i}_{j});"));
     }
+    let inner = if blocked {
+        format!(
+            "        for (var cb = 0u; cb < p.in_c; cb += {BLOCK}u) {{\n{}\n        for (var c = cb; c < cb + {BLOCK}u; c += 4u) {{\n{}\n{fmas}\n        }}\n        }}",
+            cols(&|j| format!("            let s{j} = w_block(wo{j} + wt + cb);")),
+            cols(&|j| format!("            let b{j} = w4s(wo{j} + wt + c, s{j});")),
+        )
+    } else {
+        format!("        for (var c = 0u; c < p.in_c; c += {step}) {{\n{loads}\n{fmas}\n        }}")
+    };
     let parts = [
         ("XBIND", xbind.to_string()),
         (
@@ -88,8 +101,7 @@ fn gemm_cpu_source(t: CpuTile, conv: bool, v4: bool) -> String {
                 }
             }),
         ),
-        ("LOADS", loads),
-        ("FMAS", fmas),
+        ("INNER", inner),
         (
             "STORE",
             grid(&|i, j| {
@@ -101,7 +113,7 @@ fn gemm_cpu_source(t: CpuTile, conv: bool, v4: bool) -> String {
             }),
         ),
     ];
-    let mut src = GEMM_CPU.replace("STEP", step);
+    let mut src = GEMM_CPU.to_string();
     for (k, v) in parts {
         src = src.replace(&format!("\n{k}\n"), &format!("\n{v}\n"));
     }
@@ -424,22 +436,29 @@ impl Gpu {
                 let v4 = g.k.is_multiple_of(4) && in_c.is_multiple_of(4) && g.strides_aligned();
                 let upsample = g.conv.is_some_and(|c| (c.lh, c.lw) != (c.in_h, c.in_w));
                 let conv = g.conv.is_some();
-                cpu_source = Box::new(move || gemm_cpu_source(t, conv, v4));
+                let b = BLOCK as u32;
+                let blocked = v4
+                    && wf.quant().is_some()
+                    && [p.in_c, p.w_rs, p.w_off, p.w_tap, p.w_bs, p.w_hs]
+                        .iter()
+                        .all(|v| v % b == 0);
+                cpu_source = Box::new(move || gemm_cpu_source(t, conv, v4, blocked));
                 let CpuTile { r, c, wx, wy } = t;
                 (
                     KernelSpec {
                         label: format!(
-                            "gemm_cpu_{mode}{}_{flags}_{r}x{c}_{wx}x{wy}{}",
+                            "gemm_cpu_{mode}{}_{flags}_{r}x{c}_{wx}x{wy}{}{}",
                             if upsample { "_up" } else { "" },
-                            if v4 { "_v4" } else { "" }
+                            if v4 { "_v4" } else { "" },
+                            if blocked { "_blocked" } else { "" }
                         ),
                         source: KernelSource::Generated(&*cpu_source),
                         prelude: format!(
-                            "{consts}{}const CONV: bool = {};\nconst V4: bool = {v4};\nconst UPSAMPLE: bool = {upsample};\nconst R: u32 = {r}u;\nconst C: u32 = {c}u;\nconst WX: u32 = {wx}u;\nconst WY: u32 = {wy}u;\n{GEMM_COMMON}",
-                            if v4 {
-                                wf.wgsl_vec4(2, 6)
-                            } else {
-                                wf.wgsl(2, 6)
+                            "{consts}{}const CONV: bool = {};\nconst V4: bool = {v4};\nconst BLOCKED: bool = {blocked};\nconst UPSAMPLE: bool = {upsample};\nconst R: u32 = {r}u;\nconst C: u32 = {c}u;\nconst WX: u32 = {wx}u;\nconst WY: u32 = {wy}u;\n{GEMM_COMMON}",
+                            match (blocked, v4) {
+                                (true, _) => wf.wgsl_blocked(2, 6).unwrap_or_default(),
+                                (false, true) => wf.wgsl_vec4(2, 6),
+                                (false, false) => wf.wgsl(2, 6),
                             },
                             conv
                         ),

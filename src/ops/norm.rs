@@ -7,6 +7,14 @@ use super::grid;
 
 const NORM: &str = include_str!("../../shaders/norm.wgsl");
 
+/// The row kernels [`Gpu::dispatch_rows`] runs.
+#[derive(Clone, Copy)]
+pub(super) enum RowKernel {
+    LayerNorm,
+    /// In-place softmax of attention score rows.
+    Softmax,
+}
+
 /// `Params` of `shaders/norm.wgsl` and `shaders/rows_subgroup.wgsl` (one meaning per
 /// field; each kernel reads its own fields, the rest stay zero).
 #[repr(C)]
@@ -126,47 +134,53 @@ impl Gpu {
             cols: c as u32,
             ..Default::default()
         };
-        match self.info.path {
-            KernelPath::Subgroup(sg) => {
-                self.dispatch(
-                    &self.rows_kernel(sg, "layer_norm"),
-                    &bindings,
-                    &p,
-                    grid(rows.div_ceil(64 / sg as usize)),
-                );
-            }
-            path => {
-                let serial = path == KernelPath::CpuDriver;
-                let entry = if serial {
-                    "layer_norm_serial"
-                } else {
-                    "layer_norm"
-                };
-                let spec = KernelSpec {
-                    label: entry.into(),
-                    source: NORM.into(),
-                    prelude: "const SILU: bool = false;".into(),
-                    entry,
-                    trusted: false,
-                };
-                let groups = if serial {
-                    grid(rows.div_ceil(64))
-                } else {
-                    grid(rows)
-                };
-                self.dispatch(&spec, &bindings, &p, groups);
-            }
-        }
+        self.dispatch_rows(RowKernel::LayerNorm, &bindings, &p, rows);
         out
     }
 
-    pub(super) fn rows_kernel(&self, sg: u32, entry: &'static str) -> KernelSpec<'static> {
-        KernelSpec {
-            label: format!("{entry}_sg{sg}"),
-            source: ROWS_SUBGROUP.into(),
-            prelude: format!("const SG: u32 = {sg}u;"),
-            entry,
-            trusted: false,
-        }
+    /// A row kernel in this adapter's form: a subgroup per row
+    /// (`shaders/rows_subgroup.wgsl`), a row per invocation without barriers on CPU
+    /// drivers, a workgroup per row elsewhere (`shaders/norm.wgsl`).
+    pub(super) fn dispatch_rows(
+        &self,
+        kernel: RowKernel,
+        bindings: &[&wgpu::Buffer],
+        p: &NormParams,
+        rows: usize,
+    ) {
+        let (subgroup, workgroup, serial) = match kernel {
+            RowKernel::LayerNorm => ("layer_norm", "layer_norm", "layer_norm_serial"),
+            RowKernel::Softmax => ("softmax", "softmax_rows", "softmax_rows_serial"),
+        };
+        let (spec, groups) = match self.info.path {
+            KernelPath::Subgroup(sg) => (
+                KernelSpec {
+                    label: format!("{subgroup}_sg{sg}"),
+                    source: ROWS_SUBGROUP.into(),
+                    prelude: format!("const SG: u32 = {sg}u;"),
+                    entry: subgroup,
+                    trusted: false,
+                },
+                grid(rows.div_ceil(64 / sg as usize)),
+            ),
+            path => {
+                let (entry, groups) = if path == KernelPath::CpuDriver {
+                    (serial, grid(rows.div_ceil(64)))
+                } else {
+                    (workgroup, grid(rows))
+                };
+                (
+                    KernelSpec {
+                        label: entry.into(),
+                        source: NORM.into(),
+                        prelude: "const SILU: bool = false;".into(),
+                        entry,
+                        trusted: false,
+                    },
+                    groups,
+                )
+            }
+        };
+        self.dispatch(&spec, bindings, p, groups);
     }
 }
