@@ -39,6 +39,33 @@ fn parse<T: for<'de> Deserialize<'de>>(file: &str, json: &str) -> Result<T> {
     })
 }
 
+/// Sizes a config may give, far beyond any Stable Diffusion model: configs come from
+/// strangers' files, and an absurd size (10^9 channels) is refused here, naming the field,
+/// before anything is allocated for it.
+pub const MAX_CHANNELS: usize = 16_384;
+pub const MAX_IO_CHANNELS: usize = 64;
+pub const MAX_BLOCKS: usize = 8;
+pub const MAX_LAYERS: usize = 64;
+pub const MAX_VOCAB: usize = 1 << 20;
+pub const MAX_POSITIONS: usize = 4096;
+
+fn within(file: &str, field: &str, v: usize, lo: usize, hi: usize) -> Result<()> {
+    if (lo..=hi).contains(&v) {
+        return Ok(());
+    }
+    Err(unsupported(
+        file,
+        format!("`{field}` is {v}; this engine takes {lo} to {hi} (is the file damaged?)"),
+    ))
+}
+
+fn per_block_within(file: &str, field: &str, v: &PerBlock, lo: usize, hi: usize) -> Result<()> {
+    match v {
+        PerBlock::One(x) => within(file, field, *x, lo, hi),
+        PerBlock::Each(xs) => xs.iter().try_for_each(|&x| within(file, field, x, lo, hi)),
+    }
+}
+
 fn unsupported(file: &str, message: String) -> Error {
     Error::Config {
         file: file.into(),
@@ -156,6 +183,30 @@ pub struct VaeConfig {
 impl ClipTextConfig {
     pub fn from_json(file: &str, json: &str) -> Result<Self> {
         let c: Self = parse(file, json)?;
+        within(file, "vocab_size", c.vocab_size, 1, MAX_VOCAB)?;
+        within(file, "hidden_size", c.hidden_size, 1, MAX_CHANNELS)?;
+        within(
+            file,
+            "intermediate_size",
+            c.intermediate_size,
+            1,
+            4 * MAX_CHANNELS,
+        )?;
+        within(
+            file,
+            "num_hidden_layers",
+            c.num_hidden_layers,
+            1,
+            MAX_LAYERS,
+        )?;
+        within(file, "num_attention_heads", c.num_attention_heads, 1, 256)?;
+        within(
+            file,
+            "max_position_embeddings",
+            c.max_position_embeddings,
+            2,
+            MAX_POSITIONS,
+        )?;
         if !c.hidden_size.is_multiple_of(c.num_attention_heads) {
             return Err(unsupported(
                 file,
@@ -182,6 +233,38 @@ impl UNetConfig {
     pub fn from_json(file: &str, json: &str) -> Result<Self> {
         let c: Self = parse(file, json)?;
         let n = c.block_out_channels.len();
+        within(file, "block_out_channels (its length)", n, 1, MAX_BLOCKS)?;
+        for &ch in &c.block_out_channels {
+            within(file, "block_out_channels", ch, 1, MAX_CHANNELS)?;
+        }
+        within(file, "in_channels", c.in_channels, 1, MAX_IO_CHANNELS)?;
+        within(file, "out_channels", c.out_channels, 1, MAX_IO_CHANNELS)?;
+        within(
+            file,
+            "cross_attention_dim",
+            c.cross_attention_dim,
+            1,
+            MAX_CHANNELS,
+        )?;
+        within(file, "norm_num_groups", c.norm_num_groups, 1, MAX_CHANNELS)?;
+        per_block_within(file, "layers_per_block", &c.layers_per_block, 1, MAX_LAYERS)?;
+        per_block_within(
+            file,
+            "attention_head_dim",
+            &c.attention_head_dim,
+            1,
+            MAX_CHANNELS,
+        )?;
+        per_block_within(
+            file,
+            "transformer_layers_per_block",
+            &c.transformer_layers_per_block,
+            1,
+            MAX_LAYERS,
+        )?;
+        if let Some(h) = &c.num_attention_heads {
+            per_block_within(file, "num_attention_heads", h, 1, MAX_CHANNELS)?;
+        }
         if c.down_block_types.len() != n || c.up_block_types.len() != n {
             return Err(unsupported(
                 file,
@@ -257,6 +340,36 @@ impl UNetConfig {
 impl VaeConfig {
     pub fn from_json(file: &str, json: &str) -> Result<Self> {
         let c: Self = parse(file, json)?;
+        within(
+            file,
+            "block_out_channels (its length)",
+            c.block_out_channels.len(),
+            1,
+            MAX_BLOCKS,
+        )?;
+        for &ch in &c.block_out_channels {
+            within(file, "block_out_channels", ch, 1, MAX_CHANNELS)?;
+        }
+        within(file, "in_channels", c.in_channels, 1, MAX_IO_CHANNELS)?;
+        within(file, "out_channels", c.out_channels, 1, MAX_IO_CHANNELS)?;
+        within(
+            file,
+            "latent_channels",
+            c.latent_channels,
+            1,
+            MAX_IO_CHANNELS,
+        )?;
+        within(file, "layers_per_block", c.layers_per_block, 1, MAX_LAYERS)?;
+        within(file, "norm_num_groups", c.norm_num_groups, 1, MAX_CHANNELS)?;
+        if !c.scaling_factor.is_finite() || c.scaling_factor <= 0.0 {
+            return Err(unsupported(
+                file,
+                format!(
+                    "`scaling_factor` is {}; it must be a positive number (SD 1.x: 0.18215)",
+                    c.scaling_factor
+                ),
+            ));
+        }
         if c.act_fn != "silu" {
             return Err(unsupported(
                 file,
@@ -399,4 +512,116 @@ pub mod presets {
     pub const SD14_CLIP: &str = r#"{"vocab_size":49408,"hidden_size":768,"intermediate_size":3072,
         "num_hidden_layers":12,"num_attention_heads":12,"max_position_embeddings":77,
         "hidden_act":"quick_gelu","layer_norm_eps":1e-5}"#;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::presets::{SD14_CLIP, SD14_UNET, SD14_VAE};
+    use super::*;
+
+    /// `preset` with `field` set to `value` (JSON).
+    fn with(preset: &str, field: &str, value: &str) -> String {
+        let mut v: serde_json::Value = serde_json::from_str(preset).unwrap();
+        v[field] = serde_json::from_str(value).unwrap();
+        v.to_string()
+    }
+
+    #[test]
+    fn absurd_sizes_are_refused_naming_the_field() {
+        assert!(UNetConfig::from_json("u", SD14_UNET).is_ok());
+        assert!(VaeConfig::from_json("v", SD14_VAE).is_ok());
+        assert!(ClipTextConfig::from_json("c", SD14_CLIP).is_ok());
+        let cases: Vec<(&str, String, &str)> = vec![
+            (
+                "unet",
+                with(
+                    SD14_UNET,
+                    "block_out_channels",
+                    "[320, 640, 1000000000, 1280]",
+                ),
+                "block_out_channels",
+            ),
+            (
+                "unet",
+                with(SD14_UNET, "block_out_channels", "[]"),
+                "block_out_channels",
+            ),
+            ("unet", with(SD14_UNET, "in_channels", "0"), "in_channels"),
+            (
+                "unet",
+                with(SD14_UNET, "layers_per_block", "100000"),
+                "layers_per_block",
+            ),
+            (
+                "unet",
+                with(SD14_UNET, "attention_head_dim", "[8, 0, 8, 8]"),
+                "attention_head_dim",
+            ),
+            (
+                "unet",
+                with(SD14_UNET, "cross_attention_dim", "1000000000"),
+                "cross_attention_dim",
+            ),
+            (
+                "unet",
+                with(SD14_UNET, "norm_num_groups", "0"),
+                "norm_num_groups",
+            ),
+            (
+                "vae",
+                with(SD14_VAE, "block_out_channels", "[]"),
+                "block_out_channels",
+            ),
+            (
+                "vae",
+                with(SD14_VAE, "latent_channels", "1000000000"),
+                "latent_channels",
+            ),
+            (
+                "vae",
+                with(SD14_VAE, "scaling_factor", "-1"),
+                "scaling_factor",
+            ),
+            (
+                "vae",
+                with(SD14_VAE, "layers_per_block", "0"),
+                "layers_per_block",
+            ),
+            (
+                "clip",
+                with(SD14_CLIP, "hidden_size", "1000000000"),
+                "hidden_size",
+            ),
+            ("clip", with(SD14_CLIP, "vocab_size", "0"), "vocab_size"),
+            (
+                "clip",
+                with(SD14_CLIP, "num_attention_heads", "0"),
+                "num_attention_heads",
+            ),
+            (
+                "clip",
+                with(SD14_CLIP, "max_position_embeddings", "100000000"),
+                "max_position_embeddings",
+            ),
+            // wrong type: serde names the type it wanted and the place (line, column)
+            (
+                "unet",
+                with(SD14_UNET, "in_channels", "\"four\""),
+                "expected usize",
+            ),
+        ];
+        for (model, json, field) in cases {
+            let e = match model {
+                "unet" => UNetConfig::from_json("unet/config.json", &json).err(),
+                "vae" => VaeConfig::from_json("vae/config.json", &json).err(),
+                _ => ClipTextConfig::from_json("text_encoder/config.json", &json).err(),
+            }
+            .unwrap_or_else(|| panic!("{model} {field}: accepted"))
+            .to_string();
+            assert!(
+                e.contains(field) && e.contains("config.json"),
+                "{model} {field}: {e}"
+            );
+        }
+    }
 }
