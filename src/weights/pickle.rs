@@ -749,6 +749,49 @@ mod tests {
         );
     }
 
+    /// What a hostile checkpoint's pickle calls instead of torch's rebuild functions:
+    /// every one refused by name, whether it comes by `GLOBAL` or `STACK_GLOBAL`, and
+    /// never called (nothing here can call anything: only the rebuild functions are
+    /// ever interpreted).
+    #[test]
+    fn hostile_globals_are_refused_by_both_opcodes() {
+        for (module, name) in [
+            ("os", "system"),
+            ("posix", "system"),
+            ("builtins", "eval"),
+            ("builtins", "exec"),
+            ("builtins", "getattr"),
+            ("__builtin__", "eval"),
+            ("subprocess", "Popen"),
+            ("torch", "load"),
+            ("torch._utils", "_rebuild_parameter_with_state"),
+            ("numpy.core.multiarray", "_reconstruct"),
+        ] {
+            // GLOBAL 'module\nname\n', a 1-tuple argument, REDUCE, STOP
+            let mut g = b"\x80\x02c".to_vec();
+            g.extend_from_slice(format!("{module}\n{name}\n").as_bytes());
+            g.extend_from_slice(b"X\x02\x00\x00\x00ls\x85R.");
+            // SHORT_BINUNICODE module, SHORT_BINUNICODE name, STACK_GLOBAL, ...
+            let mut sg = b"\x80\x04".to_vec();
+            for part in [module, name] {
+                sg.push(0x8c);
+                sg.push(part.len() as u8);
+                sg.extend_from_slice(part.as_bytes());
+            }
+            sg.extend_from_slice(b"\x93X\x02\x00\x00\x00ls\x85R.");
+            for (how, p) in [("GLOBAL", g), ("STACK_GLOBAL", sg)] {
+                let msg = match run(&p) {
+                    Err(e) => e.to_string(),
+                    Ok(_) => panic!("{how} {module}.{name} was accepted"),
+                };
+                assert!(
+                    msg.contains(&format!("`{module}.{name}`")) && msg.contains("f.bin"),
+                    "{how} {module}.{name}: {msg}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn memo_keeps_reference_semantics() {
         // root = {'a': inner}; inner fetched again from the memo and filled afterwards.
