@@ -197,5 +197,17 @@ fn broken_quantized_files_are_refused_with_a_sentence() {
             assert!(msg.contains(w), "{what}: `{w}` not in: {msg}");
         }
     }
+    // a byte of -128 in the packed data (no value of the symmetric scheme)
+    let mut bytes = pristine.clone();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let start = header[tensor]["data_offsets"][0].as_u64().unwrap() as usize;
+    bytes[8 + header_len + start + 5] = 0x80;
+    std::fs::write(&unet, &bytes).unwrap();
+    let msg = load_error(&out);
+    assert!(
+        msg.contains(tensor) && msg.contains("-128") && msg.contains("safetensors"),
+        "{msg}"
+    );
     std::fs::remove_dir_all(&out).unwrap();
 }
