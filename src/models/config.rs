@@ -59,6 +59,27 @@ fn within(file: &str, field: &str, v: usize, lo: usize, hi: usize) -> Result<()>
     ))
 }
 
+/// The sizes UNet and VAE configs share: the block widths and the image channels.
+fn blocks_within(
+    file: &str,
+    blocks: &[usize],
+    in_channels: usize,
+    out_channels: usize,
+) -> Result<()> {
+    within(
+        file,
+        "block_out_channels (its length)",
+        blocks.len(),
+        1,
+        MAX_BLOCKS,
+    )?;
+    for &ch in blocks {
+        within(file, "block_out_channels", ch, 1, MAX_CHANNELS)?;
+    }
+    within(file, "in_channels", in_channels, 1, MAX_IO_CHANNELS)?;
+    within(file, "out_channels", out_channels, 1, MAX_IO_CHANNELS)
+}
+
 fn per_block_within(file: &str, field: &str, v: &PerBlock, lo: usize, hi: usize) -> Result<()> {
     match v {
         PerBlock::One(x) => within(file, field, *x, lo, hi),
@@ -233,12 +254,7 @@ impl UNetConfig {
     pub fn from_json(file: &str, json: &str) -> Result<Self> {
         let c: Self = parse(file, json)?;
         let n = c.block_out_channels.len();
-        within(file, "block_out_channels (its length)", n, 1, MAX_BLOCKS)?;
-        for &ch in &c.block_out_channels {
-            within(file, "block_out_channels", ch, 1, MAX_CHANNELS)?;
-        }
-        within(file, "in_channels", c.in_channels, 1, MAX_IO_CHANNELS)?;
-        within(file, "out_channels", c.out_channels, 1, MAX_IO_CHANNELS)?;
+        blocks_within(file, &c.block_out_channels, c.in_channels, c.out_channels)?;
         within(
             file,
             "cross_attention_dim",
@@ -340,18 +356,7 @@ impl UNetConfig {
 impl VaeConfig {
     pub fn from_json(file: &str, json: &str) -> Result<Self> {
         let c: Self = parse(file, json)?;
-        within(
-            file,
-            "block_out_channels (its length)",
-            c.block_out_channels.len(),
-            1,
-            MAX_BLOCKS,
-        )?;
-        for &ch in &c.block_out_channels {
-            within(file, "block_out_channels", ch, 1, MAX_CHANNELS)?;
-        }
-        within(file, "in_channels", c.in_channels, 1, MAX_IO_CHANNELS)?;
-        within(file, "out_channels", c.out_channels, 1, MAX_IO_CHANNELS)?;
+        blocks_within(file, &c.block_out_channels, c.in_channels, c.out_channels)?;
         within(
             file,
             "latent_channels",
@@ -531,95 +536,49 @@ mod tests {
         assert!(UNetConfig::from_json("u", SD14_UNET).is_ok());
         assert!(VaeConfig::from_json("v", SD14_VAE).is_ok());
         assert!(ClipTextConfig::from_json("c", SD14_CLIP).is_ok());
-        let cases: Vec<(&str, String, &str)> = vec![
-            (
-                "unet",
-                with(
-                    SD14_UNET,
-                    "block_out_channels",
-                    "[320, 640, 1000000000, 1280]",
-                ),
-                "block_out_channels",
-            ),
-            (
-                "unet",
-                with(SD14_UNET, "block_out_channels", "[]"),
-                "block_out_channels",
-            ),
-            ("unet", with(SD14_UNET, "in_channels", "0"), "in_channels"),
-            (
-                "unet",
-                with(SD14_UNET, "layers_per_block", "100000"),
-                "layers_per_block",
-            ),
-            (
-                "unet",
-                with(SD14_UNET, "attention_head_dim", "[8, 0, 8, 8]"),
-                "attention_head_dim",
-            ),
-            (
-                "unet",
-                with(SD14_UNET, "cross_attention_dim", "1000000000"),
-                "cross_attention_dim",
-            ),
-            (
-                "unet",
-                with(SD14_UNET, "norm_num_groups", "0"),
-                "norm_num_groups",
-            ),
-            (
-                "vae",
-                with(SD14_VAE, "block_out_channels", "[]"),
-                "block_out_channels",
-            ),
-            (
-                "vae",
-                with(SD14_VAE, "latent_channels", "1000000000"),
-                "latent_channels",
-            ),
-            (
-                "vae",
-                with(SD14_VAE, "scaling_factor", "-1"),
-                "scaling_factor",
-            ),
-            (
-                "vae",
-                with(SD14_VAE, "layers_per_block", "0"),
-                "layers_per_block",
-            ),
-            (
-                "clip",
-                with(SD14_CLIP, "hidden_size", "1000000000"),
-                "hidden_size",
-            ),
-            ("clip", with(SD14_CLIP, "vocab_size", "0"), "vocab_size"),
-            (
-                "clip",
-                with(SD14_CLIP, "num_attention_heads", "0"),
-                "num_attention_heads",
-            ),
-            (
-                "clip",
-                with(SD14_CLIP, "max_position_embeddings", "100000000"),
-                "max_position_embeddings",
-            ),
-            // wrong type: serde names the type it wanted and the place (line, column)
-            (
-                "unet",
-                with(SD14_UNET, "in_channels", "\"four\""),
-                "expected usize",
-            ),
+        // (model, field, value): each refused naming the field
+        let cases: &[(&str, &str, &str)] = &[
+            ("unet", "block_out_channels", "[320, 640, 1000000000, 1280]"),
+            ("unet", "block_out_channels", "[]"),
+            ("unet", "in_channels", "0"),
+            ("unet", "layers_per_block", "100000"),
+            ("unet", "attention_head_dim", "[8, 0, 8, 8]"),
+            ("unet", "cross_attention_dim", "1000000000"),
+            ("unet", "norm_num_groups", "0"),
+            ("vae", "block_out_channels", "[]"),
+            ("vae", "latent_channels", "1000000000"),
+            ("vae", "scaling_factor", "-1"),
+            ("vae", "layers_per_block", "0"),
+            ("clip", "hidden_size", "1000000000"),
+            ("clip", "vocab_size", "0"),
+            ("clip", "num_attention_heads", "0"),
+            ("clip", "max_position_embeddings", "100000000"),
+            // a wrong type: serde names the type it wanted and the place (line, column)
+            ("unet", "in_channels", "\"four\""),
         ];
-        for (model, json, field) in cases {
+        for &(model, field, value) in cases {
+            let want = if value.starts_with('"') {
+                "expected usize"
+            } else {
+                field
+            };
             let e = match model {
-                "unet" => UNetConfig::from_json("unet/config.json", &json).err(),
-                "vae" => VaeConfig::from_json("vae/config.json", &json).err(),
-                _ => ClipTextConfig::from_json("text_encoder/config.json", &json).err(),
+                "unet" => {
+                    UNetConfig::from_json("unet/config.json", &with(SD14_UNET, field, value)).err()
+                }
+                "vae" => {
+                    VaeConfig::from_json("vae/config.json", &with(SD14_VAE, field, value)).err()
+                }
+                _ => ClipTextConfig::from_json(
+                    "text_encoder/config.json",
+                    &with(SD14_CLIP, field, value),
+                )
+                .err(),
             }
-            .unwrap_or_else(|| panic!("{model} {field}: accepted"))
+            .unwrap_or_else(|| panic!("{model} {field} = {value}: accepted"))
             .to_string();
             assert!(
-                e.contains(field) && e.contains("config.json"),
+                e.contains(want) && e.contains("config.json"),
                 "{model} {field}: {e}"
             );
         }
