@@ -290,6 +290,17 @@ pub enum MatrixFormat {
     Quantize(QuantFormat),
 }
 
+impl MatrixFormat {
+    /// The random-weight benchmarks' meaning of a weight format: f32/f16 every matrix,
+    /// int8/int4 by the converter's policy.
+    pub fn for_format(f: WeightFormat) -> MatrixFormat {
+        match f.quant() {
+            Some(q) => MatrixFormat::Quantize(q),
+            None => MatrixFormat::Force(f),
+        }
+    }
+}
+
 /// Where a loader's tensors come from.
 #[derive(Clone, Copy)]
 enum Backing<'a> {

@@ -705,10 +705,7 @@ mod native {
         if a.fidelity {
             return bench_fidelity(&gpu, &a).await;
         }
-        let format = match bench_format(&a)? {
-            f @ (WeightFormat::F32 | WeightFormat::F16) => MatrixFormat::Force(f),
-            f => MatrixFormat::Quantize(f.quant().unwrap()),
-        };
+        let format = MatrixFormat::for_format(bench_format(&a)?);
         eprintln!("weights: {}", bench_format(&a)?.name());
         let full_shape = a.model.is_none() && a.unet_width_scale == 1.0 && a.latent == 64;
         let mut stages = Vec::new();

@@ -62,9 +62,6 @@ pub struct GpuInfo {
     pub software: bool,
     /// The kernels' form, from `subgroup_size` and `software`.
     pub path: KernelPath,
-    /// The form for shapes the subgroup kernels do not take (unaligned K): the CPU
-    /// driver's or the tiled one. Equal to `path` off the subgroup path.
-    pub fallback: KernelPath,
     pub max_storage_binding: u64,
     pub max_buffer_size: u64,
     pub max_workgroup_storage: u32,
@@ -76,6 +73,14 @@ pub struct GpuInfo {
     pub checked_shaders: bool,
     /// `ROENTGEN_LOG_PIPELINES=1`: print each pipeline's compile time (native).
     pub log_pipelines: bool,
+}
+
+impl GpuInfo {
+    /// The form for shapes the subgroup kernels do not take (unaligned K): the CPU
+    /// driver's or the tiled one, by `software`.
+    pub fn fallback(&self) -> KernelPath {
+        KernelPath::for_adapter(None, self.software)
+    }
 }
 
 /// Parameters of one dispatch live in a shared uniform buffer at this stride
@@ -182,7 +187,8 @@ pub struct Gpu {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: GpuInfo,
-    pipelines: Mutex<HashMap<String, Arc<Kernel>>>,
+    /// Compiled kernels by source, entry and checks, then by specialisation prelude.
+    pipelines: Mutex<HashMap<String, HashMap<String, Arc<Kernel>>>>,
     pool: Arc<Mutex<BufferPool>>,
     recorder: Mutex<Recorder>,
     /// First uncaptured device error (validation, out of memory) or the device's loss,
@@ -287,7 +293,6 @@ impl Gpu {
         let software = adapter_info.device_type == wgpu::DeviceType::Cpu;
         let info = GpuInfo {
             path: KernelPath::for_adapter(subgroup_size, software),
-            fallback: KernelPath::for_adapter(None, software),
             adapter_name: adapter_info.name.clone(),
             backend: format!("{:?}", adapter_info.backend),
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
@@ -356,13 +361,13 @@ impl Gpu {
             KernelSource::Generated(_) => "generated".to_string(),
         };
         let key = format!(
-            "{source_id}|{}|{}|{}",
+            "{source_id}|{}|{}",
             spec.entry,
-            spec.trusted && !self.info.checked_shaders,
-            spec.prelude
+            spec.trusted && !self.info.checked_shaders
         );
         let mut cache = self.pipelines.lock().unwrap();
-        if let Some(p) = cache.get(&key) {
+        // looked up by the prelude as it is: no copy of it per dispatch
+        if let Some(p) = cache.get(&key).and_then(|v| v.get(spec.prelude.as_str())) {
             return p.clone();
         }
         let source = match &spec.source {
@@ -450,7 +455,10 @@ impl Gpu {
             layout,
             storage_bindings,
         });
-        cache.insert(key, kernel.clone());
+        cache
+            .entry(key)
+            .or_default()
+            .insert(spec.prelude.clone(), kernel.clone());
         kernel
     }
 

@@ -409,7 +409,7 @@ impl Gpu {
         let aligned = g.k.is_multiple_of(4) && in_c.is_multiple_of(4) && g.strides_aligned();
         let path = match self.info.path {
             // 4-wide reads along K: K and a conv's Cin % 4 == 0, rows 4-aligned.
-            KernelPath::Subgroup(_) if !aligned => self.info.fallback,
+            KernelPath::Subgroup(_) if !aligned => self.info.fallback(),
             p => p,
         };
         let (spec, workgroups) = match path {

@@ -84,10 +84,7 @@ pub async fn bench_unet(
         let wf = WeightFormat::from_name(&format).ok_or_else(|| {
             crate::Error::Unsupported(format!("format {format}: use f32, f16, int8 or int4"))
         })?;
-        let matrix = match wf.quant() {
-            Some(q) => MatrixFormat::Quantize(q),
-            None => MatrixFormat::Force(wf),
-        };
+        let matrix = MatrixFormat::for_format(wf);
         let unet =
             UNet2DConditionModel::load(&Loader::random(&gpu, 2, matrix).component("unet"), cfg)?;
         let weights = gpu.memory().weights;

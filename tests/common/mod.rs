@@ -29,7 +29,7 @@ pub fn gpu_portable() -> &'static Gpu {
         let mut g = pollster::block_on(Gpu::new())
             .expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
         g.info.subgroup_size = None;
-        g.info.path = g.info.fallback;
+        g.info.path = g.info.fallback();
         g
     })
 }
@@ -48,7 +48,7 @@ pub fn gpus_small_bindings() -> Vec<(&'static str, &'static Gpu)> {
                 g.info.max_storage_binding = 4 << 10;
                 if portable {
                     g.info.subgroup_size = None;
-                    g.info.path = g.info.fallback;
+                    g.info.path = g.info.fallback();
                 }
                 (name, g)
             })
@@ -69,7 +69,6 @@ pub fn gpu_portable_gpu_style() -> &'static Gpu {
         g.info.subgroup_size = None;
         g.info.software = false;
         g.info.path = KernelPath::Tiled;
-        g.info.fallback = KernelPath::Tiled;
         g
     })
 }
