@@ -1,4 +1,5 @@
 //! roentgen-web: RoentGen (Stable Diffusion for chest X-rays) on WebGPU compute shaders.
+pub mod batch;
 pub mod bench;
 pub mod checkpoint;
 pub mod convert;

@@ -1,0 +1,1 @@
+//! Batch generation (`roentgen batch`): prompt tables, job plans and shards, manifests.
