@@ -72,6 +72,15 @@ impl<S: FileSource> Checkpoint<S> {
         })
     }
 
+    /// The weight files the models load, one per component (text encoder, UNet, VAE),
+    /// as paths in the checkpoint.
+    pub fn weight_files(&self) -> Result<Vec<String>> {
+        ["text_encoder", "unet", "vae"]
+            .iter()
+            .map(|c| Ok(pick_weight_file(c, &self.files, self.options.prefer_f16)?))
+            .collect()
+    }
+
     async fn weights(&self, component: &str) -> Result<WeightFile> {
         let path = pick_weight_file(component, &self.files, self.options.prefer_f16)?;
         WeightFile::open(&path, self.source.open(&path)?)

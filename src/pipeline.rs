@@ -74,6 +74,34 @@ impl Default for GenerateRequest {
     }
 }
 
+/// One image of [`Pipeline::generate_batch`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BatchItem {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub seed: u64,
+}
+
+/// Where a generation's random numbers come from: one generator for all its images
+/// (`num_images_per_prompt`), or one per image (a batch of separately seeded images).
+enum Noise {
+    Shared(Box<TorchGenerator>),
+    Each(Vec<TorchGenerator>),
+}
+
+impl Noise {
+    /// `n` planes of `plane` standard normal numbers.
+    fn randn(&mut self, n: usize, plane: usize) -> Vec<f32> {
+        match self {
+            Noise::Shared(g) => g.randn(n * plane),
+            Noise::Each(gs) => {
+                debug_assert_eq!(gs.len(), n);
+                gs.iter_mut().flat_map(|g| g.randn(plane)).collect()
+            }
+        }
+    }
+}
+
 /// Reported after every UNet call.
 pub struct Progress<'a> {
     /// UNet calls done and in all (PNDM makes one more call than it has steps).
@@ -317,14 +345,63 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Generates `req.count` images. `on_call` hears after every UNet call and may cancel
-    /// (then `Ok(vec![])` is returned).
+    /// Generates `req.count` images from one prompt and one seed, as diffusers'
+    /// `num_images_per_prompt` draws them. `on_call` hears after every UNet call and may
+    /// cancel (then `Ok(vec![])` is returned).
     pub async fn generate(
         &self,
         gpu: &Gpu,
         req: &GenerateRequest,
         on_call: &mut dyn FnMut(Progress) -> Control,
     ) -> Result<Vec<GeneratedImage>> {
+        self.check(req, req.count)?;
+        let cond = self.tokenizer.encode(&req.prompt)?.ids;
+        let uncond = self.tokenizer.encode(&req.negative_prompt)?.ids;
+        let texts = vec![(cond, uncond); req.count];
+        self.run(
+            gpu,
+            req,
+            texts,
+            Noise::Shared(Box::new(TorchGenerator::new(req.seed))),
+            on_call,
+        )
+        .await
+    }
+
+    /// Generates one image per item, each with its own prompt, negative prompt and seed,
+    /// the items' UNet calls batched together (guidance doubles the batch). Image k is
+    /// the image [`Pipeline::generate`] makes with item k's prompt, negative prompt and
+    /// seed and `count` 1 (tests check it to the byte); `req`'s prompts, seed and count
+    /// are not used.
+    pub async fn generate_batch(
+        &self,
+        gpu: &Gpu,
+        req: &GenerateRequest,
+        items: &[BatchItem],
+        on_call: &mut dyn FnMut(Progress) -> Control,
+    ) -> Result<Vec<GeneratedImage>> {
+        self.check(req, items.len())?;
+        let mut texts = Vec::with_capacity(items.len());
+        for it in items {
+            let cond = self.tokenizer.encode(&it.prompt)?.ids;
+            let uncond = self.tokenizer.encode(&it.negative_prompt)?.ids;
+            texts.push((cond, uncond));
+        }
+        let generators = items
+            .iter()
+            .map(|it| TorchGenerator::new(it.seed))
+            .collect();
+        self.run(gpu, req, texts, Noise::Each(generators), on_call)
+            .await
+    }
+
+    /// The request's settings for `count` images, checked before anything runs (the
+    /// generate functions call it; a batch run calls it before writing anything).
+    pub fn check(&self, req: &GenerateRequest, count: usize) -> Result<()> {
+        let req = &GenerateRequest {
+            count,
+            ..req.clone()
+        };
         let f = self.vae.config.scale_factor();
         if req.width == 0
             || req.height == 0
@@ -363,34 +440,45 @@ impl Pipeline {
                 req.width, req.height, req.count
             )));
         }
+        Ok(())
+    }
+
+    /// The denoising loop and the decode, for `texts` = (prompt ids, negative ids) per
+    /// image and the noise they draw.
+    async fn run(
+        &self,
+        gpu: &Gpu,
+        req: &GenerateRequest,
+        texts: Vec<(Vec<u32>, Vec<u32>)>,
+        mut noise: Noise,
+        on_call: &mut dyn FnMut(Progress) -> Control,
+    ) -> Result<Vec<GeneratedImage>> {
+        let f = self.vae.config.scale_factor();
         let unet = self.unet.lock().unwrap().clone().ok_or_else(|| {
             Error::Unsupported(
                 "the UNet's weights were released after the last generation to make room for the VAE decode; reload them first (Pipeline::ensure_unet)".into(),
             )
         })?;
         let (h, w) = (req.height / f, req.width / f);
-        let n = req.count;
+        let n = texts.len();
         let lc = self.unet_config.in_channels;
         let cfg = req.guidance > 1.0;
 
         // 1. text embeddings: [negative x n, prompt x n] (uncond first, as diffusers)
-        let cond = self.tokenizer.encode(&req.prompt)?;
-        let uncond = self.tokenizer.encode(&req.negative_prompt)?;
-        let mut ids = Vec::new();
+        let mut ids: Vec<Vec<u32>> = Vec::with_capacity(2 * n);
         if cfg {
-            ids.extend(std::iter::repeat_n(uncond.ids.clone(), n));
+            ids.extend(texts.iter().map(|(_, uncond)| uncond.clone()));
         }
-        ids.extend(std::iter::repeat_n(cond.ids.clone(), n));
+        ids.extend(texts.into_iter().map(|(cond, _)| cond));
         let context = self.text_encoder.forward(gpu, &ids)?;
         // The text encoder's activations are not needed again.
         gpu.trim();
 
         // 2. scheduler and initial latents
         let mut scheduler = schedulers::build(req.scheduler, &self.scheduler_config, req.steps)?;
-        let mut generator = TorchGenerator::new(req.seed);
         let sigma = scheduler.init_noise_sigma();
-        let mut latents: Vec<f32> = generator
-            .randn(n * lc * h * w)
+        let mut latents: Vec<f32> = noise
+            .randn(n, lc * h * w)
             .into_iter()
             .map(|v| v * sigma)
             .collect();
@@ -418,7 +506,7 @@ impl Pipeline {
             } else {
                 eps
             };
-            let noise = scheduler.needs_noise().then(|| generator.randn(n * plane));
+            let noise = scheduler.needs_noise().then(|| noise.randn(n, plane));
             latents = scheduler.step(&guided, i, &latents, noise.as_deref());
             let p = preview(&latents[..plane], h, w);
             if on_call(Progress {

@@ -10,6 +10,13 @@ fn main() -> anyhow::Result<()> {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
+#[path = "roentgen/batch.rs"]
+mod batch;
+#[cfg(not(target_arch = "wasm32"))]
+#[path = "roentgen/progress.rs"]
+mod progress;
+
+#[cfg(not(target_arch = "wasm32"))]
 mod native {
     use std::path::PathBuf;
     use std::time::{Duration, Instant};
@@ -47,6 +54,9 @@ mod native {
         /// Generate chest X-rays from a prompt with a diffusers checkpoint folder
         /// (RoentGen defaults: PNDM, 75 steps, guidance 4, 512x512).
         Generate(GenerateArgs),
+        /// Turn a table of prompts and labels (CSV or JSONL) into a dataset: images, one
+        /// manifest per shard, resumable, sharded across a cluster (docs/BATCH.md).
+        Batch(crate::batch::BatchArgs),
         /// Print a prompt's CLIP token ids as a JSON array.
         Tokenize(TokenizeArgs),
         /// Convert a diffusers folder to int8/int4 block-quantized (or f16) weights: a
@@ -186,6 +196,7 @@ mod native {
         match cli.command {
             Command::Bench(a) => pollster::block_on(bench(a)),
             Command::Generate(a) => pollster::block_on(generate(a)),
+            Command::Batch(a) => pollster::block_on(crate::batch::batch(a)),
             Command::Tokenize(a) => pollster::block_on(tokenize(a)),
             Command::Quantize(a) => quantize(a),
         }
@@ -213,7 +224,17 @@ mod native {
         Ok(())
     }
 
-    fn open(model: &std::path::Path, prefer_f16: bool) -> Result<Checkpoint<DirSource>> {
+    /// The model's name in PNG metadata and manifests: `_name_or_path` from
+    /// model_index.json, else the folder as given.
+    pub(crate) fn model_name(pipe: &Pipeline, model: &std::path::Path) -> String {
+        if pipe.name.is_empty() {
+            model.display().to_string()
+        } else {
+            pipe.name.clone()
+        }
+    }
+
+    pub(crate) fn open(model: &std::path::Path, prefer_f16: bool) -> Result<Checkpoint<DirSource>> {
         let options = LoadOptions {
             prefer_f16,
             ..Default::default()
@@ -291,23 +312,19 @@ mod native {
                 pipe.tokenizer.max_length()
             );
         }
-        let start = Instant::now();
+        let mut bar: Option<crate::progress::Progress> = None;
         let images = pipe
             .generate(&gpu, &req, &mut |p| {
-                let done = p.call as f64 / p.calls as f64;
-                let el = start.elapsed().as_secs_f64();
-                let left = el / done - el;
-                let bar: String = (0..30)
-                    .map(|i| if (i as f64) < done * 30.0 { '#' } else { '.' })
-                    .collect();
-                eprint!(
-                    "\r[{bar}] step {}/{} {:.0}s elapsed, {:.0}s left   ",
-                    p.call, p.calls, el, left
-                );
+                let b = bar.get_or_insert_with(|| {
+                    crate::progress::Progress::new("steps", p.calls as u64, 0, false)
+                });
+                b.set(p.call as u64, "", false);
                 Control::Continue
             })
             .await?;
-        eprintln!();
+        if let Some(b) = &bar {
+            b.finish();
+        }
         for (k, img) in images.iter().enumerate() {
             let meta = ImageMetadata {
                 prompt: a.prompt.clone(),
@@ -315,12 +332,8 @@ mod native {
                 seed: a.seed,
                 steps: a.steps,
                 guidance: a.guidance,
-                scheduler: a.scheduler.clone(),
-                model: if pipe.name.is_empty() {
-                    a.model.display().to_string()
-                } else {
-                    pipe.name.clone()
-                },
+                scheduler: scheduler.name().into(),
+                model: model_name(&pipe, &a.model),
             };
             let png = if a.rgb {
                 encode_png(&img.rgb8(), img.width, img.height, 3, &meta)?
