@@ -64,6 +64,16 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
 
+/// Whether an entry name points outside the archive: absolute (`/x`, `\\x`, `C:x`),
+/// or with a `..` component. We never extract entries to disk, but a reader that
+/// accepts such names is one careless change away from writing outside a folder.
+pub fn escapes_archive(name: &str) -> bool {
+    let b = name.as_bytes();
+    name.starts_with(['/', '\\'])
+        || (b.len() >= 2 && b[1] == b':' && b[0].is_ascii_alphabetic())
+        || name.split(['/', '\\']).any(|c| c == "..")
+}
+
 fn corrupt(file: &str, detail: impl Into<String>) -> WeightError {
     WeightError::Corrupt {
         file: file.to_owned(),
@@ -234,6 +244,11 @@ pub fn parse_central_directory(
             .get(name_start..extra_start)
             .ok_or_else(|| bad("has a name running past the directory"))?;
         let name = String::from_utf8_lossy(name).into_owned();
+        if escapes_archive(&name) {
+            return Err(bad(&format!(
+                "is named {name:?}, a path outside the archive (an absolute path or `..`); torch never writes one, so the file is refused"
+            )));
+        }
         let extra = cd
             .get(extra_start..extra_start + extra_len)
             .ok_or_else(|| bad("has an extra field running past the directory"))?;
@@ -433,6 +448,30 @@ mod tests {
         assert_eq!(e.local_header_offset, 37);
         let r = entry_data_range("t.bin", z.as_slice(), e).unwrap();
         assert_eq!(&z[r], data);
+    }
+
+    #[test]
+    fn entry_names_outside_the_archive_are_refused() {
+        for name in [
+            "../evil",
+            "archive/../../etc/passwd",
+            "/etc/passwd",
+            "\\\\server\\x",
+            "C:\\x",
+            "a\\..\\b",
+        ] {
+            let z = zip64_archive(name, b"abc", 0);
+            let e = read_directory("t.bin", z.as_slice())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("outside the archive") && e.contains("t.bin"),
+                "{name}: {e}"
+            );
+        }
+        for name in ["archive/data/0", "archive/..data", "x..y"] {
+            assert!(!escapes_archive(name), "{name}");
+        }
     }
 
     #[test]
