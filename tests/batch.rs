@@ -446,8 +446,19 @@ fn ctrl_c_stops_after_the_current_image_and_a_rerun_completes() {
     let out = dir.join("out");
     let (t, o, m) = (table.to_str().unwrap(), out.to_str().unwrap(), model());
     let args = [
-        "batch", "--model", &m, "--prompts", t, "--output-dir", o, "--steps", STEPS, "--width", "64",
-        "--height", "64",
+        "batch",
+        "--model",
+        &m,
+        "--prompts",
+        t,
+        "--output-dir",
+        o,
+        "--steps",
+        STEPS,
+        "--width",
+        "64",
+        "--height",
+        "64",
     ];
     let mut child = Command::new(env!("CARGO_BIN_EXE_roentgen"))
         .args(args)
@@ -456,7 +467,11 @@ fn ctrl_c_stops_after_the_current_image_and_a_rerun_completes() {
         .unwrap();
     let manifest = out.join("shard-0-of-1.jsonl");
     let t0 = std::time::Instant::now();
-    while std::fs::read_to_string(&manifest).map(|s| s.lines().count()).unwrap_or(0) == 0 {
+    while std::fs::read_to_string(&manifest)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+        == 0
+    {
         assert!(t0.elapsed().as_secs() < 300, "no image after 5 minutes");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
@@ -467,21 +482,41 @@ fn ctrl_c_stops_after_the_current_image_and_a_rerun_completes() {
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert_eq!(status.code(), Some(130), "{err}");
-    assert!(err.contains("stopped:") && err.contains("run the same command again"), "{err}");
+    assert!(
+        err.contains("stopped:") && err.contains("run the same command again"),
+        "{err}"
+    );
     let rows = manifest_rows(&out);
     assert!(!rows.is_empty() && rows.len() < 12, "{} rows", rows.len());
     for r in &rows {
         let bytes = std::fs::read(out.join(r["file"].as_str().unwrap())).unwrap();
-        assert_eq!(roentgen_web::batch::manifest::sha256(&bytes), r["sha256"].as_str().unwrap());
+        assert_eq!(
+            roentgen_web::batch::manifest::sha256(&bytes),
+            r["sha256"].as_str().unwrap()
+        );
         assert_eq!(r["view"], "PA");
     }
     let files = snapshot(&out.join("images"));
-    assert_eq!(files.len(), rows.len(), "an image without its row, or a part file: {:?}", files.keys());
+    assert_eq!(
+        files.len(),
+        rows.len(),
+        "an image without its row, or a part file: {:?}",
+        files.keys()
+    );
 
     let (ok, err) = roentgen(&args, &[]);
-    assert!(ok && err.contains(&format!("{} already done", rows.len())), "{err}");
+    assert!(
+        ok && err.contains(&format!("{} already done", rows.len())),
+        "{err}"
+    );
     let rows = manifest_rows(&out);
-    assert_eq!(rows.iter().map(|r| r["id"].as_str().unwrap()).collect::<BTreeSet<_>>().len(), 12);
+    assert_eq!(
+        rows.iter()
+            .map(|r| r["id"].as_str().unwrap())
+            .collect::<BTreeSet<_>>()
+            .len(),
+        12
+    );
     assert_eq!(rows.len(), 12);
     std::fs::remove_dir_all(&dir).unwrap();
 }

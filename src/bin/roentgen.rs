@@ -87,22 +87,22 @@ mod native {
         prompt: String,
         #[arg(long, default_value = "")]
         negative_prompt: String,
-        #[arg(long, default_value_t = roentgen_web::pipeline::ROENTGEN_STEPS)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = roentgen_web::pipeline::ROENTGEN_STEPS)]
         steps: usize,
-        #[arg(long, default_value_t = roentgen_web::pipeline::ROENTGEN_GUIDANCE)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = roentgen_web::pipeline::ROENTGEN_GUIDANCE)]
         guidance: f32,
         /// Seed of the torch-compatible generator (same seed, same image as diffusers).
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
         seed: u64,
         /// pndm | ddim | dpm++2m | euler-a
         #[arg(long, default_value = "pndm")]
         scheduler: String,
-        #[arg(long, default_value_t = roentgen_web::pipeline::ROENTGEN_SIZE)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = roentgen_web::pipeline::ROENTGEN_SIZE)]
         width: usize,
-        #[arg(long, default_value_t = roentgen_web::pipeline::ROENTGEN_SIZE)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = roentgen_web::pipeline::ROENTGEN_SIZE)]
         height: usize,
         /// Images from the one seed (out.png, out-1.png, ...).
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 1)]
         count: usize,
         /// Output PNG (grayscale unless --rgb).
         #[arg(long, default_value = "out.png")]
@@ -137,7 +137,7 @@ mod native {
         stages: Vec<String>,
         /// Steps of the `generate` stage (PNDM: steps + 1 UNet calls; the buffer pool
         /// is warm after the first, so 2 shows the peak of 75).
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 2)]
         steps: usize,
         /// Allocate every buffer as the run would, run no kernel: the peak memory of
         /// full-size stages in seconds (allocation never depends on values; tests check

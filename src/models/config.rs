@@ -33,10 +33,43 @@ impl PerBlock {
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(file: &str, json: &str) -> Result<T> {
-    serde_json::from_str(json).map_err(|e| Error::Config {
+    let err = |message: String| Error::Config {
         file: file.into(),
-        message: e.to_string(),
+        message,
+    };
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| err(e.to_string()))?;
+    // serde reads a struct from a JSON array too, field by field in order: a config is
+    // an object, anything else is a wrong file
+    if !value.is_object() {
+        return Err(err(format!(
+            "not a JSON object (a config is {{\"key\": value, ...}}; this is {})",
+            kind(&value)
+        )));
+    }
+    // parsed again from the text, so that an error keeps its line and column
+    serde_json::from_str(json).map_err(|e| {
+        let m = e.to_string();
+        err(if m.contains("untagged enum PerBlock") {
+            m.replace(
+                "data did not match any variant of untagged enum PerBlock",
+                "a per-block field (attention_head_dim, num_attention_heads, transformer_layers_per_block, cross_attention_dim) is neither a positive whole number nor a list of them",
+            )
+        } else {
+            m
+        })
     })
+}
+
+/// What a JSON value is, for messages.
+pub fn kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 /// Sizes a config may give, far beyond any Stable Diffusion model: configs come from

@@ -189,10 +189,21 @@ impl SchedulerConfig {
     /// Parses a `scheduler_config.json`. `file` names it in errors.
     pub fn from_json(file: &str, json: &str) -> Result<Self> {
         let json = quote_nonfinite_literals(json);
-        let config: SchedulerConfig = serde_json::from_str(&json).map_err(|e| Error::Config {
+        let err = |message: String| Error::Config {
             file: file.into(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(&json).map_err(|e| err(e.to_string()))?;
+        if !value.is_object() {
+            return Err(err(format!(
+                "not a JSON object (a scheduler config is {{\"key\": value, ...}}; this is {})",
+                crate::models::config::kind(&value)
+            )));
+        }
+        // parsed again from the text, so that an error keeps its line and column
+        let config: SchedulerConfig =
+            serde_json::from_str(&json).map_err(|e| err(e.to_string()))?;
         config.check(file)?;
         Ok(config)
     }

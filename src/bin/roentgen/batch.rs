@@ -27,7 +27,7 @@ pub struct BatchArgs {
     #[arg(long, required_unless_present = "merge")]
     output_dir: Option<PathBuf>,
     /// Images per row (image j of a row with a seed uses seed + j).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1)]
     images_per_prompt: usize,
     /// This process's share of the jobs, K/N with K from 0 to N-1 (job g goes to shard
     /// g mod N). Without it: SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, or
@@ -38,28 +38,28 @@ pub struct BatchArgs {
     #[arg(long)]
     shards: Option<usize>,
     /// Base of the seeds of rows without a `seed` (docs/BATCH.md: how they are derived).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
     seed: u64,
     /// Build each prompt from columns, e.g. "{age} year old {race} {sex}. {impression}".
     #[arg(long)]
     prompt_template: Option<String>,
-    #[arg(long, default_value_t = roentgen_web::pipeline::ROENTGEN_STEPS)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = roentgen_web::pipeline::ROENTGEN_STEPS)]
     steps: usize,
-    #[arg(long, default_value_t = roentgen_web::pipeline::ROENTGEN_GUIDANCE)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = roentgen_web::pipeline::ROENTGEN_GUIDANCE)]
     guidance: f32,
     /// pndm | ddim | dpm++2m | euler-a
     #[arg(long, default_value = "pndm")]
     scheduler: String,
-    #[arg(long, default_value_t = roentgen_web::pipeline::ROENTGEN_SIZE)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = roentgen_web::pipeline::ROENTGEN_SIZE)]
     width: usize,
-    #[arg(long, default_value_t = roentgen_web::pipeline::ROENTGEN_SIZE)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = roentgen_web::pipeline::ROENTGEN_SIZE)]
     height: usize,
     /// png (dcm: once the DICOM writer exists)
     #[arg(long, default_value = "png")]
     format: String,
     /// Images through the UNet together (guidance doubles the batch); the images are
     /// the same as one at a time.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1)]
     batch_size: usize,
     /// Prefer `*.fp16.*` weight files.
     #[arg(long)]

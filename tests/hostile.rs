@@ -1,0 +1,600 @@
+//! The hostile-input suite (issue 13, docs/RELIABILITY.md "Hostile inputs"): every
+//! broken or malicious input a stranger's folder, file or command line can hold, each
+//! answered with a sentence that names the file, tensor, option or line, never a panic,
+//! never an output. One table per kind of input; each case is (name, what it does,
+//! the phrases the answer must hold). Prompt tables and batch arguments are in
+//! tests/batch.rs, the pickle globals in src/weights/pickle.rs, config bounds in
+//! src/models/config.rs.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use roentgen_web::checkpoint::{Checkpoint, DirSource, LoadOptions};
+use roentgen_web::models::{ClipTextConfig, UNetConfig, VaeConfig};
+use roentgen_web::pipeline::Pipeline;
+use roentgen_web::schedulers::{SchedulerConfig, SchedulerKind, build};
+use roentgen_web::tokenizer::{ClipTokenizer, TokenizerFiles};
+use roentgen_web::weights::WeightIndex;
+
+fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
+}
+
+/// Checks one answer: an error holding every phrase.
+fn expect(case: &str, got: Result<(), String>, phrases: &[&str]) {
+    let msg = match got {
+        Ok(()) => panic!("{case}: accepted"),
+        Err(m) => m,
+    };
+    eprintln!("{case}: {msg}");
+    for p in phrases {
+        assert!(msg.contains(p), "{case}: wanted {p:?} in: {msg}");
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// checkpoint folders
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn load_folder(dir: &Path) -> Result<(), String> {
+    let ck = Checkpoint::new(
+        DirSource::new(dir).map_err(|e| e.to_string())?,
+        LoadOptions::default(),
+    )
+    .map_err(|e| e.to_string())?;
+    pollster::block_on(Pipeline::load(common::gpu(), &ck, &mut |_| {}))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn broken_folders() {
+    type Break = fn(&Path);
+    let cases: [(&str, Break, &[&str]); 8] = [
+        (
+            "no unet/",
+            |d| std::fs::remove_dir_all(d.join("unet")).unwrap(),
+            &["unet/config.json", "copy the whole folder"],
+        ),
+        (
+            "no tokenizer files",
+            |d| std::fs::remove_dir_all(d.join("tokenizer")).unwrap(),
+            &["tokenizer"],
+        ),
+        (
+            "no scheduler config",
+            |d| std::fs::remove_file(d.join("scheduler/scheduler_config.json")).unwrap(),
+            &["scheduler/scheduler_config.json", "copy the whole folder"],
+        ),
+        (
+            "a file where vae/ should be",
+            |d| {
+                std::fs::remove_dir_all(d.join("vae")).unwrap();
+                std::fs::write(d.join("vae"), "x").unwrap();
+            },
+            &["vae/config.json"],
+        ),
+        (
+            "a folder where unet/config.json should be",
+            |d| {
+                std::fs::remove_file(d.join("unet/config.json")).unwrap();
+                std::fs::create_dir(d.join("unet/config.json")).unwrap();
+            },
+            &["unet/config.json"],
+        ),
+        (
+            "a weight file that is a dangling link",
+            |d| {
+                let w = d.join("text_encoder/model.safetensors");
+                std::fs::remove_file(&w).unwrap();
+                std::os::unix::fs::symlink("/nonexistent/blob", &w).unwrap();
+            },
+            &["text_encoder/model.safetensors", "could not"],
+        ),
+        (
+            "an empty weight file",
+            |d| std::fs::write(d.join("unet/diffusion_pytorch_model.safetensors"), b"").unwrap(),
+            &["unet/diffusion_pytorch_model.safetensors"],
+        ),
+        (
+            "the parent of a checkpoint, with no model_index.json",
+            |d| {
+                for e in std::fs::read_dir(d).unwrap().flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        std::fs::remove_dir_all(p).unwrap();
+                    } else {
+                        std::fs::remove_file(p).unwrap();
+                    }
+                }
+                std::fs::create_dir(d.join("some-other-folder")).unwrap();
+            },
+            &["model_index.json", "pick the diffusers folder"],
+        ),
+    ];
+    let root = std::env::temp_dir().join(format!("roentgen-hostile-{}", std::process::id()));
+    for (i, (name, break_it, phrases)) in cases.iter().enumerate() {
+        let d = root.join(i.to_string());
+        copy_dir(&fixture("tiny-sd"), &d);
+        break_it(&d);
+        expect(name, load_folder(&d), phrases);
+    }
+    expect(
+        "not a folder",
+        load_folder(&fixture("tiny-sd/model_index.json")),
+        &["model_index.json", "no such directory"],
+    );
+    // model_index.json that is not JSON: nothing in it is needed, so the model loads
+    // (with a warning naming the file)
+    let d = root.join("index");
+    copy_dir(&fixture("tiny-sd"), &d);
+    std::fs::write(d.join("model_index.json"), "{not json").unwrap();
+    load_folder(&d).expect("a broken model_index.json only warns");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+// ---------------------------------------------------------------------------------
+// model configs
+
+#[test]
+fn broken_configs() {
+    let unet = std::fs::read_to_string(fixture("tiny-sd/unet/config.json")).unwrap();
+    let vae = std::fs::read_to_string(fixture("tiny-sd/vae/config.json")).unwrap();
+    let clip = std::fs::read_to_string(fixture("tiny-sd/text_encoder/config.json")).unwrap();
+    let edit = |json: &str, key: &str, value: serde_json::Value| {
+        let mut v: serde_json::Value = serde_json::from_str(json).unwrap();
+        v[key] = value;
+        v.to_string()
+    };
+    let u = |j: String| {
+        UNetConfig::from_json("unet/config.json", &j)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let v = |j: String| {
+        VaeConfig::from_json("vae/config.json", &j)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let c = |j: String| {
+        ClipTextConfig::from_json("text_encoder/config.json", &j)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    use serde_json::json;
+    expect(
+        "UNet config not JSON",
+        u("{\"in_channels\": 4,".into()),
+        &["unet/config.json"],
+    );
+    expect(
+        "UNet config a JSON array",
+        u("[1, 2]".into()),
+        &["unet/config.json", "not a JSON object"],
+    );
+    expect(
+        "UNet widths of the wrong type",
+        u(edit(&unet, "block_out_channels", json!("wide"))),
+        &["unet/config.json", "line 1 column"],
+    );
+    expect(
+        "UNet 10⁹ channels",
+        u(edit(
+            &unet,
+            "block_out_channels",
+            json!([1_000_000_000, 32, 32, 32]),
+        )),
+        &["unet/config.json", "block_out_channels"],
+    );
+    expect(
+        "UNet no blocks",
+        u(edit(&unet, "down_block_types", json!([]))),
+        &["unet/config.json", "0 down"],
+    );
+    expect(
+        "UNet negative heads",
+        u(edit(&unet, "attention_head_dim", json!(-8))),
+        &["unet/config.json", "attention_head_dim"],
+    );
+    expect(
+        "VAE negative scaling factor",
+        v(edit(&vae, "scaling_factor", json!(-0.18))),
+        &["vae/config.json", "scaling_factor"],
+    );
+    expect(
+        "VAE zero groups",
+        v(edit(&vae, "norm_num_groups", json!(0))),
+        &["vae/config.json", "norm_num_groups"],
+    );
+    expect(
+        "CLIP zero layers is absurd width",
+        c(edit(&clip, "hidden_size", json!(0))),
+        &["text_encoder/config.json", "hidden_size"],
+    );
+    expect(
+        "CLIP 10⁹ positions",
+        c(edit(
+            &clip,
+            "max_position_embeddings",
+            json!(1_000_000_000u64),
+        )),
+        &["text_encoder/config.json", "max_position_embeddings"],
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// safetensors
+
+fn safetensors(header: &str, data: usize) -> Vec<u8> {
+    let mut v = (header.len() as u64).to_le_bytes().to_vec();
+    v.extend(header.as_bytes());
+    v.resize(v.len() + data, 0);
+    v
+}
+
+#[test]
+fn broken_safetensors() {
+    let p = |b: Vec<u8>| {
+        WeightIndex::parse("w.safetensors", &b)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let mut huge = u64::MAX.to_le_bytes().to_vec();
+    huge.extend(b"{}");
+    expect("header length 2^64-1", p(huge), &["w.safetensors"]);
+    let mut beyond = 1000u64.to_le_bytes().to_vec();
+    beyond.extend(b"{\"a\":1}");
+    expect(
+        "header length beyond the file",
+        p(beyond),
+        &["w.safetensors"],
+    );
+    expect(
+        "header not JSON",
+        p(safetensors("{\"a\": {\"dtype\": ", 0)),
+        &["w.safetensors"],
+    );
+    expect(
+        "header a JSON list",
+        p(safetensors("[1,2,3]", 0)),
+        &["w.safetensors"],
+    );
+    expect(
+        "offsets beyond the data",
+        p(safetensors(
+            r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#,
+            8,
+        )),
+        &["w.safetensors", "a"],
+    );
+    expect(
+        "offsets reversed",
+        p(safetensors(
+            r#"{"a":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}}"#,
+            8,
+        )),
+        &["w.safetensors", "a"],
+    );
+    expect(
+        "unknown dtype",
+        p(safetensors(
+            r#"{"a":{"dtype":"F128","shape":[1],"data_offsets":[0,16]}}"#,
+            16,
+        )),
+        &["w.safetensors", "F128"],
+    );
+    expect(
+        "shape disagreeing with its bytes",
+        p(safetensors(
+            r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
+            8,
+        )),
+        &["w.safetensors", "a"],
+    );
+    expect(
+        "a shape whose element count overflows",
+        p(safetensors(
+            r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,8]}}"#,
+            8,
+        )),
+        &["w.safetensors", "a"],
+    );
+    expect("an empty file", p(Vec::new()), &["w.safetensors"]);
+    expect(
+        "seven bytes",
+        p(vec![1, 0, 0, 0, 0, 0, 0]),
+        &["w.safetensors"],
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// torch .bin (zip + pickle)
+
+/// A STORED zip of `entries` (name, bytes), as torch writes them.
+fn zip(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut z = Vec::new();
+    let mut central = Vec::new();
+    for (name, data) in entries {
+        let offset = z.len() as u32;
+        let head = |sig: u32, central: bool| {
+            let mut h = sig.to_le_bytes().to_vec();
+            if central {
+                h.extend(20u16.to_le_bytes());
+            }
+            h.extend([20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            h.extend((data.len() as u32).to_le_bytes());
+            h.extend((data.len() as u32).to_le_bytes());
+            h.extend((name.len() as u16).to_le_bytes());
+            h.extend(0u16.to_le_bytes());
+            if central {
+                h.extend([0u8; 10]); // comment length, disk, attributes
+                h.extend(offset.to_le_bytes());
+            }
+            h.extend(name.as_bytes());
+            h
+        };
+        z.extend(head(0x0403_4b50, false));
+        z.extend_from_slice(data);
+        central.extend(head(0x0201_4b50, true));
+    }
+    let cd_offset = z.len() as u32;
+    z.extend(&central);
+    z.extend(0x0605_4b50u32.to_le_bytes());
+    z.extend([0, 0, 0, 0]);
+    z.extend((entries.len() as u16).to_le_bytes());
+    z.extend((entries.len() as u16).to_le_bytes());
+    z.extend((central.len() as u32).to_le_bytes());
+    z.extend(cd_offset.to_le_bytes());
+    z.extend(0u16.to_le_bytes());
+    z
+}
+
+#[test]
+fn broken_and_malicious_torch_files() {
+    let p = |b: Vec<u8>| {
+        WeightIndex::parse("unet/diffusion_pytorch_model.bin", &b)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let real = std::fs::read(fixture("tiny-sd-bin/unet/diffusion_pytorch_model.bin")).unwrap();
+    expect(
+        "not a zip",
+        p(b"PK this is not really a zip archive at all".to_vec()),
+        &["diffusion_pytorch_model.bin"],
+    );
+    expect(
+        "truncated zip",
+        p(real[..real.len() / 2].to_vec()),
+        &["diffusion_pytorch_model.bin"],
+    );
+    // an entry whose sizes claim 4 GiB - 1 in a tiny file
+    let mut z = zip(&[("archive/data.pkl", b"\x80\x02}q\x00.")]);
+    let cd = z
+        .windows(4)
+        .rposition(|w| w == 0x0201_4b50u32.to_le_bytes())
+        .unwrap();
+    z[cd + 20..cd + 28].copy_from_slice(&[0xfe, 0xff, 0xff, 0xff, 0xfe, 0xff, 0xff, 0xff]);
+    expect(
+        "an entry declaring 4 GiB",
+        p(z),
+        &["diffusion_pytorch_model.bin"],
+    );
+    // pickles that would run code: refused by name, never executed
+    let evil: [(&str, &[u8]); 4] = [
+        (
+            "os system",
+            b"\x80\x02cos\nsystem\nq\x00X\x02\x00\x00\x00idq\x01\x85q\x02Rq\x03.",
+        ),
+        (
+            "posix system",
+            b"\x80\x02cposix\nsystem\nX\x02\x00\x00\x00id\x85R.",
+        ),
+        (
+            "builtins eval",
+            b"\x80\x04\x8c\x08builtins\x94\x8c\x04eval\x94\x93\x8c\x031+1\x94\x85R.",
+        ),
+        (
+            "__builtin__ getattr",
+            b"\x80\x02c__builtin__\ngetattr\nX\x01\x00\x00\x00xX\x01\x00\x00\x00y\x86R.",
+        ),
+    ];
+    for (name, pkl) in evil {
+        let z = zip(&[("archive/data.pkl", pkl), ("archive/version", b"3\n")]);
+        let (module, global) = name.split_once(' ').unwrap();
+        expect(
+            &format!("pickle calling {name}"),
+            p(z),
+            &["diffusion_pytorch_model.bin", module, global],
+        );
+    }
+    expect(
+        "an entry named ../../etc/passwd",
+        p(zip(&[
+            ("archive/../../etc/passwd", b"x"),
+            ("archive/data.pkl", b"\x80\x02}."),
+        ])),
+        &["outside the archive"],
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// tokenizer files
+
+#[test]
+fn broken_tokenizer_files() {
+    let vocab = std::fs::read(fixture("tiny-sd/tokenizer/vocab.json")).unwrap();
+    let merges = std::fs::read(fixture("tiny-sd/tokenizer/merges.txt")).unwrap();
+    let t = |vocab: Option<&[u8]>, merges: Option<&[u8]>| {
+        ClipTokenizer::from_files(TokenizerFiles {
+            vocab_json: vocab,
+            merges_txt: merges,
+            tokenizer_json: None,
+            tokenizer_config_json: None,
+            special_tokens_map_json: None,
+        })
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    };
+    expect("no tokenizer files", t(None, None), &["tokenizer/"]);
+    expect(
+        "vocab.json without merges.txt",
+        t(Some(&vocab), None),
+        &["merges.txt"],
+    );
+    expect(
+        "vocab.json not JSON",
+        t(Some(b"{\"a\": "), Some(&merges)),
+        &["vocab.json"],
+    );
+    expect(
+        "merges.txt that is not merges",
+        t(Some(&vocab), Some(b"#version: 0.2\na b c d\n")),
+        &["merges.txt"],
+    );
+    let tokenizer_json = t_json(b"{\"model\": 3}");
+    expect(
+        "tokenizer.json of the wrong shape",
+        tokenizer_json,
+        &["tokenizer.json"],
+    );
+}
+
+fn t_json(bytes: &[u8]) -> Result<(), String> {
+    ClipTokenizer::from_files(TokenizerFiles {
+        vocab_json: None,
+        merges_txt: None,
+        tokenizer_json: Some(bytes),
+        tokenizer_config_json: None,
+        special_tokens_map_json: None,
+    })
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+// ---------------------------------------------------------------------------------
+// scheduler configs
+
+#[test]
+fn broken_scheduler_configs() {
+    let good = std::fs::read_to_string(fixture("tiny-sd/scheduler/scheduler_config.json")).unwrap();
+    let edit = |key: &str, value: serde_json::Value| {
+        let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+        v[key] = value;
+        v.to_string()
+    };
+    let file = "scheduler/scheduler_config.json";
+    let s = |json: String| {
+        SchedulerConfig::from_json(file, &json)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    use serde_json::json;
+    expect("not JSON", s("{".into()), &[file]);
+    expect(
+        "a JSON array",
+        s("[1000, 0.00085]".into()),
+        &[file, "not a JSON object"],
+    );
+    expect(
+        "an unknown beta schedule",
+        s(edit("beta_schedule", json!("cosine-ish"))),
+        &[file, "cosine-ish"],
+    );
+    expect(
+        "zero training timesteps",
+        s(edit("num_train_timesteps", json!(0))),
+        &[file, "num_train_timesteps"],
+    );
+    expect(
+        "an unknown prediction type",
+        s(edit("prediction_type", json!("x0"))),
+        &[file, "x0"],
+    );
+    expect(
+        "beta_end below beta_start",
+        s(edit("beta_end", json!(-1.0))),
+        &[file],
+    );
+    let cfg = SchedulerConfig::from_json(file, &good).unwrap();
+    expect(
+        "more steps than training timesteps",
+        build(SchedulerKind::Pndm, &cfg, 5000)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        &["5000"],
+    );
+    expect(
+        "zero steps",
+        build(SchedulerKind::Ddim, &cfg, 0)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        &["step"],
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// command-line arguments (the real binary)
+
+#[test]
+fn bad_arguments_are_refused_before_any_output() {
+    let dir = std::env::temp_dir().join(format!("roentgen-hostile-args-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("x.png");
+    let model = fixture("tiny-sd");
+    let cases: [(&[&str], &[&str]); 11] = [
+        (&["--steps", "0"], &["steps"]),
+        (&["--steps", "100000"], &["steps must be at most 1000"]),
+        (&["--steps", "-3"], &["'-3'", "--steps"]),
+        (&["--guidance", "NaN"], &["guidance must be a number"]),
+        (&["--guidance", "inf"], &["guidance must be a number"]),
+        (&["--guidance", "-1"], &["guidance must be a number"]),
+        (&["--width", "100"], &["multiples of"]),
+        (&["--height", "100000"], &["at most 2048"]),
+        (&["--count", "0"], &["count must be at least 1"]),
+        (&["--count", "100000"], &["count at most 64"]),
+        (&["--scheduler", "magic"], &["--scheduler", "magic"]),
+    ];
+    for (extra, phrases) in cases {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_roentgen"));
+        c.args(["generate", "--model"])
+            .arg(&model)
+            .args(["--prompt", "Cardiomegaly.", "--output"])
+            .arg(&out);
+        for (k, v) in [("--width", "64"), ("--height", "64"), ("--steps", "2")] {
+            if !extra.contains(&k) {
+                c.args([k, v]);
+            }
+        }
+        c.args(extra);
+        let o = c.output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        let name = extra.join(" ");
+        expect(
+            &name,
+            if o.status.success() {
+                Ok(())
+            } else {
+                Err(err.clone())
+            },
+            phrases,
+        );
+        assert!(!err.contains("panicked"), "{name}: {err}");
+        assert!(!out.exists(), "{name}: an output was written");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
