@@ -4,6 +4,8 @@ pub mod bench;
 pub mod checkpoint;
 pub mod convert;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gpu;
 pub mod image_io;
 pub mod loader;
