@@ -79,3 +79,45 @@ fn tokenizer_inputs_do_not_panic() {
 fn prompt_table_inputs_do_not_panic() {
     replay("prompt_table", roentgen_web::fuzzing::prompt_table);
 }
+
+/// The error a reproducer of fuzz/regressions gets from `WeightIndex::parse`.
+fn weight_error(target: &str, file: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/regressions")
+        .join(target)
+        .join(file);
+    let bytes = std::fs::read(&path).expect("the reproducer is committed");
+    roentgen_web::weights::WeightIndex::parse(file, &bytes)
+        .expect_err("a reproducer is refused")
+        .to_string()
+}
+
+/// A 404-byte torch zip whose `data.pkl` is a dict holding itself under 16 keys: the
+/// tensor search walked 16⁸ nested entries (a hang). Now refused at once, naming the cycle.
+#[test]
+fn a_state_dict_that_contains_itself_is_refused_not_walked() {
+    for file in [
+        "pickle-dict-references-itself-16x.bin",
+        "pickle-dict-references-itself-2x.bin",
+    ] {
+        let err = weight_error("torch_bin", file);
+        assert!(
+            err.contains(file)
+                && err.contains("contains itself")
+                && err.contains("archive/data.pkl"),
+            "{err}"
+        );
+    }
+}
+
+/// No cycle, but nine levels of dicts, each holding the next (one memo reference) under
+/// 16 keys: 16⁹ entries to walk from 1.5 KB. Refused after a million entries.
+#[test]
+fn a_state_dict_tree_of_billions_of_shared_entries_is_refused() {
+    let file = "pickle-dict-shared-16-ways-9-deep.bin";
+    let err = weight_error("torch_bin", file);
+    assert!(
+        err.contains(file) && err.contains("more than 1000000 entries"),
+        "{err}"
+    );
+}

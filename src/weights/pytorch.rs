@@ -14,8 +14,14 @@ use super::pickle::{self, NodeId, Pickle, TensorRef, Value};
 use super::zip::{self, ZipEntry};
 use super::{ByteSource, TensorInfo, WeightError, read_range};
 
-/// Nested dicts deeper than this are not searched for tensors (and cycles end here).
+/// Nested dicts deeper than this are not searched for tensors.
 const MAX_NESTING: usize = 8;
+
+/// The most dict entries the tensor search walks. A dict the pickle references several
+/// times (memo) is walked each time, so a few hundred bytes can describe a tree of 16⁸
+/// entries (a 404-byte file hung the reader: fuzz/regressions/torch_bin); a checkpoint
+/// has a few thousand entries.
+const MAX_ENTRIES: usize = 1_000_000;
 
 /// Reads the zip directory, `data.pkl` and the storage entries' local headers of `src`
 /// and returns where every tensor's data lies.
@@ -87,7 +93,15 @@ pub(crate) fn parse_index<S: ByteSource + ?Sized>(
     let pickle = pickle::parse(file, &pkl.name, data)?;
     let mut found = Vec::new();
     match pickle.get(pickle.root) {
-        Value::Dict(_) => flatten(&pickle, pickle.root, "", 0, &mut found),
+        Value::Dict(_) => {
+            let mut walk = Walk {
+                file,
+                entry: &pkl.name,
+                path: vec![pickle.root],
+                entries: 0,
+            };
+            walk.flatten(&pickle, pickle.root, "", &mut found)?;
+        }
         other => {
             return Err(WeightError::Unsupported {
                 file: file.to_owned(),
@@ -173,35 +187,75 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// Collects the tensors of a (possibly nested) dict; nested keys are joined with `.`
-/// (a `{"state_dict": {...}}` checkpoint gives `state_dict.<name>`). Non-tensor values
-/// (`_metadata`, step counters) are skipped.
-fn flatten<'p>(
-    p: &'p Pickle,
-    id: NodeId,
-    prefix: &str,
-    depth: usize,
-    out: &mut Vec<(String, &'p TensorRef)>,
-) {
-    let Value::Dict(items) = p.get(id) else {
-        return;
-    };
-    for &(k, v) in items {
-        let key = match p.get(k) {
-            Value::Str(s) => s.clone(),
-            Value::Int(i) => i.to_string(),
-            _ => continue,
-        };
-        let name = if prefix.is_empty() {
-            key
-        } else {
-            format!("{prefix}.{key}")
-        };
-        match p.get(v) {
-            Value::Tensor(t) => out.push((name, t)),
-            Value::Dict(_) if depth < MAX_NESTING => flatten(p, v, &name, depth + 1, out),
-            other => log::debug!("skipping non-tensor entry `{name}` ({})", kind(other)),
+/// The state of the tensor search in the pickled dict tree.
+struct Walk<'a> {
+    file: &'a str,
+    /// The pickle's zip entry, for messages.
+    entry: &'a str,
+    /// The dicts from the root to the one being walked (a cycle returns to one of them).
+    path: Vec<NodeId>,
+    /// Dict entries walked so far (see [`MAX_ENTRIES`]).
+    entries: usize,
+}
+
+impl Walk<'_> {
+    fn corrupt(&self, detail: String) -> WeightError {
+        WeightError::Corrupt {
+            file: self.file.to_owned(),
+            detail,
         }
+    }
+
+    /// Collects the tensors of a (possibly nested) dict; nested keys are joined with `.`
+    /// (a `{"state_dict": {...}}` checkpoint gives `state_dict.<name>`). Non-tensor values
+    /// (`_metadata`, step counters) are skipped. A dict that contains itself, or a tree
+    /// of more than [`MAX_ENTRIES`] entries, is an error (`torch.save` of a state dict
+    /// writes neither).
+    fn flatten<'p>(
+        &mut self,
+        p: &'p Pickle,
+        id: NodeId,
+        prefix: &str,
+        out: &mut Vec<(String, &'p TensorRef)>,
+    ) -> Result<(), WeightError> {
+        let Value::Dict(items) = p.get(id) else {
+            return Ok(());
+        };
+        for &(k, v) in items {
+            self.entries += 1;
+            if self.entries > MAX_ENTRIES {
+                return Err(self.corrupt(format!(
+                    "the state dict in `{}` has more than {MAX_ENTRIES} entries (counting a dict each time it is referenced), where a checkpoint has a few thousand; the file is damaged or was not written by torch.save",
+                    self.entry
+                )));
+            }
+            let key = match p.get(k) {
+                Value::Str(s) => s.clone(),
+                Value::Int(i) => i.to_string(),
+                _ => continue,
+            };
+            let name = if prefix.is_empty() {
+                key
+            } else {
+                format!("{prefix}.{key}")
+            };
+            match p.get(v) {
+                Value::Tensor(t) => out.push((name, t)),
+                Value::Dict(_) if self.path.contains(&v) => {
+                    return Err(self.corrupt(format!(
+                        "the state dict in `{}` contains itself (entry `{name}` refers back to a dict that holds it), which torch.save of a state dict never writes; the file is damaged or hand-made",
+                        self.entry
+                    )));
+                }
+                Value::Dict(_) if self.path.len() <= MAX_NESTING => {
+                    self.path.push(v);
+                    self.flatten(p, v, &name, out)?;
+                    self.path.pop();
+                }
+                other => log::debug!("skipping non-tensor entry `{name}` ({})", kind(other)),
+            }
+        }
+        Ok(())
     }
 }
 
