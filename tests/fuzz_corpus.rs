@@ -121,3 +121,22 @@ fn a_state_dict_tree_of_billions_of_shared_entries_is_refused() {
         "{err}"
     );
 }
+
+/// `num_train_timesteps` sized every scheduler's tables: 10⁸ took a minute and a GB,
+/// 4·10⁹ aborted on a failed allocation. Refused above 100000, naming the field.
+#[test]
+fn absurd_training_step_counts_are_refused_before_anything_is_allocated() {
+    use roentgen_web::schedulers::{MAX_TRAIN_TIMESTEPS, SchedulerConfig};
+    let file = "scheduler/scheduler_config.json";
+    for n in [100_000_001u64, 4_000_000_000, u64::MAX] {
+        let err = SchedulerConfig::from_json(file, &format!("{{\"num_train_timesteps\": {n}}}"))
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains(file) && err.contains("num_train_timesteps") && err.contains("100000"),
+            "{err}"
+        );
+    }
+    let ok = format!("{{\"num_train_timesteps\": {MAX_TRAIN_TIMESTEPS}}}");
+    assert!(SchedulerConfig::from_json(file, &ok).is_ok());
+}

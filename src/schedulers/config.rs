@@ -14,6 +14,12 @@ use serde::{Deserialize, Deserializer};
 
 use crate::error::{Error, Result};
 
+/// The most training steps a config may give. Every scheduler builds its betas, ᾱ and
+/// σ tables for all of them, so `num_train_timesteps` sizes allocations: 10⁸ took a
+/// minute and a GB, 4·10⁹ aborted on a failed 16 GB allocation (found probing the
+/// scheduler fuzz target: fuzz/regressions/scheduler_config). Checkpoints use 1000.
+pub const MAX_TRAIN_TIMESTEPS: usize = 100_000;
+
 /// How the 1000 training betas are laid out (`beta_schedule`).
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 pub enum BetaSchedule {
@@ -240,6 +246,11 @@ impl SchedulerConfig {
         if t < 2 {
             return bad(format!(
                 "`num_train_timesteps` is {t}; at least 2 are needed"
+            ));
+        }
+        if t > MAX_TRAIN_TIMESTEPS {
+            return bad(format!(
+                "`num_train_timesteps` is {t}; at most {MAX_TRAIN_TIMESTEPS} are supported (Stable Diffusion is trained with 1000)"
             ));
         }
         if let Some(b) = &self.trained_betas {

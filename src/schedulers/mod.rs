@@ -39,8 +39,8 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use config::{
-    AlgorithmType, BetaSchedule, FinalSigmasType, PredictionType, SchedulerConfig, SolverType,
-    TimestepSpacing,
+    AlgorithmType, BetaSchedule, FinalSigmasType, MAX_TRAIN_TIMESTEPS, PredictionType,
+    SchedulerConfig, SolverType, TimestepSpacing,
 };
 pub use ddim::Ddim;
 pub use dpm_solver::DpmSolverMultistep;
