@@ -11,6 +11,8 @@
 //!   given the same shard is refused with a sentence; the lock goes with the process,
 //!   so a killed run never leaves a stale lock. A manifest whose last line was torn by
 //!   a kill is cut back to its last whole line.
+//! - Part files (`NAME.png.part-PID`) a killed run of the shard left are removed when
+//!   the shard starts again.
 //! - `stop` (Ctrl-C, SIGTERM) is looked at between UNet batches: the images in flight
 //!   are finished and written first.
 
@@ -297,6 +299,23 @@ pub async fn run_shard<S: FileSource>(
         total,
         done: skipped,
     });
+
+    // Part files of this shard's images were left by a killed run of this shard (the
+    // lock says no other process is writing them): remove them.
+    let todo_files: std::collections::HashSet<&str> = todo
+        .iter()
+        .filter_map(|j| j.file.strip_prefix("images/"))
+        .collect();
+    if let Ok(entries) = std::fs::read_dir(&images) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some((file, _pid)) = name.rsplit_once(".part-")
+                && todo_files.contains(file)
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
 
     let manifest_path = s.out.join(s.shard.manifest_name());
     let mut made = 0;
