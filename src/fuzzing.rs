@@ -188,6 +188,7 @@ pub fn prompt_table(data: &[u8]) {
                 images_per_prompt: 3,
                 seed: 7,
                 template: None,
+                extension: "png",
             },
         );
     }

@@ -3,6 +3,7 @@ pub mod batch;
 pub mod bench;
 pub mod checkpoint;
 pub mod convert;
+pub mod dicom;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;

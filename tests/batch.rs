@@ -337,7 +337,7 @@ fn bad_input_is_a_sentence_and_loses_nothing() {
             vec!["--guidance".into(), "NaN".into()],
             "guidance must be a number",
         ),
-        (vec!["--format".into(), "dcm".into()], "DICOM"),
+        (vec!["--format".into(), "tiff".into()], "use png or dcm"),
         (
             vec!["--images-per-prompt".into(), "0".into()],
             "--images-per-prompt",
@@ -518,5 +518,34 @@ fn ctrl_c_stops_after_the_current_image_and_a_rerun_completes() {
         12
     );
     assert_eq!(rows.len(), 12);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--format dcm`: DICOM files (checked against pydicom by tests/dicom.rs), hashed in the
+/// manifest like PNGs, skipped by a rerun.
+#[test]
+fn dicom_datasets() {
+    let dir = scratch("dicom");
+    let table = dir.join("prompts.csv");
+    std::fs::write(&table, "id,prompt,Edema\nx,Mild pulmonary edema.,1\n").unwrap();
+    let out = dir.join("out");
+    let (ok, err) = batch(&table, &out, &["--format", "dcm"], &[]);
+    assert!(ok, "{err}");
+    let rows = manifest_rows(&out);
+    assert_eq!(rows.len(), 2);
+    for r in &rows {
+        let f = r["file"].as_str().unwrap();
+        assert!(f.ends_with(".dcm"), "{f}");
+        let bytes = std::fs::read(out.join(f)).unwrap();
+        assert_eq!(&bytes[128..132], b"DICM");
+        assert_eq!(
+            roentgen_web::batch::manifest::sha256(&bytes),
+            r["sha256"].as_str().unwrap()
+        );
+    }
+    let before = snapshot(&out);
+    let (ok, err) = batch(&table, &out, &["--format", "dcm"], &[]);
+    assert!(ok && err.contains("0 to make"), "{err}");
+    assert_eq!(snapshot(&out), before);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -5,7 +5,7 @@
 //!
 //! - **Ids.** A row's id is its `id` cell, or `row{N}` (N: the row's 1-based position
 //!   among the data rows) when the table has no id or the cell is blank. Image j of
-//!   row `R` is `R-j` and is written to `images/R-j.png`.
+//!   row `R` is `R-j` and is written to `images/R-j.png` (`.dcm` with `--format dcm`).
 //! - **Seeds.** Image j of a row with a `seed` cell uses `seed + j`. Otherwise its
 //!   seed is [`derived_seed`]`(--seed, row id, j)`: SplitMix64 over the FNV-1a hash of
 //!   the id, kept to 53 bits so that every JSON reader holds it exactly.
@@ -190,6 +190,8 @@ pub struct PlanOptions<'a> {
     pub images_per_prompt: usize,
     pub seed: u64,
     pub template: Option<&'a Template>,
+    /// The images' file extension: `png` or `dcm`.
+    pub extension: &'a str,
 }
 
 fn row_error(table: &PromptTable, line: usize, message: String) -> Error {
@@ -285,7 +287,7 @@ pub fn plan(table: &PromptTable, o: &PlanOptions) -> Result<Vec<Job>> {
                 line: row.line,
                 row_id: row_id.clone(),
                 image: j,
-                file: format!("images/{id}.png"),
+                file: format!("images/{id}.{}", o.extension),
                 id,
                 prompt: prompt.clone(),
                 negative_prompt: negative_prompt.clone(),
@@ -310,6 +312,7 @@ mod tests {
             images_per_prompt: n,
             seed: 42,
             template: None,
+            extension: "png",
         }
     }
 

@@ -45,7 +45,13 @@ pub struct RunSettings {
     /// As `roentgen generate` names it in the PNG's text chunks.
     pub model_name: String,
     pub weights_sha256: String,
+    /// DICOM files instead of PNGs (`dicom(gray, width, height, metadata)` makes one:
+    /// the caller brings the clock and the randomness for its UIDs).
+    pub dicom: Option<DicomEncoder>,
 }
+
+/// Makes a DICOM file's bytes from an 8-bit gray image and its metadata.
+pub type DicomEncoder = fn(&[u8], usize, usize, &ImageMetadata) -> Result<Vec<u8>>;
 
 /// What the run reports as it goes.
 pub enum Event<'a> {
@@ -347,17 +353,15 @@ pub async fn run_shard<S: FileSource>(
             })
             .await?;
         for (job, img) in chunk.iter().zip(results) {
-            let png = encode_png(
-                &img.gray8(),
-                img.width,
-                img.height,
-                1,
-                &png_metadata(job, s),
-            )?;
+            let meta = png_metadata(job, s);
+            let bytes = match s.dicom {
+                Some(encode) => encode(&img.gray8(), img.width, img.height, &meta)?,
+                None => encode_png(&img.gray8(), img.width, img.height, 1, &meta)?,
+            };
             let path = s.out.join(&job.file);
-            write_atomically(&path, &png).map_err(|e| io(&path, "writing", e))?;
+            write_atomically(&path, &bytes).map_err(|e| io(&path, "writing", e))?;
             let mut row = row_for(job, table, s);
-            row.sha256 = manifest::sha256(&png);
+            row.sha256 = manifest::sha256(&bytes);
             let mut line = row.to_line();
             line.push('\n');
             // one write of a whole line, flushed: a kill leaves at most a torn last

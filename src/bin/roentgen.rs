@@ -104,7 +104,8 @@ mod native {
         /// Images from the one seed (out.png, out-1.png, ...).
         #[arg(long, allow_negative_numbers = true, default_value_t = 1)]
         count: usize,
-        /// Output PNG (grayscale unless --rgb).
+        /// Output: a PNG (grayscale unless --rgb), or with `.dcm` a DICOM Secondary Capture
+        /// marked synthetic (8-bit MONOCHROME2, the PNG's pixels).
         #[arg(long, default_value = "out.png")]
         output: PathBuf,
         /// Write RGB as the VAE decodes it instead of grayscale.
@@ -224,6 +225,48 @@ mod native {
         Ok(())
     }
 
+    /// A DICOM file of an 8-bit gray image with fresh UIDs and today's date.
+    pub(crate) fn dicom_bytes(
+        gray: &[u8],
+        width: usize,
+        height: usize,
+        meta: &ImageMetadata,
+    ) -> Result<Vec<u8>> {
+        use roentgen_web::dicom::{Created, Uids, encode_dicom};
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Ok(encode_dicom(
+            gray,
+            width,
+            height,
+            meta,
+            &Uids::from_entropy([entropy(), entropy(), entropy()]),
+            &Created::from_unix(now.as_secs()),
+        )?)
+    }
+
+    /// 128 bits no two calls share: SipHash with the process's random keys over the
+    /// time, the pid and a counter.
+    fn entropy() -> u128 {
+        use std::hash::{BuildHasher, Hasher};
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let half = |salt: u64| {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(t);
+            h.write_u32(std::process::id());
+            h.write_u64(n);
+            h.write_u64(salt);
+            h.finish()
+        };
+        (u128::from(half(1)) << 64) | u128::from(half(2))
+    }
+
     /// The model's name in PNG metadata and manifests: `_name_or_path` from
     /// model_index.json, else the folder as given.
     pub(crate) fn model_name(pipe: &Pipeline, model: &std::path::Path) -> String {
@@ -335,16 +378,27 @@ mod native {
                 scheduler: scheduler.name().into(),
                 model: model_name(&pipe, &a.model),
             };
-            let png = if a.rgb {
+            let dicom = a
+                .output
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("dcm"));
+            let bytes = if dicom {
+                if a.rgb {
+                    bail!(
+                        "--rgb: a DICOM output is grayscale (MONOCHROME2); drop --rgb or write a .png"
+                    );
+                }
+                dicom_bytes(&img.gray8(), img.width, img.height, &meta)?
+            } else if a.rgb {
                 encode_png(&img.rgb8(), img.width, img.height, 3, &meta)?
             } else {
                 encode_png(&img.gray8(), img.width, img.height, 1, &meta)?
             };
             let out = numbered(&a.output, k);
             // whole or not at all: never a half PNG, never a good one replaced by one
-            write_atomically(&out, &png).with_context(|| format!("writing {}", out.display()))?;
+            write_atomically(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
             eprintln!(
-                "wrote {} (synthetic; settings in its text chunks)",
+                "wrote {} (synthetic; the settings are in its metadata)",
                 out.display()
             );
             if let Some(p) = &a.save_latents {

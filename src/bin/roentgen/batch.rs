@@ -10,7 +10,17 @@ use roentgen_web::gpu::Gpu;
 use roentgen_web::pipeline::{GenerateRequest, MemoryPlan, Pipeline};
 use roentgen_web::schedulers::SchedulerKind;
 
-use crate::native::{model_name, open};
+use crate::native::{dicom_bytes, model_name, open};
+
+fn dicom_encoder(
+    gray: &[u8],
+    width: usize,
+    height: usize,
+    meta: &roentgen_web::image_io::ImageMetadata,
+) -> roentgen_web::Result<Vec<u8>> {
+    dicom_bytes(gray, width, height, meta)
+        .map_err(|e| roentgen_web::Error::Unsupported(e.to_string()))
+}
 use crate::progress::Progress;
 
 #[derive(clap::Args)]
@@ -54,7 +64,8 @@ pub struct BatchArgs {
     width: usize,
     #[arg(long, allow_negative_numbers = true, default_value_t = roentgen_web::pipeline::ROENTGEN_SIZE)]
     height: usize,
-    /// png (dcm: once the DICOM writer exists)
+    /// png, or dcm: DICOM Secondary Capture files marked synthetic (fresh UIDs, so a
+    /// remade image has other bytes than the first; its pixels are the same)
     #[arg(long, default_value = "png")]
     format: String,
     /// Images through the UNet together (guidance doubles the batch); the images are
@@ -111,13 +122,11 @@ pub async fn batch(a: BatchArgs) -> Result<()> {
         a.prompts.clone().expect("clap requires it"),
         a.output_dir.clone().expect("clap requires it"),
     );
-    match a.format.as_str() {
-        "png" => {}
-        "dcm" => bail!(
-            "--format dcm: DICOM output is not written yet (it comes with the DICOM writer); use --format png"
-        ),
-        f => bail!("--format {f}: use png"),
-    }
+    let dicom = match a.format.as_str() {
+        "png" => false,
+        "dcm" => true,
+        f => bail!("--format {f}: use png or dcm"),
+    };
     let scheduler: SchedulerKind = a
         .scheduler
         .parse()
@@ -139,6 +148,7 @@ pub async fn batch(a: BatchArgs) -> Result<()> {
             images_per_prompt: a.images_per_prompt,
             seed: a.seed,
             template: template.as_ref(),
+            extension: if dicom { "dcm" } else { "png" },
         },
     )?;
     let shard = match &a.shard {
@@ -186,6 +196,7 @@ pub async fn batch(a: BatchArgs) -> Result<()> {
         batch_size: a.batch_size,
         model_name: model_name(&pipe, &model),
         weights_sha256: weights,
+        dicom: dicom.then_some(dicom_encoder as roentgen_web::batch::run::DicomEncoder),
     };
     catch_signals();
     let mut bar: Option<Progress> = None;
