@@ -15,8 +15,10 @@ use web_sys::{
     HtmlTextAreaElement, ImageData, MessageEvent, Url, Worker, WorkerOptions, WorkerType,
 };
 
-use super::protocol::{FailureKind, Reply, Request, Settings, StoredModel, model_name, model_url};
-use super::store::{js_error, walk};
+use super::protocol::{
+    FailureKind, MemoryFigures, Reply, Request, Settings, StoredModel, model_name, model_url,
+};
+use super::store::{js_error, query, walk};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Task {
@@ -29,7 +31,10 @@ enum Task {
 
 struct Page {
     doc: Document,
-    worker: Worker,
+    /// The engine's worker; replaced when it crashes or a load is cancelled.
+    worker: RefCell<Worker>,
+    /// Which worker is current: events of one that was replaced are ignored.
+    worker_id: Cell<u32>,
     task: Cell<Task>,
     model: RefCell<Option<String>>,
     models: RefCell<Vec<StoredModel>>,
@@ -43,6 +48,12 @@ struct Page {
     /// A folder chosen before the engine was ready: imported once it is (it used to
     /// be refused as "Busy" and lost).
     pending_import: RefCell<Option<Vec<(String, File)>>>,
+    /// Generate once the model is loaded again (after a device loss).
+    generate_after_load: Cell<bool>,
+    /// Load no model when the restarted engine is up (the user cancelled a load).
+    skip_autoload: Cell<bool>,
+    /// The unfinished import that the next picked folder resumes.
+    resume_into: RefCell<Option<(String, String)>>,
 }
 
 fn el<T: JsCast>(doc: &Document, id: &str) -> T {
@@ -85,7 +96,7 @@ impl Page {
         if let Some(x) = extra {
             msg.push(x);
         }
-        if let Err(e) = self.worker.post_message(&msg) {
+        if let Err(e) = self.worker.borrow().post_message(&msg) {
             self.show_error(
                 &format!("The engine did not take the request: {}", js_error(&e)),
                 None,
@@ -103,7 +114,9 @@ impl Page {
         let box_: HtmlElement = self.el("error");
         self.el::<HtmlElement>("error-text")
             .set_text_content(Some(text));
-        let _ = box_.set_attribute("data-kind", &format!("{kind:?}").to_lowercase());
+        // `devicelost`, `network`, ...; empty when no kind applies
+        let kind = kind.map_or_else(String::new, |k| format!("{k:?}").to_lowercase());
+        let _ = box_.set_attribute("data-kind", &kind);
         box_.set_hidden(false);
         self.el::<HtmlElement>("error-action").set_hidden(true);
     }
@@ -116,10 +129,15 @@ impl Page {
         self.task.set(t);
         let button: HtmlButtonElement = self.el("generate");
         let generating = t == Task::Generating;
-        button.set_text_content(Some(if generating { "Cancel" } else { "Generate" }));
-        button.set_class_name(if generating { "danger" } else { "primary" });
-        let ready = self.model.borrow().is_some();
-        button.set_disabled(!(generating || (t == Task::Idle && ready)));
+        // a model loaded, or one to load again after a device loss
+        let ready = self.model.borrow().is_some() || self.lost_model.borrow().is_some();
+        button.set_disabled(!(t == Task::Idle && ready));
+        let cancel: HtmlButtonElement = self.el("cancel");
+        cancel.set_hidden(!matches!(t, Task::Generating | Task::Loading));
+        cancel.set_disabled(false);
+        if t == Task::Idle {
+            self.el::<HtmlElement>("busy-note").set_hidden(true);
+        }
         let busy = matches!(t, Task::Importing | Task::Loading | Task::Starting);
         self.el::<HtmlInputElement>("model-folder")
             .set_disabled(busy || generating);
@@ -162,6 +180,21 @@ impl Page {
                 b.set_disabled(!idle);
                 let name = m.name.clone();
                 on_click(&b, move |p| p.load(&name));
+                let _ = li.append_child(&b);
+            }
+            if !m.complete {
+                let b = self.button(&format!("Resume {}", m.name), "Resume");
+                b.set_disabled(!idle);
+                let _ = b.set_attribute(
+                    "title",
+                    if m.source_url.is_some() {
+                        "Download the rest from the same address"
+                    } else {
+                        "Choose the same folder again: the files already stored are kept"
+                    },
+                );
+                let (name, url, format) = (m.name.clone(), m.source_url.clone(), m.format.clone());
+                on_click(&b, move |p| p.resume(&name, url.as_deref(), &format));
                 let _ = li.append_child(&b);
             }
             let b = self.button(&format!("Delete {}", m.name), "Delete");
@@ -211,7 +244,11 @@ impl Page {
         }
         self.clear_error();
         let folder = files[0].0.split('/').next().unwrap_or("model").to_string();
-        let name = model_name(&folder);
+        let resume = self.resume_into.borrow_mut().take();
+        let name = match &resume {
+            Some((name, _)) => name.clone(),
+            None => model_name(&folder),
+        };
         if !self.started.get() {
             // Chosen while the engine starts (the inputs are disabled then, but a file
             // dialog opened before may still deliver): import it once the engine is ready.
@@ -229,16 +266,45 @@ impl Page {
         }
         self.model.borrow_mut().take();
         self.set_task(Task::Importing);
-        self.status("importing", &format!("Checking “{name}”…"));
-        let format = self.el::<HtmlSelectElement>("import-format").value();
+        self.status(
+            "importing",
+            &if resume.is_some() {
+                format!("Resuming “{name}”: checking which files are stored already…")
+            } else {
+                format!("Checking “{name}”…")
+            },
+        );
+        let format = match &resume {
+            Some((_, f)) if !f.is_empty() => f.clone(),
+            _ => self.el::<HtmlSelectElement>("import-format").value(),
+        };
         self.send(
             &Request::Import {
                 name,
                 paths,
                 format,
+                resume: resume.is_some(),
             },
             Some(&blobs),
         );
+    }
+
+    /// Resume an unfinished import: a download from where it stopped; a folder by
+    /// choosing it again (a page cannot reopen a folder without the user).
+    fn resume(&self, name: &str, url: Option<&str>, format: &str) {
+        if let Some(url) = url {
+            self.el::<HtmlInputElement>("model-url").set_value(url);
+            self.import_url();
+            return;
+        }
+        *self.resume_into.borrow_mut() = Some((name.into(), format.into()));
+        self.status(
+            "none",
+            &format!(
+                "Choose the folder “{name}” was imported from: the files already stored are kept."
+            ),
+        );
+        self.el::<HtmlInputElement>("model-folder").click();
     }
 
     fn import_url(&self) {
@@ -295,13 +361,62 @@ impl Page {
         Ok(s)
     }
 
-    fn generate_or_cancel(&self) {
+    /// The Cancel button: a generation stops after its step (or drops the image being
+    /// decoded); a load cannot stop halfway inside the engine, so the engine is
+    /// restarted without it.
+    fn cancel(self: &Rc<Self>) {
         match self.task.get() {
             Task::Generating => {
                 self.send(&Request::Cancel, None);
+                self.el::<HtmlButtonElement>("cancel").set_disabled(true);
                 self.el::<HtmlElement>("progress-text")
                     .set_text_content(Some("Cancelling after this step…"));
             }
+            Task::Loading => {
+                self.generate_after_load.set(false);
+                self.skip_autoload.set(true);
+                self.restart_worker();
+                self.status("starting", "Loading cancelled; restarting the engine…");
+            }
+            _ => {}
+        }
+    }
+
+    /// A Generate while something runs is refused, with a sentence (never a second
+    /// generation at once).
+    fn refuse_busy(&self) {
+        let what = match self.task.get() {
+            Task::Generating => "an image is being generated",
+            Task::Loading => "the model is loading",
+            Task::Importing => "a model is being imported",
+            Task::Starting => "the engine is starting",
+            Task::Idle => "no model is loaded yet",
+        };
+        let note: HtmlElement = self.el("busy-note");
+        note.set_text_content(Some(&format!(
+            "Not started: {what}. Wait for it to finish{}.",
+            if matches!(self.task.get(), Task::Generating | Task::Loading) {
+                ", or press Cancel"
+            } else {
+                ""
+            }
+        )));
+        note.set_hidden(false);
+    }
+
+    fn generate(self: &Rc<Self>) {
+        let lost = if self.task.get() == Task::Idle && self.model.borrow().is_none() {
+            self.lost_model.borrow_mut().take()
+        } else {
+            None
+        };
+        if let Some(name) = lost {
+            // After a device loss: load the model again, then generate.
+            self.generate_after_load.set(true);
+            self.load(&name);
+            return;
+        }
+        match self.task.get() {
             Task::Idle if self.model.borrow().is_some() => match self.settings() {
                 Ok(s) => {
                     self.clear_error();
@@ -316,7 +431,7 @@ impl Page {
                 }
                 Err(m) => self.show_error(&m, Some(FailureKind::Input)),
             },
-            _ => {}
+            _ => self.refuse_busy(),
         }
     }
 
@@ -342,6 +457,13 @@ impl Page {
                 let pending = self.pending_import.borrow_mut().take();
                 if let Some(files) = pending {
                     self.import(files);
+                    return;
+                }
+                if self.skip_autoload.replace(false) {
+                    self.status(
+                        "none",
+                        "Loading cancelled: no model loaded. Load one below.",
+                    );
                     return;
                 }
                 // Load the model used last time, or the only one stored.
@@ -386,6 +508,9 @@ impl Page {
                     &format!("Model “{name}” ready (loaded in {}).", seconds(millis)),
                 );
                 self.count_tokens();
+                if self.generate_after_load.replace(false) {
+                    self.generate();
+                }
             }
             Reply::Tokens {
                 count,
@@ -445,12 +570,76 @@ impl Page {
                     .set_text_content(Some("Cancelled."));
                 self.el::<HtmlElement>("preview").set_hidden(true);
             }
+            Reply::Memory(m) => self.show_memory(&m),
             Reply::Failed { kind, message } => self.on_failure(kind, &message),
+        }
+    }
+
+    fn show_memory(&self, m: &MemoryFigures) {
+        let mib = |b: u64| format!("{:.1}", b as f64 / (1u64 << 20) as f64);
+        let p: HtmlElement = self.el("memory");
+        p.set_text_content(Some(&format!(
+            "Engine memory: GPU {} MiB in buffers ({} MiB weights, peak {} MiB in the last task); WebAssembly {} MiB.",
+            mib(m.gpu_allocated),
+            mib(m.gpu_weights),
+            mib(m.gpu_peak),
+            mib(m.wasm)
+        )));
+        for (k, v) in [
+            ("gpu-allocated", m.gpu_allocated),
+            ("gpu-in-use", m.gpu_in_use),
+            ("gpu-peak", m.gpu_peak),
+            ("gpu-weights", m.gpu_weights),
+            ("wasm", m.wasm),
+        ] {
+            let _ = p.set_attribute(&format!("data-{k}"), &v.to_string());
+        }
+    }
+
+    /// Replaces the engine's worker with a fresh one (after a crash, or to stop a
+    /// load): the old one is terminated and its late events ignored.
+    fn restart_worker(self: &Rc<Self>) {
+        self.worker.borrow().terminate();
+        match spawn_worker(self.worker_id.get() + 1) {
+            Ok(w) => {
+                *self.worker.borrow_mut() = w;
+                self.worker_id.set(self.worker_id.get() + 1);
+                self.model.borrow_mut().take();
+                self.started.set(false);
+                self.set_task(Task::Starting);
+            }
+            Err(m) => self.show_error(&m, Some(FailureKind::Other)),
+        }
+    }
+
+    /// The worker threw (a panic in the engine, out of memory): say so, start a new
+    /// one, and load the model again.
+    fn on_worker_crash(self: &Rc<Self>, msg: &str) {
+        let was = self.task.get();
+        let lost = self.model.borrow().clone();
+        self.generate_after_load.set(false);
+        self.restart_worker();
+        self.show_error(
+            &format!(
+                "The engine stopped unexpectedly ({}) and was restarted{}. If it happens again, reload the page.",
+                if msg.is_empty() { "no reason given" } else { msg },
+                if lost.is_some() { "; the model is loaded again" } else { "" }
+            ),
+            Some(FailureKind::Other),
+        );
+        self.status("starting", "Restarting the engine…");
+        if was == Task::Generating {
+            self.el::<HtmlElement>("progress-text")
+                .set_text_content(Some("Stopped: the engine crashed."));
+            self.el::<HtmlElement>("preview").set_hidden(true);
         }
     }
 
     fn on_failure(&self, kind: FailureKind, message: &str) {
         let was = self.task.get();
+        if kind != FailureKind::Busy {
+            self.generate_after_load.set(false);
+        }
         let text = match kind {
             FailureKind::NoWebGpu => format!(
                 "This browser gives the page no WebGPU, which the generator needs ({message}). \
@@ -459,7 +648,7 @@ impl Page {
                  or later on Windows (elsewhere Firefox Nightly with dom.webgpu.enabled)."
             ),
             FailureKind::DeviceLost => format!(
-                "The GPU was reset or taken away from this page ({message}). Load the model again to go on."
+                "The GPU device was lost: the GPU was reset or taken away from this page ({message}). Load the model again to go on."
             ),
             FailureKind::OutOfMemory => format!(
                 "The GPU ran out of memory ({message}). Close other tabs that use the GPU, or choose a smaller size, and try again."
@@ -490,11 +679,17 @@ impl Page {
                 self.set_task(Task::Starting);
             }
             FailureKind::DeviceLost => {
-                let name = self.model.borrow_mut().take();
-                *self.lost_model.borrow_mut() = name;
-                self.status("error", "The GPU was lost: load the model again.");
+                if let Some(name) = self.model.borrow_mut().take() {
+                    *self.lost_model.borrow_mut() = Some(name);
+                }
+                self.generate_after_load.set(false);
+                self.status(
+                    "lost",
+                    "The GPU was lost: load the model again, or press Generate to load it and go on.",
+                );
                 self.set_task(Task::Idle);
-                self.el::<HtmlElement>("error-action").set_hidden(false);
+                self.el::<HtmlElement>("error-action")
+                    .set_hidden(self.lost_model.borrow().is_none());
             }
             _ => {
                 if matches!(was, Task::Importing | Task::Loading) {
@@ -672,6 +867,84 @@ async fn pick_folder() -> Result<Vec<(String, File)>, String> {
         .collect())
 }
 
+/// Starts the engine in a module Web Worker; its events reach the page while it is
+/// the current one (`id`). With `?test-hooks` on the page, the worker gets it too.
+fn spawn_worker(id: u32) -> Result<Worker, String> {
+    let opts = WorkerOptions::new();
+    opts.set_type(WorkerType::Module);
+    let q = query();
+    let url = if q.contains("test-hooks") {
+        format!("worker.js{q}")
+    } else {
+        "worker.js".into()
+    };
+    let worker = Worker::new_with_options(&url, &opts).map_err(|e| {
+        format!(
+            "The engine could not start in a Web Worker: {}. Use a current Chrome, Edge, Firefox or Safari.",
+            js_error(&e)
+        )
+    })?;
+    let current = move || page().worker_id.get() == id;
+    EventListener::new(&worker, "message", move |ev| {
+        if !current() {
+            return;
+        }
+        let ev: &MessageEvent = ev.unchecked_ref();
+        let data: Array = ev.data().unchecked_into();
+        let Some(json) = data.get(0).as_string() else {
+            return;
+        };
+        let bytes = data.get(1).dyn_into::<Uint8Array>().ok();
+        match serde_json::from_str::<Reply>(&json) {
+            Ok(r) => page().on_reply(r, bytes),
+            Err(e) => page().show_error(
+                &format!("The engine sent an unreadable message ({e})."),
+                None,
+            ),
+        }
+    })
+    .forget();
+    EventListener::new(&worker, "error", move |ev| {
+        if !current() {
+            return;
+        }
+        let msg = Reflect::get(ev, &"message".into())
+            .ok()
+            .and_then(|m| m.as_string())
+            .unwrap_or_default();
+        let p = page();
+        if !p.started.get() && p.worker_id.get() == 0 {
+            // The first worker never came up: no WebAssembly or module workers here.
+            p.show_error(
+                &format!("The engine could not start ({msg}). Reload the page; if it happens again, this browser may lack WebAssembly or module workers."),
+                Some(FailureKind::Other),
+            );
+            p.status("error", "No model loaded.");
+            return;
+        }
+        p.on_worker_crash(&msg);
+    })
+    .forget();
+    Ok(worker)
+}
+
+/// `window.roentgenTest` (only with `?test-hooks`): `send(json)` posts a raw request
+/// to the engine (the test hooks `test_lose_device`, `test_crash`), `restart()`
+/// terminates the engine and starts a new one as after a crash.
+fn expose_test_hooks(window: &web_sys::Window) {
+    let hooks = js_sys::Object::new();
+    let send = Closure::<dyn Fn(String)>::new(|json: String| {
+        let msg = Array::of1(&JsValue::from_str(&json));
+        let _ = page().worker.borrow().post_message(&msg);
+    });
+    let _ = Reflect::set(&hooks, &"send".into(), send.as_ref());
+    send.forget();
+    let crash = Closure::<dyn Fn()>::new(|| page().on_worker_crash("terminated by the page"));
+    let _ = Reflect::set(&hooks, &"restart".into(), crash.as_ref());
+    crash.forget();
+    let _ = Reflect::set(window, &"roentgenTest".into(), &hooks);
+}
+
 fn register_service_worker() {
     let Some(window) = web_sys::window() else {
         return;
@@ -691,23 +964,19 @@ pub fn main() {
     let doc = window.document().expect("a document");
     register_service_worker();
 
-    let opts = WorkerOptions::new();
-    opts.set_type(WorkerType::Module);
-    let worker = match Worker::new_with_options("worker.js", &opts) {
+    let worker = match spawn_worker(0) {
         Ok(w) => w,
-        Err(e) => {
+        Err(m) => {
             let b: HtmlElement = el(&doc, "error");
-            el::<HtmlElement>(&doc, "error-text").set_text_content(Some(&format!(
-                "The engine could not start in a Web Worker: {}. Use a current Chrome, Edge, Firefox or Safari.",
-                js_error(&e)
-            )));
+            el::<HtmlElement>(&doc, "error-text").set_text_content(Some(&m));
             b.set_hidden(false);
             return;
         }
     };
     let p = Rc::new(Page {
         doc: doc.clone(),
-        worker: worker.clone(),
+        worker: RefCell::new(worker),
+        worker_id: Cell::new(0),
         task: Cell::new(Task::Starting),
         model: RefCell::new(None),
         models: RefCell::new(vec![]),
@@ -716,38 +985,14 @@ pub fn main() {
         lost_model: RefCell::new(None),
         started: Cell::new(false),
         pending_import: RefCell::new(None),
+        generate_after_load: Cell::new(false),
+        skip_autoload: Cell::new(false),
+        resume_into: RefCell::new(None),
     });
     PAGE.with(|slot| *slot.borrow_mut() = Some(p.clone()));
-
-    EventListener::new(&worker, "message", |ev| {
-        let ev: &MessageEvent = ev.unchecked_ref();
-        let data: Array = ev.data().unchecked_into();
-        let Some(json) = data.get(0).as_string() else {
-            return;
-        };
-        let bytes = data.get(1).dyn_into::<Uint8Array>().ok();
-        match serde_json::from_str::<Reply>(&json) {
-            Ok(r) => page().on_reply(r, bytes),
-            Err(e) => page().show_error(
-                &format!("The engine sent an unreadable message ({e})."),
-                None,
-            ),
-        }
-    })
-    .forget();
-    EventListener::new(&worker, "error", |ev| {
-        let msg = Reflect::get(ev, &"message".into())
-            .ok()
-            .and_then(|m| m.as_string())
-            .unwrap_or_default();
-        let p = page();
-        p.show_error(
-            &format!("The engine stopped ({msg}). Reload the page; if it happens again, this browser may lack WebAssembly or module workers."),
-            Some(FailureKind::Other),
-        );
-        p.status("error", "No model loaded.");
-    })
-    .forget();
+    if query().contains("test-hooks") {
+        expose_test_hooks(&window);
+    }
 
     // Model import: the directory picker where the browser has one, the folder input always.
     let pick: HtmlButtonElement = el(&doc, "pick-folder");
@@ -809,17 +1054,18 @@ pub fn main() {
         gloo_events::EventListenerOptions::enable_prevent_default(),
         |ev| {
             ev.prevent_default();
-            page().generate_or_cancel();
+            page().generate();
         },
     )
     .forget();
+    on_click(&el(&doc, "cancel"), |p| p.cancel());
     let prompt: HtmlElement = el(&doc, "prompt");
     EventListener::new(&prompt, "input", |_| page().count_tokens()).forget();
     EventListener::new(&prompt, "keydown", |ev| {
         let k: &web_sys::KeyboardEvent = ev.unchecked_ref();
         if k.key() == "Enter" && (k.ctrl_key() || k.meta_key()) {
             k.prevent_default();
-            page().generate_or_cancel();
+            page().generate();
         }
     })
     .forget();

@@ -22,6 +22,10 @@ pub enum Request {
         /// `original`: copied as it is. An already quantized folder is copied as it is.
         #[serde(default = "default_import_format")]
         format: String,
+        /// Go on with an interrupted import of the same folder into `name`: files
+        /// already stored whole (same size) are kept, the rest copied.
+        #[serde(default)]
+        resume: bool,
     },
     /// Download a diffusers folder served over HTTP(S) (a hospital intranet, a local
     /// server) into the browser's storage, resuming files an earlier try left
@@ -42,8 +46,14 @@ pub enum Request {
         text: String,
     },
     Generate(Settings),
-    /// Stop the running generation after the current step.
+    /// Stop the running generation after the current step (or, during the decode,
+    /// drop the image it makes).
     Cancel,
+    /// Test hooks, honoured only when the worker's URL has `test-hooks` in its query
+    /// (the page passes its own `?test-hooks` on): destroy the GPU device as a driver
+    /// reset would lose it, and make the engine panic (a crash of the worker).
+    TestLoseDevice,
+    TestCrash,
 }
 
 /// What the page's form holds.
@@ -124,6 +134,26 @@ pub struct StoredModel {
     /// How its weights are stored: `int8`, `int4`, `f16` (converted) or `original`.
     #[serde(default)]
     pub format: String,
+    /// For an unfinished download: the folder URL it came from (Resume downloads the
+    /// rest from there). An unfinished folder import has none (Resume asks for the
+    /// folder again).
+    #[serde(default)]
+    pub source_url: Option<String>,
+}
+
+/// The engine's memory after a load or a generation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemoryFigures {
+    /// Bytes in GPU buffers that exist now (in use or pooled for reuse).
+    pub gpu_allocated: u64,
+    /// Bytes in GPU buffers a weight or tensor uses now.
+    pub gpu_in_use: u64,
+    /// Most GPU bytes allocated at once during the last task.
+    pub gpu_peak: u64,
+    /// GPU bytes held by weights.
+    pub gpu_weights: u64,
+    /// The worker's WebAssembly memory (it only grows).
+    pub wasm: u64,
 }
 
 /// Worker → page.
@@ -174,6 +204,8 @@ pub enum Reply {
         file_name: String,
     },
     Cancelled,
+    /// After a load or a generation.
+    Memory(MemoryFigures),
     Failed {
         kind: FailureKind,
         message: String,
@@ -296,6 +328,29 @@ mod tests {
         assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), r);
         let c: Request = serde_json::from_str(r#"{"type":"cancel"}"#).unwrap();
         assert_eq!(c, Request::Cancel);
+        let t: Request = serde_json::from_str(r#"{"type":"test_lose_device"}"#).unwrap();
+        assert_eq!(t, Request::TestLoseDevice);
+        // an import from before resuming existed
+        let i: Request =
+            serde_json::from_str(r#"{"type":"import","name":"m","paths":[]}"#).unwrap();
+        assert_eq!(
+            i,
+            Request::Import {
+                name: "m".into(),
+                paths: vec![],
+                format: "int8".into(),
+                resume: false
+            }
+        );
+        let m = serde_json::to_string(&Reply::Memory(MemoryFigures {
+            gpu_peak: 5,
+            ..Default::default()
+        }))
+        .unwrap();
+        assert!(
+            m.contains(r#""type":"memory""#) && m.contains(r#""gpu_peak":5"#),
+            "{m}"
+        );
     }
 
     #[test]

@@ -26,6 +26,10 @@ use crate::error::{Error, Result};
 use crate::loader::{RangeRead, WeightFile};
 
 const MANIFEST: &str = "roentgen-model.json";
+/// Written when an import or download starts, removed once the manifest is: what the
+/// unfinished model was asked to be (its format, the URL it comes from), so Resume can
+/// go on with the same.
+const PENDING: &str = "roentgen-import.json";
 /// Bytes per write while copying (progress granularity; never held in wasm memory).
 const COPY_SLICE: f64 = (32 << 20) as f64;
 
@@ -163,6 +167,81 @@ fn original() -> String {
     "original".into()
 }
 
+/// What an unfinished import was started as (see [`PENDING`]).
+#[derive(Serialize, Deserialize, PartialEq)]
+struct Pending {
+    /// `original`, `int8`, `int4`, `f16`: what the import was asked to store.
+    format: String,
+    /// The folder URL of a download; none for a picked folder.
+    #[serde(default)]
+    url: Option<String>,
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(
+    dir: &FileSystemDirectoryHandle,
+    file: &str,
+) -> Result<Option<T>> {
+    let Ok(h) = JsFuture::from(dir.get_file_handle(file)).await else {
+        return Ok(None);
+    };
+    let h: FileSystemFileHandle = h.unchecked_into();
+    let blob: Blob = wait(h.get_file(), &format!("reading {file}"))
+        .await?
+        .unchecked_into();
+    Ok(serde_json::from_str(&read_text(&blob).await?).ok())
+}
+
+async fn write_json<T: Serialize>(
+    dir: &FileSystemDirectoryHandle,
+    file: &str,
+    value: &T,
+) -> Result<()> {
+    let stream = writer(&new_file(dir, file).await?, file, false).await?;
+    let json = serde_json::to_string(value).unwrap_or_default();
+    wait(
+        stream
+            .write_with_str(&json)
+            .map_err(storage_err(&format!("writing {file}")))?,
+        &format!("writing {file}"),
+    )
+    .await?;
+    wait(stream.close(), &format!("writing {file}")).await?;
+    Ok(())
+}
+
+/// Test hook: with `test-hooks` and `KEY=MS` in the worker's URL, the step KEY names
+/// takes MS longer (`slow-import`: every file an import copies; `slow-load`: loading a
+/// model), so that a test can interrupt it halfway.
+pub fn test_delay_ms(key: &str) -> Option<i32> {
+    let search = query();
+    if !search.contains("test-hooks") {
+        return None;
+    }
+    search
+        .trim_start_matches('?')
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+}
+
+/// The query string of this global's URL (`location.search`, page or worker).
+pub fn query() -> String {
+    Reflect::get(&js_sys::global(), &"location".into())
+        .and_then(|l| Reflect::get(&l, &"search".into()))
+        .ok()
+        .and_then(|s| s.as_string())
+        .unwrap_or_default()
+}
+
+/// Resolves after `ms` milliseconds (a worker's `setTimeout`).
+pub async fn sleep_ms(ms: i32) {
+    let p = Promise::new(&mut |ok, _| {
+        let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+        let _ = scope.set_timeout_with_callback_and_timeout_and_arguments_0(&ok, ms);
+    });
+    let _ = JsFuture::from(p).await;
+}
+
 async fn read_text(blob: &Blob) -> Result<String> {
     let text = wait(blob.text(), "reading a file").await?;
     Ok(text.as_string().unwrap_or_default())
@@ -177,21 +256,21 @@ pub async fn list() -> Result<Vec<StoredModel>> {
             continue;
         }
         let d: FileSystemDirectoryHandle = handle.unchecked_into();
-        let manifest = match JsFuture::from(d.get_file_handle(MANIFEST)).await {
-            Ok(h) => {
-                let h: FileSystemFileHandle = h.unchecked_into();
-                let blob: Blob = wait(h.get_file(), "reading a model's manifest")
-                    .await?
-                    .unchecked_into();
-                serde_json::from_str::<Manifest>(&read_text(&blob).await?).ok()
-            }
-            Err(_) => None,
+        let manifest = read_json::<Manifest>(&d, MANIFEST).await?;
+        let pending = match manifest {
+            Some(_) => None,
+            None => read_json::<Pending>(&d, PENDING).await?,
         };
         out.push(StoredModel {
             name,
             bytes: manifest.as_ref().map_or(0, |m| m.bytes),
             complete: manifest.is_some(),
-            format: manifest.map_or_else(String::new, |m| m.format),
+            format: match (&manifest, &pending) {
+                (Some(m), _) => m.format.clone(),
+                (None, Some(p)) => p.format.clone(),
+                _ => String::new(),
+            },
+            source_url: pending.and_then(|p| p.url),
         });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -242,15 +321,23 @@ struct Conversion {
 /// deletes the partial model, so it holds no space, and says so; other stored models are
 /// never touched. Running out of space says how much the model needs and how much more
 /// must be freed.
+///
+/// With `resume`, an unfinished import of `name` started with the same `target` goes
+/// on: every file it stored whole (the size this import would write) is kept, the
+/// others are written again (OPFS keeps a file's bytes only once its stream closes, so
+/// a file cut off by a closed tab is empty or missing, never half there). Without it,
+/// or when the unfinished one was started for another format, it starts afresh.
+/// Returns the model and how many files were kept.
 pub async fn import(
     name: &str,
     files: &[(String, String, Blob)],
     target: Option<crate::convert::Target>,
+    resume: bool,
     on_progress: &mut dyn FnMut(&str, u64, u64),
-) -> Result<StoredModel> {
+) -> Result<(StoredModel, usize)> {
     // (bytes written, bytes in all; None until writing starts)
     let written = std::cell::Cell::new(None::<(f64, f64)>);
-    let r = import_inner(name, files, target, &mut |f, done, total| {
+    let r = import_inner(name, files, target, resume, &mut |f, done, total| {
         written.set(Some((done as f64, total as f64)));
         on_progress(f, done, total)
     })
@@ -288,8 +375,9 @@ async fn import_inner(
     name: &str,
     files: &[(String, String, Blob)],
     target: Option<crate::convert::Target>,
+    resume: bool,
     on_progress: &mut dyn FnMut(&str, u64, u64),
-) -> Result<StoredModel> {
+) -> Result<(StoredModel, usize)> {
     // Plan every conversion first (headers only): the stored size is known before a
     // byte is written.
     let mut conversions: Vec<Option<Conversion>> = Vec::new();
@@ -331,13 +419,46 @@ async fn import_inner(
             size_text(total - free.max(0.0))
         )));
     }
-    delete(name).await?;
+    let pending = Pending {
+        format: target.map_or_else(original, |t| t.name().to_string()),
+        url: None,
+    };
+    let unfinished = match subdir(&models_dir().await?, name, false).await {
+        Ok(dir) if read_json::<Manifest>(&dir, MANIFEST).await?.is_none() => {
+            read_json::<Pending>(&dir, PENDING).await?
+        }
+        _ => None,
+    };
+    let resume = resume && unfinished.as_ref() == Some(&pending);
+    if !resume {
+        delete(name).await?;
+    }
     // from here on a failure removes the partial model (see `import`)
     on_progress(name, 0, total as u64);
     let root = subdir(&models_dir().await?, name, true).await?;
+    write_json(&root, PENDING, &pending).await?;
+    let delay = test_delay_ms("slow-import");
     let mut done = 0f64;
     let mut stored = Vec::new();
+    let mut kept = 0;
     for ((_, path, blob), conversion) in files.iter().zip(conversions) {
+        let (out, size) = match &conversion {
+            Some(c) => (
+                crate::convert::output_name(&c.component),
+                c.plan.total_bytes as f64,
+            ),
+            None => (path.clone(), blob.size()),
+        };
+        if resume && stored_size(&root, &out).await? as f64 == size {
+            kept += 1;
+            done += size;
+            stored.push(out.clone());
+            on_progress(&out, done as u64, total as u64);
+            continue;
+        }
+        if let Some(ms) = delay {
+            sleep_ms(ms).await;
+        }
         if let Some(c) = conversion {
             let out = crate::convert::output_name(&c.component);
             let stream = writer(&new_file(&root, &out).await?, &out, false).await?;
@@ -384,7 +505,10 @@ async fn import_inner(
         Some(t) if converted_any => t.name().to_string(),
         _ => original(),
     };
-    finish(&root, name, total as u64, stored, format).await
+    Ok((
+        finish(&root, name, total as u64, stored, format).await?,
+        kept,
+    ))
 }
 
 /// The handle of `path` under `root`: created with its folders (`create`), or only if it
@@ -463,11 +587,13 @@ async fn finish(
     )
     .await?;
     wait(stream.close(), "writing the manifest").await?;
+    let _ = JsFuture::from(root.remove_entry(PENDING)).await;
     Ok(StoredModel {
         name: name.into(),
         bytes,
         complete: true,
         format,
+        source_url: None,
     })
 }
 
@@ -488,6 +614,15 @@ pub async fn download(
         delete(name).await?;
     }
     let root = subdir(&models_dir().await?, name, true).await?;
+    write_json(
+        &root,
+        PENDING,
+        &Pending {
+            format: original(),
+            url: Some(base.into()),
+        },
+    )
+    .await?;
     let total: u64 = files.iter().map(|(_, n)| n.unwrap_or(0)).sum();
     let mut have = Vec::with_capacity(files.len());
     for (path, _) in files {

@@ -5,12 +5,13 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 use js_sys::{Array, Uint8Array};
 use wasm_bindgen::prelude::*;
 use web_sys::{Blob, DedicatedWorkerGlobalScope, MessageEvent};
 
-use super::protocol::{FailureKind, Reply, Request, Settings, model_url};
+use super::protocol::{FailureKind, MemoryFigures, Reply, Request, Settings, model_url};
 use super::store;
 use crate::checkpoint::{Checkpoint, LoadOptions, plan_import, remote_candidates};
 use crate::error::{Error, Result};
@@ -60,9 +61,37 @@ fn progress() -> impl FnMut(&str, u64, u64) {
     }
 }
 
+/// Whether the worker's URL carries `test-hooks` (the page passes its own on).
+fn test_hooks() -> bool {
+    store::query().contains("test-hooks")
+}
+
+/// The engine's memory now.
+fn memory(gpu: &Gpu) -> MemoryFigures {
+    let m = gpu.memory();
+    let wasm = wasm_bindgen::memory()
+        .unchecked_into::<js_sys::WebAssembly::Memory>()
+        .buffer()
+        .unchecked_into::<js_sys::ArrayBuffer>()
+        .byte_length() as u64;
+    MemoryFigures {
+        gpu_allocated: m.allocated,
+        gpu_in_use: m.in_use,
+        gpu_peak: m.peak,
+        gpu_weights: m.weights,
+        wasm,
+    }
+}
+
+/// A device loss as the browser reported it, whatever the reason. The engine's own
+/// callback (src/gpu) ignores the reason `destroyed`, which wgpu gives for a device
+/// dropped on purpose; on the web nothing here destroys a device but a test, and a
+/// browser that takes the GPU away says `unknown`, so here every loss counts.
+type Lost = Arc<Mutex<Option<String>>>;
+
 #[derive(Default)]
 struct Engine {
-    gpu: RefCell<Option<Rc<Gpu>>>,
+    gpu: RefCell<Option<(Rc<Gpu>, Lost)>>,
     /// The loaded model: its name, its pipeline and the checkpoint it came from (the
     /// lean memory plan reloads the UNet from it before each generation).
     model: RefCell<Option<(String, Rc<Pipeline>, Rc<Checkpoint<store::BlobSource>>)>>,
@@ -72,12 +101,46 @@ struct Engine {
 
 impl Engine {
     async fn gpu(&self) -> Result<Rc<Gpu>> {
-        if let Some(g) = self.gpu.borrow().clone() {
+        if let Some((g, _)) = self.gpu.borrow().clone() {
             return Ok(g);
         }
         let gpu = Rc::new(Gpu::new().await?);
-        *self.gpu.borrow_mut() = Some(gpu.clone());
+        let lost = Lost::default();
+        let slot = lost.clone();
+        // On the web a second callback is added (a `then` on `device.lost`), not swapped in.
+        gpu.device.set_device_lost_callback(move |_, message| {
+            let message = if message.is_empty() {
+                "the browser gave no reason".into()
+            } else {
+                message
+            };
+            *slot.lock().unwrap() = Some(message);
+        });
+        *self.gpu.borrow_mut() = Some((gpu.clone(), lost));
         Ok(gpu)
+    }
+
+    /// The device loss the browser reported for the current GPU, if any.
+    fn lost(&self) -> Option<String> {
+        let gpu = self.gpu.borrow();
+        let (_, lost) = gpu.as_ref()?;
+        lost.lock().unwrap().clone()
+    }
+
+    /// What a failed task's error was: a device loss when the browser reported one (a
+    /// read from a lost device fails as a plain GPU error, sometimes before the loss
+    /// itself is announced, so an error waits a moment for it).
+    async fn explain(&self, e: Error) -> Error {
+        if matches!(e, Error::DeviceLost(_)) || self.gpu.borrow().is_none() {
+            return e;
+        }
+        if self.lost().is_none() && matches!(e, Error::Gpu(_) | Error::OutOfMemory(_)) {
+            store::sleep_ms(100).await;
+        }
+        match self.lost() {
+            Some(m) => Error::DeviceLost(m),
+            None => e,
+        }
     }
 
     /// After a device loss everything on the GPU is gone: start afresh next time.
@@ -85,6 +148,14 @@ impl Engine {
         if matches!(e, Error::DeviceLost(_)) {
             self.model.borrow_mut().take();
             self.gpu.borrow_mut().take();
+        }
+    }
+
+    /// A device already lost (while idle) fails the next task at once.
+    fn check_device(&self) -> Result<()> {
+        match self.lost() {
+            Some(m) => Err(Error::DeviceLost(m)),
+            None => Ok(()),
         }
     }
 
@@ -118,6 +189,9 @@ impl Engine {
             },
             None,
         );
+        if let Some(ms) = store::test_delay_ms("slow-load") {
+            store::sleep_ms(ms).await;
+        }
         let ck = Checkpoint::new(store::open(name).await?, LoadOptions::default())?;
         let pipeline = Pipeline::load(&gpu, &ck, &mut |part| {
             post(&Reply::Loading { part: part.into() }, None)
@@ -126,6 +200,7 @@ impl Engine {
         // Surface errors the GPU reported while the weights were uploaded.
         gpu.sync().await?;
         *self.model.borrow_mut() = Some((name.to_string(), Rc::new(pipeline), Rc::new(ck)));
+        post(&Reply::Memory(memory(&gpu)), None);
         Ok(Reply::Ready {
             name: name.into(),
             millis: now_ms() - t0,
@@ -137,6 +212,7 @@ impl Engine {
         name: &str,
         paths: Vec<String>,
         format: &str,
+        resume: bool,
         files: Array,
     ) -> Result<Reply> {
         if paths.len() != files.length() as usize {
@@ -162,7 +238,16 @@ impl Engine {
                 ))
             })?),
         };
-        store::import(name, &chosen, target, &mut progress()).await?;
+        let (_, kept) = store::import(name, &chosen, target, resume, &mut progress()).await?;
+        if resume {
+            log::info!("resumed the import of {name}: {kept} files were already stored");
+            post(
+                &Reply::Loading {
+                    part: format!("{kept} of {} files were already stored", chosen.len()),
+                },
+                None,
+            );
+        }
         self.load_stored(name).await
     }
 
@@ -264,6 +349,8 @@ impl Engine {
             Error::Unsupported("no model is loaded: import a model folder first".into())
         })?;
         let gpu = self.gpu().await?;
+        self.check_device()?;
+        gpu.reset_peak_memory();
         self.cancel.set(false);
         let t0 = now_ms();
         // The lean memory plan released the UNet after the last generation: read it
@@ -294,7 +381,9 @@ impl Engine {
                 }
             })
             .await?;
-        let Some(img) = images.into_iter().next() else {
+        post(&Reply::Memory(memory(&gpu)), None);
+        // A cancel that arrived during the decode drops the image.
+        let Some(img) = images.into_iter().next().filter(|_| !self.cancel.get()) else {
             return Ok(Reply::Cancelled);
         };
         let meta = ImageMetadata {
@@ -344,16 +433,30 @@ async fn run(engine: Rc<Engine>, req: Request, extra: Array) {
             name,
             paths,
             format,
+            resume,
         } => {
             engine
-                .import(name, paths.clone(), format, extra.get(1).unchecked_into())
+                .import(
+                    name,
+                    paths.clone(),
+                    format,
+                    *resume,
+                    extra.get(1).unchecked_into(),
+                )
                 .await
         }
         Request::ImportUrl { url } => engine.import_url(url).await,
         Request::Load { name } => engine.load(name).await,
         Request::Delete { name } => engine.delete(name).await,
         Request::Generate(s) => engine.generate(s).await,
-        Request::Cancel | Request::CountTokens { .. } => unreachable!("answered at once"),
+        Request::Cancel
+        | Request::CountTokens { .. }
+        | Request::TestLoseDevice
+        | Request::TestCrash => unreachable!("answered at once"),
+    };
+    let result = match result {
+        Ok(r) => Ok(r),
+        Err(e) => Err(engine.explain(e).await),
     };
     engine.busy.set(false);
     match result {
@@ -391,6 +494,20 @@ pub fn worker_main() {
         };
         match req {
             Request::Cancel => e.cancel.set(true),
+            Request::TestLoseDevice | Request::TestCrash if !test_hooks() => post(
+                &Reply::Failed {
+                    kind: FailureKind::Input,
+                    message: "test hooks are off (open the page with ?test-hooks)".into(),
+                },
+                None,
+            ),
+            Request::TestLoseDevice => {
+                if let Some((gpu, _)) = e.gpu.borrow().as_ref() {
+                    log::warn!("test hook: destroying the GPU device");
+                    gpu.device.destroy();
+                }
+            }
+            Request::TestCrash => panic!("test hook: the engine crashes on purpose"),
             Request::CountTokens { text } => {
                 if let Some(r) = e.count_tokens(&text) {
                     post(&r, None);

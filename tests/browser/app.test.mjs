@@ -24,16 +24,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { ROOT, serve, launch, readSafetensors } from './harness.mjs';
 
-const FIXTURE = path.join(ROOT, 'tests/fixtures/tiny-sd');
-// diffusers' StableDiffusionPipeline on tiny-sd (tools/make_fixtures.py): PNDM, 10 steps,
-// guidance 4, 128x128, seed 0, this prompt, negative prompt "".
-const GOLDEN = readSafetensors(path.join(ROOT, 'tests/fixtures/golden/tiny-sd.safetensors'))['pipe.pndm.image'];
-const PROMPT = 'Small right-sided pleural effusion.';
-// The issue's bar, as in the native test. The page's PNG is 8-bit grayscale: rounding
-// alone costs ~59 dB, so 40 dB leaves room only for real differences of ~1 %.
-const MIN_PSNR_DB = 40;
-// SwiftShader runs WebGPU on the CPU: generous, but a hang still fails.
-const SLOW = 300_000;
+import {
+  FIXTURE, GOLDEN, PROMPT, MIN_PSNR_DB, SLOW, byId, modelState, errorText, generate, psnrAgainstGolden,
+} from './page.mjs';
 
 // The download test's server: the fixtures under /remote/, the UNet's weights cut off
 // halfway through on their first GET.
@@ -45,66 +38,6 @@ const cut = (p) => (p === UNET && unetGets++ === 0 ? Math.floor(UNET_BYTES / 2) 
 let server;
 before(async () => { server = await serve(undefined, { mounts: { '/remote/': path.join(ROOT, 'tests/fixtures') }, cut }); });
 after(() => server?.close());
-
-const byId = (id) => `[data-testid="${id}"]`;
-
-async function modelState(page, states, timeout = SLOW) {
-  await page.waitForFunction(
-    ([sel, states]) => states.includes(document.querySelector(sel)?.dataset.state),
-    [byId('model-status'), states], { timeout },
-  );
-  return page.$eval(byId('model-status'), (e) => e.dataset.state);
-}
-
-async function errorText(page) {
-  return page.$eval(byId('error'), (e) => (e.hidden ? '' : e.textContent.trim()));
-}
-
-/** Fills the form with the golden's settings, generates, returns the image's gray levels. */
-async function generate(page) {
-  await page.fill(byId('prompt'), PROMPT);
-  await page.fill(byId('negative-prompt'), '');
-  await page.fill(byId('seed'), '0');
-  await page.fill(byId('steps'), '10');
-  await page.fill(byId('guidance'), '4');
-  await page.selectOption(byId('scheduler'), 'pndm');
-  await page.selectOption(byId('size'), '128');
-  const before = await page.getAttribute(byId('result'), 'data-generation');
-  await page.click(byId('generate'));
-  await page.waitForFunction(([sel, before, err]) => {
-    const img = document.querySelector(sel);
-    const done = img.dataset.generation !== undefined && img.dataset.generation !== before
-      && img.complete && img.naturalWidth > 0;
-    return done || !document.querySelector(err).hidden;
-  }, [byId('result'), before ?? undefined, byId('error')], { timeout: SLOW });
-  assert.equal(await errorText(page), '', 'generation failed');
-  assert.equal(await page.$eval(byId('progress'), (p) => p.value === p.max), true, 'progress bar not full');
-  return page.$eval(byId('result'), async (img) => {
-    const c = document.createElement('canvas');
-    c.width = img.naturalWidth; c.height = img.naturalHeight;
-    const ctx = c.getContext('2d');
-    ctx.drawImage(img, 0, 0);
-    const rgba = ctx.getImageData(0, 0, c.width, c.height).data;
-    const gray = [];
-    for (let i = 0; i < rgba.length; i += 4) gray.push(rgba[i]);
-    const png = new Uint8Array(await (await fetch(img.src)).arrayBuffer());
-    return { width: c.width, height: c.height, gray, png: new TextDecoder('latin1').decode(png) };
-  });
-}
-
-/** PSNR in dB of 8-bit gray levels against the reference RGB in [0, 1], by BT.601 luma
- * (what the page's grayscale PNG holds, as the CLI's). */
-function psnrAgainstGolden(image, golden = GOLDEN) {
-  const [, h, w, c] = golden.shape;
-  assert.deepEqual([image.height, image.width, c], [h, w, 3]);
-  let se = 0;
-  for (let i = 0; i < h * w; i++) {
-    const [r, g, b] = golden.data.subarray(3 * i, 3 * i + 3);
-    const ref = (0.299 * r + 0.587 * g + 0.114 * b) * 255;
-    se += (image.gray[i] - ref) ** 2;
-  }
-  return 10 * Math.log10(255 ** 2 / (se / (h * w)));
-}
 
 test('imports the fixture, matches diffusers, then works offline from storage', { timeout: 4 * SLOW }, async () => {
   const browser = await launch();
@@ -271,9 +204,10 @@ test('a model from a URL downloads, resumes after a cut connection, and loads', 
     assert.match(text, /diffusion_pytorch_model\.safetensors/, text);
     assert.match(text, /resume/, text);
     assert.match(await page.textContent('#models'), /tiny-sd — import did not finish/);
-    // Second try: only the rest of the UNet is asked for, then the model loads.
+    // Second try (Resume on the unfinished model; Download again does the same): only
+    // the rest of the UNet is asked for, then the model loads.
     const before = server.log.length;
-    await page.click(byId('model-url-go'));
+    await page.click('#models button:has-text("Resume")');
     assert.equal(await modelState(page, ['ready', 'error']), 'ready', await errorText(page));
     const unet = server.log.slice(before).filter(([m, p]) => m === 'GET' && p === UNET);
     assert.equal(unet.length, 1, JSON.stringify(unet));
