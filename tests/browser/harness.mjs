@@ -26,6 +26,10 @@ export async function serve(dir = DIST, { mounts = {}, cut = () => null, delay =
     throw new Error(`${dir}/index.html is missing: run \`trunk build --release\` first`);
   }
   const log = [];
+  // The engine's worker and the service worker take their policy from their response
+  // headers (a document's meta tag does not reach them): served with the page's own.
+  const csp = /http-equiv="Content-Security-Policy" content="([^"]+)"/
+    .exec(fs.readFileSync(path.join(dir, 'index.html'), 'utf8'))?.[1];
   const server = http.createServer(async (req, res) => {
     const url = new URL(req.url, 'http://x');
     const wait = delay(decodeURIComponent(url.pathname));
@@ -51,6 +55,7 @@ export async function serve(dir = DIST, { mounts = {}, cut = () => null, delay =
       'content-length': size - start,
     };
     if (m) headers['content-range'] = `bytes ${start}-${size - 1}/${size}`;
+    if (csp && ['worker.js', 'sw.js'].includes(path.basename(file))) headers['content-security-policy'] = csp;
     res.writeHead(m ? 206 : 200, headers);
     if (req.method === 'HEAD') { res.end(); return; }
     const data = fs.readFileSync(file).subarray(start);
