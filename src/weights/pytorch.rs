@@ -21,7 +21,7 @@ const MAX_NESTING: usize = 8;
 /// times (memo) is walked each time, so a few hundred bytes can describe a tree of 16⁸
 /// entries (a 404-byte file hung the reader: fuzz/regressions/torch_bin); a checkpoint
 /// has a few thousand entries.
-const MAX_ENTRIES: usize = 1_000_000;
+const MAX_ENTRIES: usize = 100_000;
 
 /// Reads the zip directory, `data.pkl` and the storage entries' local headers of `src`
 /// and returns where every tensor's data lies.
