@@ -103,6 +103,15 @@ for f in "$NEW"/*; do
     cp -- "$f" "$FUZZ/corpus/$TARGET/$(sha1sum "$f" | cut -c1-16)"
 done
 
+# Keep the committed corpus small (the replay in `cargo test` must take seconds):
+# over FUZZ_CORPUS_KB (450) KB, keep the small files and the large ones that add the
+# most coverage per byte (scripts/fuzz_trim.py, from afl-showmap traces).
+MAPS="$FUZZ/out/$TARGET.maps"
+rm -rf "$MAPS"
+AFL_QUIET=1 nice -n 19 "$AFL_BIN/afl-showmap" -i "$FUZZ/corpus/$TARGET" -o "$MAPS" \
+    -m "$MEM_MB" -t "$TIMEOUT_MS" -- "$BIN" >/dev/null 2>&1 || true
+python3 "$ROOT/scripts/fuzz_trim.py" "$FUZZ/corpus/$TARGET" "$MAPS" $((${FUZZ_CORPUS_KB:-450} * 1000))
+
 STATS="$OUT/default/fuzzer_stats"
 stat() { sed -n "s/^$1 *: //p" "$STATS"; }
 CRASHES=$(find "$OUT/default/crashes" -type f | wc -l)
