@@ -25,7 +25,7 @@ with open(sys.argv[1], "w", newline="") as f:
         w.writerow([f"s{i:05d}", findings[i % 5], "1" if i % 5 == 0 else "", "PA"])
 PY
 ARGS=(batch --model tests/fixtures/tiny-sd --prompts "$OUT/prompts.csv"
-    --output-dir "$OUT/data" --steps 2 --width 64 --height 64 --seed 3)
+    --output-dir "$OUT/data" --steps 2 --width 64 --height 64 --seed 3 --batch-size 4)
 count() { { cat "$OUT"/data/shard-*.jsonl 2>/dev/null || true; } | wc -l; }
 start=$(date +%s)
 for kill in KILL INT KILL; do

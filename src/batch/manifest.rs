@@ -12,6 +12,29 @@ use crate::error::{Error, Result};
 pub const METADATA: &str = "metadata.jsonl";
 pub const MANIFEST_CSV: &str = "manifest.csv";
 
+/// The fields of a [`ManifestRow`] before its labels, in order (the merged CSV's
+/// columns after `file_name`; a label may not take one of these names).
+pub const FIXED_FIELDS: &[&str] = &[
+    "id",
+    "row_id",
+    "image",
+    "row",
+    "file",
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "model",
+    "weights_sha256",
+    "scheduler",
+    "steps",
+    "guidance",
+    "width",
+    "height",
+    "sha256",
+    "shard",
+    "software",
+];
+
 /// One image of a dataset: everything needed to make it again and to check it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ManifestRow {
@@ -199,28 +222,9 @@ pub fn merged_outputs(rows: &[ManifestRow]) -> Result<(String, String)> {
         objects.push(o);
     }
     // CSV columns: file_name, the fixed fields in struct order, then labels
-    let fixed = [
-        "id",
-        "row_id",
-        "image",
-        "row",
-        "file",
-        "prompt",
-        "negative_prompt",
-        "seed",
-        "model",
-        "weights_sha256",
-        "scheduler",
-        "steps",
-        "guidance",
-        "width",
-        "height",
-        "sha256",
-        "shard",
-        "software",
-    ];
+
     columns.push("file_name".into());
-    columns.extend(fixed.iter().map(|s| s.to_string()));
+    columns.extend(FIXED_FIELDS.iter().map(|s| s.to_string()));
     for r in rows {
         for k in r.labels.keys() {
             if !columns.contains(k) {
@@ -335,6 +339,22 @@ mod tests {
             t.text(&t.rows[0], t.column("prompt").unwrap()),
             rows[0].prompt
         );
+    }
+
+    #[test]
+    fn the_fixed_fields_are_the_rows_fields_in_order() {
+        let Value::Object(o) = serde_json::to_value(row("a-0", 1)).unwrap() else {
+            unreachable!()
+        };
+        let mut keys: Vec<&str> = o
+            .keys()
+            .map(String::as_str)
+            .filter(|k| *k != "Edema")
+            .collect();
+        let mut fixed = FIXED_FIELDS.to_vec();
+        keys.sort();
+        fixed.sort();
+        assert_eq!(keys, fixed);
     }
 
     #[test]

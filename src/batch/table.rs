@@ -16,26 +16,6 @@ pub const NEGATIVE_PROMPT: &str = "negative_prompt";
 pub const SEED: &str = "seed";
 pub const ID: &str = "id";
 
-/// The manifest's own fields (besides the four above): a label column of one of these
-/// names would be ambiguous in the manifest, so it is refused.
-pub const MANIFEST_FIELDS: &[&str] = &[
-    "row_id",
-    "image",
-    "row",
-    "file",
-    "file_name",
-    "model",
-    "weights_sha256",
-    "scheduler",
-    "steps",
-    "guidance",
-    "width",
-    "height",
-    "sha256",
-    "shard",
-    "software",
-];
-
 /// Rows beyond this are refused (a table of a million prompts is 10⁶ x images-per-prompt
 /// images: years on one GPU; split it).
 pub const MAX_ROWS: usize = 10_000_000;
@@ -170,7 +150,7 @@ impl PromptTable {
         }
         for &i in &self.label_columns() {
             let c = &self.columns[i];
-            if MANIFEST_FIELDS.contains(&c.as_str()) {
+            if super::manifest::FIXED_FIELDS.contains(&c.as_str()) || c == "file_name" {
                 return Err(Error::Config {
                     file: self.name.clone(),
                     message: format!(

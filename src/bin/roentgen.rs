@@ -78,6 +78,40 @@ mod native {
         output: PathBuf,
     }
 
+    /// The settings `generate` and `batch` share (RoentGen's recipe by default).
+    #[derive(clap::Args)]
+    pub(crate) struct Sampling {
+        #[arg(long, allow_negative_numbers = true, default_value_t = roentgen_web::pipeline::ROENTGEN_STEPS)]
+        pub steps: usize,
+        #[arg(long, allow_negative_numbers = true, default_value_t = roentgen_web::pipeline::ROENTGEN_GUIDANCE)]
+        pub guidance: f32,
+        /// pndm | ddim | dpm++2m | euler-a
+        #[arg(long, default_value = "pndm")]
+        pub scheduler: String,
+        #[arg(long, allow_negative_numbers = true, default_value_t = roentgen_web::pipeline::ROENTGEN_SIZE)]
+        pub width: usize,
+        #[arg(long, allow_negative_numbers = true, default_value_t = roentgen_web::pipeline::ROENTGEN_SIZE)]
+        pub height: usize,
+    }
+
+    impl Sampling {
+        /// A request with these settings (prompts, seed and count left at their defaults).
+        pub(crate) fn request(&self) -> Result<GenerateRequest> {
+            let scheduler: SchedulerKind = self
+                .scheduler
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--scheduler: {e}"))?;
+            Ok(GenerateRequest {
+                steps: self.steps,
+                guidance: self.guidance,
+                scheduler,
+                width: self.width,
+                height: self.height,
+                ..Default::default()
+            })
+        }
+    }
+
     #[derive(clap::Args)]
     struct GenerateArgs {
         /// The checkpoint: a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/).
@@ -87,20 +121,11 @@ mod native {
         prompt: String,
         #[arg(long, default_value = "")]
         negative_prompt: String,
-        #[arg(long, allow_negative_numbers = true, default_value_t = roentgen_web::pipeline::ROENTGEN_STEPS)]
-        steps: usize,
-        #[arg(long, allow_negative_numbers = true, default_value_t = roentgen_web::pipeline::ROENTGEN_GUIDANCE)]
-        guidance: f32,
+        #[command(flatten)]
+        sampling: Sampling,
         /// Seed of the torch-compatible generator (same seed, same image as diffusers).
         #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
         seed: u64,
-        /// pndm | ddim | dpm++2m | euler-a
-        #[arg(long, default_value = "pndm")]
-        scheduler: String,
-        #[arg(long, allow_negative_numbers = true, default_value_t = roentgen_web::pipeline::ROENTGEN_SIZE)]
-        width: usize,
-        #[arg(long, allow_negative_numbers = true, default_value_t = roentgen_web::pipeline::ROENTGEN_SIZE)]
-        height: usize,
         /// Images from the one seed (out.png, out-1.png, ...).
         #[arg(long, allow_negative_numbers = true, default_value_t = 1)]
         count: usize,
@@ -320,10 +345,8 @@ mod native {
     }
 
     async fn generate(a: GenerateArgs) -> Result<()> {
-        let scheduler: SchedulerKind = a
-            .scheduler
-            .parse()
-            .map_err(|e| anyhow::anyhow!("--scheduler: {e}"))?;
+        let base = a.sampling.request()?;
+        let scheduler = base.scheduler;
         let gpu = Gpu::new().await?;
         eprintln!("adapter: {} ({})", gpu.info.adapter_name, gpu.info.backend);
         let ck = open(&a.model, a.f16)?;
@@ -340,13 +363,9 @@ mod native {
         let req = GenerateRequest {
             prompt: a.prompt.clone(),
             negative_prompt: a.negative_prompt.clone(),
-            steps: a.steps,
-            guidance: a.guidance,
             seed: a.seed,
-            scheduler,
-            width: a.width,
-            height: a.height,
             count: a.count,
+            ..base
         };
         let enc = pipe.tokenizer.encode(&a.prompt)?;
         if let Some(d) = &enc.dropped {
@@ -373,8 +392,8 @@ mod native {
                 prompt: a.prompt.clone(),
                 negative_prompt: a.negative_prompt.clone(),
                 seed: a.seed,
-                steps: a.steps,
-                guidance: a.guidance,
+                steps: req.steps,
+                guidance: req.guidance,
                 scheduler: scheduler.name().into(),
                 model: model_name(&pipe, &a.model),
             };

@@ -7,10 +7,9 @@ use anyhow::{Context, Result, bail};
 use roentgen_web::batch::run::{Event, RunSettings, merge, run_shard, weights_sha256};
 use roentgen_web::batch::{PlanOptions, PromptTable, Shard, Template, plan};
 use roentgen_web::gpu::Gpu;
-use roentgen_web::pipeline::{GenerateRequest, MemoryPlan, Pipeline};
-use roentgen_web::schedulers::SchedulerKind;
+use roentgen_web::pipeline::{MemoryPlan, Pipeline};
 
-use crate::native::{dicom_bytes, model_name, open};
+use crate::native::{Sampling, dicom_bytes, model_name, open};
 
 fn dicom_encoder(
     gray: &[u8],
@@ -53,17 +52,8 @@ pub struct BatchArgs {
     /// Build each prompt from columns, e.g. "{age} year old {race} {sex}. {impression}".
     #[arg(long)]
     prompt_template: Option<String>,
-    #[arg(long, allow_negative_numbers = true, default_value_t = roentgen_web::pipeline::ROENTGEN_STEPS)]
-    steps: usize,
-    #[arg(long, allow_negative_numbers = true, default_value_t = roentgen_web::pipeline::ROENTGEN_GUIDANCE)]
-    guidance: f32,
-    /// pndm | ddim | dpm++2m | euler-a
-    #[arg(long, default_value = "pndm")]
-    scheduler: String,
-    #[arg(long, allow_negative_numbers = true, default_value_t = roentgen_web::pipeline::ROENTGEN_SIZE)]
-    width: usize,
-    #[arg(long, allow_negative_numbers = true, default_value_t = roentgen_web::pipeline::ROENTGEN_SIZE)]
-    height: usize,
+    #[command(flatten)]
+    sampling: Sampling,
     /// png, or dcm: DICOM Secondary Capture files marked synthetic (fresh UIDs, so a
     /// remade image has other bytes than the first; its pixels are the same)
     #[arg(long, default_value = "png")]
@@ -127,10 +117,7 @@ pub async fn batch(a: BatchArgs) -> Result<()> {
         "dcm" => true,
         f => bail!("--format {f}: use png or dcm"),
     };
-    let scheduler: SchedulerKind = a
-        .scheduler
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--scheduler: {e}"))?;
+    let request = a.sampling.request()?;
 
     // Everything about the input is checked before the model loads.
     let bytes = std::fs::read(&prompts)
@@ -165,14 +152,6 @@ pub async fn batch(a: BatchArgs) -> Result<()> {
                 _ => Shard::ALL,
             },
         },
-    };
-    let request = GenerateRequest {
-        steps: a.steps,
-        guidance: a.guidance,
-        scheduler,
-        width: a.width,
-        height: a.height,
-        ..Default::default()
     };
 
     let gpu = Gpu::new().await?;
