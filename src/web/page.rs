@@ -1017,6 +1017,14 @@ pub fn main() {
         input.set_value("");
     })
     .forget();
+    // The dialog Resume opened was closed without a folder: the next import is a new one.
+    EventListener::new(&input, "cancel", |_| {
+        let p = page();
+        if p.resume_into.borrow_mut().take().is_some() && p.task.get() == Task::Idle {
+            p.status("none", "Resume cancelled: no folder was chosen.");
+        }
+    })
+    .forget();
     // A folder chosen before this script ran (the input is disabled in the HTML, but a
     // dialog opened earlier can still deliver): take it too.
     if input.files().is_some_and(|f| f.length() > 0) {

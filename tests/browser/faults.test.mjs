@@ -214,7 +214,10 @@ test('an import interrupted by a page reload resumes from the same folder, keepi
   const whole = Object.entries(stored).filter(([p, [size]]) => p !== 'roentgen-import.json' && size > 0);
   assert.ok(whole.length >= 1, `nothing was stored before the reload: ${JSON.stringify(stored)}`);
   assert.ok(!('roentgen-model.json' in stored), 'the interrupted import has a manifest');
-  // Resume asks for the folder again
+  // Resume asks for the folder again (a dialog closed without one resumes nothing)
+  await page.click('#models button:has-text("Resume")');
+  await page.$eval(byId('model-folder'), (i) => i.dispatchEvent(new Event('cancel')));
+  assert.match(await page.textContent(byId('model-status')), /Resume cancelled/);
   const chooser = page.waitForEvent('filechooser');
   await page.click('#models button:has-text("Resume")');
   await (await chooser).setFiles(FIXTURE);
