@@ -386,15 +386,16 @@ pub async fn run_shard<S: FileSource>(
     })
 }
 
-/// `roentgen batch --merge OUT`: the rows that stand, from every shard's manifest,
-/// written to `OUT/metadata.jsonl` and `OUT/manifest.csv` (each whole or not at all).
-/// Rows whose image is missing are left out and reported.
+/// What [`merge`] did: images in the merged files, shards seen, and what it left out.
 pub struct Merged {
     pub images: usize,
     pub manifests: usize,
     pub warnings: Vec<String>,
 }
 
+/// `roentgen batch --merge OUT`: the rows that stand, from every shard's manifest,
+/// written to `OUT/metadata.jsonl` and `OUT/manifest.csv` (each whole or not at all).
+/// Rows whose image is missing are left out and reported.
 pub fn merge(out: &Path) -> Result<Merged> {
     if !out.is_dir() {
         return Err(Error::Unsupported(format!(
