@@ -82,6 +82,29 @@ pub struct BatchItem {
     pub seed: u64,
 }
 
+/// An image to edit: image-to-image (SDEdit, diffusers' `StableDiffusionImg2ImgPipeline`)
+/// or, with a mask, inpainting with the ordinary 4-channel UNet (diffusers'
+/// `StableDiffusionInpaintPipeline` for a 4-channel UNet).
+#[derive(Clone, Copy, Debug)]
+pub struct Edit<'a> {
+    /// RGB in [0, 1], row-major `[height, width, 3]`, the request's width and height
+    /// (diffusers' `VaeImageProcessor` output before `2x - 1`).
+    pub rgb: &'a [f32],
+    /// `[height, width]`, true = repaint (the binarised mask); `None`: image-to-image.
+    pub mask: Option<&'a [bool]>,
+    /// How far into the schedule to start, in (0, 1]: `steps · strength` steps run
+    /// (rounded down), from `timesteps[steps - that]`. 1 starts from pure noise.
+    pub strength: f32,
+}
+
+/// The steps a strength keeps, as diffusers' `get_timesteps`:
+/// `init_timestep = min(int(steps * strength), steps)`; returns `t_start`, the first
+/// call run (the schedulers' `order` is 1).
+pub fn edit_start(steps: usize, strength: f32) -> usize {
+    let init = ((steps as f64 * strength as f64).floor() as usize).min(steps);
+    steps - init
+}
+
 /// Where a generation's random numbers come from: one generator for all its images
 /// (`num_images_per_prompt`), or one per image (a batch of separately seeded images).
 enum Noise {
@@ -90,6 +113,15 @@ enum Noise {
 }
 
 impl Noise {
+    /// One plane per image, drawn once from a shared generator (and repeated, as
+    /// diffusers repeats the latents of a single init image) or once per generator.
+    fn randn_per_image(&mut self, n: usize, plane: usize) -> Vec<f32> {
+        match self {
+            Noise::Shared(g) => g.randn(plane).repeat(n),
+            Noise::Each(gs) => gs.iter_mut().flat_map(|g| g.randn(plane)).collect(),
+        }
+    }
+
     /// `n` planes of `plane` standard normal numbers.
     fn randn(&mut self, n: usize, plane: usize) -> Vec<f32> {
         match self {
@@ -211,6 +243,23 @@ fn preview(latents: &[f32], h: usize, w: usize) -> Preview {
         height: h,
         rgb,
     }
+}
+
+/// `scaling_factor · (mean + std · ε)` per image (`DiagonalGaussianDistribution.sample`:
+/// log-variance clamped to [-30, 20], std = exp(logvar / 2)); `eps` holds `plane` numbers
+/// per image, `moments` one image's mean and log-variance planes.
+fn sample_latents(moments: &[f32], eps: &[f32], plane: usize, lc: usize, scale: f32) -> Vec<f32> {
+    debug_assert_eq!(moments.len(), 2 * plane);
+    debug_assert_eq!(plane % lc, 0);
+    let (mean, logvar) = moments.split_at(plane);
+    eps.iter()
+        .enumerate()
+        .map(|(k, &e)| {
+            let i = k % plane;
+            let std = (0.5 * logvar[i].clamp(-30.0, 20.0)).exp();
+            scale * (mean[i] + std * e)
+        })
+        .collect()
 }
 
 fn nchw_to_nhwc(x: &[f32], b: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
@@ -363,9 +412,92 @@ impl Pipeline {
             req,
             texts,
             Noise::Shared(Box::new(TorchGenerator::new(req.seed))),
+            None,
             on_call,
         )
         .await
+    }
+
+    /// Edits an image (see [`Edit`]): `req.count` images from one prompt and one seed,
+    /// as diffusers' image-to-image and inpainting pipelines make them from the same
+    /// generator. Needs the VAE's encoder ([`Pipeline::load_vae_encoder`]).
+    pub async fn generate_edit(
+        &self,
+        gpu: &Gpu,
+        req: &GenerateRequest,
+        edit: &Edit<'_>,
+        on_call: &mut dyn FnMut(Progress) -> Control,
+    ) -> Result<Vec<GeneratedImage>> {
+        self.check(req, req.count)?;
+        self.check_edit(req, edit)?;
+        let cond = self.tokenizer.encode(&req.prompt)?.ids;
+        let uncond = self.tokenizer.encode(&req.negative_prompt)?.ids;
+        let texts = vec![(cond, uncond); req.count];
+        self.run(
+            gpu,
+            req,
+            texts,
+            Noise::Shared(Box::new(TorchGenerator::new(req.seed))),
+            Some(edit),
+            on_call,
+        )
+        .await
+    }
+
+    /// An edit's inputs against the request, before anything runs.
+    pub fn check_edit(&self, req: &GenerateRequest, edit: &Edit<'_>) -> Result<()> {
+        if !(edit.strength > 0.0 && edit.strength <= 1.0) {
+            return Err(Error::Unsupported(format!(
+                "strength must be a number greater than 0 and at most 1 (0.6 keeps the image's layout, 1 repaints from noise), not {}",
+                edit.strength
+            )));
+        }
+        if edit_start(req.steps, edit.strength) == req.steps {
+            return Err(Error::Unsupported(format!(
+                "strength {} with {} steps runs no step (steps x strength < 1); raise the strength or the steps",
+                edit.strength, req.steps
+            )));
+        }
+        let px = req.width * req.height;
+        if edit.rgb.len() != px * 3 {
+            return Err(Error::Unsupported(format!(
+                "the init image has {} values, but a {}x{} RGB image has {}",
+                edit.rgb.len(),
+                req.width,
+                req.height,
+                px * 3
+            )));
+        }
+        if let Some(m) = edit.mask
+            && m.len() != px
+        {
+            return Err(Error::Unsupported(format!(
+                "the mask has {} pixels, but the init image is {}x{} ({} pixels); draw the mask at the image's size",
+                m.len(),
+                req.width,
+                req.height,
+                px
+            )));
+        }
+        if self.vae.encoder.is_none() {
+            return Err(Error::Unsupported(
+                "editing an image needs the VAE's encoder, which was not loaded (Pipeline::load_vae_encoder)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Loads the VAE again with its encoder (text-to-image leaves it out: 34 M
+    /// parameters it does not need). A no-op when it is there.
+    pub async fn load_vae_encoder<S: FileSource>(
+        &mut self,
+        gpu: &Gpu,
+        ck: &Checkpoint<S>,
+    ) -> Result<()> {
+        if self.vae.encoder.is_none() {
+            self.vae = ck.vae(gpu, true).await?;
+        }
+        Ok(())
     }
 
     /// Generates one image per item, each with its own prompt, negative prompt and seed,
@@ -391,7 +523,7 @@ impl Pipeline {
             .iter()
             .map(|it| TorchGenerator::new(it.seed))
             .collect();
-        self.run(gpu, req, texts, Noise::Each(generators), on_call)
+        self.run(gpu, req, texts, Noise::Each(generators), None, on_call)
             .await
     }
 
@@ -443,6 +575,24 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The VAE's latent distribution of an RGB image in [0, 1] (`[h, w, 3]`): moments
+    /// NCHW `[2 * latent, h/8, w/8]`, mean then log-variance.
+    async fn encode_moments(
+        &self,
+        gpu: &Gpu,
+        rgb: &[f32],
+        height: usize,
+        width: usize,
+    ) -> Result<Vec<f32>> {
+        let x: Vec<f32> = rgb.iter().map(|&v| 2.0 * v - 1.0).collect();
+        let x = gpu.upload(&x, &[1, height, width, 3])?;
+        let m = self.vae.encode(gpu, &x)?;
+        let [_, mh, mw, mc] = m.shape().try_into().expect("moments are NHWC");
+        let m = gpu.read(&m).await?;
+        gpu.trim();
+        Ok(nhwc_to_nchw(&m, 1, mc, mh, mw))
+    }
+
     /// The denoising loop and the decode, for `texts` = (prompt ids, negative ids) per
     /// image and the noise they draw.
     async fn run(
@@ -451,6 +601,7 @@ impl Pipeline {
         req: &GenerateRequest,
         texts: Vec<(Vec<u32>, Vec<u32>)>,
         mut noise: Noise,
+        edit: Option<&Edit<'_>>,
         on_call: &mut dyn FnMut(Progress) -> Control,
     ) -> Result<Vec<GeneratedImage>> {
         let f = self.vae.config.scale_factor();
@@ -477,16 +628,52 @@ impl Pipeline {
         // 2. scheduler and initial latents
         let mut scheduler = schedulers::build(req.scheduler, &self.scheduler_config, req.steps)?;
         let sigma = scheduler.init_noise_sigma();
-        let mut latents: Vec<f32> = noise
-            .randn(n, lc * h * w)
-            .into_iter()
-            .map(|v| v * sigma)
-            .collect();
-        let timesteps = scheduler.timesteps().to_vec();
         let plane = lc * h * w;
+        let start = match edit {
+            Some(e) => edit_start(req.steps, e.strength),
+            None => 0,
+        };
+        scheduler.begin_at(start)?;
+        let timesteps = scheduler.timesteps().to_vec();
+        // For inpainting: the init image's latents, the noise they are noised with at
+        // each step, and the mask on the latent grid.
+        let mut inpaint: Option<(Vec<f32>, Vec<f32>, Vec<bool>)> = None;
+        let mut latents: Vec<f32> = match edit {
+            None => noise
+                .randn(n, plane)
+                .into_iter()
+                .map(|v| v * sigma)
+                .collect(),
+            Some(e) => {
+                // the init image's latents, *sampled* from the VAE's latent
+                // distribution with the generator (retrieve_latents), times the
+                // scaling factor, then the noise
+                let moments = self.encode_moments(gpu, e.rgb, req.height, req.width).await?;
+                let eps = noise.randn_per_image(n, plane);
+                let image_latents = sample_latents(&moments, &eps, plane, lc, self.vae.config.scaling_factor);
+                let fresh = noise.randn(n, plane);
+                let latents = match e.mask {
+                    Some(_) if e.strength == 1.0 => fresh.iter().map(|v| v * sigma).collect(),
+                    _ => scheduler.add_noise(&image_latents, &fresh, start),
+                };
+                if let Some(mask) = e.mask {
+                    // diffusers also encodes the masked image with the generator (its
+                    // latents feed only 9-channel UNets): the draw is kept, the encode not
+                    let _ = noise.randn_per_image(n, plane);
+                    // F.interpolate(mode="nearest") to the latent grid: pixel (f·i, f·j)
+                    let grid: Vec<bool> = (0..h)
+                        .flat_map(|i| (0..w).map(move |j| (i, j)))
+                        .map(|(i, j)| mask[(f * i) * req.width + f * j])
+                        .collect();
+                    inpaint = Some((image_latents, fresh, grid));
+                }
+                latents
+            }
+        };
 
         // 3. denoising loop
-        for (i, &t) in timesteps.iter().enumerate() {
+        let calls = timesteps.len() - start;
+        for (i, &t) in timesteps.iter().enumerate().skip(start) {
             let mut input = latents.clone();
             scheduler.scale_model_input(&mut input, i);
             let batch = if cfg { 2 * n } else { n };
@@ -508,10 +695,24 @@ impl Pipeline {
             };
             let noise = scheduler.needs_noise().then(|| noise.randn(n, plane));
             latents = scheduler.step(&guided, i, &latents, noise.as_deref());
+            if let Some((image_latents, fresh, grid)) = &inpaint {
+                // the kept region: the init latents noised to the next call's level
+                // (un-noised after the last call)
+                let kept = if i + 1 < timesteps.len() {
+                    scheduler.add_noise(image_latents, fresh, i + 1)
+                } else {
+                    image_latents.clone()
+                };
+                for (k, v) in latents.iter_mut().enumerate() {
+                    if !grid[k % (h * w)] {
+                        *v = kept[k];
+                    }
+                }
+            }
             let p = preview(&latents[..plane], h, w);
             if on_call(Progress {
-                call: i + 1,
-                calls: timesteps.len(),
+                call: i + 1 - start,
+                calls,
                 preview: &p,
             }) == Control::Cancel
             {

@@ -94,6 +94,16 @@ impl Scheduler for Ddim {
         &self.timesteps
     }
 
+    fn begin_at(&mut self, index: usize) -> Result<()> {
+        assert_eq!(self.next, 0, "DDIM: begin_at after a step");
+        self.next = index;
+        Ok(())
+    }
+
+    fn add_noise(&self, original: &[f32], noise: &[f32], index: usize) -> Vec<f32> {
+        super::add_noise_alpha(original, noise, self.alphas[index].0)
+    }
+
     fn step(
         &mut self,
         model_output: &[f32],

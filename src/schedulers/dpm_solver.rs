@@ -340,6 +340,22 @@ impl Scheduler for DpmSolverMultistep {
         &self.timesteps
     }
 
+    fn begin_at(&mut self, index: usize) -> Result<()> {
+        assert_eq!(self.next, 0, "DPM-Solver: begin_at after a step");
+        self.next = index;
+        Ok(())
+    }
+
+    /// α_t·x + σ_t·ε with (α_t, σ_t) from the call's σ (`_sigma_to_alpha_sigma_t`).
+    fn add_noise(&self, original: &[f32], noise: &[f32], index: usize) -> Vec<f32> {
+        let (alpha_t, sigma_t) = alpha_sigma(self.sigmas[index]);
+        original
+            .iter()
+            .zip(noise)
+            .map(|(&x, &n)| alpha_t * x + sigma_t * n)
+            .collect()
+    }
+
     fn step(
         &mut self,
         model_output: &[f32],

@@ -108,6 +108,18 @@ impl Scheduler for EulerAncestral {
         true
     }
 
+    fn begin_at(&mut self, index: usize) -> Result<()> {
+        assert_eq!(self.next, 0, "Euler ancestral: begin_at after a step");
+        self.next = index;
+        Ok(())
+    }
+
+    /// x + σ·ε (diffusers: `original_samples + noise * sigma`).
+    fn add_noise(&self, original: &[f32], noise: &[f32], index: usize) -> Vec<f32> {
+        let sigma = self.sigmas[index];
+        original.iter().zip(noise).map(|(&x, &n)| x + n * sigma).collect()
+    }
+
     fn step(
         &mut self,
         model_output: &[f32],

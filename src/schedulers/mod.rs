@@ -158,6 +158,22 @@ pub trait Scheduler: Send {
         sample: &[f32],
         noise: Option<&[f32]>,
     ) -> Vec<f32>;
+
+    /// Starts the schedule at call `index` instead of 0 (image-to-image: diffusers'
+    /// `timesteps[t_start * order:]` and `set_begin_index`); the next `step` is then
+    /// `step_index == index`. Called once, before any step.
+    fn begin_at(&mut self, index: usize) -> Result<()>;
+
+    /// `original` noised to the level of call `index` with `noise` (diffusers'
+    /// `add_noise` at `timesteps[index]`): √ᾱ_t·x + √(1-ᾱ_t)·ε for PNDM and DDIM,
+    /// x + σ·ε for Euler ancestral, α_t·x + σ_t·ε for DPM-Solver.
+    fn add_noise(&self, original: &[f32], noise: &[f32], index: usize) -> Vec<f32>;
+}
+
+/// √ᾱ·x + √(1-ᾱ)·ε in float32, as diffusers' DDPM-style `add_noise` computes it.
+pub(crate) fn add_noise_alpha(original: &[f32], noise: &[f32], alpha_prod: f32) -> Vec<f32> {
+    let (a, b) = (alpha_prod.sqrt(), (1.0 - alpha_prod).sqrt());
+    original.iter().zip(noise).map(|(&x, &n)| a * x + b * n).collect()
 }
 
 /// Builds scheduler `kind` from a checkpoint's scheduler config for

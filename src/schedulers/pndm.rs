@@ -25,6 +25,11 @@ pub struct Pndm {
     /// Calls that are Runge-Kutta steps (0 with `skip_prk_steps`).
     prk_calls: usize,
     prediction_type: PredictionType,
+    /// The first call run ([`Scheduler::begin_at`]); `counter` counts from it.
+    begin: usize,
+    ratio: i64,
+    final_alpha_cumprod: f32,
+    ac: Vec<f32>,
     // State, as diffusers keeps it.
     counter: usize,
     /// Past model outputs (ε_θ) the multistep formulas combine, newest last.
@@ -33,6 +38,41 @@ pub struct Pndm {
     cur_model_output: Option<Vec<f32>>,
     /// The sample the current (Runge-Kutta or first PLMS) step started from.
     cur_sample: Option<Vec<f32>>,
+}
+
+/// The (timestep, prev_timestep) each call's update uses, exactly as step_prk /
+/// step_plms derive them from the counter and the timestep passed in (`calls` are the
+/// timesteps run, in order, the counter starting at 0 on the first).
+fn plan_hops(
+    calls: &[i64],
+    prk: &[i64],
+    ratio: i64,
+    ac: &[f32],
+    final_alpha_cumprod: f32,
+) -> Result<Vec<Hop>> {
+    let mut hops = Vec::with_capacity(calls.len());
+    for (counter, &t_in) in calls.iter().enumerate() {
+        let (t, prev) = if counter < prk.len() {
+            let diff = if counter % 2 == 1 { 0 } else { ratio / 2 };
+            (prk[counter / 4 * 4], t_in - diff)
+        } else if counter == 1 {
+            (t_in + ratio, t_in)
+        } else {
+            (t_in, t_in - ratio)
+        };
+        let what = format!("PNDM call {counter}");
+        let alpha_prod_t = alpha_at(ac, t, &what)?;
+        let alpha_prod_t_prev = if prev >= 0 {
+            alpha_at(ac, prev, &what)?
+        } else {
+            final_alpha_cumprod
+        };
+        hops.push(Hop {
+            alpha_prod_t,
+            alpha_prod_t_prev,
+        });
+    }
+    Ok(hops)
 }
 
 impl Pndm {
@@ -107,35 +147,16 @@ impl Pndm {
         };
         let calls: Vec<i64> = prk.iter().chain(&plms).copied().collect();
 
-        // The (timestep, prev_timestep) each call's update uses, exactly as step_prk /
-        // step_plms derive them from the counter and the timestep passed in.
         let ratio = t_train / n as i64;
-        let mut hops = Vec::with_capacity(calls.len());
-        for (counter, &t_in) in calls.iter().enumerate() {
-            let (t, prev) = if counter < prk.len() {
-                let diff = if counter % 2 == 1 { 0 } else { ratio / 2 };
-                (prk[counter / 4 * 4], t_in - diff)
-            } else if counter == 1 {
-                (t_in + ratio, t_in)
-            } else {
-                (t_in, t_in - ratio)
-            };
-            let what = format!("PNDM call {counter}");
-            let alpha_prod_t = alpha_at(&ac, t, &what)?;
-            let alpha_prod_t_prev = if prev >= 0 {
-                alpha_at(&ac, prev, &what)?
-            } else {
-                final_alpha_cumprod
-            };
-            hops.push(Hop {
-                alpha_prod_t,
-                alpha_prod_t_prev,
-            });
-        }
+        let hops = plan_hops(&calls, &prk, ratio, &ac, final_alpha_cumprod)?;
 
         Ok(Pndm {
             timesteps: calls.iter().map(|&t| t as f32).collect(),
             hops,
+            begin: 0,
+            ratio,
+            final_alpha_cumprod,
+            ac,
             prk_calls: prk.len(),
             prediction_type: config.prediction_type,
             counter: 0,
@@ -268,12 +289,13 @@ impl Scheduler for Pndm {
     ) -> Vec<f32> {
         check_lengths(model_output, sample, noise);
         assert_eq!(
-            step_index, self.counter,
+            step_index,
+            self.begin + self.counter,
             "PNDM: step {step_index} called, but call {} is next",
-            self.counter
+            self.begin + self.counter
         );
         assert!(
-            step_index < self.hops.len(),
+            self.counter < self.hops.len(),
             "PNDM: step {step_index} is past the last call"
         );
         let out = if self.counter < self.prk_calls {
@@ -283,5 +305,32 @@ impl Scheduler for Pndm {
         };
         self.counter += 1;
         out
+    }
+
+    /// diffusers' PNDM has no `set_begin_index`: image-to-image passes it
+    /// `timesteps[t_start:]` and its counter starts at 0 there, so the Heun-like second
+    /// call (counter 1) lands on the second timestep run, not on the repeated one. The
+    /// hops are planned again for the calls that remain, the same way.
+    fn begin_at(&mut self, index: usize) -> Result<()> {
+        assert_eq!(self.counter, 0, "PNDM: begin_at after a step");
+        if index == 0 {
+            return Ok(());
+        }
+        if self.prk_calls > 0 {
+            return Err(unsupported(
+                SchedulerKind::Pndm,
+                "image-to-image with Runge-Kutta warm-up steps (`skip_prk_steps` false)".into(),
+            ));
+        }
+        assert!(index < self.timesteps.len(), "PNDM: begin_at({index}) past the end");
+        let calls: Vec<i64> = self.timesteps[index..].iter().map(|&t| t as i64).collect();
+        self.hops = plan_hops(&calls, &[], self.ratio, &self.ac, self.final_alpha_cumprod)?;
+        self.begin = index;
+        Ok(())
+    }
+
+    fn add_noise(&self, original: &[f32], noise: &[f32], index: usize) -> Vec<f32> {
+        let t = self.timesteps[index] as usize;
+        super::add_noise_alpha(original, noise, self.ac[t])
     }
 }
