@@ -22,5 +22,6 @@ pub mod schedulers;
 pub mod tokenizer;
 pub mod web;
 pub mod weights;
+pub mod word_maps;
 
 pub use error::{Error, Result};

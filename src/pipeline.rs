@@ -24,9 +24,11 @@ use crate::checkpoint::{Checkpoint, FileSource};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::models::{AutoencoderKL, ClipTextModel, UNet2DConditionModel, UNetConfig};
+use crate::ops::AttentionMaps;
 use crate::rng::TorchGenerator;
 use crate::schedulers::{self, SchedulerConfig, SchedulerKind};
 use crate::tokenizer::{ClipTokenizer, TokenizerFiles};
+pub use crate::word_maps::WordMaps;
 
 /// The largest guidance scale accepted.
 pub const MAX_GUIDANCE: f32 = 100.0;
@@ -413,9 +415,65 @@ impl Pipeline {
             texts,
             Noise::Shared(Box::new(TorchGenerator::new(req.seed))),
             None,
+            None,
             on_call,
         )
         .await
+    }
+
+    /// Generates one image (`req.count` must be 1), edited when `edit` is given, and
+    /// its per-word attention maps ([`WordMaps`]; DAAM's aggregation). The maps cost
+    /// two small kernels per cross-attention layer (BENCHMARKS.md); without this call
+    /// nothing of them runs. `Ok(None)` when cancelled.
+    pub async fn generate_mapped(
+        &self,
+        gpu: &Gpu,
+        req: &GenerateRequest,
+        edit: Option<&Edit<'_>>,
+        on_call: &mut dyn FnMut(Progress) -> Control,
+    ) -> Result<Option<(GeneratedImage, WordMaps)>> {
+        self.check(req, 1)?;
+        if req.count != 1 {
+            return Err(Error::Unsupported(format!(
+                "attention maps are made for one image at a time; ask for 1 image, not {}",
+                req.count
+            )));
+        }
+        if let Some(e) = edit {
+            self.check_edit(req, e)?;
+        }
+        let enc = self.tokenizer.encode(&req.prompt)?;
+        let uncond = self.tokenizer.encode(&req.negative_prompt)?.ids;
+        // the prompt's tokens: after BOS, before EOS
+        let tokens = enc.tokens_used.saturating_sub(2);
+        if tokens == 0 {
+            return Err(Error::Unsupported(
+                "attention maps show where each word of the prompt acts, and this prompt has no words; type a prompt".into(),
+            ));
+        }
+        let f = self.vae.config.scale_factor();
+        let (h, w) = (req.height / f, req.width / f);
+        // the conditional half's first image: batch index 1 with guidance ([uncond, cond])
+        let batch = usize::from(req.guidance > 1.0);
+        let maps = AttentionMaps::new(gpu, batch, 1, tokens, h, w)?;
+        let ids = enc.ids[1..1 + tokens].to_vec();
+        let mut images = self
+            .run(
+                gpu,
+                req,
+                vec![(enc.ids, uncond)],
+                Noise::Shared(Box::new(TorchGenerator::new(req.seed))),
+                edit,
+                Some(&maps),
+                on_call,
+            )
+            .await?;
+        let Some(image) = images.pop() else {
+            return Ok(None);
+        };
+        let values = gpu.read(&maps.acc).await?;
+        let word_maps = WordMaps::new(&self.tokenizer, ids, values, h, w);
+        Ok(Some((image, word_maps)))
     }
 
     /// Edits an image (see [`Edit`]): `req.count` images from one prompt and one seed,
@@ -439,6 +497,7 @@ impl Pipeline {
             texts,
             Noise::Shared(Box::new(TorchGenerator::new(req.seed))),
             Some(edit),
+            None,
             on_call,
         )
         .await
@@ -523,8 +582,16 @@ impl Pipeline {
             .iter()
             .map(|it| TorchGenerator::new(it.seed))
             .collect();
-        self.run(gpu, req, texts, Noise::Each(generators), None, on_call)
-            .await
+        self.run(
+            gpu,
+            req,
+            texts,
+            Noise::Each(generators),
+            None,
+            None,
+            on_call,
+        )
+        .await
     }
 
     /// The request's settings for `count` images, checked before anything runs (the
@@ -595,6 +662,7 @@ impl Pipeline {
 
     /// The denoising loop and the decode, for `texts` = (prompt ids, negative ids) per
     /// image and the noise they draw.
+    #[allow(clippy::too_many_arguments)] // each is one concern of a generation; private
     async fn run(
         &self,
         gpu: &Gpu,
@@ -602,6 +670,7 @@ impl Pipeline {
         texts: Vec<(Vec<u32>, Vec<u32>)>,
         mut noise: Noise,
         edit: Option<&Edit<'_>>,
+        maps: Option<&AttentionMaps>,
         on_call: &mut dyn FnMut(Progress) -> Control,
     ) -> Result<Vec<GeneratedImage>> {
         let f = self.vae.config.scale_factor();
@@ -648,9 +717,12 @@ impl Pipeline {
                 // the init image's latents, *sampled* from the VAE's latent
                 // distribution with the generator (retrieve_latents), times the
                 // scaling factor, then the noise
-                let moments = self.encode_moments(gpu, e.rgb, req.height, req.width).await?;
+                let moments = self
+                    .encode_moments(gpu, e.rgb, req.height, req.width)
+                    .await?;
                 let eps = noise.randn_per_image(n, plane);
-                let image_latents = sample_latents(&moments, &eps, plane, lc, self.vae.config.scaling_factor);
+                let image_latents =
+                    sample_latents(&moments, &eps, plane, lc, self.vae.config.scaling_factor);
                 let fresh = noise.randn(n, plane);
                 let latents = match e.mask {
                     Some(_) if e.strength == 1.0 => fresh.iter().map(|v| v * sigma).collect(),
@@ -682,7 +754,10 @@ impl Pipeline {
                 nchw.extend_from_slice(&input);
             }
             let x = gpu.upload(&nchw_to_nhwc(&nchw, batch, lc, h, w), &[batch, h, w, lc])?;
-            let eps = unet.forward(gpu, &x, t, &context)?;
+            let eps = match maps {
+                None => unet.forward(gpu, &x, t, &context)?,
+                Some(m) => unet.forward_mapped(gpu, &x, t, &context, m)?,
+            };
             let eps = nhwc_to_nchw(&gpu.read(&eps).await?, batch, lc, h, w);
             let guided: Vec<f32> = if cfg {
                 let (u, c) = eps.split_at(n * plane);

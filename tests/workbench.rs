@@ -48,9 +48,7 @@ fn gray_png(name: &str) -> (usize, usize, Vec<u8>) {
 fn init_rgb() -> Vec<f32> {
     let (w, h, px) = gray_png("init.png");
     assert_eq!((w, h), (W, H));
-    px.iter()
-        .flat_map(|&v| [v as f32 / 255.0; 3])
-        .collect()
+    px.iter().flat_map(|&v| [v as f32 / 255.0; 3]).collect()
 }
 
 /// The mask as diffusers' mask processor binarises it: v/255 ≥ 0.5 repaints.
@@ -100,7 +98,10 @@ fn check(label: &str, got: &roentgen_web::pipeline::GeneratedImage, image: bool)
     if image {
         let p = psnr(&got.rgb, &golden(GOLD, &format!("{label}.image")));
         eprintln!("{label}: image PSNR {p:.1} dB");
-        assert!(p >= IMAGE_PSNR_DB, "{label}: image PSNR {p:.1} dB < {IMAGE_PSNR_DB} dB");
+        assert!(
+            p >= IMAGE_PSNR_DB,
+            "{label}: image PSNR {p:.1} dB < {IMAGE_PSNR_DB} dB"
+        );
     }
 }
 
@@ -122,11 +123,12 @@ fn image_to_image_matches_diffusers_for_every_scheduler() {
         pollster::block_on(pipe.ensure_unet(gpu(), &ck)).unwrap();
         let label = format!("img2img.{key}");
         let mut calls = (0, 0);
-        let images = pollster::block_on(pipe.generate_edit(gpu(), &request(kind), &edit, &mut |p| {
-            calls = (p.call, p.calls);
-            Control::Continue
-        }))
-        .unwrap();
+        let images =
+            pollster::block_on(pipe.generate_edit(gpu(), &request(kind), &edit, &mut |p| {
+                calls = (p.call, p.calls);
+                Control::Continue
+            }))
+            .unwrap();
         // strength 0.6 of 10 steps runs 6 (PNDM: 7 calls, its Heun-like second call)
         let want_calls = golden(GOLD, &format!("{label}.timesteps")).len();
         assert_eq!(calls, (want_calls, want_calls), "{label}: UNet calls");
@@ -151,19 +153,20 @@ fn inpainting_matches_diffusers() {
             mask: Some(&mask),
             strength,
         };
-        let images = pollster::block_on(pipe.generate_edit(
-            gpu(),
-            &request(kind),
-            &edit,
-            &mut |_| Control::Continue,
-        ))
-        .unwrap();
+        let images =
+            pollster::block_on(
+                pipe.generate_edit(gpu(), &request(kind), &edit, &mut |_| Control::Continue),
+            )
+            .unwrap();
         check(&label, &images[0], image);
         // the kept region is the init image's latents exactly (the last blend is
         // un-noised): outside the mask on the latent grid, nothing was generated
         let grid = golden(GOLD, "inpaint.mask_latent");
         let kept = grid.iter().filter(|&&m| m == 0.0).count();
-        assert!(kept > 0 && kept < grid.len(), "the fixture's mask keeps part of the grid");
+        assert!(
+            kept > 0 && kept < grid.len(),
+            "the fixture's mask keeps part of the grid"
+        );
     }
 }
 
@@ -184,28 +187,67 @@ fn bad_edits_are_refused_with_a_sentence() {
     let mask = mask();
     let req = request(SchedulerKind::Pndm);
     let cases: Vec<(Edit, GenerateRequest, &str)> = vec![
-        (Edit { rgb: &rgb, mask: None, strength: 0.0 }, req.clone(), "strength must be"),
-        (Edit { rgb: &rgb, mask: None, strength: 1.5 }, req.clone(), "strength must be"),
-        (Edit { rgb: &rgb, mask: None, strength: f32::NAN }, req.clone(), "strength must be"),
-        (Edit { rgb: &rgb, mask: None, strength: 0.05 }, req.clone(), "runs no step"),
         (
-            Edit { rgb: &rgb[..rgb.len() - 3], mask: None, strength: 0.6 },
+            Edit {
+                rgb: &rgb,
+                mask: None,
+                strength: 0.0,
+            },
+            req.clone(),
+            "strength must be",
+        ),
+        (
+            Edit {
+                rgb: &rgb,
+                mask: None,
+                strength: 1.5,
+            },
+            req.clone(),
+            "strength must be",
+        ),
+        (
+            Edit {
+                rgb: &rgb,
+                mask: None,
+                strength: f32::NAN,
+            },
+            req.clone(),
+            "strength must be",
+        ),
+        (
+            Edit {
+                rgb: &rgb,
+                mask: None,
+                strength: 0.05,
+            },
+            req.clone(),
+            "runs no step",
+        ),
+        (
+            Edit {
+                rgb: &rgb[..rgb.len() - 3],
+                mask: None,
+                strength: 0.6,
+            },
             req.clone(),
             "the init image has",
         ),
         (
-            Edit { rgb: &rgb, mask: Some(&mask[1..]), strength: 0.6 },
+            Edit {
+                rgb: &rgb,
+                mask: Some(&mask[1..]),
+                strength: 0.6,
+            },
             req.clone(),
             "draw the mask at the image's size",
         ),
     ];
     for (edit, req, want) in cases {
-        let err = pollster::block_on(pipe.generate_edit(gpu(), &req, &edit, &mut |_| {
-            Control::Continue
-        }))
-        .err()
-        .unwrap_or_else(|| panic!("strength {} accepted", edit.strength))
-        .to_string();
+        let err =
+            pollster::block_on(pipe.generate_edit(gpu(), &req, &edit, &mut |_| Control::Continue))
+                .err()
+                .unwrap_or_else(|| panic!("strength {} accepted", edit.strength))
+                .to_string();
         assert!(err.contains(want), "{err:?} does not say {want:?}");
     }
     // without the encoder loaded: a sentence, not a panic
@@ -215,12 +257,138 @@ fn bad_edits_are_refused_with_a_sentence() {
     )
     .unwrap();
     let plain = pollster::block_on(Pipeline::load(gpu(), &ck, &mut |_| {})).unwrap();
-    let edit = Edit { rgb: &rgb, mask: None, strength: 0.6 };
-    let err = pollster::block_on(plain.generate_edit(gpu(), &req, &edit, &mut |_| {
-        Control::Continue
-    }))
-    .err()
-    .unwrap()
-    .to_string();
+    let edit = Edit {
+        rgb: &rgb,
+        mask: None,
+        strength: 0.6,
+    };
+    let err =
+        pollster::block_on(plain.generate_edit(gpu(), &req, &edit, &mut |_| Control::Continue))
+            .err()
+            .unwrap()
+            .to_string();
     assert!(err.contains("VAE's encoder"), "{err}");
+}
+
+/// An int64 golden of workbench.safetensors.
+fn golden_i64(tensor: &str) -> Vec<i64> {
+    let path = fixture("golden/workbench.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let index = roentgen_web::weights::WeightIndex::parse(&path, &bytes).unwrap();
+    let r = index.get(tensor).unwrap().range.clone();
+    bytes[r]
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// Pearson correlation of two equal-length series.
+fn pearson(a: &[f32], b: &[f32]) -> f64 {
+    let n = a.len() as f64;
+    let ma = a.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let mb = b.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (&x, &y) in a.iter().zip(b) {
+        let (dx, dy) = (x as f64 - ma, y as f64 - mb);
+        sab += dx * dy;
+        saa += dx * dx;
+        sbb += dy * dy;
+    }
+    sab / (saa * sbb).sqrt()
+}
+
+/// The bar: Pearson r ≥ 0.98 per token against the same aggregation done in
+/// diffusers by an attention processor (tools/make_workbench_fixtures.py).
+const MAPS_PEARSON: f64 = 0.98;
+/// Ours reach r = 1.000000 and 4e-7..1.1e-6 rel L2 per token (the UNet's own f32
+/// differences): held to 1e-4 too, so that a small aggregation error (a half-pixel
+/// shift in the resize, one layer left out) cannot hide under the Pearson bar.
+const MAPS_REL_L2: f64 = 1e-4;
+
+#[test]
+fn attention_maps_match_the_diffusers_aggregation() {
+    let (ck, pipe) = load();
+    pollster::block_on(pipe.ensure_unet(gpu(), &ck)).unwrap();
+    let (image, maps) = pollster::block_on(pipe.generate_mapped(
+        gpu(),
+        &request(SchedulerKind::Pndm),
+        None,
+        &mut |_| Control::Continue,
+    ))
+    .unwrap()
+    .unwrap();
+    // the maps cost nothing in the result: the same latents as diffusers' run
+    check("daam.pndm", &image, false);
+    let ids: Vec<i64> = maps.token_ids.iter().map(|&i| i as i64).collect();
+    assert_eq!(
+        ids,
+        golden_i64("daam.pndm.token_ids"),
+        "the prompt's tokens"
+    );
+    let want = golden(GOLD, "daam.pndm.maps");
+    let plane = maps.h * maps.w;
+    assert_eq!((maps.h, maps.w), (H / 8, W / 8));
+    assert_eq!(maps.maps.len(), want.len());
+    for t in 0..maps.token_ids.len() {
+        let (g, w) = (
+            &maps.maps[t * plane..(t + 1) * plane],
+            &want[t * plane..(t + 1) * plane],
+        );
+        let r = pearson(g, w);
+        let (e, ..) = rel_l2(g, w);
+        eprintln!("token {t} {:?}: r {r:.6}, rel L2 {e:.1e}", maps.pieces[t]);
+        assert!(
+            r >= MAPS_PEARSON,
+            "token {t}: Pearson r {r:.4} < {MAPS_PEARSON}"
+        );
+        assert!(
+            e <= MAPS_REL_L2,
+            "token {t}: rel L2 {e:.2e} > {MAPS_REL_L2:.0e}"
+        );
+    }
+    // words: "pleural" is two BPE pieces, "right-sided" three words
+    let words: Vec<&str> = maps.words.iter().map(|(w, _)| w.as_str()).collect();
+    assert_eq!(
+        words,
+        ["small", "right", "-", "sided", "pleural", "effusion", "."]
+    );
+    assert_eq!(maps.words[4].1, [4, 5]);
+    let json: serde_json::Value = serde_json::from_str(&maps.words_json()).unwrap();
+    assert_eq!(json["effusion"], serde_json::json!([6, 7]));
+    // tokens.npy: float32 [9, 12, 16]
+    let npy = maps.tokens_npy();
+    assert!(npy.starts_with(b"\x93NUMPY"));
+    assert!(String::from_utf8_lossy(&npy[..128]).contains("(9, 12, 16)"));
+    // a word's overlay is an RGB PNG at image size
+    let png = maps
+        .overlay_png(5, &image.gray8(), W, H, &Default::default())
+        .unwrap();
+    let info = png::Decoder::new(std::io::Cursor::new(png))
+        .read_info()
+        .unwrap();
+    assert_eq!(
+        (info.info().width, info.info().height),
+        (W as u32, H as u32)
+    );
+}
+
+#[test]
+fn attention_maps_need_words_and_one_image() {
+    let (_ck, pipe) = load();
+    let mut req = request(SchedulerKind::Pndm);
+    req.prompt = "   ".into();
+    let err =
+        pollster::block_on(pipe.generate_mapped(gpu(), &req, None, &mut |_| Control::Continue))
+            .err()
+            .unwrap()
+            .to_string();
+    assert!(err.contains("has no words"), "{err}");
+    let mut req = request(SchedulerKind::Pndm);
+    req.count = 2;
+    let err =
+        pollster::block_on(pipe.generate_mapped(gpu(), &req, None, &mut |_| Control::Continue))
+            .err()
+            .unwrap()
+            .to_string();
+    assert!(err.contains("one image at a time"), "{err}");
 }

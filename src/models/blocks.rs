@@ -5,7 +5,7 @@ use crate::error::Result;
 use crate::gpu::{Gpu, Tensor};
 use crate::loader::Loader;
 use crate::nn::{Conv2d, GroupNorm, LayerNorm, Linear};
-use crate::ops::{ConvGeom, Map};
+use crate::ops::{AttentionMaps, ConvGeom, Map};
 
 /// `ResnetBlock2D` (time-scale-shift "default", SiLU, output scale 1).
 pub struct ResnetBlock2D {
@@ -225,13 +225,32 @@ impl BasicTransformerBlock {
         })
     }
 
-    pub fn forward(&self, gpu: &Gpu, x: &Tensor, context: &Tensor) -> Tensor {
+    /// `maps`: the per-word attention maps to add this block's cross-attention to, with
+    /// the block's (height, width) grid.
+    pub fn forward(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        context: &Tensor,
+        maps: Option<(&AttentionMaps, (usize, usize))>,
+    ) -> Tensor {
         // 1. self-attention
         let h = self.norm1.forward(gpu, x);
         let x = self.attn1.forward(gpu, &h, None, x);
         // 2. cross-attention on the text
         let h = self.norm2.forward(gpu, &x);
-        let x = self.attn2.forward(gpu, &h, Some(context), &x);
+        let x = match maps {
+            None => self.attn2.forward(gpu, &h, Some(context), &x),
+            Some((maps, grid)) => {
+                let a = &self.attn2;
+                let q = a.to_q.forward(gpu, &h);
+                let k = a.to_k.forward(gpu, context);
+                let v = a.to_v.forward(gpu, context);
+                gpu.attention_maps_add(&q, &k, a.heads, grid, maps);
+                let o = gpu.attention(&q, &k, &v, a.heads, false);
+                a.to_out.forward_res(gpu, &o, &x)
+            }
+        };
         // 3. feed-forward (GEGLU)
         let h = self.norm3.forward(gpu, &x);
         let h = gpu.geglu(&self.ff_proj.forward(gpu, &h));
@@ -275,12 +294,18 @@ impl Transformer2DModel {
         })
     }
 
-    pub fn forward(&self, gpu: &Gpu, x: &Tensor, context: &Tensor) -> Tensor {
+    pub fn forward(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        context: &Tensor,
+        maps: Option<&AttentionMaps>,
+    ) -> Tensor {
         let [b, h, w, c] = x.shape().try_into().unwrap();
         let t = self.norm.forward(gpu, x, false).reshape(&[b, h * w, c]);
         let mut t = self.proj_in.forward(gpu, &t);
         for block in &self.transformer_blocks {
-            t = block.forward(gpu, &t, context);
+            t = block.forward(gpu, &t, context, maps.map(|m| (m, (h, w))));
         }
         self.proj_out
             .forward_res(gpu, &t, &x.reshape(&[b, h * w, c]))

@@ -6,7 +6,7 @@ use crate::loader::Loader;
 use crate::models::blocks::{Downsample2D, ResnetBlock2D, Transformer2DModel, Upsample2D};
 use crate::models::config::UNetConfig;
 use crate::nn::{Conv2d, GroupNorm, Linear};
-use crate::ops::{ConvGeom, Map};
+use crate::ops::{AttentionMaps, ConvGeom, Map};
 
 pub struct TimestepEmbedding {
     pub linear_1: Linear,
@@ -248,7 +248,32 @@ impl UNet2DConditionModel {
         sample: &Tensor,
         timestep: f32,
         context: &Tensor,
+        trace: Option<&mut UNetTrace>,
+    ) -> Result<Tensor> {
+        self.forward_full(gpu, sample, timestep, context, trace, None)
+    }
+
+    /// One call that also adds its cross-attention maps to `maps`
+    /// ([`AttentionMaps`]).
+    pub fn forward_mapped(
+        &self,
+        gpu: &Gpu,
+        sample: &Tensor,
+        timestep: f32,
+        context: &Tensor,
+        maps: &AttentionMaps,
+    ) -> Result<Tensor> {
+        self.forward_full(gpu, sample, timestep, context, None, Some(maps))
+    }
+
+    fn forward_full(
+        &self,
+        gpu: &Gpu,
+        sample: &Tensor,
+        timestep: f32,
+        context: &Tensor,
         mut trace: Option<&mut UNetTrace>,
+        maps: Option<&AttentionMaps>,
     ) -> Result<Tensor> {
         let c = &self.config;
         let b = sample.dim(0);
@@ -281,7 +306,7 @@ impl UNet2DConditionModel {
             for (j, resnet) in block.resnets.iter().enumerate() {
                 x = resnet.forward(gpu, &x, Some(&temb_act));
                 if let Some(attn) = block.attentions.get(j) {
-                    x = attn.forward(gpu, &x, context);
+                    x = attn.forward(gpu, &x, context, maps);
                 }
                 skips.push(x.clone());
             }
@@ -297,7 +322,7 @@ impl UNet2DConditionModel {
         // 4. mid block: resnet, transformer, resnet
         let m = &self.mid_block;
         x = m.resnets[0].forward(gpu, &x, Some(&temb_act));
-        x = m.attentions[0].forward(gpu, &x, context);
+        x = m.attentions[0].forward(gpu, &x, context, maps);
         x = m.resnets[1].forward(gpu, &x, Some(&temb_act));
         if let Some(t) = trace.as_deref_mut() {
             t.mid = Some(x.clone());
@@ -309,7 +334,7 @@ impl UNet2DConditionModel {
                 let skip = skips.pop().expect("one skip per up-block resnet");
                 x = resnet.forward(gpu, &gpu.concat(&x, &skip), Some(&temb_act));
                 if let Some(attn) = block.attentions.get(j) {
-                    x = attn.forward(gpu, &x, context);
+                    x = attn.forward(gpu, &x, context, maps);
                 }
             }
             if let Some(up) = &block.upsampler {

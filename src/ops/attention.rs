@@ -9,6 +9,60 @@ use super::norm::{NormParams, RowKernel};
 use super::wg1d;
 
 const ATTENTION_SUBGROUP: &str = include_str!("../../shaders/attention_subgroup.wgsl");
+const ATTENTION_MAPS: &str = include_str!("../../shaders/attention_maps.wgsl");
+
+/// `Params` of `shaders/attention_maps.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct MapParams {
+    nq: u32,
+    nk: u32,
+    heads: u32,
+    d: u32,
+    batch: u32,
+    t0: u32,
+    tokens: u32,
+    scale: f32,
+    hl: u32,
+    wl: u32,
+    h: u32,
+    w: u32,
+}
+
+/// Per-word cross-attention maps (DAAM), accumulated on the GPU over layers and UNet
+/// calls: for batch item `batch` (the conditional half's first image), the softmax
+/// probabilities over keys `t0 .. t0 + tokens` (the prompt's words: BOS, EOS and
+/// padding left out), summed over heads, each layer's grid resized bilinearly
+/// (PyTorch `align_corners=False`) to the latent grid `h x w`, summed.
+pub struct AttentionMaps {
+    /// `[tokens, h, w]`.
+    pub acc: Tensor,
+    pub batch: usize,
+    pub t0: usize,
+    pub tokens: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl AttentionMaps {
+    pub fn new(
+        gpu: &Gpu,
+        batch: usize,
+        t0: usize,
+        tokens: usize,
+        h: usize,
+        w: usize,
+    ) -> crate::Result<Self> {
+        Ok(AttentionMaps {
+            acc: gpu.upload(&vec![0.0; tokens * h * w], &[tokens, h, w])?,
+            batch,
+            t0,
+            tokens,
+            h,
+            w,
+        })
+    }
+}
 
 /// `Params` of `shaders/attention_subgroup.wgsl`.
 #[repr(C)]
@@ -102,6 +156,58 @@ fn flash_attention_source(d: usize, sg: usize) -> String {
 }
 
 impl Gpu {
+    /// Adds one cross-attention layer's maps (`q [B, hl*wl, H*D]`, `k [B, Nk, H*D]`,
+    /// the layer's grid `(hl, wl)`) to `maps`. Two small kernels: the probabilities of
+    /// the maps' tokens summed over heads (`[tokens, hl*wl]`), then resized and added.
+    pub fn attention_maps_add(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        heads: usize,
+        (hl, wl): (usize, usize),
+        maps: &AttentionMaps,
+    ) {
+        let [_, nq, c] = q.shape().try_into().expect("attention q must be [B, N, C]");
+        let [_, nk, _] = k.shape().try_into().expect("attention k must be [B, N, C]");
+        assert_eq!(
+            nq,
+            hl * wl,
+            "attention maps: {nq} queries on a {hl}x{wl} grid"
+        );
+        assert!(
+            maps.t0 + maps.tokens <= nk,
+            "attention maps: tokens past the keys"
+        );
+        let d = c / heads;
+        let p = MapParams {
+            nq: nq as u32,
+            nk: nk as u32,
+            heads: heads as u32,
+            d: d as u32,
+            batch: maps.batch as u32,
+            t0: maps.t0 as u32,
+            tokens: maps.tokens as u32,
+            scale: 1.0 / (d as f32).sqrt(),
+            hl: hl as u32,
+            wl: wl as u32,
+            h: maps.h as u32,
+            w: maps.w as u32,
+        };
+        self.count_flops((4 * nq * nk * c + 12 * maps.tokens * maps.h * maps.w) as u64);
+        let sum = self.empty(&[maps.tokens, nq]);
+        let bindings = [q.buffer(), k.buffer(), sum.buffer(), maps.acc.buffer()];
+        for (entry, n) in [("probs", nq), ("resize_add", maps.tokens * maps.h * maps.w)] {
+            let spec = KernelSpec {
+                label: format!("attention_maps_{entry}"),
+                source: KernelSource::File(ATTENTION_MAPS),
+                prelude: String::new(),
+                entry,
+                trusted: false,
+            };
+            self.dispatch(&spec, &bindings, &p, wg1d(n));
+        }
+    }
+
     /// Multi-head attention: `q [B, Nq, H*D]`, `k, v [B, Nk, H*D]` -> `[B, Nq, H*D]`,
     /// scale `1/sqrt(D)`, optionally causal (CLIP's text encoder).
     ///

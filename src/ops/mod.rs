@@ -10,6 +10,7 @@ mod elementwise;
 mod gemm;
 mod norm;
 
+pub use attention::AttentionMaps;
 pub use elementwise::Map;
 pub use gemm::ConvGeom;
 

@@ -117,7 +117,11 @@ impl Scheduler for EulerAncestral {
     /// x + σ·ε (diffusers: `original_samples + noise * sigma`).
     fn add_noise(&self, original: &[f32], noise: &[f32], index: usize) -> Vec<f32> {
         let sigma = self.sigmas[index];
-        original.iter().zip(noise).map(|(&x, &n)| x + n * sigma).collect()
+        original
+            .iter()
+            .zip(noise)
+            .map(|(&x, &n)| x + n * sigma)
+            .collect()
     }
 
     fn step(

@@ -173,7 +173,11 @@ pub trait Scheduler: Send {
 /// √ᾱ·x + √(1-ᾱ)·ε in float32, as diffusers' DDPM-style `add_noise` computes it.
 pub(crate) fn add_noise_alpha(original: &[f32], noise: &[f32], alpha_prod: f32) -> Vec<f32> {
     let (a, b) = (alpha_prod.sqrt(), (1.0 - alpha_prod).sqrt());
-    original.iter().zip(noise).map(|(&x, &n)| a * x + b * n).collect()
+    original
+        .iter()
+        .zip(noise)
+        .map(|(&x, &n)| a * x + b * n)
+        .collect()
 }
 
 /// Builds scheduler `kind` from a checkpoint's scheduler config for

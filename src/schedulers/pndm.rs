@@ -322,7 +322,10 @@ impl Scheduler for Pndm {
                 "image-to-image with Runge-Kutta warm-up steps (`skip_prk_steps` false)".into(),
             ));
         }
-        assert!(index < self.timesteps.len(), "PNDM: begin_at({index}) past the end");
+        assert!(
+            index < self.timesteps.len(),
+            "PNDM: begin_at({index}) past the end"
+        );
         let calls: Vec<i64> = self.timesteps[index..].iter().map(|&t| t as i64).collect();
         self.hops = plan_hops(&calls, &[], self.ratio, &self.ac, self.final_alpha_cumprod)?;
         self.begin = index;
