@@ -39,6 +39,9 @@ pub enum Error {
     Shape(String),
     #[error("{0}")]
     Unsupported(String),
+    /// An init image or mask that cannot be read (image-to-image, inpainting).
+    #[error("{file}: {message}")]
+    Image { file: String, message: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -8,6 +8,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gpu;
+pub mod image_in;
 pub mod image_io;
 pub mod loader;
 pub mod models;

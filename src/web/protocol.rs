@@ -246,7 +246,7 @@ impl FailureKind {
             Error::Weights(_) | Error::Config { .. } | Error::MissingFile { .. } => {
                 FailureKind::Model
             }
-            Error::Unsupported(_) => FailureKind::Input,
+            Error::Unsupported(_) | Error::Image { .. } => FailureKind::Input,
             Error::Storage(_) => FailureKind::Storage,
             Error::Download { .. } => FailureKind::Network,
             Error::Gpu(_) | Error::Shape(_) => FailureKind::Other,

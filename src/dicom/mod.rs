@@ -11,6 +11,9 @@
 //! from `crypto.getRandomValues`). Checked against pydicom: tools/check_dicom.py, whose
 //! verdict on a committed file `tests/image_io.rs` keeps true.
 
+mod read;
+pub use read::{DicomImage, MAX_SIDE, read_image};
+
 use crate::error::{Error, Result};
 use crate::image_io::ImageMetadata;
 
