@@ -71,16 +71,23 @@ impl WordMaps {
     /// `words.json`: `{"word": [token indices], ...}` in prompt order; a word that comes
     /// twice lists the tokens of both.
     pub fn words_json(&self) -> String {
-        let mut obj = serde_json::Map::new();
+        // in prompt order (serde_json's map would sort the keys)
+        let mut merged: Vec<(&str, Vec<usize>)> = Vec::new();
         for (word, idx) in &self.words {
-            let e = obj
-                .entry(word.clone())
-                .or_insert_with(|| serde_json::Value::Array(vec![]));
-            if let serde_json::Value::Array(a) = e {
-                a.extend(idx.iter().map(|&i| serde_json::Value::from(i)));
+            match merged.iter_mut().find(|(w, _)| w == word) {
+                Some((_, all)) => all.extend(idx),
+                None => merged.push((word, idx.clone())),
             }
         }
-        serde_json::to_string_pretty(&serde_json::Value::Object(obj)).unwrap_or_default()
+        let body: Vec<String> = merged
+            .iter()
+            .map(|(w, idx)| {
+                let key = serde_json::to_string(w).unwrap_or_default();
+                let list = serde_json::to_string(idx).unwrap_or_default();
+                format!("  {key}: {list}")
+            })
+            .collect();
+        format!("{{\n{}\n}}\n", body.join(",\n"))
     }
 
     /// A word's map on the latent grid: its tokens' maps summed.

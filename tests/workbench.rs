@@ -392,3 +392,89 @@ fn attention_maps_need_words_and_one_image() {
             .to_string();
     assert!(err.contains("one image at a time"), "{err}");
 }
+
+/// `roentgen generate` with the workbench flags: image-to-image with attention maps
+/// writes the image and the maps; a mask of another size is refused before anything is
+/// written, with a sentence.
+#[test]
+fn cli_edits_and_maps() {
+    let dir = std::env::temp_dir().join(format!("roentgen-wb-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "generate".to_string(),
+            "--model".into(),
+            fixture("tiny-sd"),
+            "--prompt".into(),
+            "Small right-sided pleural effusion.".into(),
+            "--steps".into(),
+            "10".into(),
+            "--init-image".into(),
+            fixture("workbench/init.png"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        std::process::Command::new(env!("CARGO_BIN_EXE_roentgen"))
+            .args(&args)
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+            .output()
+            .unwrap()
+    };
+    let out = dir.join("edit.png");
+    let maps = dir.join("maps");
+    let o = run(&[
+        "--strength",
+        "0.6",
+        "--output",
+        out.to_str().unwrap(),
+        "--attention-maps",
+        maps.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // the PNG is diffusers' img2img image (gray, as CXR tools take it)
+    let file = std::fs::File::open(&out).unwrap();
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .unwrap();
+    let mut px = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut px).unwrap();
+    assert_eq!((info.width, info.height), (W as u32, H as u32));
+    let want = golden(GOLD, "img2img.pndm.image");
+    let gray: Vec<f32> = want
+        .chunks_exact(3)
+        .map(|p| ((0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]) * 255.0).round())
+        .collect();
+    let worst = px[..W * H]
+        .iter()
+        .zip(&gray)
+        .map(|(&a, &b)| (a as f32 - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst <= 1.0,
+        "the CLI's image is {worst} levels from diffusers'"
+    );
+    for f in [
+        "tokens.npy",
+        "words.json",
+        "04-pleural.png",
+        "05-effusion.png",
+    ] {
+        assert!(maps.join(f).is_file(), "{f} not written");
+    }
+    // a mask of another size: a sentence, and no output
+    let small = dir.join("small-mask.png");
+    let png = roentgen_web::image_io::encode_png(&[255; 64], 8, 8, 1, &Default::default()).unwrap();
+    std::fs::write(&small, png).unwrap();
+    let out2 = dir.join("never.png");
+    let o = run(&[
+        "--mask",
+        small.to_str().unwrap(),
+        "--output",
+        out2.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("draw the mask at the image's size"), "{err}");
+    assert!(!out2.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

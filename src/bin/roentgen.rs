@@ -32,7 +32,9 @@ mod native {
         AutoencoderKL, ClipTextConfig, ClipTextModel, UNet2DConditionModel, UNetConfig, VaeConfig,
     };
     use roentgen_web::output::write_atomically;
-    use roentgen_web::pipeline::{Control, GenerateRequest, MemoryPlan, Pipeline, load_tokenizer};
+    use roentgen_web::pipeline::{
+        Control, Edit, GenerateRequest, MemoryPlan, Pipeline, load_tokenizer,
+    };
     use roentgen_web::schedulers::SchedulerKind;
 
     #[derive(Parser)]
@@ -142,6 +144,24 @@ mod native {
         /// Prefer `*.fp16.*` weight files (half the GPU memory; f32 arithmetic).
         #[arg(long)]
         f16: bool,
+        /// Image-to-image (SDEdit): start from this PNG, JPEG or DICOM file instead of
+        /// noise. Its size is the output size (sides multiples of 8).
+        #[arg(long)]
+        init_image: Option<PathBuf>,
+        /// Inpainting (needs --init-image): white repaints, black keeps; the mask's size
+        /// must be the init image's.
+        #[arg(long, requires = "init_image")]
+        mask: Option<PathBuf>,
+        /// How much of the schedule an edit runs, in (0, 1]: 0.6 runs 60 % of the steps
+        /// and keeps the layout. Default: 0.8 for image-to-image and 1.0 for inpainting
+        /// (diffusers' defaults).
+        #[arg(long, allow_negative_numbers = true, requires = "init_image")]
+        strength: Option<f32>,
+        /// Write per-word attention maps into this folder: tokens.npy (float32
+        /// [tokens, h/8, w/8]), words.json (word -> token indices) and one PNG overlay
+        /// per word (needs --count 1).
+        #[arg(long)]
+        attention_maps: Option<PathBuf>,
     }
 
     #[derive(clap::Args)]
@@ -180,6 +200,11 @@ mod native {
         /// Untimed runs first (pipeline compilation, buffer pool warm-up).
         #[arg(long, default_value_t = 1)]
         warmup: usize,
+        /// With the unet stage: also time the same call computing per-word attention maps
+        /// for this many prompt tokens (9 for "Small right-sided pleural effusion."), side
+        /// by side with the plain call in one run.
+        #[arg(long)]
+        attention_maps: Option<usize>,
         /// Take the model configs from this diffusers folder instead of SD 1.4's.
         #[arg(long)]
         model: Option<PathBuf>,
@@ -344,17 +369,104 @@ mod native {
         Ok(())
     }
 
+    /// The init image and mask of an edit, read and checked before the model loads.
+    struct EditInput {
+        image: roentgen_web::image_in::InputImage,
+        mask: Option<roentgen_web::image_in::InputMask>,
+        strength: f32,
+    }
+
+    fn read_edit(a: &GenerateArgs) -> Result<Option<EditInput>> {
+        let Some(path) = &a.init_image else {
+            return Ok(None);
+        };
+        let read =
+            |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        let name = |p: &PathBuf| p.display().to_string();
+        let image = roentgen_web::image_in::decode_image(&name(path), &read(path)?)?;
+        for note in &image.notes {
+            eprintln!("note: {}: {note}", path.display());
+        }
+        let default = roentgen_web::pipeline::ROENTGEN_SIZE;
+        for (flag, given, got) in [
+            ("--width", a.sampling.width, image.width),
+            ("--height", a.sampling.height, image.height),
+        ] {
+            if given != default && given != got {
+                bail!(
+                    "{flag} {given}: the init image {} is {}x{}, and an edit keeps its size; leave {flag} out or resize the image",
+                    path.display(),
+                    image.width,
+                    image.height
+                );
+            }
+        }
+        if image.width % 8 != 0 || image.height % 8 != 0 {
+            bail!(
+                "the init image {} is {}x{}; its sides must be multiples of 8 for the VAE: crop or resize it to {}x{}",
+                path.display(),
+                image.width,
+                image.height,
+                image.width / 8 * 8,
+                image.height / 8 * 8
+            );
+        }
+        let mask = match &a.mask {
+            None => None,
+            Some(m) => {
+                let mask = roentgen_web::image_in::decode_mask(&name(m), &read(m)?)?;
+                if (mask.width, mask.height) != (image.width, image.height) {
+                    bail!(
+                        "the mask {} is {}x{} but the init image is {}x{}; draw the mask at the image's size",
+                        m.display(),
+                        mask.width,
+                        mask.height,
+                        image.width,
+                        image.height
+                    );
+                }
+                if !mask.repaint.iter().any(|&r| r) {
+                    eprintln!(
+                        "warning: the mask {} has no white pixels, so nothing is repainted",
+                        m.display()
+                    );
+                }
+                Some(mask)
+            }
+        };
+        let strength = a.strength.unwrap_or(if mask.is_some() { 1.0 } else { 0.8 });
+        if !(strength > 0.0 && strength <= 1.0) {
+            bail!(
+                "--strength {strength}: give a number greater than 0 and at most 1 (0.6 keeps the image's layout, 1 repaints from noise)"
+            );
+        }
+        Ok(Some(EditInput {
+            image,
+            mask,
+            strength,
+        }))
+    }
+
     async fn generate(a: GenerateArgs) -> Result<()> {
-        let base = a.sampling.request()?;
+        let mut base = a.sampling.request()?;
+        let edit_input = read_edit(&a)?;
+        if let Some(e) = &edit_input {
+            base.width = e.image.width;
+            base.height = e.image.height;
+        }
         let scheduler = base.scheduler;
         let gpu = Gpu::new().await?;
         eprintln!("adapter: {} ({})", gpu.info.adapter_name, gpu.info.backend);
         let ck = open(&a.model, a.f16)?;
         let t0 = Instant::now();
-        let pipe = Pipeline::load(&gpu, &ck, &mut |part| {
+        let mut pipe = Pipeline::load(&gpu, &ck, &mut |part| {
             eprintln!("loading {part} ({:.1?})", t0.elapsed())
         })
         .await?;
+        if edit_input.is_some() {
+            eprintln!("loading the VAE's encoder ({:.1?})", t0.elapsed());
+            pipe.load_vae_encoder(&gpu, &ck).await?;
+        }
         eprintln!(
             "model ready in {:.1?}, {} MiB on the GPU",
             t0.elapsed(),
@@ -374,16 +486,44 @@ mod native {
                 pipe.tokenizer.max_length()
             );
         }
+        let edit = edit_input.as_ref().map(|e| Edit {
+            rgb: &e.image.rgb,
+            mask: e.mask.as_ref().map(|m| m.repaint.as_slice()),
+            strength: e.strength,
+        });
+        if let Some(e) = &edit {
+            pipe.check_edit(&req, e)?;
+        }
+        // the maps' folder is checked before the long run, not after it
+        if let Some(dir) = &a.attention_maps {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the attention-map folder {}", dir.display()))?;
+        }
         let mut bar: Option<crate::progress::Progress> = None;
-        let images = pipe
-            .generate(&gpu, &req, &mut |p| {
-                let b = bar.get_or_insert_with(|| {
-                    crate::progress::Progress::new("steps", p.calls as u64, 0, false)
-                });
-                b.set(p.call as u64, "", false);
-                Control::Continue
-            })
-            .await?;
+        let mut on_call = |p: roentgen_web::pipeline::Progress| {
+            let b = bar.get_or_insert_with(|| {
+                crate::progress::Progress::new("steps", p.calls as u64, 0, false)
+            });
+            b.set(p.call as u64, "", false);
+            Control::Continue
+        };
+        let mut maps = None;
+        let images = if a.attention_maps.is_some() {
+            match pipe
+                .generate_mapped(&gpu, &req, edit.as_ref(), &mut on_call)
+                .await?
+            {
+                Some((image, m)) => {
+                    maps = Some(m);
+                    vec![image]
+                }
+                None => vec![],
+            }
+        } else if let Some(e) = &edit {
+            pipe.generate_edit(&gpu, &req, e, &mut on_call).await?
+        } else {
+            pipe.generate(&gpu, &req, &mut on_call).await?
+        };
         if let Some(b) = &bar {
             b.finish();
         }
@@ -427,7 +567,42 @@ mod native {
                     .with_context(|| format!("writing {}", p.display()))?;
                 eprintln!("wrote {}", p.display());
             }
+            if let (Some(dir), Some(m)) = (&a.attention_maps, &maps) {
+                write_maps(dir, m, img, &meta)?;
+            }
         }
+        Ok(())
+    }
+
+    /// `tokens.npy`, `words.json` and `NN-word.png` per word into `dir`.
+    fn write_maps(
+        dir: &std::path::Path,
+        m: &roentgen_web::pipeline::WordMaps,
+        img: &roentgen_web::pipeline::GeneratedImage,
+        meta: &ImageMetadata,
+    ) -> Result<()> {
+        let write = |name: &str, bytes: &[u8]| {
+            let p = dir.join(name);
+            write_atomically(&p, bytes).with_context(|| format!("writing {}", p.display()))
+        };
+        write("tokens.npy", &m.tokens_npy())?;
+        write("words.json", m.words_json().as_bytes())?;
+        let gray = img.gray8();
+        for (i, (word, _)) in m.words.iter().enumerate() {
+            // a file name from the word: letters and digits, the rest as '_'
+            let safe: String = word
+                .chars()
+                .map(|c| if c.is_alphanumeric() { c } else { '_' })
+                .collect();
+            let png = m.overlay_png(i, &gray, img.width, img.height, meta)?;
+            write(&format!("{i:02}-{safe}.png"), &png)?;
+        }
+        eprintln!(
+            "wrote attention maps of {} words ({} tokens) into {}",
+            m.words.len(),
+            m.token_ids.len(),
+            dir.display()
+        );
         Ok(())
     }
 
@@ -869,6 +1044,22 @@ mod native {
                 )
                 .await?,
             );
+            if let Some(tokens) = a.attention_maps {
+                let maps = roentgen_web::ops::AttentionMaps::new(
+                    &gpu,
+                    a.batch - 1,
+                    1,
+                    tokens.clamp(1, t - 2),
+                    a.latent,
+                    a.latent,
+                )?;
+                stages.push(
+                    time_stage(&gpu, "unet call + attention maps", &a, None, || {
+                        Ok(unet.forward_mapped(&gpu, &sample, 801.0, &ctx, &maps)?)
+                    })
+                    .await?,
+                );
+            }
             drop(unet);
             gpu.trim();
         }
