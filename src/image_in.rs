@@ -139,6 +139,15 @@ fn decode_png(name: &str, bytes: &[u8]) -> Result<Decoded> {
     })
 }
 
+#[cfg(target_arch = "wasm32")]
+fn decode_jpeg(name: &str, _bytes: &[u8]) -> Result<Decoded> {
+    Err(bad(
+        name,
+        "JPEG is read by the browser's own decoder in the page, not here",
+    ))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
 fn decode_jpeg(name: &str, bytes: &[u8]) -> Result<Decoded> {
     let mut dec = jpeg_decoder::Decoder::new(std::io::Cursor::new(bytes));
     dec.read_info().map_err(|e| {
@@ -237,9 +246,102 @@ fn luma(p: &[f32], channels: usize) -> f32 {
     l / 255.0
 }
 
+/// One axis of a separable resize: for each output sample, the source samples it
+/// averages and their weights (a triangle filter widened by the scale when shrinking,
+/// as PIL's antialiased BILINEAR; plain linear interpolation when enlarging).
+fn axis_weights(src: usize, dst: usize, offset: f64, span: f64) -> Vec<(usize, Vec<f64>)> {
+    let scale = span / dst as f64;
+    let support = scale.max(1.0);
+    (0..dst)
+        .map(|o| {
+            let center = offset + (o as f64 + 0.5) * scale;
+            let lo = ((center - support).floor().max(0.0)) as usize;
+            let hi = ((center + support).ceil() as usize).min(src);
+            let mut w: Vec<f64> = (lo..hi)
+                .map(|i| (1.0 - ((i as f64 + 0.5 - center) / support).abs()).max(0.0))
+                .collect();
+            let sum: f64 = w.iter().sum();
+            if sum > 0.0 {
+                w.iter_mut().for_each(|v| *v /= sum);
+            } else {
+                // the centre falls outside every sample: take the nearest
+                w.iter_mut().for_each(|v| *v = 0.0);
+                let near = (center.floor().max(0.0) as usize).min(src - 1).max(lo);
+                return (near, vec![1.0]);
+            }
+            (lo, w)
+        })
+        .collect()
+}
+
+/// Fits an image to a `size x size` square the way diffusers' training scripts prepare
+/// RoentGen's images (`Resize(size)` on the shorter side, then `CenterCrop(size)`):
+/// the middle square of the image, resampled with an antialiased bilinear filter.
+/// `rgb`: `[height, width, 3]` in [0, 1]. The page uses it for a dropped image; the CLI
+/// keeps the image's own size.
+pub fn fit_square(rgb: &[f32], width: usize, height: usize, size: usize) -> Vec<f32> {
+    assert_eq!(rgb.len(), width * height * 3, "an RGB image of its size");
+    let side = width.min(height) as f64;
+    let (x0, y0) = ((width as f64 - side) / 2.0, (height as f64 - side) / 2.0);
+    let wx = axis_weights(width, size, x0, side);
+    let wy = axis_weights(height, size, y0, side);
+    // rows first: [height, size, 3]
+    let mut tmp = vec![0f64; height * size * 3];
+    for y in 0..height {
+        for (ox, (lo, w)) in wx.iter().enumerate() {
+            for c in 0..3 {
+                tmp[(y * size + ox) * 3 + c] = w
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &wk)| wk * rgb[(y * width + lo + k) * 3 + c] as f64)
+                    .sum();
+            }
+        }
+    }
+    let mut out = vec![0f32; size * size * 3];
+    for (oy, (lo, w)) in wy.iter().enumerate() {
+        for ox in 0..size {
+            for c in 0..3 {
+                let v: f64 = w
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &wk)| wk * tmp[((lo + k) * size + ox) * 3 + c])
+                    .sum();
+                out[(oy * size + ox) * 3 + c] = v.clamp(0.0, 1.0) as f32;
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fit_square_crops_the_middle_and_averages() {
+        // 4x2 image: columns 0..4 valued 0, 0.25, 0.75, 1 in every channel; the middle
+        // 2x2 square is columns 1 and 2
+        let rgb: Vec<f32> = (0..2)
+            .flat_map(|_| [0.0, 0.25, 0.75, 1.0])
+            .flat_map(|v| [v; 3])
+            .collect();
+        let same = fit_square(&rgb, 4, 2, 2);
+        assert_eq!(same.len(), 12);
+        for y in 0..2 {
+            assert!((same[(y * 2) * 3] - 0.25).abs() < 1e-6, "{same:?}");
+            assert!((same[(y * 2 + 1) * 3] - 0.75).abs() < 1e-6, "{same:?}");
+        }
+        // shrinking the square to one pixel averages it
+        let one = fit_square(&rgb, 4, 2, 1);
+        assert!((one[0] - 0.5).abs() < 1e-6, "{one:?}");
+        // a flat image stays flat at any size
+        let flat = vec![0.3f32; 10 * 7 * 3];
+        for size in [3, 7, 16] {
+            let f = fit_square(&flat, 10, 7, size);
+            assert!(f.iter().all(|&v| (v - 0.3).abs() < 1e-6), "{size}");
+        }
+    }
 
     fn png(color: png::ColorType, depth: png::BitDepth, w: u32, h: u32, data: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();

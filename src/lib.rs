@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod convert;
 pub mod dicom;
 pub mod error;
+pub mod findings;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gpu;

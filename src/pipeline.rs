@@ -396,6 +396,14 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The model family, told from the configs (`crate::findings::Family::of`).
+    pub fn family(&self) -> crate::findings::Family {
+        crate::findings::Family::of(
+            &self.text_encoder.config.hidden_act,
+            self.scheduler_config.prediction_type == crate::schedulers::PredictionType::VPrediction,
+        )
+    }
+
     /// Generates `req.count` images from one prompt and one seed, as diffusers'
     /// `num_images_per_prompt` draws them. `on_call` hears after every UNet call and may
     /// cancel (then `Ok(vec![])` is returned).

@@ -20,6 +20,8 @@ use super::protocol::{
 };
 use super::store::{js_error, query, walk};
 
+mod workbench;
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Task {
     Idle,
@@ -90,10 +92,15 @@ impl Page {
     }
 
     fn send(&self, req: &Request, extra: Option<&JsValue>) {
+        self.send_parts(req, extra.into_iter().cloned().collect());
+    }
+
+    /// A request with several bulk parts beside it (the worker reads them as `extra[1..]`).
+    fn send_parts(&self, req: &Request, parts: Vec<JsValue>) {
         let msg = Array::of1(&JsValue::from_str(
             &serde_json::to_string(req).unwrap_or_default(),
         ));
-        if let Some(x) = extra {
+        for x in &parts {
             msg.push(x);
         }
         if let Err(e) = self.worker.borrow().post_message(&msg) {
@@ -350,6 +357,8 @@ impl Page {
                 .value()
                 .parse()
                 .unwrap_or(512),
+            edit: None,
+            attention_maps: false,
         };
         s.request().map_err(|e| {
             let m = e.to_string();
@@ -417,20 +426,25 @@ impl Page {
             return;
         }
         match self.task.get() {
-            Task::Idle if self.model.borrow().is_some() => match self.settings() {
-                Ok(s) => {
-                    self.clear_error();
-                    *self.settings.borrow_mut() = Some(s.clone());
-                    self.set_task(Task::Generating);
-                    self.el::<HtmlElement>("progress-box").set_hidden(false);
-                    let bar: HtmlProgressElement = self.el("progress");
-                    bar.set_value(0.0);
-                    self.el::<HtmlElement>("progress-text")
-                        .set_text_content(Some("Encoding the prompt…"));
-                    self.send(&Request::Generate(s), None);
+            Task::Idle if self.model.borrow().is_some() => {
+                match self.settings().and_then(|mut s| {
+                    let parts = self.workbench_settings(&mut s)?;
+                    Ok((s, parts))
+                }) {
+                    Ok((s, parts)) => {
+                        self.clear_error();
+                        *self.settings.borrow_mut() = Some(s.clone());
+                        self.set_task(Task::Generating);
+                        self.el::<HtmlElement>("progress-box").set_hidden(false);
+                        let bar: HtmlProgressElement = self.el("progress");
+                        bar.set_value(0.0);
+                        self.el::<HtmlElement>("progress-text")
+                            .set_text_content(Some("Encoding the prompt…"));
+                        self.send_parts(&Request::Generate(s), parts);
+                    }
+                    Err(m) => self.show_error(&m, Some(FailureKind::Input)),
                 }
-                Err(m) => self.show_error(&m, Some(FailureKind::Input)),
-            },
+            }
             _ => self.refuse_busy(),
         }
     }
@@ -499,8 +513,13 @@ impl Page {
                 self.set_task(Task::Loading);
                 self.status("loading", &format!("Loading the model: {part}…"));
             }
-            Reply::Ready { name, millis } => {
+            Reply::Ready {
+                name,
+                millis,
+                family,
+            } => {
                 local_set("roentgen.model", &name);
+                self.workbench_family(family);
                 *self.model.borrow_mut() = Some(name.clone());
                 self.set_task(Task::Idle);
                 self.status(
@@ -562,6 +581,21 @@ impl Page {
             } => {
                 if let Some(png) = bytes {
                     self.show_image(&png, width, height, seed, millis, &file_name);
+                }
+            }
+            Reply::Dicom { file_name } => {
+                if let Some(b) = bytes {
+                    self.workbench_dicom(&b.to_vec(), &file_name);
+                }
+            }
+            Reply::WordMaps {
+                words,
+                tokens,
+                h,
+                w,
+            } => {
+                if let Some(b) = bytes {
+                    self.workbench_maps(words, tokens, h, w, &b.to_vec());
                 }
             }
             Reply::Cancelled => {
@@ -742,8 +776,20 @@ impl Page {
             return;
         };
         let s = self.settings.borrow().clone().unwrap_or_default();
+        let mode = match &s.edit {
+            None => String::new(),
+            Some(e) => format!(
+                "{} (strength {}) · ",
+                if e.masked {
+                    "inpainting"
+                } else {
+                    "image-to-image"
+                },
+                e.strength().unwrap_or(f32::NAN)
+            ),
+        };
         let caption = format!(
-            "“{}” · seed {seed} · {} steps · guidance {} · {} · {width}×{height} · {}",
+            "{mode}“{}” · seed {seed} · {} steps · guidance {} · {} · {width}×{height} · {}",
             s.prompt,
             s.steps,
             s.guidance,
@@ -794,6 +840,7 @@ impl Page {
         });
         let _ = li.append_child(&b);
         let _ = gallery.prepend_with_node_1(&li);
+        self.workbench_image(&png.to_vec(), &url, &caption);
         self.set_task(Task::Idle);
     }
 }
@@ -990,6 +1037,7 @@ pub fn main() {
         resume_into: RefCell::new(None),
     });
     PAGE.with(|slot| *slot.borrow_mut() = Some(p.clone()));
+    workbench::setup(&p);
     if query().contains("test-hooks") {
         expose_test_hooks(&window);
     }

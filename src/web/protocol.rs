@@ -67,6 +67,35 @@ pub struct Settings {
     /// A scheduler's short name (`pndm`, `ddim`, `dpm++2m`, `euler-a`).
     pub scheduler: String,
     pub size: usize,
+    /// Image-to-image or inpainting: the init image (RGB, 8 bits, `size x size`, the
+    /// page fits the dropped image to it) follows as bytes, then the mask if `masked`
+    /// (`size x size` bytes, nonzero = repaint).
+    #[serde(default)]
+    pub edit: Option<EditSettings>,
+    /// Make per-word attention maps (`Reply::WordMaps` follows the image).
+    #[serde(default)]
+    pub attention_maps: bool,
+}
+
+/// The edit part of [`Settings`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EditSettings {
+    /// `None`: 0.8 for image-to-image, 1.0 for inpainting (diffusers' defaults).
+    pub strength: Option<f32>,
+    pub masked: bool,
+}
+
+impl EditSettings {
+    /// The strength to run, or a sentence.
+    pub fn strength(&self) -> Result<f32, Error> {
+        let s = self.strength.unwrap_or(if self.masked { 1.0 } else { 0.8 });
+        if !(s > 0.0 && s <= 1.0) {
+            return Err(Error::Unsupported(format!(
+                "the strength must be a number greater than 0 and at most 1 (0.6 keeps the image's layout, 1 repaints from noise), not {s}"
+            )));
+        }
+        Ok(s)
+    }
 }
 
 impl Default for Settings {
@@ -80,6 +109,8 @@ impl Default for Settings {
             guidance: ROENTGEN_GUIDANCE,
             scheduler: SchedulerKind::Pndm.name().into(),
             size: ROENTGEN_SIZE,
+            edit: None,
+            attention_maps: false,
         }
     }
 }
@@ -181,6 +212,8 @@ pub enum Reply {
     Ready {
         name: String,
         millis: f64,
+        /// SD 1.x (RoentGen v1) or SD 2.x (v2): the page sets the family's recipe.
+        family: crate::findings::Family,
     },
     Tokens {
         count: usize,
@@ -202,6 +235,19 @@ pub enum Reply {
         seed: u64,
         millis: f64,
         file_name: String,
+    },
+    /// The DICOM file of the image just sent (Secondary Capture, marked synthetic, the
+    /// same pixels); its bytes follow.
+    Dicom {
+        file_name: String,
+    },
+    /// The image's per-word attention maps: `[tokens, h, w]` f32 (little endian) follow;
+    /// `words`: each word of the prompt with its token indices.
+    WordMaps {
+        words: Vec<(String, Vec<usize>)>,
+        tokens: usize,
+        h: usize,
+        w: usize,
     },
     Cancelled,
     /// After a load or a generation.
@@ -355,6 +401,14 @@ mod tests {
 
     #[test]
     fn settings_default_to_roentgen_and_reject_bad_fields_with_a_sentence() {
+        let edit = |strength, masked| EditSettings { strength, masked }.strength();
+        assert_eq!(edit(None, false).unwrap(), 0.8);
+        assert_eq!(edit(None, true).unwrap(), 1.0);
+        assert_eq!(edit(Some(0.6), true).unwrap(), 0.6);
+        for bad in [0.0, -0.5, 1.5, f32::NAN, f32::INFINITY] {
+            let msg = edit(Some(bad), false).unwrap_err().to_string();
+            assert!(msg.contains("greater than 0 and at most 1"), "{bad}: {msg}");
+        }
         let req = Settings::default().request().unwrap();
         assert_eq!((req.steps, req.guidance, req.width), (75, 4.0, 512));
         assert_eq!(req.scheduler, SchedulerKind::Pndm);

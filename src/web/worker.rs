@@ -17,7 +17,7 @@ use crate::checkpoint::{Checkpoint, LoadOptions, plan_import, remote_candidates}
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::image_io::{ImageMetadata, encode_png};
-use crate::pipeline::{Control, Pipeline};
+use crate::pipeline::{Control, Edit, Pipeline, Progress};
 
 fn scope() -> DedicatedWorkerGlobalScope {
     js_sys::global().unchecked_into()
@@ -201,9 +201,16 @@ impl Engine {
         gpu.sync().await?;
         *self.model.borrow_mut() = Some((name.to_string(), Rc::new(pipeline), Rc::new(ck)));
         post(&Reply::Memory(memory(&gpu)), None);
+        let family = self
+            .model
+            .borrow()
+            .as_ref()
+            .map(|m| m.1.family())
+            .unwrap_or(crate::findings::Family::Sd1);
         Ok(Reply::Ready {
             name: name.into(),
             millis: now_ms() - t0,
+            family,
         })
     }
 
@@ -343,11 +350,87 @@ impl Engine {
         })
     }
 
-    async fn generate(&self, settings: &Settings) -> Result<Reply> {
+    /// Loads the VAE's encoder into the loaded pipeline (text-to-image leaves it out),
+    /// the first time an edit needs it.
+    async fn ensure_vae_encoder(&self) -> Result<()> {
+        let needed = self
+            .model
+            .borrow()
+            .as_ref()
+            .is_some_and(|m| m.1.vae.encoder.is_none());
+        if !needed {
+            return Ok(());
+        }
+        let gpu = self.gpu().await?;
+        let Some((name, mut pipeline, ck)) = self.model.borrow_mut().take() else {
+            return Ok(());
+        };
+        let result = match Rc::get_mut(&mut pipeline) {
+            Some(p) => p.load_vae_encoder(&gpu, &ck).await,
+            None => Err(Error::Unsupported(
+                "the model is in use; try again when the task running ends".into(),
+            )),
+        };
+        *self.model.borrow_mut() = Some((name, pipeline, ck));
+        result
+    }
+
+    async fn generate(&self, settings: &Settings, extra: &Array) -> Result<Reply> {
         let req = settings.request()?;
+        if settings.edit.is_some() {
+            self.ensure_vae_encoder().await?;
+        }
         let (name, pipeline, ck) = self.model.borrow().clone().ok_or_else(|| {
             Error::Unsupported("no model is loaded: import a model folder first".into())
         })?;
+        // The edit's pixels, checked before the GPU is touched.
+        let px = req.width * req.height;
+        let (rgb, mask, strength) = match &settings.edit {
+            None => (None, None, 1.0),
+            Some(e) => {
+                let strength = e.strength()?;
+                let bytes = |i: u32, what: &str, want: usize| -> Result<Vec<u8>> {
+                    let v = extra.get(i);
+                    let b = v
+                        .dyn_ref::<Uint8Array>()
+                        .map(|a| a.to_vec())
+                        .ok_or_else(|| Error::Unsupported(format!("the {what} did not arrive")))?;
+                    if b.len() != want {
+                        return Err(Error::Unsupported(format!(
+                            "the {what} has {} bytes, not the {want} of a {}x{} image",
+                            b.len(),
+                            req.width,
+                            req.height
+                        )));
+                    }
+                    Ok(b)
+                };
+                let rgb: Vec<f32> = bytes(1, "init image", px * 3)?
+                    .iter()
+                    .map(|&v| v as f32 / 255.0)
+                    .collect();
+                let mask = if e.masked {
+                    let m: Vec<bool> = bytes(2, "mask", px)?.iter().map(|&v| v != 0).collect();
+                    if !m.iter().any(|&r| r) {
+                        return Err(Error::Unsupported(
+                            "the mask is empty: paint where the image should change, or clear the mask for image-to-image".into(),
+                        ));
+                    }
+                    Some(m)
+                } else {
+                    None
+                };
+                (Some(rgb), mask, strength)
+            }
+        };
+        let edit = rgb.as_deref().map(|rgb| Edit {
+            rgb,
+            mask: mask.as_deref(),
+            strength,
+        });
+        if let Some(e) = &edit {
+            pipeline.check_edit(&req, e)?;
+        }
         let gpu = self.gpu().await?;
         self.check_device()?;
         gpu.reset_peak_memory();
@@ -356,34 +439,47 @@ impl Engine {
         // The lean memory plan released the UNet after the last generation: read it
         // back from OPFS (a few seconds; the VAE decode never shares the GPU with it).
         pipeline.ensure_unet(&gpu, &ck).await?;
-        let images = pipeline
-            .generate(&gpu, &req, &mut |p| {
-                let rgba: Vec<u8> = p
-                    .preview
-                    .rgb
-                    .chunks_exact(3)
-                    .flat_map(|c| [c[0], c[1], c[2], 255])
-                    .collect();
-                post(
-                    &Reply::Step {
-                        call: p.call,
-                        calls: p.calls,
-                        elapsed_ms: now_ms() - t0,
-                        width: p.preview.width,
-                        height: p.preview.height,
-                    },
-                    Some(&rgba),
-                );
-                if self.cancel.get() {
-                    Control::Cancel
-                } else {
-                    Control::Continue
-                }
-            })
-            .await?;
+        let mut on_call = |p: Progress| {
+            let rgba: Vec<u8> = p
+                .preview
+                .rgb
+                .chunks_exact(3)
+                .flat_map(|c| [c[0], c[1], c[2], 255])
+                .collect();
+            post(
+                &Reply::Step {
+                    call: p.call,
+                    calls: p.calls,
+                    elapsed_ms: now_ms() - t0,
+                    width: p.preview.width,
+                    height: p.preview.height,
+                },
+                Some(&rgba),
+            );
+            if self.cancel.get() {
+                Control::Cancel
+            } else {
+                Control::Continue
+            }
+        };
+        let (image, maps) = if settings.attention_maps {
+            match pipeline
+                .generate_mapped(&gpu, &req, edit.as_ref(), &mut on_call)
+                .await?
+            {
+                Some((img, maps)) => (Some(img), Some(maps)),
+                None => (None, None),
+            }
+        } else if let Some(e) = &edit {
+            let images = pipeline.generate_edit(&gpu, &req, e, &mut on_call).await?;
+            (images.into_iter().next(), None)
+        } else {
+            let images = pipeline.generate(&gpu, &req, &mut on_call).await?;
+            (images.into_iter().next(), None)
+        };
         post(&Reply::Memory(memory(&gpu)), None);
         // A cancel that arrived during the decode drops the image.
-        let Some(img) = images.into_iter().next().filter(|_| !self.cancel.get()) else {
+        let Some(img) = image.filter(|_| !self.cancel.get()) else {
             return Ok(Reply::Cancelled);
         };
         let meta = ImageMetadata {
@@ -399,17 +495,61 @@ impl Engine {
                 pipeline.name.clone()
             },
         };
-        let png = encode_png(&img.gray8(), img.width, img.height, 1, &meta)?;
+        let gray = img.gray8();
+        let png = encode_png(&gray, img.width, img.height, 1, &meta)?;
+        let stem = match (&settings.edit, mask.is_some()) {
+            (None, _) => format!("roentgen-seed{}", req.seed),
+            (Some(_), false) => format!("roentgen-img2img-seed{}", req.seed),
+            (Some(_), true) => format!("roentgen-inpaint-seed{}", req.seed),
+        };
         post(
             &Reply::Image {
                 width: img.width,
                 height: img.height,
                 seed: req.seed,
                 millis: now_ms() - t0,
-                file_name: format!("roentgen-seed{}.png", req.seed),
+                file_name: format!("{stem}.png"),
             },
             Some(&png),
         );
+        // The same pixels as DICOM: fresh UIDs from the browser's CSPRNG, the time now.
+        let mut entropy = [0u8; 48];
+        scope()
+            .crypto()
+            .and_then(|c| c.get_random_values_with_u8_array(&mut entropy).map(|_| ()))
+            .map_err(|e| {
+                Error::Unsupported(format!(
+                    "no random numbers for the DICOM UIDs: {}",
+                    store::js_error(&e)
+                ))
+            })?;
+        let word = |i: usize| u128::from_le_bytes(entropy[i * 16..i * 16 + 16].try_into().unwrap());
+        let dcm = crate::dicom::encode_dicom(
+            &gray,
+            img.width,
+            img.height,
+            &meta,
+            &crate::dicom::Uids::from_entropy([word(0), word(1), word(2)]),
+            &crate::dicom::Created::from_unix((js_sys::Date::now() / 1000.0) as u64),
+        )?;
+        post(
+            &Reply::Dicom {
+                file_name: format!("{stem}.dcm"),
+            },
+            Some(&dcm),
+        );
+        if let Some(m) = maps {
+            let bytes: Vec<u8> = m.maps.iter().flat_map(|v| v.to_le_bytes()).collect();
+            post(
+                &Reply::WordMaps {
+                    words: m.words.clone(),
+                    tokens: m.token_ids.len(),
+                    h: m.h,
+                    w: m.w,
+                },
+                Some(&bytes),
+            );
+        }
         Ok(Reply::Models {
             models: store::list().await?,
         })
@@ -448,7 +588,7 @@ async fn run(engine: Rc<Engine>, req: Request, extra: Array) {
         Request::ImportUrl { url } => engine.import_url(url).await,
         Request::Load { name } => engine.load(name).await,
         Request::Delete { name } => engine.delete(name).await,
-        Request::Generate(s) => engine.generate(s).await,
+        Request::Generate(s) => engine.generate(s, &extra).await,
         Request::Cancel
         | Request::CountTokens { .. }
         | Request::TestLoseDevice

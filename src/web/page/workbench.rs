@@ -1,0 +1,729 @@
+//! The page's workbench: an init image (dropped or chosen: PNG and DICOM read by
+//! `crate::image_in`, JPEG and the rest by the browser's own decoder) fitted to the
+//! chosen size, a mask painted over it with the pointer, the strength; per-word
+//! attention maps shown over the result at a click; the prompt builder; the DICOM
+//! download; and Compare (two results side by side with their settings).
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use gloo_events::EventListener;
+use js_sys::{Array, Uint8Array};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{
+    Blob, BlobPropertyBag, CanvasRenderingContext2d, Element, HtmlAnchorElement, HtmlButtonElement,
+    HtmlCanvasElement, HtmlElement, HtmlImageElement, HtmlInputElement, HtmlSelectElement,
+    HtmlTextAreaElement, ImageBitmap, ImageData, PointerEvent, Url,
+};
+
+use super::{Page, on_click, page};
+use crate::findings::{self, Demographics, Family, Finding, LABELS, Side, Size};
+use crate::image_io::ImageMetadata;
+use crate::web::protocol::{EditSettings, Settings};
+use crate::word_maps::WordMaps;
+
+/// The mask canvas's resolution (the mask is resampled to the image size on use).
+const MASK_SIDE: u32 = 512;
+
+/// A decoded init image at its own size.
+struct Source {
+    name: String,
+    width: usize,
+    height: usize,
+    rgb: Vec<f32>,
+}
+
+/// A result shown: gray pixels, width, height, its PNG's URL.
+type Shown = (Vec<u8>, usize, usize, String);
+
+#[derive(Default)]
+pub(super) struct Workbench {
+    source: RefCell<Option<Source>>,
+    painting: Cell<bool>,
+    painted: Cell<bool>,
+    /// The last result, for the word overlays and Compare.
+    result: RefCell<Option<Shown>>,
+    maps: RefCell<Option<WordMaps>>,
+    overlay_url: RefCell<Option<String>>,
+    dicom_url: RefCell<Option<String>>,
+    pinned: RefCell<Option<(String, String)>>,
+    family: Cell<Option<Family>>,
+    /// The ticked findings, in the order ticked (the impression's order).
+    ticked: RefCell<Vec<&'static str>>,
+}
+
+thread_local! {
+    static BENCH: Rc<Workbench> = Rc::new(Workbench::default());
+}
+
+fn bench() -> Rc<Workbench> {
+    BENCH.with(|b| b.clone())
+}
+
+fn blob_url(bytes: &[u8], mime: &str) -> Option<String> {
+    let parts = Array::of1(&Uint8Array::from(bytes));
+    let opts = BlobPropertyBag::new();
+    opts.set_type(mime);
+    let blob = Blob::new_with_u8_array_sequence_and_options(&parts, &opts).ok()?;
+    Url::create_object_url_with_blob(&blob).ok()
+}
+
+fn ctx(canvas: &HtmlCanvasElement) -> Option<CanvasRenderingContext2d> {
+    canvas
+        .get_context("2d")
+        .ok()
+        .flatten()
+        .map(|c| c.unchecked_into())
+}
+
+fn sentence(e: impl std::fmt::Display) -> String {
+    let m = e.to_string();
+    let mut c = m.chars();
+    let s = c
+        .next()
+        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+        .unwrap_or(m);
+    if s.ends_with('.') { s } else { s + "." }
+}
+
+/// Reads a chosen or dropped file: PNG and DICOM by our readers (16 bits and DICOM
+/// windowing kept), anything else by the browser's decoder.
+async fn decode_file(file: web_sys::File) -> Result<Source, String> {
+    let name = file.name();
+    let buf = JsFuture::from(file.array_buffer())
+        .await
+        .map_err(|e| format!("{name} could not be read: {}", super::js_error(&e)))?;
+    let bytes = Uint8Array::new(&buf).to_vec();
+    let ours = bytes.starts_with(b"\x89PNG") || bytes.get(128..132) == Some(b"DICM");
+    if ours {
+        let img = crate::image_in::decode_image(&name, &bytes).map_err(sentence)?;
+        return Ok(Source {
+            name,
+            width: img.width,
+            height: img.height,
+            rgb: img.rgb,
+        });
+    }
+    let window = web_sys::window().ok_or("no window")?;
+    let bitmap: ImageBitmap = JsFuture::from(
+        window
+            .create_image_bitmap_with_blob(&file)
+            .map_err(|e| super::js_error(&e))?,
+    )
+    .await
+    .map_err(|_| {
+        format!(
+            "{name} is not an image this browser can read (PNG, JPEG or DICOM); save it as PNG."
+        )
+    })?
+    .unchecked_into();
+    let (w, h) = (bitmap.width() as usize, bitmap.height() as usize);
+    if w == 0 || h == 0 || w > crate::image_in::MAX_SIDE * 4 || h > crate::image_in::MAX_SIDE * 4 {
+        return Err(format!("{name} is {w}x{h}: too large or empty."));
+    }
+    let doc = window.document().ok_or("no document")?;
+    let canvas: HtmlCanvasElement = doc
+        .create_element("canvas")
+        .map_err(|e| super::js_error(&e))?
+        .unchecked_into();
+    canvas.set_width(w as u32);
+    canvas.set_height(h as u32);
+    let c = ctx(&canvas).ok_or("no 2D canvas")?;
+    c.draw_image_with_image_bitmap(&bitmap, 0.0, 0.0)
+        .map_err(|e| super::js_error(&e))?;
+    let data = c
+        .get_image_data(0.0, 0.0, w as f64, h as f64)
+        .map_err(|e| super::js_error(&e))?
+        .data();
+    let rgb = data
+        .chunks_exact(4)
+        .flat_map(|p| [p[0], p[1], p[2]])
+        .map(|v| v as f32 / 255.0)
+        .collect();
+    Ok(Source {
+        name,
+        width: w,
+        height: h,
+        rgb,
+    })
+}
+
+fn to_rgba(rgb: &[f32]) -> Vec<u8> {
+    rgb.chunks_exact(3)
+        .flat_map(|p| {
+            let q = |v: f32| (v * 255.0).round().clamp(0.0, 255.0) as u8;
+            [q(p[0]), q(p[1]), q(p[2]), 255]
+        })
+        .collect()
+}
+
+impl Page {
+    fn size_choice(&self) -> usize {
+        self.el::<HtmlSelectElement>("size")
+            .value()
+            .parse()
+            .unwrap_or(512)
+    }
+
+    /// Shows the init image fitted to the chosen size (and the mask above it).
+    fn draw_init(&self) {
+        let b = bench();
+        let src = b.source.borrow();
+        let Some(s) = src.as_ref() else {
+            self.el::<HtmlElement>("edit-box").set_hidden(true);
+            return;
+        };
+        let size = self.size_choice();
+        let fitted = crate::image_in::fit_square(&s.rgb, s.width, s.height, size);
+        let canvas: HtmlCanvasElement = self.el("init-canvas");
+        canvas.set_width(size as u32);
+        canvas.set_height(size as u32);
+        if let (Some(c), Ok(img)) = (
+            ctx(&canvas),
+            ImageData::new_with_u8_clamped_array_and_sh(
+                wasm_bindgen::Clamped(&to_rgba(&fitted)),
+                size as u32,
+                size as u32,
+            ),
+        ) {
+            let _ = c.put_image_data(&img, 0.0, 0.0);
+        }
+        let note = if (s.width, s.height) == (size, size) {
+            format!("{} ({}×{}).", s.name, s.width, s.height)
+        } else {
+            format!(
+                "{} ({}×{}): its middle square is used, resized to {size}×{size} (as RoentGen's training images were).",
+                s.name, s.width, s.height
+            )
+        };
+        self.el::<HtmlElement>("init-note")
+            .set_text_content(Some(&note));
+        self.el::<HtmlElement>("edit-box").set_hidden(false);
+        self.show_mode();
+    }
+
+    fn show_mode(&self) {
+        let b = bench();
+        let mode = match (b.source.borrow().is_some(), b.painted.get()) {
+            (false, _) => "text-to-image",
+            (true, false) => "image-to-image",
+            (true, true) => "inpainting",
+        };
+        let _ = self
+            .el::<HtmlElement>("edit-box")
+            .set_attribute("data-mode", mode);
+        let strength: HtmlInputElement = self.el("strength");
+        strength.set_placeholder(if b.painted.get() { "1.0" } else { "0.8" });
+        self.el::<HtmlElement>("edit-mode").set_text_content(Some(match mode {
+            "inpainting" => "Inpainting: only the painted region is repainted.",
+            "image-to-image" => {
+                "Image-to-image: the whole image follows the prompt, keeping its layout. Paint over it to repaint only there."
+            }
+            _ => "",
+        }));
+    }
+
+    fn clear_mask(&self) {
+        let canvas: HtmlCanvasElement = self.el("mask-canvas");
+        if let Some(c) = ctx(&canvas) {
+            c.clear_rect(0.0, 0.0, MASK_SIDE as f64, MASK_SIDE as f64);
+        }
+        bench().painted.set(false);
+        self.show_mode();
+    }
+
+    fn paint_at(&self, ev: &PointerEvent) {
+        let canvas: HtmlCanvasElement = self.el("mask-canvas");
+        let r = canvas.get_bounding_client_rect();
+        if r.width() <= 0.0 || r.height() <= 0.0 {
+            return;
+        }
+        let x = (ev.client_x() as f64 - r.left()) / r.width() * MASK_SIDE as f64;
+        let y = (ev.client_y() as f64 - r.top()) / r.height() * MASK_SIDE as f64;
+        let brush: f64 = self
+            .el::<HtmlSelectElement>("brush")
+            .value()
+            .parse()
+            .unwrap_or(40.0);
+        if let Some(c) = ctx(&canvas) {
+            c.set_fill_style_str("#ffffff");
+            c.begin_path();
+            let _ = c.arc(x, y, brush, 0.0, std::f64::consts::TAU);
+            c.fill();
+        }
+        let b = bench();
+        if !b.painted.replace(true) {
+            self.show_mode();
+        }
+    }
+
+    /// The mask at `size x size`: 1 where painted (nearest sample of the mask canvas).
+    fn mask_bytes(&self, size: usize) -> Option<Vec<u8>> {
+        let canvas: HtmlCanvasElement = self.el("mask-canvas");
+        let c = ctx(&canvas)?;
+        let data = c
+            .get_image_data(0.0, 0.0, MASK_SIDE as f64, MASK_SIDE as f64)
+            .ok()?
+            .data();
+        let m = MASK_SIDE as usize;
+        Some(
+            (0..size * size)
+                .map(|i| {
+                    let (y, x) = (i / size, i % size);
+                    let (sy, sx) = ((2 * y + 1) * m / (2 * size), (2 * x + 1) * m / (2 * size));
+                    u8::from(data[(sy * m + sx) * 4 + 3] >= 128)
+                })
+                .collect(),
+        )
+    }
+
+    /// Adds the edit and the maps choice to the settings; returns the bytes that go
+    /// with them (the init image, then the mask).
+    pub(super) fn workbench_settings(&self, s: &mut Settings) -> Result<Vec<JsValue>, String> {
+        s.attention_maps = self.el::<HtmlInputElement>("attention-maps").checked();
+        let b = bench();
+        let src = b.source.borrow();
+        let Some(source) = src.as_ref() else {
+            s.edit = None;
+            return Ok(vec![]);
+        };
+        let text = self.el::<HtmlInputElement>("strength").value();
+        let strength = match text.trim() {
+            "" => None,
+            t => Some(t.parse::<f32>().map_err(|_| {
+                format!("The strength must be a number greater than 0 and at most 1 (got “{t}”).")
+            })?),
+        };
+        let masked = b.painted.get();
+        let edit = EditSettings { strength, masked };
+        edit.strength().map_err(sentence)?;
+        s.edit = Some(edit);
+        let fitted = crate::image_in::fit_square(&source.rgb, source.width, source.height, s.size);
+        let rgb8: Vec<u8> = fitted
+            .iter()
+            .map(|&v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
+            .collect();
+        let mut parts = vec![Uint8Array::from(rgb8.as_slice()).into()];
+        if masked {
+            let m = self
+                .mask_bytes(s.size)
+                .ok_or("The mask could not be read.")?;
+            if !m.contains(&1) {
+                return Err("The mask is empty: paint where the image should change, or press Clear mask for image-to-image.".into());
+            }
+            parts.push(Uint8Array::from(m.as_slice()).into());
+        }
+        Ok(parts)
+    }
+
+    /// A new result: keep its pixels for the word overlays, fill Compare's right side.
+    pub(super) fn workbench_image(&self, png: &[u8], url: &str, caption: &str) {
+        let b = bench();
+        b.maps.borrow_mut().take();
+        if let Some(u) = b.overlay_url.borrow_mut().take() {
+            let _ = Url::revoke_object_url(&u);
+        }
+        let words: HtmlElement = self.el("words");
+        words.set_inner_html("");
+        words.set_hidden(true);
+        let _ = self
+            .el::<HtmlElement>("result")
+            .remove_attribute("data-word");
+        self.el::<HtmlAnchorElement>("download-dicom")
+            .set_hidden(true);
+        if let Ok(img) = crate::image_in::decode_image("result.png", png) {
+            let gray = img
+                .rgb
+                .chunks_exact(3)
+                .map(|p| (p[0] * 255.0).round() as u8)
+                .collect();
+            *b.result.borrow_mut() = Some((gray, img.width, img.height, url.to_string()));
+        }
+        self.el::<HtmlElement>("compare-pin").set_hidden(false);
+        if let Some((a_url, a_caption)) = b.pinned.borrow().as_ref() {
+            self.el::<HtmlImageElement>("compare-a").set_src(a_url);
+            self.el::<HtmlElement>("compare-a-text")
+                .set_text_content(Some(a_caption));
+            self.el::<HtmlImageElement>("compare-b").set_src(url);
+            self.el::<HtmlElement>("compare-b-text")
+                .set_text_content(Some(caption));
+            self.el::<HtmlElement>("compare").set_hidden(false);
+        }
+    }
+
+    pub(super) fn workbench_dicom(&self, bytes: &[u8], file_name: &str) {
+        let b = bench();
+        if let Some(u) = b.dicom_url.borrow_mut().take() {
+            let _ = Url::revoke_object_url(&u);
+        }
+        let Some(url) = blob_url(bytes, "application/dicom") else {
+            return;
+        };
+        let a: HtmlAnchorElement = self.el("download-dicom");
+        a.set_href(&url);
+        a.set_download(file_name);
+        a.set_hidden(false);
+        *b.dicom_url.borrow_mut() = Some(url);
+    }
+
+    pub(super) fn workbench_maps(
+        &self,
+        words: Vec<(String, Vec<usize>)>,
+        tokens: usize,
+        h: usize,
+        w: usize,
+        bytes: &[u8],
+    ) {
+        let maps: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        if maps.len() != tokens * h * w {
+            self.show_error("The attention maps arrived damaged.", None);
+            return;
+        }
+        let list: HtmlElement = self.el("words");
+        list.set_inner_html("");
+        let label = self.doc.create_element("span").unwrap();
+        label.set_text_content(Some("Where each word acted (click one):"));
+        let _ = list.append_child(&label);
+        let show_image = self.button("Show the image without a map", "Image");
+        let _ = show_image.set_attribute("data-testid", "word-none");
+        on_click(&show_image, |p| p.show_word(None));
+        let _ = list.append_child(&show_image);
+        for (i, (word, _)) in words.iter().enumerate() {
+            let b = self.button(&format!("Show where “{word}” acted"), word);
+            let _ = b.set_attribute("data-testid", "word");
+            let _ = b.set_attribute("data-word", word);
+            let _ = b.set_attribute("aria-pressed", "false");
+            on_click(&b, move |p| p.show_word(Some(i)));
+            let _ = list.append_child(&b);
+        }
+        list.set_hidden(false);
+        *bench().maps.borrow_mut() = Some(WordMaps {
+            token_ids: vec![0; tokens],
+            pieces: vec![String::new(); tokens],
+            words,
+            maps,
+            h,
+            w,
+        });
+    }
+
+    fn show_word(&self, word: Option<usize>) {
+        let b = bench();
+        let img: HtmlImageElement = self.el("result");
+        let result = b.result.borrow();
+        let Some((gray, w, h, url)) = result.as_ref() else {
+            return;
+        };
+        let buttons = self
+            .el::<Element>("words")
+            .query_selector_all("[data-testid=word]");
+        if let Ok(list) = buttons {
+            for i in 0..list.length() {
+                if let Some(n) = list.item(i) {
+                    let e: Element = n.unchecked_into();
+                    let on = Some(i as usize) == word;
+                    let _ = e.set_attribute("aria-pressed", if on { "true" } else { "false" });
+                }
+            }
+        }
+        let Some(i) = word else {
+            img.set_src(url);
+            let _ = img.remove_attribute("data-word");
+            return;
+        };
+        let maps = b.maps.borrow();
+        let Some(m) = maps.as_ref() else { return };
+        let s = self.settings.borrow().clone().unwrap_or_default();
+        let meta = ImageMetadata {
+            prompt: s.prompt.clone(),
+            negative_prompt: s.negative_prompt.clone(),
+            seed: s.seed,
+            steps: s.steps,
+            guidance: s.guidance,
+            scheduler: s.scheduler.clone(),
+            model: self.model.borrow().clone().unwrap_or_default(),
+        };
+        match m.overlay_png(i, gray, *w, *h, &meta) {
+            Ok(png) => {
+                if let Some(u) = blob_url(&png, "image/png") {
+                    if let Some(old) = b.overlay_url.borrow_mut().replace(u.clone()) {
+                        let _ = Url::revoke_object_url(&old);
+                    }
+                    img.set_src(&u);
+                    let _ = img.set_attribute("data-word", &m.words[i].0);
+                }
+            }
+            Err(e) => self.show_error(&sentence(e), None),
+        }
+    }
+
+    /// After a load: the family's recipe (guidance 4 for SD 1.x, 3 for SD 2.x), unless
+    /// the user changed the guidance from the other family's; the demographics for SD 2.x.
+    pub(super) fn workbench_family(&self, family: Family) {
+        let b = bench();
+        let (scheduler, steps, guidance) = family.recipe();
+        let g: HtmlInputElement = self.el("guidance");
+        let defaults: Vec<String> = [Family::Sd1, Family::Sd2]
+            .iter()
+            .map(|f| f.recipe().2.to_string())
+            .collect();
+        if b.family.get() != Some(family) && defaults.contains(&g.value()) {
+            g.set_value(&guidance.to_string());
+            if b.family.get().is_none() {
+                self.el::<HtmlSelectElement>("scheduler")
+                    .set_value(scheduler);
+                let st: HtmlInputElement = self.el("steps");
+                if st.value().is_empty() {
+                    st.set_value(&steps.to_string());
+                }
+            }
+        }
+        b.family.set(Some(family));
+        self.el::<HtmlElement>("demographics")
+            .set_hidden(family != Family::Sd2);
+        let _ = self.el::<HtmlElement>("prompt-builder").set_attribute(
+            "data-family",
+            match family {
+                Family::Sd1 => "sd1",
+                Family::Sd2 => "sd2",
+            },
+        );
+    }
+
+    fn build_prompt(&self) {
+        let mut chosen = Vec::new();
+        let ticked = bench().ticked.borrow().clone();
+        for id in ticked {
+            let Some(l) = LABELS.iter().find(|l| l.id == id) else {
+                continue;
+            };
+            if !self
+                .el::<HtmlInputElement>(&format!("finding-{}", l.id))
+                .checked()
+            {
+                continue;
+            }
+            let side = if l.sided {
+                match self
+                    .el::<HtmlSelectElement>(&format!("side-{}", l.id))
+                    .value()
+                    .as_str()
+                {
+                    "left" => Some(Side::Left),
+                    "right" => Some(Side::Right),
+                    "bilateral" => Some(Side::Bilateral),
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            let size = if l.sized {
+                match self
+                    .el::<HtmlSelectElement>(&format!("size-{}", l.id))
+                    .value()
+                    .as_str()
+                {
+                    "small" => Some(Size::Small),
+                    "moderate" => Some(Size::Moderate),
+                    "large" => Some(Size::Large),
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            chosen.push(Finding {
+                label: l.id.into(),
+                side,
+                size,
+            });
+        }
+        if chosen.is_empty() {
+            self.show_error("Tick at least one finding to build a prompt.", None);
+            return;
+        }
+        let demo = if bench().family.get() == Some(Family::Sd2) {
+            let v = |id: &str| self.el::<HtmlInputElement>(id).value();
+            let age = v("age");
+            let age = match age.trim() {
+                "" => None,
+                a => match a.parse::<u32>() {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        self.show_error(
+                            &format!("The age must be a whole number of years (got “{a}”)."),
+                            None,
+                        );
+                        return;
+                    }
+                },
+            };
+            Some(Demographics {
+                age,
+                sex: Some(self.el::<HtmlSelectElement>("sex").value()),
+                race: Some(self.el::<HtmlSelectElement>("race").value()),
+            })
+        } else {
+            None
+        };
+        match findings::prompt(&chosen, demo.as_ref()) {
+            Ok(p) => {
+                self.clear_error();
+                self.el::<HtmlTextAreaElement>("prompt").set_value(&p);
+                self.count_tokens();
+            }
+            Err(e) => self.show_error(&sentence(e), None),
+        }
+    }
+}
+
+fn option(doc: &web_sys::Document, select: &Element, value: &str, text: &str) {
+    let o = doc.create_element("option").unwrap();
+    let _ = o.set_attribute("value", value);
+    o.set_text_content(Some(text));
+    let _ = select.append_child(&o);
+}
+
+/// Builds the findings list and wires the workbench's controls.
+pub(super) fn setup(p: &Rc<Page>) {
+    let doc = &p.doc;
+    let list: Element = p.el("findings");
+    for l in LABELS {
+        let li = doc.create_element("li").unwrap();
+        let label = doc.create_element("label").unwrap();
+        let cb: HtmlInputElement = doc.create_element("input").unwrap().unchecked_into();
+        cb.set_type("checkbox");
+        cb.set_id(&format!("finding-{}", l.id));
+        let _ = cb.set_attribute("data-testid", &format!("finding-{}", l.id));
+        let id = l.id;
+        EventListener::new(&cb, "change", move |ev| {
+            let on = ev
+                .target()
+                .map(|t| t.unchecked_into::<HtmlInputElement>().checked())
+                .unwrap_or(false);
+            let b = bench();
+            let mut t = b.ticked.borrow_mut();
+            t.retain(|&x| x != id);
+            if on {
+                t.push(id);
+            }
+        })
+        .forget();
+        let _ = label.append_child(&cb);
+        let name = doc.create_element("span").unwrap();
+        name.set_text_content(Some(&format!(" {}", l.name)));
+        let _ = label.append_child(&name);
+        let _ = li.append_child(&label);
+        if l.sided {
+            let s = doc.create_element("select").unwrap();
+            s.set_id(&format!("side-{}", l.id));
+            let _ = s.set_attribute("data-testid", &format!("side-{}", l.id));
+            let _ = s.set_attribute("aria-label", &format!("{}: side", l.name));
+            for (v, t) in [
+                ("", "side…"),
+                ("right", "right"),
+                ("left", "left"),
+                ("bilateral", "both"),
+            ] {
+                option(doc, &s, v, t);
+            }
+            let _ = li.append_child(&s);
+        }
+        if l.sized {
+            let s = doc.create_element("select").unwrap();
+            s.set_id(&format!("size-{}", l.id));
+            let _ = s.set_attribute("data-testid", &format!("size-{}", l.id));
+            let _ = s.set_attribute("aria-label", &format!("{}: size", l.name));
+            for (v, t) in [
+                ("", "size…"),
+                ("small", "small / mild"),
+                ("moderate", "moderate"),
+                ("large", "large / severe"),
+            ] {
+                option(doc, &s, v, t);
+            }
+            let _ = li.append_child(&s);
+        }
+        let _ = list.append_child(&li);
+    }
+    on_click(&p.el("build-prompt"), |p| p.build_prompt());
+
+    let input: HtmlInputElement = p.el("init-image");
+    EventListener::new(&input, "change", |ev| {
+        let input: HtmlInputElement = ev.target().unwrap().unchecked_into();
+        let Some(file) = input.files().and_then(|f| f.get(0)) else {
+            return;
+        };
+        input.set_value("");
+        wasm_bindgen_futures::spawn_local(async move {
+            let p = page();
+            match decode_file(file).await {
+                Ok(src) => {
+                    p.clear_error();
+                    *bench().source.borrow_mut() = Some(src);
+                    p.clear_mask();
+                    p.draw_init();
+                }
+                Err(m) => p.show_error(&m, Some(crate::web::protocol::FailureKind::Input)),
+            }
+        });
+    })
+    .forget();
+    EventListener::new(&p.el::<HtmlElement>("size"), "change", |_| {
+        page().draw_init()
+    })
+    .forget();
+    on_click(&p.el("clear-mask"), |p| p.clear_mask());
+    on_click(&p.el("remove-init"), |p| {
+        bench().source.borrow_mut().take();
+        p.clear_mask();
+        p.draw_init();
+    });
+    let mask: HtmlCanvasElement = p.el("mask-canvas");
+    mask.set_width(MASK_SIDE);
+    mask.set_height(MASK_SIDE);
+    EventListener::new(&mask, "pointerdown", |ev| {
+        let e: &PointerEvent = ev.unchecked_ref();
+        let canvas: HtmlCanvasElement = ev.target().unwrap().unchecked_into();
+        let _ = canvas.set_pointer_capture(e.pointer_id());
+        bench().painting.set(true);
+        page().paint_at(e);
+    })
+    .forget();
+    EventListener::new(&mask, "pointermove", |ev| {
+        if bench().painting.get() {
+            page().paint_at(ev.unchecked_ref());
+        }
+    })
+    .forget();
+    for end in ["pointerup", "pointercancel"] {
+        EventListener::new(&mask, end, |_| bench().painting.set(false)).forget();
+    }
+
+    on_click(&p.el("compare-pin"), |p| {
+        let b = bench();
+        let Some(url) = b.result.borrow().as_ref().map(|r| r.3.clone()) else {
+            return;
+        };
+        let caption = p
+            .el::<HtmlElement>("result-text")
+            .text_content()
+            .unwrap_or_default();
+        p.el::<HtmlImageElement>("compare-a").set_src(&url);
+        p.el::<HtmlElement>("compare-a-text")
+            .set_text_content(Some(&caption));
+        p.el::<HtmlImageElement>("compare-b").set_src("");
+        p.el::<HtmlElement>("compare-b-text")
+            .set_text_content(Some("The next image you generate appears here."));
+        p.el::<HtmlElement>("compare").set_hidden(false);
+        *b.pinned.borrow_mut() = Some((url, caption));
+    });
+    on_click(&p.el("compare-close"), |p| {
+        bench().pinned.borrow_mut().take();
+        p.el::<HtmlElement>("compare").set_hidden(true);
+    });
+    let _ = p.el::<HtmlButtonElement>("compare-pin");
+}
