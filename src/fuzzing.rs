@@ -193,3 +193,19 @@ pub fn prompt_table(data: &[u8]) {
         );
     }
 }
+
+/// An init image or a mask, as `roentgen generate --init-image/--mask` and the page read
+/// them (`crate::image_in`: PNG, JPEG or DICOM, told by the bytes): the first byte
+/// chooses (even: the init image, odd: the mask), the rest is the file.
+pub fn image_decode(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    if mode % 2 == 0 {
+        if let Ok(image) = crate::image_in::decode_image("fuzz.img", rest) {
+            assert_eq!(image.rgb.len(), image.width * image.height * 3);
+        }
+    } else if let Ok(mask) = crate::image_in::decode_mask("fuzz.img", rest) {
+        assert_eq!(mask.repaint.len(), mask.width * mask.height);
+    }
+}

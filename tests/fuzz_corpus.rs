@@ -140,3 +140,8 @@ fn absurd_training_step_counts_are_refused_before_anything_is_allocated() {
     let ok = format!("{{\"num_train_timesteps\": {MAX_TRAIN_TIMESTEPS}}}");
     assert!(SchedulerConfig::from_json(file, &ok).is_ok());
 }
+
+#[test]
+fn image_decode_inputs_do_not_panic() {
+    replay("image_decode", roentgen_web::fuzzing::image_decode);
+}
