@@ -31,7 +31,15 @@ pub struct LoadOptions {
     /// Prefer `*.fp16.*` weight files where a folder has both.
     pub prefer_f16: bool,
     pub matrix_format: MatrixFormat,
+    /// Load the text encoder (and its tokenizer, where the folder has one) from
+    /// `text_encoder_and_tokenizer/`, which RoentGen v2's training code may save beside
+    /// `text_encoder/`. By default `text_encoder/` is used, as diffusers'
+    /// `from_pretrained` does (the other folder only where `text_encoder/` is missing).
+    pub text_encoder_and_tokenizer: bool,
 }
+
+/// RoentGen v2's training code's folder of the fine-tuned text encoder and tokenizer.
+pub const COMBINED_TEXT_DIR: &str = "text_encoder_and_tokenizer";
 
 pub struct Checkpoint<S: FileSource> {
     pub source: S,
@@ -58,6 +66,64 @@ impl<S: FileSource> Checkpoint<S> {
         })
     }
 
+    fn has(&self, path: &str) -> bool {
+        self.files.iter().any(|f| f == path)
+    }
+
+    /// The folder the text encoder loads from: `text_encoder` or
+    /// `text_encoder_and_tokenizer` ([`LoadOptions::text_encoder_and_tokenizer`]).
+    pub fn text_encoder_dir(&self) -> &'static str {
+        let combined = self.has(&format!("{COMBINED_TEXT_DIR}/config.json"));
+        if combined
+            && (self.options.text_encoder_and_tokenizer || !self.has("text_encoder/config.json"))
+        {
+            COMBINED_TEXT_DIR
+        } else {
+            "text_encoder"
+        }
+    }
+
+    /// The tokenizer's folder: the combined folder's own tokenizer where the text
+    /// encoder comes from there and it has one, else `tokenizer`.
+    pub fn tokenizer_dir(&self) -> &'static str {
+        let dir = self.text_encoder_dir();
+        let has_tok = ["vocab.json", "tokenizer.json"]
+            .iter()
+            .any(|f| self.has(&format!("{dir}/{f}")));
+        if dir == COMBINED_TEXT_DIR && has_tok {
+            COMBINED_TEXT_DIR
+        } else {
+            "tokenizer"
+        }
+    }
+
+    /// What to tell the user when the folder offers both text encoders (or the one asked
+    /// for is missing).
+    pub fn text_encoder_note(&self) -> Option<String> {
+        let combined = self.has(&format!("{COMBINED_TEXT_DIR}/config.json"));
+        let plain = self.has("text_encoder/config.json");
+        match (plain, combined, self.options.text_encoder_and_tokenizer) {
+            (true, true, false) => Some(format!(
+                "this folder has both text_encoder/ and {COMBINED_TEXT_DIR}/: using text_encoder/ (as diffusers does); choose the other with --text-encoder {COMBINED_TEXT_DIR}"
+            )),
+            (true, true, true) => Some(format!(
+                "this folder has both text_encoder/ and {COMBINED_TEXT_DIR}/: using {COMBINED_TEXT_DIR}/ (text encoder and {} tokenizer), as asked",
+                if self.tokenizer_dir() == COMBINED_TEXT_DIR {
+                    "its own"
+                } else {
+                    "tokenizer/'s"
+                }
+            )),
+            (_, false, true) => Some(format!(
+                "--text-encoder {COMBINED_TEXT_DIR}: this folder has no {COMBINED_TEXT_DIR}/config.json; using text_encoder/"
+            )),
+            (false, true, false) => Some(format!(
+                "this folder has no text_encoder/: using {COMBINED_TEXT_DIR}/"
+            )),
+            _ => None,
+        }
+    }
+
     pub async fn read_text(&self, path: &str) -> Result<String> {
         if !self.files.iter().any(|f| f == path) {
             return Err(Error::MissingFile {
@@ -75,7 +141,7 @@ impl<S: FileSource> Checkpoint<S> {
     /// The weight files the models load, one per component (text encoder, UNet, VAE),
     /// as paths in the checkpoint.
     pub fn weight_files(&self) -> Result<Vec<String>> {
-        ["text_encoder", "unet", "vae"]
+        [self.text_encoder_dir(), "unet", "vae"]
             .iter()
             .map(|c| Ok(pick_weight_file(c, &self.files, self.options.prefer_f16)?))
             .collect()
@@ -87,9 +153,10 @@ impl<S: FileSource> Checkpoint<S> {
     }
 
     pub async fn text_encoder(&self, gpu: &Gpu) -> Result<ClipTextModel> {
-        let file = "text_encoder/config.json";
-        let config = ClipTextConfig::from_json(file, &self.read_text(file).await?)?;
-        let w = self.weights("text_encoder").await?;
+        let dir = self.text_encoder_dir();
+        let file = format!("{dir}/config.json");
+        let config = ClipTextConfig::from_json(&file, &self.read_text(&file).await?)?;
+        let w = self.weights(dir).await?;
         ClipTextModel::load(
             &Loader::new(gpu, &w, self.options.matrix_format).component("text_encoder"),
             config,

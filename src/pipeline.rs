@@ -288,11 +288,13 @@ fn nhwc_to_nchw(x: &[f32], b: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
     out
 }
 
-/// The checkpoint's `tokenizer/` folder, in either layout (`vocab.json` + `merges.txt`
+/// The checkpoint's `tokenizer/` folder (or `text_encoder_and_tokenizer/`'s own, see
+/// [`Checkpoint::tokenizer_dir`]), in either layout (`vocab.json` + `merges.txt`
 /// as RoentGen-era folders ship it, or `tokenizer.json`).
 pub async fn load_tokenizer<S: FileSource>(ck: &Checkpoint<S>) -> Result<ClipTokenizer> {
+    let dir = ck.tokenizer_dir();
     let read = |p: &'static str| async move {
-        let path = format!("tokenizer/{p}");
+        let path = format!("{dir}/{p}");
         if ck.files.contains(&path) {
             Some(ck.source.read(&path).await)
         } else {

@@ -144,6 +144,11 @@ mod native {
         /// Prefer `*.fp16.*` weight files (half the GPU memory; f32 arithmetic).
         #[arg(long)]
         f16: bool,
+        /// Which text encoder folder to load where a checkpoint has both: `text_encoder`
+        /// (diffusers' choice, the default) or `text_encoder_and_tokenizer` (saved by
+        /// RoentGen v2's training code; its own tokenizer too, where it has one).
+        #[arg(long, default_value = "text_encoder", value_parser = ["text_encoder", "text_encoder_and_tokenizer"])]
+        text_encoder: String,
         /// Image-to-image (SDEdit): start from this PNG, JPEG or DICOM file instead of
         /// noise. Its size is the output size (sides multiples of 8).
         #[arg(long)]
@@ -457,7 +462,11 @@ mod native {
         let scheduler = base.scheduler;
         let gpu = Gpu::new().await?;
         eprintln!("adapter: {} ({})", gpu.info.adapter_name, gpu.info.backend);
-        let ck = open(&a.model, a.f16)?;
+        let mut ck = open(&a.model, a.f16)?;
+        ck.options.text_encoder_and_tokenizer = a.text_encoder == "text_encoder_and_tokenizer";
+        if let Some(note) = ck.text_encoder_note() {
+            eprintln!("note: {note}");
+        }
         let t0 = Instant::now();
         let mut pipe = Pipeline::load(&gpu, &ck, &mut |part| {
             eprintln!("loading {part} ({:.1?})", t0.elapsed())
