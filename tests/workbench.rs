@@ -476,5 +476,54 @@ fn cli_edits_and_maps() {
     assert!(!o.status.success());
     assert!(err.contains("draw the mask at the image's size"), "{err}");
     assert!(!out2.exists());
+    // more bad edits: each a sentence before the model loads, no output
+    let odd = dir.join("odd.png");
+    let png =
+        roentgen_web::image_io::encode_png(&[128; 3 * 100 * 60], 100, 60, 3, &Default::default())
+            .unwrap();
+    std::fs::write(&odd, png).unwrap();
+    let text = dir.join("notes.png");
+    std::fs::write(&text, "Small right-sided pleural effusion.").unwrap();
+    for (extra, says) in [
+        (vec!["--strength", "0"], "greater than 0 and at most 1"),
+        (vec!["--strength", "1.5"], "greater than 0 and at most 1"),
+        (vec!["--strength", "NaN"], "greater than 0 and at most 1"),
+        (vec!["--strength", "0.05"], "runs no step"),
+        (vec!["--width", "256"], "an edit keeps its size"),
+        (
+            vec!["--mask", text.to_str().unwrap()],
+            "not a PNG, JPEG or DICOM",
+        ),
+    ] {
+        let mut args = extra.clone();
+        args.extend(["--output", out2.to_str().unwrap()]);
+        let o = run(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{extra:?} was accepted");
+        assert!(err.contains(says), "{extra:?}: {err}");
+        assert!(!out2.exists(), "{extra:?} wrote an output");
+    }
+    // an init image whose sides are not multiples of 8 (its own run: --init-image given once)
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_roentgen"))
+        .args([
+            "generate",
+            "--model",
+            &fixture("tiny-sd"),
+            "--prompt",
+            "x",
+            "--init-image",
+            odd.to_str().unwrap(),
+            "--output",
+            out2.to_str().unwrap(),
+        ])
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("crop or resize it to 96x56"),
+        "{err}"
+    );
+    assert!(!out2.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
