@@ -4,6 +4,8 @@
 //! `apply_modality_lut` + `apply_voi_lut`, and a soft colour mask converted as diffusers'
 //! mask processor does. No GPU.
 
+mod common;
+
 use roentgen_web::error::Error;
 use roentgen_web::image_in::{decode_image, decode_mask};
 
@@ -16,15 +18,7 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 fn expected(name: &str) -> (Vec<usize>, Vec<f32>) {
-    let path = format!(
-        "{}/tests/fixtures/images/expected.safetensors",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let bytes = std::fs::read(&path).unwrap();
-    let index = roentgen_web::weights::WeightIndex::parse(&path, &bytes).unwrap();
-    let shape = index.get(name).unwrap().shape.clone();
-    let values = index.read_f32(&bytes, name, &shape).unwrap();
-    (shape, values)
+    common::fixture_tensor("images/expected.safetensors", name)
 }
 
 /// (largest, mean) absolute difference.

@@ -174,14 +174,21 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) {
 
 /// A golden tensor of `tests/fixtures/golden/{name}.safetensors`, as f32.
 pub fn golden(name: &str, tensor: &str) -> Vec<f32> {
-    let path = format!(
-        "{}/tests/fixtures/golden/{name}.safetensors",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let bytes = std::fs::read(&path).unwrap();
+    fixture_tensor(&format!("golden/{name}.safetensors"), tensor).1
+}
+
+/// A tensor of the safetensors file `tests/fixtures/{file}`: its shape and values as f32.
+pub fn fixture_tensor(file: &str, tensor: &str) -> (Vec<usize>, Vec<f32>) {
+    let path = format!("{}/tests/fixtures/{file}", env!("CARGO_MANIFEST_DIR"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let index = roentgen_web::weights::WeightIndex::parse(&path, &bytes).unwrap();
-    let shape = index.get(tensor).unwrap().shape.clone();
-    index.read_f32(&bytes, tensor, &shape).unwrap()
+    let shape = index
+        .get(tensor)
+        .unwrap_or_else(|e| panic!("{path} has no tensor {tensor}: {e}"))
+        .shape
+        .clone();
+    let values = index.read_f32(&bytes, tensor, &shape).unwrap();
+    (shape, values)
 }
 
 /// PSNR in dB of images in [0, 1].

@@ -587,6 +587,24 @@ fn option(doc: &web_sys::Document, select: &Element, value: &str, text: &str) {
     let _ = select.append_child(&o);
 }
 
+/// A finding's side or size select (`id` `{what}-{label}`), appended to `li`.
+fn chooser(
+    doc: &web_sys::Document,
+    li: &Element,
+    what: &str,
+    l: &findings::Label,
+    options: &[(&str, &str)],
+) {
+    let s = doc.create_element("select").unwrap();
+    s.set_id(&format!("{what}-{}", l.id));
+    let _ = s.set_attribute("data-testid", &format!("{what}-{}", l.id));
+    let _ = s.set_attribute("aria-label", &format!("{}: {what}", l.name));
+    for (v, t) in options {
+        option(doc, &s, v, t);
+    }
+    let _ = li.append_child(&s);
+}
+
 /// Builds the findings list and wires the workbench's controls.
 pub(super) fn setup(p: &Rc<Page>) {
     let doc = &p.doc;
@@ -618,34 +636,22 @@ pub(super) fn setup(p: &Rc<Page>) {
         let _ = label.append_child(&name);
         let _ = li.append_child(&label);
         if l.sided {
-            let s = doc.create_element("select").unwrap();
-            s.set_id(&format!("side-{}", l.id));
-            let _ = s.set_attribute("data-testid", &format!("side-{}", l.id));
-            let _ = s.set_attribute("aria-label", &format!("{}: side", l.name));
-            for (v, t) in [
+            let sides = [
                 ("", "side…"),
                 ("right", "right"),
                 ("left", "left"),
                 ("bilateral", "both"),
-            ] {
-                option(doc, &s, v, t);
-            }
-            let _ = li.append_child(&s);
+            ];
+            chooser(doc, &li, "side", &l, &sides);
         }
         if l.sized {
-            let s = doc.create_element("select").unwrap();
-            s.set_id(&format!("size-{}", l.id));
-            let _ = s.set_attribute("data-testid", &format!("size-{}", l.id));
-            let _ = s.set_attribute("aria-label", &format!("{}: size", l.name));
-            for (v, t) in [
+            let sizes = [
                 ("", "size…"),
                 ("small", "small / mild"),
                 ("moderate", "moderate"),
                 ("large", "large / severe"),
-            ] {
-                option(doc, &s, v, t);
-            }
-            let _ = li.append_child(&s);
+            ];
+            chooser(doc, &li, "size", &l, &sizes);
         }
         let _ = list.append_child(&li);
     }
