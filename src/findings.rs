@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::pipeline::{ROENTGEN_GUIDANCE, ROENTGEN_STEPS};
 
 /// Where a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,8 +215,8 @@ impl Family {
     /// (scheduler, steps, guidance) of the family's RoentGen recipe.
     pub fn recipe(self) -> (&'static str, usize, f32) {
         match self {
-            Family::Sd1 => ("pndm", 75, 4.0),
-            Family::Sd2 => ("pndm", 75, 3.0),
+            Family::Sd1 => ("pndm", ROENTGEN_STEPS, ROENTGEN_GUIDANCE),
+            Family::Sd2 => ("pndm", ROENTGEN_STEPS, 3.0),
         }
     }
 

@@ -99,6 +99,19 @@ pub struct Edit<'a> {
     pub strength: f32,
 }
 
+/// An edit's strength: `given`, or diffusers' default (0.8 for image-to-image, 1.0 for
+/// inpainting); a sentence unless it is in (0, 1]. The CLI, the page and
+/// [`Pipeline::check_edit`] all ask here.
+pub fn edit_strength(given: Option<f32>, masked: bool) -> Result<f32> {
+    let s = given.unwrap_or(if masked { 1.0 } else { 0.8 });
+    if !(s > 0.0 && s <= 1.0) {
+        return Err(Error::Unsupported(format!(
+            "the strength must be a number greater than 0 and at most 1 (0.6 keeps the image's layout, 1 repaints from noise), not {s}"
+        )));
+    }
+    Ok(s)
+}
+
 /// The steps a strength keeps, as diffusers' `get_timesteps`:
 /// `init_timestep = min(int(steps * strength), steps)`; returns `t_start`, the first
 /// call run (the schedulers' `order` is 1).
@@ -515,12 +528,7 @@ impl Pipeline {
 
     /// An edit's inputs against the request, before anything runs.
     pub fn check_edit(&self, req: &GenerateRequest, edit: &Edit<'_>) -> Result<()> {
-        if !(edit.strength > 0.0 && edit.strength <= 1.0) {
-            return Err(Error::Unsupported(format!(
-                "strength must be a number greater than 0 and at most 1 (0.6 keeps the image's layout, 1 repaints from noise), not {}",
-                edit.strength
-            )));
-        }
+        edit_strength(Some(edit.strength), edit.mask.is_some())?;
         if edit_start(req.steps, edit.strength) == req.steps {
             return Err(Error::Unsupported(format!(
                 "strength {} with {} steps runs no step (steps x strength < 1); raise the strength or the steps",

@@ -439,12 +439,8 @@ mod native {
                 Some(mask)
             }
         };
-        let strength = a.strength.unwrap_or(if mask.is_some() { 1.0 } else { 0.8 });
-        if !(strength > 0.0 && strength <= 1.0) {
-            bail!(
-                "--strength {strength}: give a number greater than 0 and at most 1 (0.6 keeps the image's layout, 1 repaints from noise)"
-            );
-        }
+        let strength = roentgen_web::pipeline::edit_strength(a.strength, mask.is_some())
+            .map_err(|e| anyhow::anyhow!("--strength: {e}"))?;
         Ok(Some(EditInput {
             image,
             mask,

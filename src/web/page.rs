@@ -360,13 +360,7 @@ impl Page {
             edit: None,
             attention_maps: false,
         };
-        s.request().map_err(|e| {
-            let m = e.to_string();
-            let mut c = m.chars();
-            c.next()
-                .map(|f| f.to_uppercase().collect::<String>() + c.as_str() + ".")
-                .unwrap_or(m)
-        })?;
+        s.request().map_err(workbench::sentence)?;
         Ok(s)
     }
 

@@ -88,13 +88,7 @@ pub struct EditSettings {
 impl EditSettings {
     /// The strength to run, or a sentence.
     pub fn strength(&self) -> Result<f32, Error> {
-        let s = self.strength.unwrap_or(if self.masked { 1.0 } else { 0.8 });
-        if !(s > 0.0 && s <= 1.0) {
-            return Err(Error::Unsupported(format!(
-                "the strength must be a number greater than 0 and at most 1 (0.6 keeps the image's layout, 1 repaints from noise), not {s}"
-            )));
-        }
-        Ok(s)
+        crate::pipeline::edit_strength(self.strength, self.masked)
     }
 }
 

@@ -77,7 +77,8 @@ fn ctx(canvas: &HtmlCanvasElement) -> Option<CanvasRenderingContext2d> {
         .map(|c| c.unchecked_into())
 }
 
-fn sentence(e: impl std::fmt::Display) -> String {
+/// An engine error as the page shows it: capitalised, with a full stop.
+pub(super) fn sentence(e: impl std::fmt::Display) -> String {
     let m = e.to_string();
     let mut c = m.chars();
     let s = c
