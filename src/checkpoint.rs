@@ -25,6 +25,50 @@ pub trait FileSource {
     fn open(&self, path: &str) -> Result<Box<dyn RangeRead>>;
 }
 
+/// `Send + Sync` natively (a pipeline may be shared between threads), nothing in the
+/// browser (JS handles are neither, and there is one thread).
+#[cfg(not(target_arch = "wasm32"))]
+pub trait MaybeSendSync: Send + Sync {}
+#[cfg(not(target_arch = "wasm32"))]
+impl<T: Send + Sync> MaybeSendSync for T {}
+#[cfg(target_arch = "wasm32")]
+pub trait MaybeSendSync {}
+#[cfg(target_arch = "wasm32")]
+impl<T> MaybeSendSync for T {}
+
+#[cfg(not(target_arch = "wasm32"))]
+type Opener = Box<dyn Fn(&str) -> Result<Box<dyn RangeRead>> + Send + Sync>;
+#[cfg(target_arch = "wasm32")]
+type OpenerWeb = Box<dyn Fn(&str) -> Result<Box<dyn RangeRead>>>;
+
+/// A loaded pipeline's way back to its checkpoint's weights: the UNet again after the
+/// lean memory plan released it, the VAE with its encoder for an edit.
+pub struct Reload {
+    #[cfg(not(target_arch = "wasm32"))]
+    open: Opener,
+    #[cfg(target_arch = "wasm32")]
+    open: OpenerWeb,
+    unet: String,
+    vae: String,
+    format: MatrixFormat,
+}
+
+impl Reload {
+    pub fn unet(&self, gpu: &Gpu, config: UNetConfig) -> Result<UNet2DConditionModel> {
+        let w = WeightFile::open(&self.unet, (self.open)(&self.unet)?)?;
+        UNet2DConditionModel::load(&Loader::new(gpu, &w, self.format).component("unet"), config)
+    }
+
+    pub fn vae(&self, gpu: &Gpu, config: VaeConfig, with_encoder: bool) -> Result<AutoencoderKL> {
+        let w = WeightFile::open(&self.vae, (self.open)(&self.vae)?)?;
+        AutoencoderKL::load(
+            &Loader::new(gpu, &w, self.format).component("vae"),
+            config,
+            with_encoder,
+        )
+    }
+}
+
 /// Options for loading a checkpoint's models.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LoadOptions {
@@ -164,8 +208,7 @@ impl<S: FileSource> Checkpoint<S> {
     }
 
     pub async fn unet(&self, gpu: &Gpu) -> Result<UNet2DConditionModel> {
-        let file = "unet/config.json";
-        let config = UNetConfig::from_json(file, &self.read_text(file).await?)?;
+        let config = self.unet_config().await?;
         let w = self.weights("unet").await?;
         UNet2DConditionModel::load(
             &Loader::new(gpu, &w, self.options.matrix_format).component("unet"),
@@ -173,9 +216,40 @@ impl<S: FileSource> Checkpoint<S> {
         )
     }
 
-    pub async fn vae(&self, gpu: &Gpu, with_encoder: bool) -> Result<AutoencoderKL> {
+    /// `unet/config.json`.
+    pub async fn unet_config(&self) -> Result<UNetConfig> {
+        let file = "unet/config.json";
+        UNetConfig::from_json(file, &self.read_text(file).await?)
+    }
+
+    /// `vae/config.json`.
+    pub async fn vae_config(&self) -> Result<VaeConfig> {
         let file = "vae/config.json";
-        let config = VaeConfig::from_json(file, &self.read_text(file).await?)?;
+        VaeConfig::from_json(file, &self.read_text(file).await?)
+    }
+
+    /// The text encoder's `config.json` (see [`Checkpoint::text_encoder_dir`]).
+    pub async fn text_encoder_config(&self) -> Result<ClipTextConfig> {
+        let file = format!("{}/config.json", self.text_encoder_dir());
+        ClipTextConfig::from_json(&file, &self.read_text(&file).await?)
+    }
+
+    /// What a loaded pipeline keeps of this checkpoint to read weights again later.
+    pub fn reload(&self) -> Result<Reload>
+    where
+        S: Clone + MaybeSendSync + 'static,
+    {
+        let source = self.source.clone();
+        Ok(Reload {
+            open: Box::new(move |path| source.open(path)),
+            unet: pick_weight_file("unet", &self.files, self.options.prefer_f16)?,
+            vae: pick_weight_file("vae", &self.files, self.options.prefer_f16)?,
+            format: self.options.matrix_format,
+        })
+    }
+
+    pub async fn vae(&self, gpu: &Gpu, with_encoder: bool) -> Result<AutoencoderKL> {
+        let config = self.vae_config().await?;
         let w = self.weights("vae").await?;
         AutoencoderKL::load(
             &Loader::new(gpu, &w, self.options.matrix_format).component("vae"),
@@ -283,6 +357,7 @@ pub fn remote_candidates() -> Vec<String> {
 
 /// A checkpoint folder on the native file system.
 #[cfg(not(target_arch = "wasm32"))]
+#[derive(Clone, Debug)]
 pub struct DirSource {
     pub root: std::path::PathBuf,
 }

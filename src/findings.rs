@@ -3,13 +3,11 @@
 //! and RoentGen v2's demographic prompt form ("{age} year old {race} {sex}.
 //! {impression}"). The sentences are ours, written for this builder.
 //!
-//! The defaults follow the model family: SD 1.x checkpoints are RoentGen v1 (PNDM, 75
-//! steps, guidance 4), SD 2.x checkpoints RoentGen v2 (PNDM, 75 steps, guidance 3).
+//! The families' recipes live in `crate::generation` (`Family`, `Recipe`).
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::pipeline::{ROENTGEN_GUIDANCE, ROENTGEN_STEPS};
 
 /// Where a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,37 +198,6 @@ pub fn prompt(findings: &[Finding], demographics: Option<&Demographics>) -> Resu
     Ok(format!("{}. {imp}", who.join(" ")))
 }
 
-/// The two model families and their recipes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Family {
-    /// SD 1.x (CLIP ViT-L text encoder): RoentGen v1.
-    #[serde(rename = "sd1")]
-    Sd1,
-    /// SD 2.x (OpenCLIP ViT-H text encoder, v-prediction): RoentGen v2.
-    #[serde(rename = "sd2")]
-    Sd2,
-}
-
-impl Family {
-    /// (scheduler, steps, guidance) of the family's RoentGen recipe.
-    pub fn recipe(self) -> (&'static str, usize, f32) {
-        match self {
-            Family::Sd1 => ("pndm", ROENTGEN_STEPS, ROENTGEN_GUIDANCE),
-            Family::Sd2 => ("pndm", ROENTGEN_STEPS, 3.0),
-        }
-    }
-
-    /// Told from the configs: SD 2.x's OpenCLIP text encoder uses `gelu` (SD 1.x's CLIP
-    /// uses `quick_gelu`), and its 768-px models predict v.
-    pub fn of(text_hidden_act: &str, v_prediction: bool) -> Family {
-        if v_prediction || text_hidden_act == "gelu" {
-            Family::Sd2
-        } else {
-            Family::Sd1
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,14 +286,5 @@ mod tests {
             ..Default::default()
         };
         assert!(prompt(&[], Some(&d)).is_err());
-    }
-
-    #[test]
-    fn families_and_recipes() {
-        assert_eq!(Family::of("quick_gelu", false), Family::Sd1);
-        assert_eq!(Family::of("gelu", false), Family::Sd2);
-        assert_eq!(Family::of("quick_gelu", true), Family::Sd2);
-        assert_eq!(Family::Sd1.recipe(), ("pndm", 75, 4.0));
-        assert_eq!(Family::Sd2.recipe(), ("pndm", 75, 3.0));
     }
 }

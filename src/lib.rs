@@ -8,6 +8,7 @@ pub mod error;
 pub mod findings;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod generation;
 pub mod gpu;
 pub mod image_in;
 pub mod image_io;

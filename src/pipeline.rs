@@ -20,104 +20,139 @@
 //! 512x512: the UNet call dominates by far), so seeds, noise and schedulers match torch
 //! element for element; the GPU sees NHWC.
 
-use crate::checkpoint::{Checkpoint, FileSource};
+use crate::checkpoint::{Checkpoint, FileSource, MaybeSendSync, Reload};
 use crate::error::{Error, Result};
+use crate::generation::{Family, ModelFacts, Plan, Prompts, Recipe, Request, Settings};
 use crate::gpu::Gpu;
-use crate::models::{AutoencoderKL, ClipTextModel, UNet2DConditionModel, UNetConfig};
+use crate::image_io::{ImageMetadata, encode_png};
+use crate::models::{
+    AutoencoderKL, ClipTextConfig, ClipTextModel, UNet2DConditionModel, UNetConfig, VaeConfig,
+};
 use crate::ops::AttentionMaps;
 use crate::rng::TorchGenerator;
-use crate::schedulers::{self, SchedulerConfig, SchedulerKind};
+use crate::schedulers::{self, SchedulerConfig};
 use crate::tokenizer::{ClipTokenizer, TokenizerFiles};
 pub use crate::word_maps::WordMaps;
 
-/// The largest guidance scale accepted.
-pub const MAX_GUIDANCE: f32 = 100.0;
-/// The most steps accepted (the schedulers' 1000 training timesteps).
-pub const MAX_STEPS: usize = 1000;
-/// The largest image side accepted (RoentGen is trained at 512).
-pub const MAX_SIZE: usize = 2048;
-/// The most images from one request.
-pub const MAX_COUNT: usize = 64;
+pub use crate::generation::{
+    BatchItem, GenerateRequest, MAX_COUNT, MAX_GUIDANCE, MAX_SIZE, MAX_STEPS, ROENTGEN_GUIDANCE,
+    ROENTGEN_SIZE, ROENTGEN_STEPS, edit_start, edit_strength,
+};
 
-/// RoentGen's published inference recipe (MISSION.md): PNDM, 75 steps, guidance 4,
-/// 512x512, unconditional prompt "".
-pub const ROENTGEN_STEPS: usize = 75;
-pub const ROENTGEN_GUIDANCE: f32 = 4.0;
-pub const ROENTGEN_SIZE: usize = 512;
-
-/// What to generate.
-#[derive(Clone, Debug)]
-pub struct GenerateRequest {
-    pub prompt: String,
-    pub negative_prompt: String,
-    pub steps: usize,
-    pub guidance: f32,
-    pub seed: u64,
-    pub scheduler: SchedulerKind,
-    pub width: usize,
-    pub height: usize,
-    /// Images drawn together from one seed (diffusers' `num_images_per_prompt`).
-    pub count: usize,
-}
-
-impl Default for GenerateRequest {
-    fn default() -> Self {
-        GenerateRequest {
-            prompt: String::new(),
-            negative_prompt: String::new(),
-            steps: ROENTGEN_STEPS,
-            guidance: ROENTGEN_GUIDANCE,
-            seed: 0,
-            scheduler: SchedulerKind::Pndm,
-            width: ROENTGEN_SIZE,
-            height: ROENTGEN_SIZE,
-            count: 1,
-        }
-    }
-}
-
-/// One image of [`Pipeline::generate_batch`].
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct BatchItem {
-    pub prompt: String,
-    pub negative_prompt: String,
-    pub seed: u64,
-}
-
-/// An image to edit: image-to-image (SDEdit, diffusers' `StableDiffusionImg2ImgPipeline`)
-/// or, with a mask, inpainting with the ordinary 4-channel UNet (diffusers'
-/// `StableDiffusionInpaintPipeline` for a 4-channel UNet).
+/// An edit as the denoising loop reads it (from a plan's [`crate::generation::EditRequest`]).
 #[derive(Clone, Copy, Debug)]
-pub struct Edit<'a> {
-    /// RGB in [0, 1], row-major `[height, width, 3]`, the request's width and height
-    /// (diffusers' `VaeImageProcessor` output before `2x - 1`).
-    pub rgb: &'a [f32],
-    /// `[height, width]`, true = repaint (the binarised mask); `None`: image-to-image.
-    pub mask: Option<&'a [bool]>,
-    /// How far into the schedule to start, in (0, 1]: `steps · strength` steps run
-    /// (rounded down), from `timesteps[steps - that]`. 1 starts from pure noise.
-    pub strength: f32,
+struct Edit<'a> {
+    /// RGB in [0, 1], `[height, width, 3]`.
+    rgb: &'a [f32],
+    /// `[height, width]`, true = repaint; `None`: image-to-image.
+    mask: Option<&'a [bool]>,
+    /// In (0, 1]: `steps · strength` steps run from `timesteps[steps - that]`.
+    strength: f32,
 }
 
-/// An edit's strength: `given`, or diffusers' default (0.8 for image-to-image, 1.0 for
-/// inpainting); a sentence unless it is in (0, 1]. The CLI, the page and
-/// [`Pipeline::check_edit`] all ask here.
-pub fn edit_strength(given: Option<f32>, masked: bool) -> Result<f32> {
-    let s = given.unwrap_or(if masked { 1.0 } else { 0.8 });
-    if !(s > 0.0 && s <= 1.0) {
+/// A mutex's value; a thread that panicked while holding it left a value that is still
+/// whole (each guarded value is replaced in one assignment).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The parts of a checkpoint agree: the UNet attends to contexts as wide as the text
+/// encoder's output, and its latents have the VAE's channels. A mismatch is said naming
+/// both parts and both numbers, before any weight is read.
+pub fn check_parts(
+    text: &ClipTextConfig,
+    text_file: &str,
+    unet: &UNetConfig,
+    vae: &VaeConfig,
+) -> Result<()> {
+    if text.hidden_size != unet.cross_attention_dim {
         return Err(Error::Unsupported(format!(
-            "the strength must be a number greater than 0 and at most 1 (0.6 keeps the image's layout, 1 repaints from noise), not {s}"
+            "the parts of this model do not fit together: the text encoder ({text_file}) gives {}-wide hidden states, but the UNet (unet/config.json) expects a cross_attention_dim of {}; the folder mixes two models: take both from the same checkpoint",
+            text.hidden_size, unet.cross_attention_dim
         )));
     }
-    Ok(s)
+    for (what, n) in [
+        ("in_channels", unet.in_channels),
+        ("out_channels", unet.out_channels),
+    ] {
+        if n != vae.latent_channels {
+            return Err(Error::Unsupported(format!(
+                "the parts of this model do not fit together: the VAE (vae/config.json) has {} latent channels, but the UNet (unet/config.json) has {what} {n}; the folder mixes two models: take both from the same checkpoint",
+                vae.latent_channels
+            )));
+        }
+    }
+    Ok(())
 }
 
-/// The steps a strength keeps, as diffusers' `get_timesteps`:
-/// `init_timestep = min(int(steps * strength), steps)`; returns `t_start`, the first
-/// call run (the schedulers' `order` is 1).
-pub fn edit_start(steps: usize, strength: f32) -> usize {
-    let init = ((steps as f64 * strength as f64).floor() as usize).min(steps);
-    steps - init
+/// What [`Pipeline::generate`] made: the images (none when cancelled), the word maps
+/// when asked, and for each image its metadata, file stem, PNG and DICOM.
+pub struct Outcome {
+    pub images: Vec<GeneratedImage>,
+    pub word_maps: Option<WordMaps>,
+    /// The model's name in metadata.
+    pub model: String,
+    pub settings: Settings,
+    /// (prompt, negative prompt, seed) per image.
+    pub prompts: Vec<(String, String, u64)>,
+    /// `roentgen`, `roentgen-img2img` or `roentgen-inpaint`.
+    pub mode: &'static str,
+    pub strength: Option<f32>,
+}
+
+impl Outcome {
+    /// Cancelled before an image was made.
+    pub fn cancelled(&self) -> bool {
+        self.images.is_empty()
+    }
+
+    /// Image `k`'s settings, as its PNG text chunks and DICOM attributes carry them.
+    pub fn metadata(&self, k: usize) -> ImageMetadata {
+        let (prompt, negative_prompt, seed) = self.prompts[k].clone();
+        ImageMetadata {
+            prompt,
+            negative_prompt,
+            seed,
+            steps: self.settings.steps,
+            guidance: self.settings.guidance,
+            scheduler: self.settings.scheduler.name().into(),
+            model: self.model.clone(),
+        }
+    }
+
+    /// A file name without extension: `roentgen-seed7`, `roentgen-img2img-seed7`,
+    /// `roentgen-inpaint-seed7`; `-k` after it for the k-th image of one seed.
+    pub fn file_stem(&self, k: usize) -> String {
+        let stem = format!("{}-seed{}", self.mode, self.prompts[k].2);
+        if k == 0 { stem } else { format!("{stem}-{k}") }
+    }
+
+    /// Image `k` as a PNG with its settings in text chunks: grayscale (what CXR tools
+    /// expect), or RGB as the VAE decodes it.
+    pub fn png(&self, k: usize, rgb: bool) -> Result<Vec<u8>> {
+        let img = &self.images[k];
+        let meta = self.metadata(k);
+        if rgb {
+            encode_png(&img.rgb8(), img.width, img.height, 3, &meta)
+        } else {
+            encode_png(&img.gray8(), img.width, img.height, 1, &meta)
+        }
+    }
+
+    /// Image `k` as a DICOM Secondary Capture marked synthetic (the gray PNG's pixels).
+    /// The caller brings the randomness of its UIDs (the OS natively,
+    /// `crypto.getRandomValues` in the page) and the time.
+    pub fn dicom(&self, k: usize, entropy: [u128; 3], unix_seconds: u64) -> Result<Vec<u8>> {
+        let img = &self.images[k];
+        crate::dicom::encode_dicom(
+            &img.gray8(),
+            img.width,
+            img.height,
+            &self.metadata(k),
+            &crate::dicom::Uids::from_entropy(entropy),
+            &crate::dicom::Created::from_unix(unix_seconds),
+        )
+    }
 }
 
 /// Where a generation's random numbers come from: one generator for all its images
@@ -219,17 +254,26 @@ pub enum MemoryPlan {
     Resident,
 }
 
-/// A loaded checkpoint, ready to generate.
+/// A loaded checkpoint, ready to generate: the one door every front end (the CLI's
+/// `generate` and `batch`, the page's worker) goes through: [`Pipeline::plan`] checks a
+/// [`Request`] against the model, [`Pipeline::generate`] runs the plan.
 pub struct Pipeline {
+    /// The model's name in metadata: `_name_or_path` from `model_index.json`, else
+    /// what the front end named it ([`Pipeline::named_or`]).
     pub name: String,
     pub tokenizer: ClipTokenizer,
     pub text_encoder: ClipTextModel,
     /// `None` once a [`MemoryPlan::Lean`] generation has released it.
     unet: std::sync::Mutex<Option<std::sync::Arc<UNet2DConditionModel>>>,
     pub unet_config: UNetConfig,
-    pub vae: AutoencoderKL,
+    /// Replaced by one with its encoder the first time an edit needs it.
+    vae: std::sync::Mutex<std::sync::Arc<AutoencoderKL>>,
+    pub vae_config: VaeConfig,
     pub scheduler_config: SchedulerConfig,
     pub memory: MemoryPlan,
+    /// The way back to the checkpoint's weights; `None` for a pipeline built from parts
+    /// in memory ([`Pipeline::new`]: benchmarks), which cannot reload.
+    reload: Option<Reload>,
 }
 
 /// SD 1.x latent-to-RGB factors for previews (a least-squares fit of decoded colours on
@@ -329,9 +373,12 @@ pub async fn load_tokenizer<S: FileSource>(ck: &Checkpoint<S>) -> Result<ClipTok
 }
 
 impl Pipeline {
-    /// Loads every part of a checkpoint. `on_part` hears each part's name before it loads
-    /// (loading RoentGen's 4.3 GB takes a while).
-    pub async fn load<S: FileSource>(
+    /// Loads every part of a checkpoint, first checking that the parts fit together
+    /// (the text encoder's width is the UNet's `cross_attention_dim`, the VAE's latent
+    /// channels are the UNet's). `on_part` hears each part's name before it loads
+    /// (loading RoentGen's 4.3 GB takes a while). The pipeline keeps a way back to the
+    /// checkpoint's weights ([`Checkpoint::reload`]).
+    pub async fn load<S: FileSource + Clone + MaybeSendSync + 'static>(
         gpu: &Gpu,
         ck: &Checkpoint<S>,
         on_part: &mut dyn FnMut(&str),
@@ -341,6 +388,13 @@ impl Pipeline {
         on_part("scheduler");
         let file = "scheduler/scheduler_config.json";
         let scheduler_config = SchedulerConfig::from_json(file, &ck.read_text(file).await?)?;
+        check_parts(
+            &ck.text_encoder_config().await?,
+            &format!("{}/config.json", ck.text_encoder_dir()),
+            &ck.unet_config().await?,
+            &ck.vae_config().await?,
+        )?;
+        let reload = ck.reload()?;
         on_part("text encoder");
         let text_encoder = ck.text_encoder(gpu).await?;
         on_part("unet");
@@ -364,17 +418,13 @@ impl Pipeline {
             },
             Err(_) => String::new(),
         };
-        Ok(Pipeline::new(
-            name,
-            tokenizer,
-            text_encoder,
-            unet,
-            vae,
-            scheduler_config,
-        ))
+        let mut pipe = Pipeline::new(name, tokenizer, text_encoder, unet, vae, scheduler_config)?;
+        pipe.reload = Some(reload);
+        Ok(pipe)
     }
 
-    /// A pipeline from loaded parts, with the default [`MemoryPlan`].
+    /// A pipeline from loaded parts, with the default [`MemoryPlan`]; it cannot read
+    /// weights again (a lean generation's UNet stays released).
     pub fn new(
         name: String,
         tokenizer: ClipTokenizer,
@@ -382,300 +432,207 @@ impl Pipeline {
         unet: UNet2DConditionModel,
         vae: AutoencoderKL,
         scheduler_config: SchedulerConfig,
-    ) -> Pipeline {
-        Pipeline {
+    ) -> Result<Pipeline> {
+        check_parts(
+            &text_encoder.config,
+            "text_encoder/config.json",
+            &unet.config,
+            &vae.config,
+        )?;
+        Ok(Pipeline {
             name,
             tokenizer,
             text_encoder,
             unet_config: unet.config.clone(),
             unet: std::sync::Mutex::new(Some(std::sync::Arc::new(unet))),
-            vae,
+            vae_config: vae.config.clone(),
+            vae: std::sync::Mutex::new(std::sync::Arc::new(vae)),
             scheduler_config,
             memory: MemoryPlan::default(),
+            reload: None,
+        })
+    }
+
+    /// This pipeline, named `fallback` where its `model_index.json` names nothing (the
+    /// folder as the CLI was given it, the stored model's name in the page).
+    pub fn named_or(mut self, fallback: &str) -> Pipeline {
+        if self.name.is_empty() {
+            self.name = fallback.to_string();
         }
+        self
     }
 
     /// Whether the UNet's weights are on the GPU.
     pub fn unet_loaded(&self) -> bool {
-        self.unet.lock().unwrap().is_some()
+        lock(&self.unet).is_some()
     }
 
-    /// Loads the UNet's weights again from `ck` if a lean generation released them
-    /// (a no-op otherwise). `ck` must be the checkpoint the pipeline was loaded from.
-    pub async fn ensure_unet<S: FileSource>(&self, gpu: &Gpu, ck: &Checkpoint<S>) -> Result<()> {
+    /// Loads the UNet's weights again if a lean generation released them (a no-op
+    /// otherwise). [`Pipeline::generate`] calls it; a front end may call it early to
+    /// show the reload as a stage of its own.
+    pub fn ensure_unet(&self, gpu: &Gpu) -> Result<()> {
         if self.unet_loaded() {
             return Ok(());
         }
-        let unet = ck.unet(gpu).await?;
-        *self.unet.lock().unwrap() = Some(std::sync::Arc::new(unet));
+        let reload = self.reload.as_ref().ok_or_else(|| {
+            Error::Unsupported(
+                "the UNet's weights were released after the last generation, and this pipeline was built from parts in memory, so it cannot read them again (use MemoryPlan::Resident)".into(),
+            )
+        })?;
+        let unet = reload.unet(gpu, self.unet_config.clone())?;
+        *lock(&self.unet) = Some(std::sync::Arc::new(unet));
         Ok(())
     }
 
-    /// The model family, told from the configs (`crate::findings::Family::of`).
-    pub fn family(&self) -> crate::findings::Family {
-        crate::findings::Family::of(
+    /// Loads the VAE again with its encoder if it has none (text-to-image leaves it
+    /// out: 34 M parameters it does not need).
+    fn ensure_vae_encoder(&self, gpu: &Gpu) -> Result<()> {
+        if lock(&self.vae).encoder.is_some() {
+            return Ok(());
+        }
+        let reload = self.reload.as_ref().ok_or_else(|| {
+            Error::Unsupported(
+                "editing an image needs the VAE's encoder, and this pipeline was built from parts in memory without it".into(),
+            )
+        })?;
+        let vae = reload.vae(gpu, self.vae_config.clone(), true)?;
+        *lock(&self.vae) = std::sync::Arc::new(vae);
+        Ok(())
+    }
+
+    /// The model family, told from the configs.
+    pub fn family(&self) -> Option<Family> {
+        Family::of(
             &self.text_encoder.config.hidden_act,
             self.scheduler_config.prediction_type == crate::schedulers::PredictionType::VPrediction,
         )
     }
 
-    /// Generates `req.count` images from one prompt and one seed, as diffusers'
-    /// `num_images_per_prompt` draws them. `on_call` hears after every UNet call and may
-    /// cancel (then `Ok(vec![])` is returned).
+    /// What a [`Plan`] needs to know of this model.
+    pub fn facts(&self) -> ModelFacts {
+        let f = self.vae_config.scale_factor();
+        ModelFacts {
+            family: self.family(),
+            scheduler: self.scheduler_config.clone(),
+            vae_factor: f,
+            default_side: self.unet_config.sample_size.unwrap_or(64) * f,
+        }
+    }
+
+    /// The recipe this model runs with when a request leaves settings out.
+    pub fn recipe(&self) -> Recipe {
+        let facts = self.facts();
+        Recipe::of(facts.family, &facts.scheduler, facts.default_side)
+    }
+
+    /// Checks `req` against this model and decides every setting ([`Plan::new`]).
+    pub fn plan(&self, req: impl Into<Request>) -> Result<Plan> {
+        Plan::new(req.into(), &self.facts())
+    }
+
+    /// Runs a plan: `count` images from one prompt and seed (as diffusers'
+    /// `num_images_per_prompt` draws them), or one per batch item with its own
+    /// generator (the items' UNet calls batched together; image k is byte for byte the
+    /// image of item k alone); edited when the plan has an edit (image-to-image, or
+    /// inpainting with its mask, as diffusers' pipelines with the same generator); with
+    /// per-word attention maps when asked (DAAM's aggregation: two small kernels per
+    /// cross-attention layer). The UNet is read again if a lean generation released it
+    /// and the VAE's encoder loaded for an edit. `on_call` hears after every UNet call
+    /// and may cancel: the outcome then has no image.
     pub async fn generate(
         &self,
         gpu: &Gpu,
-        req: &GenerateRequest,
+        plan: &Plan,
         on_call: &mut dyn FnMut(Progress) -> Control,
-    ) -> Result<Vec<GeneratedImage>> {
-        self.check(req, req.count)?;
-        let cond = self.tokenizer.encode(&req.prompt)?.ids;
-        let uncond = self.tokenizer.encode(&req.negative_prompt)?.ids;
-        let texts = vec![(cond, uncond); req.count];
-        self.run(
-            gpu,
-            req,
-            texts,
-            Noise::Shared(Box::new(TorchGenerator::new(req.seed))),
-            None,
-            None,
-            on_call,
-        )
-        .await
-    }
-
-    /// Generates one image (`req.count` must be 1), edited when `edit` is given, and
-    /// its per-word attention maps ([`WordMaps`]; DAAM's aggregation). The maps cost
-    /// two small kernels per cross-attention layer (BENCHMARKS.md); without this call
-    /// nothing of them runs. `Ok(None)` when cancelled.
-    pub async fn generate_mapped(
-        &self,
-        gpu: &Gpu,
-        req: &GenerateRequest,
-        edit: Option<&Edit<'_>>,
-        on_call: &mut dyn FnMut(Progress) -> Control,
-    ) -> Result<Option<(GeneratedImage, WordMaps)>> {
-        self.check(req, 1)?;
-        if req.count != 1 {
-            return Err(Error::Unsupported(format!(
-                "attention maps are made for one image at a time; ask for 1 image, not {}",
-                req.count
-            )));
+    ) -> Result<Outcome> {
+        let s = &plan.settings;
+        if plan.edit.is_some() {
+            self.ensure_vae_encoder(gpu)?;
         }
-        if let Some(e) = edit {
-            self.check_edit(req, e)?;
-        }
-        let enc = self.tokenizer.encode(&req.prompt)?;
-        let uncond = self.tokenizer.encode(&req.negative_prompt)?.ids;
-        // the prompt's tokens: after BOS, before EOS
-        let tokens = enc.tokens_used.saturating_sub(2);
-        if tokens == 0 {
-            return Err(Error::Unsupported(
-                "attention maps show where each word of the prompt acts, and this prompt has no words; type a prompt".into(),
-            ));
-        }
-        let f = self.vae.config.scale_factor();
-        let (h, w) = (req.height / f, req.width / f);
-        // the conditional half's first image: batch index 1 with guidance ([uncond, cond])
-        let batch = usize::from(req.guidance > 1.0);
-        let maps = AttentionMaps::new(gpu, batch, 1, tokens, h, w)?;
-        let ids = enc.ids[1..1 + tokens].to_vec();
-        let mut images = self
+        self.ensure_unet(gpu)?;
+        let mut texts = Vec::with_capacity(plan.prompts.count());
+        let mut seeds = Vec::with_capacity(plan.prompts.count());
+        let noise = match &plan.prompts {
+            Prompts::One {
+                prompt,
+                negative_prompt,
+                seed,
+                count,
+            } => {
+                let cond = self.tokenizer.encode(prompt)?.ids;
+                let uncond = self.tokenizer.encode(negative_prompt)?.ids;
+                for _ in 0..*count {
+                    texts.push((cond.clone(), uncond.clone()));
+                    seeds.push((prompt.clone(), negative_prompt.clone(), *seed));
+                }
+                Noise::Shared(Box::new(TorchGenerator::new(*seed)))
+            }
+            Prompts::Batch(items) => {
+                for it in items {
+                    let cond = self.tokenizer.encode(&it.prompt)?.ids;
+                    let uncond = self.tokenizer.encode(&it.negative_prompt)?.ids;
+                    texts.push((cond, uncond));
+                    seeds.push((it.prompt.clone(), it.negative_prompt.clone(), it.seed));
+                }
+                Noise::Each(
+                    items
+                        .iter()
+                        .map(|it| TorchGenerator::new(it.seed))
+                        .collect(),
+                )
+            }
+        };
+        let edit = plan.edit.as_ref().map(|e| Edit {
+            rgb: &e.rgb,
+            mask: e.mask.as_deref(),
+            strength: plan.strength.unwrap_or(1.0),
+        });
+        // per-word maps: the first image's prompt tokens, after BOS, before EOS
+        let maps = if plan.attention_maps {
+            let prompt = &seeds[0].0;
+            let enc = self.tokenizer.encode(prompt)?;
+            let tokens = enc.tokens_used.saturating_sub(2);
+            if tokens == 0 {
+                return Err(Error::Unsupported(
+                    "attention maps show where each word of the prompt acts, and this prompt has no words; type a prompt".into(),
+                ));
+            }
+            let f = self.vae_config.scale_factor();
+            let (h, w) = (s.height / f, s.width / f);
+            // the conditional half's first image: batch index 1 with guidance ([uncond, cond])
+            let batch = usize::from(s.guidance > 1.0);
+            let maps = AttentionMaps::new(gpu, batch, 1, tokens, h, w)?;
+            Some((maps, enc.ids[1..1 + tokens].to_vec(), h, w))
+        } else {
+            None
+        };
+        let images = self
             .run(
                 gpu,
-                req,
-                vec![(enc.ids, uncond)],
-                Noise::Shared(Box::new(TorchGenerator::new(req.seed))),
-                edit,
-                Some(&maps),
+                s,
+                texts,
+                noise,
+                edit.as_ref(),
+                maps.as_ref().map(|m| &m.0),
                 on_call,
             )
             .await?;
-        let Some(image) = images.pop() else {
-            return Ok(None);
+        let word_maps = match maps {
+            Some((maps, ids, h, w)) if !images.is_empty() => {
+                let values = gpu.read(&maps.acc).await?;
+                Some(WordMaps::new(&self.tokenizer, ids, values, h, w))
+            }
+            _ => None,
         };
-        let values = gpu.read(&maps.acc).await?;
-        let word_maps = WordMaps::new(&self.tokenizer, ids, values, h, w);
-        Ok(Some((image, word_maps)))
-    }
-
-    /// Edits an image (see [`Edit`]): `req.count` images from one prompt and one seed,
-    /// as diffusers' image-to-image and inpainting pipelines make them from the same
-    /// generator. Needs the VAE's encoder ([`Pipeline::load_vae_encoder`]).
-    pub async fn generate_edit(
-        &self,
-        gpu: &Gpu,
-        req: &GenerateRequest,
-        edit: &Edit<'_>,
-        on_call: &mut dyn FnMut(Progress) -> Control,
-    ) -> Result<Vec<GeneratedImage>> {
-        self.check(req, req.count)?;
-        self.check_edit(req, edit)?;
-        let cond = self.tokenizer.encode(&req.prompt)?.ids;
-        let uncond = self.tokenizer.encode(&req.negative_prompt)?.ids;
-        let texts = vec![(cond, uncond); req.count];
-        self.run(
-            gpu,
-            req,
-            texts,
-            Noise::Shared(Box::new(TorchGenerator::new(req.seed))),
-            Some(edit),
-            None,
-            on_call,
-        )
-        .await
-    }
-
-    /// An edit's inputs against the request, before anything runs.
-    pub fn check_edit(&self, req: &GenerateRequest, edit: &Edit<'_>) -> Result<()> {
-        edit_strength(Some(edit.strength), edit.mask.is_some())?;
-        if edit_start(req.steps, edit.strength) == req.steps {
-            return Err(Error::Unsupported(format!(
-                "strength {} with {} steps runs no step (steps x strength < 1); raise the strength or the steps",
-                edit.strength, req.steps
-            )));
-        }
-        let px = req.width * req.height;
-        if edit.rgb.len() != px * 3 {
-            return Err(Error::Unsupported(format!(
-                "the init image has {} values, but a {}x{} RGB image has {}",
-                edit.rgb.len(),
-                req.width,
-                req.height,
-                px * 3
-            )));
-        }
-        if let Some(m) = edit.mask
-            && m.len() != px
-        {
-            return Err(Error::Unsupported(format!(
-                "the mask has {} pixels, but the init image is {}x{} ({} pixels); draw the mask at the image's size",
-                m.len(),
-                req.width,
-                req.height,
-                px
-            )));
-        }
-        if self.vae.encoder.is_none() {
-            return Err(Error::Unsupported(
-                "editing an image needs the VAE's encoder, which was not loaded (Pipeline::load_vae_encoder)".into(),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Loads the VAE again with its encoder (text-to-image leaves it out: 34 M
-    /// parameters it does not need). A no-op when it is there.
-    pub async fn load_vae_encoder<S: FileSource>(
-        &mut self,
-        gpu: &Gpu,
-        ck: &Checkpoint<S>,
-    ) -> Result<()> {
-        if self.vae.encoder.is_none() {
-            self.vae = ck.vae(gpu, true).await?;
-        }
-        Ok(())
-    }
-
-    /// Generates one image per item, each with its own prompt, negative prompt and seed,
-    /// the items' UNet calls batched together (guidance doubles the batch). Image k is
-    /// the image [`Pipeline::generate`] makes with item k's prompt, negative prompt and
-    /// seed and `count` 1 (tests check it to the byte); `req`'s prompts, seed and count
-    /// are not used.
-    pub async fn generate_batch(
-        &self,
-        gpu: &Gpu,
-        req: &GenerateRequest,
-        items: &[BatchItem],
-        on_call: &mut dyn FnMut(Progress) -> Control,
-    ) -> Result<Vec<GeneratedImage>> {
-        self.check(req, items.len())?;
-        let mut texts = Vec::with_capacity(items.len());
-        for it in items {
-            let cond = self.tokenizer.encode(&it.prompt)?.ids;
-            let uncond = self.tokenizer.encode(&it.negative_prompt)?.ids;
-            texts.push((cond, uncond));
-        }
-        let generators = items
-            .iter()
-            .map(|it| TorchGenerator::new(it.seed))
-            .collect();
-        self.run(
-            gpu,
-            req,
-            texts,
-            Noise::Each(generators),
-            None,
-            None,
-            on_call,
-        )
-        .await
-    }
-
-    /// The request's settings for `count` images, checked before anything runs (the
-    /// generate functions call it; a batch run calls it before writing anything).
-    pub fn check(&self, req: &GenerateRequest, count: usize) -> Result<()> {
-        let req = &GenerateRequest {
-            count,
-            ..req.clone()
-        };
-        let f = self.vae.config.scale_factor();
-        if req.width == 0
-            || req.height == 0
-            || !req.width.is_multiple_of(f)
-            || !req.height.is_multiple_of(f)
-        {
-            return Err(Error::Unsupported(format!(
-                "width and height must be positive multiples of {f} for this model (got {}x{})",
-                req.width, req.height
-            )));
-        }
-        if req.steps == 0 || req.count == 0 {
-            return Err(Error::Unsupported(
-                "steps and count must be at least 1".into(),
-            ));
-        }
-        // Ranges (a NaN guidance used to generate a meaningless image): guidance is a
-        // finite number in [0, MAX_GUIDANCE] (RoentGen uses 4, v2 3; 1 or less turns
-        // guidance off), steps at most the scheduler's training timesteps, sizes and
-        // counts within what a GPU can hold.
-        if !req.guidance.is_finite() || !(0.0..=MAX_GUIDANCE).contains(&req.guidance) {
-            return Err(Error::Unsupported(format!(
-                "guidance must be a number from 0 to {MAX_GUIDANCE} (RoentGen uses 4), not {}",
-                req.guidance
-            )));
-        }
-        if req.steps > MAX_STEPS {
-            return Err(Error::Unsupported(format!(
-                "steps must be at most {MAX_STEPS} (RoentGen uses 75), not {}",
-                req.steps
-            )));
-        }
-        if req.width > MAX_SIZE || req.height > MAX_SIZE || req.count > MAX_COUNT {
-            return Err(Error::Unsupported(format!(
-                "width and height must be at most {MAX_SIZE} and count at most {MAX_COUNT} (got {}x{}, {} images)",
-                req.width, req.height, req.count
-            )));
-        }
-        Ok(())
-    }
-
-    /// The VAE's latent distribution of an RGB image in [0, 1] (`[h, w, 3]`): moments
-    /// NCHW `[2 * latent, h/8, w/8]`, mean then log-variance.
-    async fn encode_moments(
-        &self,
-        gpu: &Gpu,
-        rgb: &[f32],
-        height: usize,
-        width: usize,
-    ) -> Result<Vec<f32>> {
-        let x: Vec<f32> = rgb.iter().map(|&v| 2.0 * v - 1.0).collect();
-        let x = gpu.upload(&x, &[1, height, width, 3])?;
-        let m = self.vae.encode(gpu, &x)?;
-        let [_, mh, mw, mc] = m.shape().try_into().expect("moments are NHWC");
-        let m = gpu.read(&m).await?;
-        gpu.trim();
-        Ok(nhwc_to_nchw(&m, 1, mc, mh, mw))
+        Ok(Outcome {
+            images,
+            word_maps,
+            model: self.name.clone(),
+            settings: *s,
+            prompts: seeds,
+            mode: plan.mode(),
+            strength: plan.strength,
+        })
     }
 
     /// The denoising loop and the decode, for `texts` = (prompt ids, negative ids) per
@@ -684,15 +641,16 @@ impl Pipeline {
     async fn run(
         &self,
         gpu: &Gpu,
-        req: &GenerateRequest,
+        req: &Settings,
         texts: Vec<(Vec<u32>, Vec<u32>)>,
         mut noise: Noise,
         edit: Option<&Edit<'_>>,
         maps: Option<&AttentionMaps>,
         on_call: &mut dyn FnMut(Progress) -> Control,
     ) -> Result<Vec<GeneratedImage>> {
-        let f = self.vae.config.scale_factor();
-        let unet = self.unet.lock().unwrap().clone().ok_or_else(|| {
+        let f = self.vae_config.scale_factor();
+        let vae = lock(&self.vae).clone();
+        let unet = lock(&self.unet).clone().ok_or_else(|| {
             Error::Unsupported(
                 "the UNet's weights were released after the last generation to make room for the VAE decode; reload them first (Pipeline::ensure_unet)".into(),
             )
@@ -735,12 +693,10 @@ impl Pipeline {
                 // the init image's latents, *sampled* from the VAE's latent
                 // distribution with the generator (retrieve_latents), times the
                 // scaling factor, then the noise
-                let moments = self
-                    .encode_moments(gpu, e.rgb, req.height, req.width)
-                    .await?;
+                let moments = encode_moments(&vae, gpu, e.rgb, req.height, req.width).await?;
                 let eps = noise.randn_per_image(n, plane);
                 let image_latents =
-                    sample_latents(&moments, &eps, plane, lc, self.vae.config.scaling_factor);
+                    sample_latents(&moments, &eps, plane, lc, self.vae_config.scaling_factor);
                 let fresh = noise.randn(n, plane);
                 let latents = match e.mask {
                     Some(_) if e.strength == 1.0 => fresh.iter().map(|v| v * sigma).collect(),
@@ -818,12 +774,12 @@ impl Pipeline {
         drop(context);
         drop(unet);
         if self.memory == MemoryPlan::Lean {
-            self.unet.lock().unwrap().take();
+            lock(&self.unet).take();
         }
         gpu.trim();
 
         // 5. decode each image
-        let scale = 1.0 / self.vae.config.scaling_factor;
+        let scale = 1.0 / self.vae_config.scaling_factor;
         let mut images = Vec::with_capacity(n);
         for k in 0..n {
             let lat = &latents[k * plane..(k + 1) * plane];
@@ -832,7 +788,7 @@ impl Pipeline {
                 .map(|v| v * scale)
                 .collect();
             let z = gpu.upload(&z, &[1, h, w, lc])?;
-            let img = gpu.read(&self.vae.decode(gpu, &z)).await?;
+            let img = gpu.read(&vae.decode(gpu, &z)).await?;
             let rgb = img
                 .iter()
                 .map(|&v| (v / 2.0 + 0.5).clamp(0.0, 1.0))
@@ -848,4 +804,27 @@ impl Pipeline {
         gpu.trim();
         Ok(images)
     }
+}
+
+/// The VAE's latent distribution of an RGB image in [0, 1] (`[h, w, 3]`): moments
+/// NCHW `[2 * latent, h/8, w/8]`, mean then log-variance.
+async fn encode_moments(
+    vae: &AutoencoderKL,
+    gpu: &Gpu,
+    rgb: &[f32],
+    height: usize,
+    width: usize,
+) -> Result<Vec<f32>> {
+    let x: Vec<f32> = rgb.iter().map(|&v| 2.0 * v - 1.0).collect();
+    let x = gpu.upload(&x, &[1, height, width, 3])?;
+    let m = vae.encode(gpu, &x)?;
+    let &[_, mh, mw, mc] = m.shape() else {
+        return Err(Error::Shape(format!(
+            "the VAE's moments are {:?}, not NHWC",
+            m.shape()
+        )));
+    };
+    let m = gpu.read(&m).await?;
+    gpu.trim();
+    Ok(nhwc_to_nchw(&m, 1, mc, mh, mw))
 }

@@ -29,9 +29,7 @@ fn small_request() -> GenerateRequest {
 
 fn peak_of(gpu: &Gpu, pipe: &Pipeline) -> (u64, Vec<f32>) {
     gpu.reset_peak_memory();
-    let images =
-        pollster::block_on(pipe.generate(gpu, &small_request(), &mut |_| Control::Continue))
-            .unwrap();
+    let images = common::generate(&pipe, gpu, small_request(), &mut |_| Control::Continue).unwrap();
     (gpu.memory().peak, images[0].rgb.clone())
 }
 
@@ -55,13 +53,21 @@ fn dry_runs_measure_real_peaks_and_the_lean_plan_changes_no_value() {
         weights_after < loaded_weights,
         "the UNet's buffers were not freed"
     );
-    let e = pollster::block_on(pipe.generate(&gpu, &small_request(), &mut |_| Control::Continue))
-        .err()
-        .expect("generated without a UNet");
-    assert!(e.to_string().contains("ensure_unet"), "{e}");
+    // the next generation reads the released UNet back by itself: the pipeline owns
+    // its way back to the checkpoint
+    let again = common::generate(&pipe, &gpu, small_request(), &mut |_| Control::Continue)
+        .expect("the released UNet was not reloaded");
+    assert!(
+        again[0].rgb == lean_image,
+        "the reloaded UNet changed the image"
+    );
+    assert!(
+        !pipe.unet_loaded(),
+        "the lean plan keeps the UNet's weights"
+    );
 
     // 2. the same generation dry: the same peak to the byte
-    pollster::block_on(pipe.ensure_unet(&gpu, &ck)).unwrap();
+    pipe.ensure_unet(&gpu).unwrap();
     assert!(
         gpu.memory().weights > weights_after,
         "the reload uploads the UNet"
@@ -76,7 +82,7 @@ fn dry_runs_measure_real_peaks_and_the_lean_plan_changes_no_value() {
     );
 
     // 3. resident: the same image, the UNet stays, the peak is no lower
-    pollster::block_on(pipe.ensure_unet(&gpu, &ck)).unwrap();
+    pipe.ensure_unet(&gpu).unwrap();
     let all_weights = gpu.memory().weights;
     pipe.memory = MemoryPlan::Resident;
     let (resident_peak, resident_image) = peak_of(&gpu, &pipe);

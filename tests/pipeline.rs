@@ -36,13 +36,13 @@ fn generate_matches_diffusers() {
             (SchedulerKind::DpmSolverMultistep, "dpmpp2m"),
         ] {
             // The lean plan released the UNet after the previous generation.
-            pollster::block_on(pipe.ensure_unet(gpu(), &ck)).unwrap();
+            pipe.ensure_unet(gpu()).unwrap();
             let mut calls = 0;
-            let images = pollster::block_on(pipe.generate(gpu(), &request(kind), &mut |p| {
+            let images = common::generate(&pipe, gpu(), request(kind), &mut |p| {
                 calls = p.call;
                 assert_eq!(p.preview.rgb.len(), p.preview.width * p.preview.height * 3);
                 Control::Continue
-            }))
+            })
             .unwrap();
             let img = &images[0];
             let (e, i, g, w) = rel_l2(&img.latents, &golden(name, &format!("pipe.{key}.latents")));
@@ -65,18 +65,15 @@ fn generate_matches_diffusers() {
 fn generation_can_be_cancelled_between_steps() {
     let pipe = pipeline("tiny-sd");
     let mut seen = 0;
-    let images =
-        pollster::block_on(
-            pipe.generate(gpu(), &request(SchedulerKind::Pndm), &mut |p| {
-                seen = p.call;
-                if p.call == 2 {
-                    Control::Cancel
-                } else {
-                    Control::Continue
-                }
-            }),
-        )
-        .unwrap();
+    let images = common::generate(&pipe, gpu(), request(SchedulerKind::Pndm), &mut |p| {
+        seen = p.call;
+        if p.call == 2 {
+            Control::Cancel
+        } else {
+            Control::Continue
+        }
+    })
+    .unwrap();
     assert!(images.is_empty());
     assert_eq!(seen, 2, "no step runs after a cancel");
 }
@@ -86,7 +83,7 @@ fn bad_sizes_are_errors_not_panics() {
     let pipe = pipeline("tiny-sd");
     let mut req = request(SchedulerKind::Pndm);
     req.width = 100;
-    let e = pollster::block_on(pipe.generate(gpu(), &req, &mut |_| Control::Continue))
+    let e = common::generate(&pipe, gpu(), req.clone(), &mut |_| Control::Continue)
         .err()
         .expect("100 px is not a multiple of 64");
     assert!(e.to_string().contains("multiples of"), "{e}");
@@ -118,7 +115,7 @@ fn nan_and_out_of_range_options_are_refused() {
     for (what, edit, word) in cases {
         let mut req = request(SchedulerKind::Pndm);
         edit(&mut req);
-        let e = pollster::block_on(pipe.generate(gpu(), &req, &mut |_| Control::Continue))
+        let e = common::generate(&pipe, gpu(), req.clone(), &mut |_| Control::Continue)
             .err()
             .unwrap_or_else(|| panic!("{what} generated"));
         assert!(e.to_string().contains(word), "{what}: {e}");
@@ -131,7 +128,8 @@ fn nan_and_out_of_range_options_are_refused() {
 /// each image from its own generator.
 #[test]
 fn a_batch_of_separately_seeded_images_equals_one_at_a_time() {
-    use roentgen_web::pipeline::{BatchItem, MemoryPlan};
+    use roentgen_web::generation::BatchItem;
+    use roentgen_web::pipeline::MemoryPlan;
     let mut pipe = pipeline("tiny-sd");
     pipe.memory = MemoryPlan::Resident;
     let items = [
@@ -154,10 +152,9 @@ fn a_batch_of_separately_seeded_images_equals_one_at_a_time() {
     for kind in [SchedulerKind::Pndm, SchedulerKind::EulerAncestral] {
         let mut req = request(kind);
         req.steps = 4;
-        let batch = pollster::block_on(
-            pipe.generate_batch(gpu(), &req, &items, &mut |_| Control::Continue),
-        )
-        .unwrap();
+        let mut batch_req: roentgen_web::generation::Request = req.clone().into();
+        batch_req.prompts = roentgen_web::generation::Prompts::Batch(items.to_vec());
+        let batch = common::generate(&pipe, gpu(), batch_req, &mut |_| Control::Continue).unwrap();
         assert_eq!(batch.len(), items.len());
         for (k, it) in items.iter().enumerate() {
             let one = GenerateRequest {
@@ -168,7 +165,7 @@ fn a_batch_of_separately_seeded_images_equals_one_at_a_time() {
                 ..req.clone()
             };
             let alone =
-                pollster::block_on(pipe.generate(gpu(), &one, &mut |_| Control::Continue)).unwrap();
+                common::generate(&pipe, gpu(), one.clone(), &mut |_| Control::Continue).unwrap();
             assert_eq!(
                 batch[k].latents, alone[0].latents,
                 "{kind:?} image {k}: latents differ"

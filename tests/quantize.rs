@@ -62,11 +62,9 @@ fn quantized_folders_generate_within_their_tolerances() {
             (SchedulerKind::Pndm, "pndm"),
             (SchedulerKind::DpmSolverMultistep, "dpmpp2m"),
         ] {
-            pollster::block_on(pipe.ensure_unet(gpu(), &ck)).unwrap();
-            let images = pollster::block_on(
-                pipe.generate(gpu(), &request(kind), &mut |_| Control::Continue),
-            )
-            .unwrap();
+            pipe.ensure_unet(gpu()).unwrap();
+            let images =
+                common::generate(&pipe, gpu(), request(kind), &mut |_| Control::Continue).unwrap();
             let img = &images[0];
             let (e, i, g, w) = rel_l2(
                 &img.latents,

@@ -39,7 +39,7 @@ fn fifty_generations_keep_gpu_and_host_memory_flat() {
     ];
     let mut rows = Vec::new();
     for i in 0..GENERATIONS {
-        pollster::block_on(pipe.ensure_unet(&gpu, &ck)).unwrap();
+        pipe.ensure_unet(&gpu).unwrap();
         gpu.reset_peak_memory();
         let req = GenerateRequest {
             prompt: prompts[i % 3].into(),
@@ -50,8 +50,12 @@ fn fifty_generations_keep_gpu_and_host_memory_flat() {
             height: 64,
             ..Default::default()
         };
-        let images =
-            pollster::block_on(pipe.generate(&gpu, &req, &mut |_| Control::Continue)).unwrap();
+        let images = {
+            let plan = pipe.plan(req.clone()).unwrap();
+            pollster::block_on(pipe.generate(&gpu, &plan, &mut |_| Control::Continue))
+                .unwrap()
+                .images
+        };
         assert_eq!(images.len(), 1);
         let m = gpu.memory();
         rows.push((m.allocated, m.peak, rss_kib()));

@@ -12,7 +12,7 @@ mod common;
 
 use common::{golden, gpu, psnr, rel_l2};
 use roentgen_web::checkpoint::{Checkpoint, DirSource, LoadOptions};
-use roentgen_web::pipeline::{Control, Edit, GenerateRequest, Pipeline, edit_start};
+use roentgen_web::pipeline::{Control, GenerateRequest, Pipeline, edit_start};
 use roentgen_web::schedulers::SchedulerKind;
 
 const LATENTS_REL_L2: f64 = 1e-3;
@@ -78,9 +78,45 @@ fn load() -> (Checkpoint<DirSource>, Pipeline) {
         LoadOptions::default(),
     )
     .unwrap();
-    let mut pipe = pollster::block_on(Pipeline::load(gpu(), &ck, &mut |_| {})).unwrap();
-    pollster::block_on(pipe.load_vae_encoder(gpu(), &ck)).unwrap();
+    let pipe = pollster::block_on(Pipeline::load(gpu(), &ck, &mut |_| {})).unwrap();
     (ck, pipe)
+}
+
+/// An edit as the tests write it.
+struct Edit<'a> {
+    rgb: &'a [f32],
+    mask: Option<&'a [bool]>,
+    strength: f32,
+}
+
+fn generate_edit(
+    pipe: &Pipeline,
+    req: &roentgen_web::pipeline::GenerateRequest,
+    e: &Edit,
+    on_call: &mut dyn FnMut(roentgen_web::pipeline::Progress) -> Control,
+) -> roentgen_web::Result<Vec<roentgen_web::pipeline::GeneratedImage>> {
+    let r = common::edit_request(req.clone(), e.rgb, e.mask, e.strength, false);
+    common::generate(pipe, gpu(), r, on_call)
+}
+
+/// One image and its per-word maps (`Ok(None)` when cancelled).
+fn generate_mapped(
+    pipe: &Pipeline,
+    req: &roentgen_web::pipeline::GenerateRequest,
+) -> roentgen_web::Result<
+    Option<(
+        roentgen_web::pipeline::GeneratedImage,
+        roentgen_web::pipeline::WordMaps,
+    )>,
+> {
+    let mut r: roentgen_web::generation::Request = req.clone().into();
+    r.attention_maps = true;
+    let plan = pipe.plan(r)?;
+    let mut outcome = pollster::block_on(pipe.generate(gpu(), &plan, &mut |_| Control::Continue))?;
+    Ok(match (outcome.images.pop(), outcome.word_maps.take()) {
+        (Some(i), Some(m)) => Some((i, m)),
+        _ => None,
+    })
 }
 
 fn check(label: &str, got: &roentgen_web::pipeline::GeneratedImage, image: bool) {
@@ -107,7 +143,7 @@ fn check(label: &str, got: &roentgen_web::pipeline::GeneratedImage, image: bool)
 
 #[test]
 fn image_to_image_matches_diffusers_for_every_scheduler() {
-    let (ck, pipe) = load();
+    let (_ck, pipe) = load();
     let rgb = init_rgb();
     let edit = Edit {
         rgb: &rgb,
@@ -120,15 +156,14 @@ fn image_to_image_matches_diffusers_for_every_scheduler() {
         (SchedulerKind::Ddim, "ddim", false),
         (SchedulerKind::EulerAncestral, "euler_a", false),
     ] {
-        pollster::block_on(pipe.ensure_unet(gpu(), &ck)).unwrap();
+        pipe.ensure_unet(gpu()).unwrap();
         let label = format!("img2img.{key}");
         let mut calls = (0, 0);
-        let images =
-            pollster::block_on(pipe.generate_edit(gpu(), &request(kind), &edit, &mut |p| {
-                calls = (p.call, p.calls);
-                Control::Continue
-            }))
-            .unwrap();
+        let images = generate_edit(&pipe, &request(kind), &edit, &mut |p| {
+            calls = (p.call, p.calls);
+            Control::Continue
+        })
+        .unwrap();
         // strength 0.6 of 10 steps runs 6 (PNDM: 7 calls, its Heun-like second call)
         let want_calls = golden(GOLD, &format!("{label}.timesteps")).len();
         assert_eq!(calls, (want_calls, want_calls), "{label}: UNet calls");
@@ -138,14 +173,14 @@ fn image_to_image_matches_diffusers_for_every_scheduler() {
 
 #[test]
 fn inpainting_matches_diffusers() {
-    let (ck, pipe) = load();
+    let (_ck, pipe) = load();
     let rgb = init_rgb();
     let mask = mask();
     for (kind, key, image) in [
         (SchedulerKind::Pndm, "pndm", true),
         (SchedulerKind::EulerAncestral, "euler_a", false),
     ] {
-        pollster::block_on(pipe.ensure_unet(gpu(), &ck)).unwrap();
+        pipe.ensure_unet(gpu()).unwrap();
         let label = format!("inpaint.{key}");
         let strength = golden(GOLD, &format!("{label}.strength"))[0];
         let edit = Edit {
@@ -154,10 +189,7 @@ fn inpainting_matches_diffusers() {
             strength,
         };
         let images =
-            pollster::block_on(
-                pipe.generate_edit(gpu(), &request(kind), &edit, &mut |_| Control::Continue),
-            )
-            .unwrap();
+            generate_edit(&pipe, &request(kind), &edit, &mut |_| Control::Continue).unwrap();
         check(&label, &images[0], image);
         // the kept region is the init image's latents exactly (the last blend is
         // un-noised): outside the mask on the latent grid, nothing was generated
@@ -243,14 +275,13 @@ fn bad_edits_are_refused_with_a_sentence() {
         ),
     ];
     for (edit, req, want) in cases {
-        let err =
-            pollster::block_on(pipe.generate_edit(gpu(), &req, &edit, &mut |_| Control::Continue))
-                .err()
-                .unwrap_or_else(|| panic!("strength {} accepted", edit.strength))
-                .to_string();
+        let err = generate_edit(&pipe, &req, &edit, &mut |_| Control::Continue)
+            .err()
+            .unwrap_or_else(|| panic!("strength {} accepted", edit.strength))
+            .to_string();
         assert!(err.contains(want), "{err:?} does not say {want:?}");
     }
-    // without the encoder loaded: a sentence, not a panic
+    // a pipeline loaded without the VAE's encoder loads it for the first edit
     let ck = Checkpoint::new(
         DirSource::new(fixture("tiny-sd")).unwrap(),
         LoadOptions::default(),
@@ -262,12 +293,9 @@ fn bad_edits_are_refused_with_a_sentence() {
         mask: None,
         strength: 0.6,
     };
-    let err =
-        pollster::block_on(plain.generate_edit(gpu(), &req, &edit, &mut |_| Control::Continue))
-            .err()
-            .unwrap()
-            .to_string();
-    assert!(err.contains("VAE's encoder"), "{err}");
+    let images = generate_edit(&plain, &req, &edit, &mut |_| Control::Continue)
+        .expect("the VAE's encoder was not loaded for the edit");
+    assert_eq!(images.len(), 1);
 }
 
 /// An int64 golden of workbench.safetensors.
@@ -307,16 +335,11 @@ const MAPS_REL_L2: f64 = 1e-4;
 
 #[test]
 fn attention_maps_match_the_diffusers_aggregation() {
-    let (ck, pipe) = load();
-    pollster::block_on(pipe.ensure_unet(gpu(), &ck)).unwrap();
-    let (image, maps) = pollster::block_on(pipe.generate_mapped(
-        gpu(),
-        &request(SchedulerKind::Pndm),
-        None,
-        &mut |_| Control::Continue,
-    ))
-    .unwrap()
-    .unwrap();
+    let (_ck, pipe) = load();
+    pipe.ensure_unet(gpu()).unwrap();
+    let (image, maps) = generate_mapped(&pipe, &request(SchedulerKind::Pndm))
+        .unwrap()
+        .unwrap();
     // the maps cost nothing in the result: the same latents as diffusers' run
     check("daam.pndm", &image, false);
     let ids: Vec<i64> = maps.token_ids.iter().map(|&i| i as i64).collect();
@@ -377,19 +400,11 @@ fn attention_maps_need_words_and_one_image() {
     let (_ck, pipe) = load();
     let mut req = request(SchedulerKind::Pndm);
     req.prompt = "   ".into();
-    let err =
-        pollster::block_on(pipe.generate_mapped(gpu(), &req, None, &mut |_| Control::Continue))
-            .err()
-            .unwrap()
-            .to_string();
+    let err = generate_mapped(&pipe, &req).err().unwrap().to_string();
     assert!(err.contains("has no words"), "{err}");
     let mut req = request(SchedulerKind::Pndm);
     req.count = 2;
-    let err =
-        pollster::block_on(pipe.generate_mapped(gpu(), &req, None, &mut |_| Control::Continue))
-            .err()
-            .unwrap()
-            .to_string();
+    let err = generate_mapped(&pipe, &req).err().unwrap().to_string();
     assert!(err.contains("one image at a time"), "{err}");
 }
 

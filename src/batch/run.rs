@@ -25,10 +25,10 @@ use serde_json::{Map, Value};
 
 use crate::checkpoint::{Checkpoint, FileSource};
 use crate::error::{Error, Result};
+use crate::generation::{BatchItem, Plan, Prompts};
 use crate::gpu::Gpu;
-use crate::image_io::{ImageMetadata, encode_png};
 use crate::output::write_atomically;
-use crate::pipeline::{BatchItem, Control, GenerateRequest, Pipeline};
+use crate::pipeline::{Control, Pipeline};
 
 use super::manifest::{self, METADATA, ManifestRow};
 use super::plan::{Job, Shard};
@@ -38,20 +38,21 @@ use super::table::PromptTable;
 pub struct RunSettings {
     pub out: PathBuf,
     pub shard: Shard,
-    /// steps, guidance, scheduler, width, height (prompts, seed and count are per job).
-    pub request: GenerateRequest,
+    /// The settings every image shares, checked against the model ([`Pipeline::plan`];
+    /// its prompts are replaced by each UNet batch's jobs).
+    pub plan: Plan,
     /// Images through the UNet together.
     pub batch_size: usize,
     /// As `roentgen generate` names it in the PNG's text chunks.
     pub model_name: String,
     pub weights_sha256: String,
-    /// DICOM files instead of PNGs (`dicom(gray, width, height, metadata)` makes one:
-    /// the caller brings the clock and the randomness for its UIDs).
-    pub dicom: Option<DicomEncoder>,
+    /// DICOM files instead of PNGs: the caller brings the randomness of their UIDs and
+    /// the clock ([`crate::pipeline::Outcome::dicom`]).
+    pub dicom: Option<Entropy>,
 }
 
-/// Makes a DICOM file's bytes from an 8-bit gray image and its metadata.
-pub type DicomEncoder = fn(&[u8], usize, usize, &ImageMetadata) -> Result<Vec<u8>>;
+/// 384 random bits for a DICOM file's three UIDs, and the time in Unix seconds.
+pub type Entropy = fn() -> ([u128; 3], u64);
 
 /// What the run reports as it goes.
 pub enum Event<'a> {
@@ -208,11 +209,11 @@ fn row_for(job: &Job, table: &PromptTable, s: &RunSettings) -> ManifestRow {
         seed: job.seed,
         model: s.model_name.clone(),
         weights_sha256: s.weights_sha256.clone(),
-        scheduler: s.request.scheduler.name().into(),
-        steps: s.request.steps,
-        guidance: s.request.guidance,
-        width: s.request.width,
-        height: s.request.height,
+        scheduler: s.plan.settings.scheduler.name().into(),
+        steps: s.plan.settings.steps,
+        guidance: s.plan.settings.guidance,
+        width: s.plan.settings.width,
+        height: s.plan.settings.height,
         sha256: String::new(),
         shard: s.shard.to_string(),
         software: format!("roentgen-web {}", env!("CARGO_PKG_VERSION")),
@@ -220,26 +221,12 @@ fn row_for(job: &Job, table: &PromptTable, s: &RunSettings) -> ManifestRow {
     }
 }
 
-/// The metadata `roentgen generate` writes into a PNG with these settings.
-pub fn png_metadata(job: &Job, s: &RunSettings) -> ImageMetadata {
-    ImageMetadata {
-        prompt: job.prompt.clone(),
-        negative_prompt: job.negative_prompt.clone(),
-        seed: job.seed,
-        steps: s.request.steps,
-        guidance: s.request.guidance,
-        scheduler: s.request.scheduler.name().into(),
-        model: s.model_name.clone(),
-    }
-}
-
 /// Makes the shard's images that are not done yet (see the module). `jobs` is the
 /// whole plan; the shard's share is taken here.
 #[allow(clippy::too_many_arguments)]
-pub async fn run_shard<S: FileSource>(
+pub async fn run_shard(
     gpu: &Gpu,
     pipe: &Pipeline,
-    ck: &Checkpoint<S>,
     table: &PromptTable,
     jobs: &[Job],
     s: &RunSettings,
@@ -342,9 +329,12 @@ pub async fn run_shard<S: FileSource>(
                 seed: j.seed,
             })
             .collect();
-        pipe.ensure_unet(gpu, ck).await?;
-        let results = pipe
-            .generate_batch(gpu, &s.request, &items, &mut |p| {
+        let plan = Plan {
+            prompts: Prompts::Batch(items),
+            ..s.plan.clone()
+        };
+        let outcome = pipe
+            .generate(gpu, &plan, &mut |p| {
                 on_event(Event::Step {
                     call: p.call,
                     calls: p.calls,
@@ -352,11 +342,13 @@ pub async fn run_shard<S: FileSource>(
                 Control::Continue
             })
             .await?;
-        for (job, img) in chunk.iter().zip(results) {
-            let meta = png_metadata(job, s);
+        for (k, job) in chunk.iter().enumerate() {
             let bytes = match s.dicom {
-                Some(encode) => encode(&img.gray8(), img.width, img.height, &meta)?,
-                None => encode_png(&img.gray8(), img.width, img.height, 1, &meta)?,
+                Some(entropy) => {
+                    let (bits, now) = entropy();
+                    outcome.dicom(k, bits, now)?
+                }
+                None => outcome.png(k, false)?,
             };
             let path = s.out.join(&job.file);
             write_atomically(&path, &bytes).map_err(|e| io(&path, "writing", e))?;

@@ -360,7 +360,7 @@ impl Page {
             edit: None,
             attention_maps: false,
         };
-        s.request().map_err(workbench::sentence)?;
+        s.request((None, None)).map_err(workbench::sentence)?;
         Ok(s)
     }
 
@@ -511,9 +511,12 @@ impl Page {
                 name,
                 millis,
                 family,
+                scheduler,
+                steps,
+                guidance,
             } => {
                 local_set("roentgen.model", &name);
-                self.workbench_family(family);
+                self.workbench_family(family, (&scheduler, steps, guidance));
                 *self.model.borrow_mut() = Some(name.clone());
                 self.set_task(Task::Idle);
                 self.status(

@@ -5,7 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::pipeline::{GenerateRequest, ROENTGEN_GUIDANCE, ROENTGEN_SIZE, ROENTGEN_STEPS};
+use crate::generation::{
+    self, EditRequest, Prompts, ROENTGEN_GUIDANCE, ROENTGEN_SIZE, ROENTGEN_STEPS, Sampling,
+};
 use crate::schedulers::SchedulerKind;
 
 /// Page → worker.
@@ -86,9 +88,10 @@ pub struct EditSettings {
 }
 
 impl EditSettings {
-    /// The strength to run, or a sentence.
+    /// The strength to run, or the sentence every front end gives
+    /// ([`generation::edit_strength`]).
     pub fn strength(&self) -> Result<f32, Error> {
-        crate::pipeline::edit_strength(self.strength, self.masked)
+        generation::edit_strength(self.strength, self.masked)
     }
 }
 
@@ -110,38 +113,75 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// The pipeline's request, or a sentence saying which field is wrong.
-    pub fn request(&self) -> Result<GenerateRequest, Error> {
+    /// The generation request these settings ask for, checked as the CLI's are
+    /// ([`generation::Request::check`]: the same sentence for the same bad value). `edit_bytes`: the
+    /// init image (RGB, 8 bits, `size x size`) and the mask (`size x size`, nonzero =
+    /// repaint) that follow the message when [`Settings::edit`] is set.
+    pub fn request(
+        &self,
+        edit_bytes: (Option<&[u8]>, Option<&[u8]>),
+    ) -> Result<generation::Request, Error> {
         let scheduler: SchedulerKind = self.scheduler.parse()?;
-        if !(1..=1000).contains(&self.steps) {
-            return Err(Error::Unsupported(format!(
-                "steps must be between 1 and 1000 (got {})",
-                self.steps
-            )));
-        }
-        if !self.guidance.is_finite() || !(0.0..=50.0).contains(&self.guidance) {
-            return Err(Error::Unsupported(format!(
-                "guidance must be between 0 and 50 (got {})",
-                self.guidance
-            )));
-        }
-        if !(64..=1024).contains(&self.size) || !self.size.is_multiple_of(8) {
-            return Err(Error::Unsupported(format!(
-                "the image size must be a multiple of 8 between 64 and 1024 (got {})",
-                self.size
-            )));
-        }
-        Ok(GenerateRequest {
-            prompt: self.prompt.clone(),
-            negative_prompt: self.negative_prompt.clone(),
-            steps: self.steps,
-            guidance: self.guidance,
-            seed: self.seed,
-            scheduler,
-            width: self.size,
-            height: self.size,
-            count: 1,
-        })
+        let px = self.size * self.size;
+        let edit = match &self.edit {
+            None => None,
+            Some(e) => {
+                let bytes = |b: Option<&[u8]>, what: &str, want: usize| -> Result<Vec<u8>, Error> {
+                    let b = b.ok_or_else(|| {
+                        Error::Unsupported(format!("the {what} did not arrive; choose it again"))
+                    })?;
+                    if b.len() != want {
+                        return Err(Error::Unsupported(format!(
+                            "the {what} has {} bytes, not the {want} of a {}x{} image",
+                            b.len(),
+                            self.size,
+                            self.size
+                        )));
+                    }
+                    Ok(b.to_vec())
+                };
+                let rgb = bytes(edit_bytes.0, "init image", px * 3)?
+                    .iter()
+                    .map(|&v| v as f32 / 255.0)
+                    .collect();
+                let mask = if e.masked {
+                    Some(
+                        bytes(edit_bytes.1, "mask", px)?
+                            .iter()
+                            .map(|&v| v != 0)
+                            .collect(),
+                    )
+                } else {
+                    None
+                };
+                Some(EditRequest {
+                    width: self.size,
+                    height: self.size,
+                    rgb,
+                    mask,
+                    strength: e.strength,
+                })
+            }
+        };
+        let req = generation::Request {
+            prompts: Prompts::One {
+                prompt: self.prompt.clone(),
+                negative_prompt: self.negative_prompt.clone(),
+                seed: self.seed,
+                count: 1,
+            },
+            sampling: Sampling {
+                steps: Some(self.steps),
+                guidance: Some(self.guidance),
+                scheduler: Some(scheduler),
+                width: Some(self.size),
+                height: Some(self.size),
+            },
+            edit,
+            attention_maps: self.attention_maps,
+        };
+        req.check()?;
+        Ok(req)
     }
 }
 
@@ -206,8 +246,13 @@ pub enum Reply {
     Ready {
         name: String,
         millis: f64,
-        /// SD 1.x (RoentGen v1) or SD 2.x (v2): the page sets the family's recipe.
-        family: crate::findings::Family,
+        /// SD 1.x (RoentGen v1), SD 2.x (v2), or `None` for no family we know.
+        family: Option<crate::generation::Family>,
+        /// The model's recipe (the page sets it as the form's defaults): scheduler
+        /// short name, steps, guidance.
+        scheduler: String,
+        steps: usize,
+        guidance: f32,
     },
     Tokens {
         count: usize,
@@ -395,29 +440,42 @@ mod tests {
 
     #[test]
     fn settings_default_to_roentgen_and_reject_bad_fields_with_a_sentence() {
-        let edit = |strength, masked| EditSettings { strength, masked }.strength();
-        assert_eq!(edit(None, false).unwrap(), 0.8);
-        assert_eq!(edit(None, true).unwrap(), 1.0);
-        assert_eq!(edit(Some(0.6), true).unwrap(), 0.6);
+        let small = Settings {
+            size: 8,
+            ..Settings::default()
+        };
+        let (rgb, mask) = (vec![128u8; 192], vec![1u8; 64]);
+        let edit = |strength, masked| {
+            Settings {
+                edit: Some(EditSettings { strength, masked }),
+                ..small.clone()
+            }
+            .request((Some(&rgb), Some(&mask)))
+        };
+        assert!(edit(Some(0.6), true).is_ok());
         for bad in [0.0, -0.5, 1.5, f32::NAN, f32::INFINITY] {
             let msg = edit(Some(bad), false).unwrap_err().to_string();
             assert!(msg.contains("greater than 0 and at most 1"), "{bad}: {msg}");
         }
-        let req = Settings::default().request().unwrap();
-        assert_eq!((req.steps, req.guidance, req.width), (75, 4.0, 512));
-        assert_eq!(req.scheduler, SchedulerKind::Pndm);
+        let req = Settings::default().request((None, None)).unwrap();
+        let s = req.sampling;
+        assert_eq!(
+            (s.steps, s.guidance, s.width),
+            (Some(75), Some(4.0), Some(512))
+        );
+        assert_eq!(s.scheduler, Some(SchedulerKind::Pndm));
         let bad = Settings {
             size: 100,
             ..Settings::default()
         };
-        let msg = bad.request().unwrap_err().to_string();
-        assert!(msg.contains("multiple of 8"), "{msg}");
+        let msg = bad.request((None, None)).unwrap_err().to_string();
+        assert!(msg.contains("multiples of 8"), "{msg}");
         let bad = Settings {
             scheduler: "lms".into(),
             ..Settings::default()
         };
         assert!(
-            bad.request()
+            bad.request((None, None))
                 .unwrap_err()
                 .to_string()
                 .contains("pndm, ddim")

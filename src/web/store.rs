@@ -816,6 +816,7 @@ pub async fn open(name: &str) -> Result<BlobSource> {
 }
 
 /// Files as `Blob`s: stored (`getFile()`) or picked.
+#[derive(Clone)]
 pub struct BlobSource {
     files: BTreeMap<String, Blob>,
 }

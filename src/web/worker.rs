@@ -16,8 +16,7 @@ use super::store;
 use crate::checkpoint::{Checkpoint, LoadOptions, plan_import, remote_candidates};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::image_io::{ImageMetadata, encode_png};
-use crate::pipeline::{Control, Edit, Pipeline, Progress};
+use crate::pipeline::{Control, Pipeline, Progress};
 
 fn scope() -> DedicatedWorkerGlobalScope {
     js_sys::global().unchecked_into()
@@ -196,21 +195,25 @@ impl Engine {
         let pipeline = Pipeline::load(&gpu, &ck, &mut |part| {
             post(&Reply::Loading { part: part.into() }, None)
         })
-        .await?;
+        .await?
+        .named_or(name);
         // Surface errors the GPU reported while the weights were uploaded.
         gpu.sync().await?;
         *self.model.borrow_mut() = Some((name.to_string(), Rc::new(pipeline), Rc::new(ck)));
         post(&Reply::Memory(memory(&gpu)), None);
-        let family = self
+        let recipe = self
             .model
             .borrow()
             .as_ref()
-            .map(|m| m.1.family())
-            .unwrap_or(crate::findings::Family::Sd1);
+            .map(|m| m.1.recipe())
+            .ok_or_else(|| Error::Unsupported("the model was unloaded while loading".into()))?;
         Ok(Reply::Ready {
             name: name.into(),
             millis: now_ms() - t0,
-            family,
+            family: recipe.family,
+            scheduler: recipe.scheduler.name().into(),
+            steps: recipe.steps,
+            guidance: recipe.guidance,
         })
     }
 
@@ -350,95 +353,29 @@ impl Engine {
         })
     }
 
-    /// Loads the VAE's encoder into the loaded pipeline (text-to-image leaves it out),
-    /// the first time an edit needs it.
-    async fn ensure_vae_encoder(&self) -> Result<()> {
-        let needed = self
+    async fn generate(&self, settings: &Settings, extra: &Array) -> Result<Reply> {
+        // The request and the edit's pixels, checked before the GPU is touched, with
+        // the sentences the CLI gives for the same values.
+        let bytes = |i: u32| extra.get(i).dyn_ref::<Uint8Array>().map(|a| a.to_vec());
+        let (rgb, mask) = (bytes(1), bytes(2));
+        let req = settings.request((rgb.as_deref(), mask.as_deref()))?;
+        let pipeline = self
             .model
             .borrow()
             .as_ref()
-            .is_some_and(|m| m.1.vae.encoder.is_none());
-        if !needed {
-            return Ok(());
-        }
-        let gpu = self.gpu().await?;
-        let Some((name, mut pipeline, ck)) = self.model.borrow_mut().take() else {
-            return Ok(());
-        };
-        let result = match Rc::get_mut(&mut pipeline) {
-            Some(p) => p.load_vae_encoder(&gpu, &ck).await,
-            None => Err(Error::Unsupported(
-                "the model is in use; try again when the task running ends".into(),
-            )),
-        };
-        *self.model.borrow_mut() = Some((name, pipeline, ck));
-        result
-    }
-
-    async fn generate(&self, settings: &Settings, extra: &Array) -> Result<Reply> {
-        let req = settings.request()?;
-        if settings.edit.is_some() {
-            self.ensure_vae_encoder().await?;
-        }
-        let (name, pipeline, ck) = self.model.borrow().clone().ok_or_else(|| {
-            Error::Unsupported("no model is loaded: import a model folder first".into())
-        })?;
-        // The edit's pixels, checked before the GPU is touched.
-        let px = req.width * req.height;
-        let (rgb, mask, strength) = match &settings.edit {
-            None => (None, None, 1.0),
-            Some(e) => {
-                let strength = e.strength()?;
-                let bytes = |i: u32, what: &str, want: usize| -> Result<Vec<u8>> {
-                    let v = extra.get(i);
-                    let b = v
-                        .dyn_ref::<Uint8Array>()
-                        .map(|a| a.to_vec())
-                        .ok_or_else(|| Error::Unsupported(format!("the {what} did not arrive")))?;
-                    if b.len() != want {
-                        return Err(Error::Unsupported(format!(
-                            "the {what} has {} bytes, not the {want} of a {}x{} image",
-                            b.len(),
-                            req.width,
-                            req.height
-                        )));
-                    }
-                    Ok(b)
-                };
-                let rgb: Vec<f32> = bytes(1, "init image", px * 3)?
-                    .iter()
-                    .map(|&v| v as f32 / 255.0)
-                    .collect();
-                let mask = if e.masked {
-                    let m: Vec<bool> = bytes(2, "mask", px)?.iter().map(|&v| v != 0).collect();
-                    if !m.iter().any(|&r| r) {
-                        return Err(Error::Unsupported(
-                            "the mask is empty: paint where the image should change, or clear the mask for image-to-image".into(),
-                        ));
-                    }
-                    Some(m)
-                } else {
-                    None
-                };
-                (Some(rgb), mask, strength)
-            }
-        };
-        let edit = rgb.as_deref().map(|rgb| Edit {
-            rgb,
-            mask: mask.as_deref(),
-            strength,
-        });
-        if let Some(e) = &edit {
-            pipeline.check_edit(&req, e)?;
-        }
+            .map(|m| m.1.clone())
+            .ok_or_else(|| {
+                Error::Unsupported("no model is loaded: import a model folder first".into())
+            })?;
+        let plan = pipeline.plan(req)?;
         let gpu = self.gpu().await?;
         self.check_device()?;
         gpu.reset_peak_memory();
         self.cancel.set(false);
         let t0 = now_ms();
-        // The lean memory plan released the UNet after the last generation: read it
-        // back from OPFS (a few seconds; the VAE decode never shares the GPU with it).
-        pipeline.ensure_unet(&gpu, &ck).await?;
+        // The lean memory plan released the UNet after the last generation: the
+        // pipeline reads it back from OPFS (a few seconds; the VAE decode never shares
+        // the GPU with it), and the VAE's encoder the first time an edit needs it.
         let mut on_call = |p: Progress| {
             let rgba: Vec<u8> = p
                 .preview
@@ -462,55 +399,23 @@ impl Engine {
                 Control::Continue
             }
         };
-        let (image, maps) = if settings.attention_maps {
-            match pipeline
-                .generate_mapped(&gpu, &req, edit.as_ref(), &mut on_call)
-                .await?
-            {
-                Some((img, maps)) => (Some(img), Some(maps)),
-                None => (None, None),
-            }
-        } else if let Some(e) = &edit {
-            let images = pipeline.generate_edit(&gpu, &req, e, &mut on_call).await?;
-            (images.into_iter().next(), None)
-        } else {
-            let images = pipeline.generate(&gpu, &req, &mut on_call).await?;
-            (images.into_iter().next(), None)
-        };
+        let outcome = pipeline.generate(&gpu, &plan, &mut on_call).await?;
         post(&Reply::Memory(memory(&gpu)), None);
         // A cancel that arrived during the decode drops the image.
-        let Some(img) = image.filter(|_| !self.cancel.get()) else {
+        if outcome.cancelled() || self.cancel.get() {
             return Ok(Reply::Cancelled);
-        };
-        let meta = ImageMetadata {
-            prompt: req.prompt.clone(),
-            negative_prompt: req.negative_prompt.clone(),
-            seed: req.seed,
-            steps: req.steps,
-            guidance: req.guidance,
-            scheduler: req.scheduler.name().into(),
-            model: if pipeline.name.is_empty() {
-                name
-            } else {
-                pipeline.name.clone()
-            },
-        };
-        let gray = img.gray8();
-        let png = encode_png(&gray, img.width, img.height, 1, &meta)?;
-        let stem = match (&settings.edit, mask.is_some()) {
-            (None, _) => format!("roentgen-seed{}", req.seed),
-            (Some(_), false) => format!("roentgen-img2img-seed{}", req.seed),
-            (Some(_), true) => format!("roentgen-inpaint-seed{}", req.seed),
-        };
+        }
+        let img = &outcome.images[0];
+        let stem = outcome.file_stem(0);
         post(
             &Reply::Image {
                 width: img.width,
                 height: img.height,
-                seed: req.seed,
+                seed: outcome.prompts[0].2,
                 millis: now_ms() - t0,
                 file_name: format!("{stem}.png"),
             },
-            Some(&png),
+            Some(&outcome.png(0, false)?),
         );
         // The same pixels as DICOM: fresh UIDs from the browser's CSPRNG, the time now.
         let mut entropy = [0u8; 48];
@@ -523,22 +428,20 @@ impl Engine {
                     store::js_error(&e)
                 ))
             })?;
-        let word = |i: usize| u128::from_le_bytes(entropy[i * 16..i * 16 + 16].try_into().unwrap());
-        let dcm = crate::dicom::encode_dicom(
-            &gray,
-            img.width,
-            img.height,
-            &meta,
-            &crate::dicom::Uids::from_entropy([word(0), word(1), word(2)]),
-            &crate::dicom::Created::from_unix((js_sys::Date::now() / 1000.0) as u64),
-        )?;
+        let mut words = [0u128; 3];
+        for (w, chunk) in words.iter_mut().zip(entropy.chunks_exact(16)) {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(chunk);
+            *w = u128::from_le_bytes(b);
+        }
+        let dcm = outcome.dicom(0, words, (js_sys::Date::now() / 1000.0) as u64)?;
         post(
             &Reply::Dicom {
                 file_name: format!("{stem}.dcm"),
             },
             Some(&dcm),
         );
-        if let Some(m) = maps {
+        if let Some(m) = &outcome.word_maps {
             let bytes: Vec<u8> = m.maps.iter().flat_map(|v| v.to_le_bytes()).collect();
             post(
                 &Reply::WordMaps {

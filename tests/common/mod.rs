@@ -219,3 +219,36 @@ pub fn request(
         count: 1,
     }
 }
+
+/// Plans `req` against `pipe` and runs it: the images (none when cancelled).
+pub fn generate(
+    pipe: &roentgen_web::pipeline::Pipeline,
+    gpu: &roentgen_web::gpu::Gpu,
+    req: impl Into<roentgen_web::generation::Request>,
+    on_call: &mut dyn FnMut(roentgen_web::pipeline::Progress) -> roentgen_web::pipeline::Control,
+) -> roentgen_web::Result<Vec<roentgen_web::pipeline::GeneratedImage>> {
+    let plan = pipe.plan(req)?;
+    Ok(pollster::block_on(pipe.generate(gpu, &plan, on_call))?.images)
+}
+
+/// `req` with an edit (image-to-image, or inpainting with a mask) and, when `maps`, per-word
+/// attention maps.
+pub fn edit_request(
+    req: roentgen_web::pipeline::GenerateRequest,
+    rgb: &[f32],
+    mask: Option<&[bool]>,
+    strength: f32,
+    maps: bool,
+) -> roentgen_web::generation::Request {
+    let (width, height) = (req.width, req.height);
+    let mut r: roentgen_web::generation::Request = req.into();
+    r.edit = Some(roentgen_web::generation::EditRequest {
+        width,
+        height,
+        rgb: rgb.to_vec(),
+        mask: mask.map(<[bool]>::to_vec),
+        strength: Some(strength),
+    });
+    r.attention_maps = maps;
+    r
+}

@@ -6,21 +6,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 use roentgen_web::batch::run::{Event, RunSettings, merge, run_shard, weights_sha256};
 use roentgen_web::batch::{PlanOptions, PromptTable, Shard, Template, plan};
+use roentgen_web::generation::{BatchItem, Prompts, Request};
 use roentgen_web::gpu::Gpu;
 use roentgen_web::pipeline::{MemoryPlan, Pipeline};
 
-use crate::native::{Sampling, dicom_bytes, model_name, open};
-
-fn dicom_encoder(
-    gray: &[u8],
-    width: usize,
-    height: usize,
-    meta: &roentgen_web::image_io::ImageMetadata,
-) -> roentgen_web::Result<Vec<u8>> {
-    dicom_bytes(gray, width, height, meta)
-        .map_err(|e| roentgen_web::Error::Unsupported(e.to_string()))
-}
+use crate::generate::SamplingArgs;
+use crate::open;
 use crate::progress::Progress;
+
+/// The files a dataset is written as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FileFormat {
+    Png,
+    /// DICOM Secondary Capture files marked synthetic (fresh UIDs, so a remade image has
+    /// other bytes than the first; its pixels are the same)
+    Dcm,
+}
 
 #[derive(clap::Args)]
 pub struct BatchArgs {
@@ -53,11 +54,9 @@ pub struct BatchArgs {
     #[arg(long)]
     prompt_template: Option<String>,
     #[command(flatten)]
-    sampling: Sampling,
-    /// png, or dcm: DICOM Secondary Capture files marked synthetic (fresh UIDs, so a
-    /// remade image has other bytes than the first; its pixels are the same)
-    #[arg(long, default_value = "png")]
-    format: String,
+    sampling: SamplingArgs,
+    #[arg(long, value_enum, default_value = "png")]
+    format: FileFormat,
     /// Images through the UNet together (guidance doubles the batch); the images are
     /// the same as one at a time.
     #[arg(long, allow_negative_numbers = true, default_value_t = 1)]
@@ -112,12 +111,16 @@ pub async fn batch(a: BatchArgs) -> Result<()> {
         a.prompts.clone().expect("clap requires it"),
         a.output_dir.clone().expect("clap requires it"),
     );
-    let dicom = match a.format.as_str() {
-        "png" => false,
-        "dcm" => true,
-        f => bail!("--format {f}: use png or dcm"),
+    let dicom = a.format == FileFormat::Dcm;
+    // The settings every image shares, checked before anything loads (a UNet batch of
+    // --batch-size images stands for the request's count).
+    let request = Request {
+        prompts: Prompts::Batch(vec![BatchItem::default(); a.batch_size.max(1)]),
+        sampling: a.sampling.sampling(),
+        edit: None,
+        attention_maps: false,
     };
-    let request = a.sampling.request()?;
+    request.check()?;
 
     // Everything about the input is checked before the model loads.
     let bytes = std::fs::read(&prompts)
@@ -164,25 +167,30 @@ pub async fn batch(a: BatchArgs) -> Result<()> {
         eprintln!("loading {part} ({:.1?})", t0.elapsed())
     })
     .await
-    .with_context(|| format!("loading the model {}", model.display()))?;
+    .with_context(|| format!("loading the model {}", model.display()))?
+    .named_or(&model.display().to_string());
     // loaded once per process: no reload between images
     pipe.memory = MemoryPlan::Resident;
-    pipe.check(&request, a.batch_size.max(1))?;
+    let plan = pipe.plan(request)?;
+    eprintln!(
+        "settings: {} ({})",
+        plan.settings.describe(),
+        plan.recipe.describe()
+    );
     let settings = RunSettings {
         out: out.clone(),
         shard,
-        request,
+        plan,
         batch_size: a.batch_size,
-        model_name: model_name(&pipe, &model),
+        model_name: pipe.name.clone(),
         weights_sha256: weights,
-        dicom: dicom.then_some(dicom_encoder as roentgen_web::batch::run::DicomEncoder),
+        dicom: dicom.then_some(crate::dicom_entropy as roentgen_web::batch::run::Entropy),
     };
     catch_signals();
     let mut bar: Option<Progress> = None;
     let summary = run_shard(
         &gpu,
         &pipe,
-        &ck,
         &table,
         &jobs,
         &settings,

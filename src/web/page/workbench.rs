@@ -18,7 +18,8 @@ use web_sys::{
 };
 
 use super::{Page, on_click, page};
-use crate::findings::{self, Demographics, Family, Finding, LABELS, Side, Size};
+use crate::findings::{self, Demographics, Finding, LABELS, Side, Size};
+use crate::generation::Family;
 use crate::image_io::ImageMetadata;
 use crate::web::protocol::{EditSettings, Settings};
 use crate::word_maps::WordMaps;
@@ -462,17 +463,22 @@ impl Page {
         }
     }
 
-    /// After a load: the family's recipe (guidance 4 for SD 1.x, 3 for SD 2.x), unless
-    /// the user changed the guidance from the other family's; the demographics for SD 2.x.
-    pub(super) fn workbench_family(&self, family: Family) {
+    /// After a load: the model's recipe as the worker sent it (guidance 4 for SD 1.x,
+    /// 3 for SD 2.x; a model of no known family: its folder's scheduler, diffusers'
+    /// defaults), unless the user changed the guidance from the other family's; the
+    /// demographics for SD 2.x.
+    pub(super) fn workbench_family(
+        &self,
+        family: Option<Family>,
+        (scheduler, steps, guidance): (&str, usize, f32),
+    ) {
         let b = bench();
-        let (scheduler, steps, guidance) = family.recipe();
         let g: HtmlInputElement = self.el("guidance");
         let defaults: Vec<String> = [Family::Sd1, Family::Sd2]
             .iter()
-            .map(|f| f.recipe().2.to_string())
+            .map(|f| f.recipe().guidance.to_string())
             .collect();
-        if b.family.get() != Some(family) && defaults.contains(&g.value()) {
+        if b.family.get() != family && defaults.contains(&g.value()) {
             g.set_value(&guidance.to_string());
             if b.family.get().is_none() {
                 self.el::<HtmlSelectElement>("scheduler")
@@ -483,14 +489,15 @@ impl Page {
                 }
             }
         }
-        b.family.set(Some(family));
+        b.family.set(family);
         self.el::<HtmlElement>("demographics")
-            .set_hidden(family != Family::Sd2);
+            .set_hidden(family != Some(Family::Sd2));
         let _ = self.el::<HtmlElement>("prompt-builder").set_attribute(
             "data-family",
             match family {
-                Family::Sd1 => "sd1",
-                Family::Sd2 => "sd2",
+                Some(Family::Sd1) => "sd1",
+                Some(Family::Sd2) => "sd2",
+                None => "other",
             },
         );
     }

@@ -1,0 +1,34 @@
+//! `roentgen tokenize`: a prompt's token ids, as the model's tokenizer makes them.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use roentgen_web::pipeline::load_tokenizer;
+
+#[derive(clap::Args)]
+pub struct TokenizeArgs {
+    #[arg(long)]
+    model: PathBuf,
+    text: String,
+    /// Print the 77 ids the text encoder sees (padded, truncated).
+    #[arg(long)]
+    padded: bool,
+}
+
+pub async fn tokenize(a: TokenizeArgs) -> Result<()> {
+    let tok = load_tokenizer(&crate::open(&a.model, false)?).await?;
+    let enc = tok.encode(&a.text)?;
+    if let Some(d) = &enc.dropped {
+        eprintln!(
+            "warning: the prompt is longer than {} tokens; the text encoder never sees: {d}",
+            tok.max_length()
+        );
+    }
+    let ids = if a.padded {
+        enc.ids
+    } else {
+        tok.encode_unpadded(&a.text)?
+    };
+    println!("{}", serde_json::to_string(&ids)?);
+    Ok(())
+}
