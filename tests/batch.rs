@@ -1,6 +1,8 @@
 //! `roentgen batch` end to end, through the real binary on lavapipe with the tiny
 //! fixture checkpoint at 64x64: shards, seeds, labels, resuming, merging, bad input.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -521,8 +523,9 @@ fn ctrl_c_stops_after_the_current_image_and_a_rerun_completes() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// `--format dcm`: DICOM files (checked against pydicom by tests/dicom.rs), hashed in the
-/// manifest like PNGs, skipped by a rerun.
+/// `--format dcm`: DICOM files (the writer checked against pydicom by tests/dicom.rs),
+/// each one passing dicom3tools' `dciodvfy` with no error, hashed in the manifest like
+/// PNGs, skipped by a rerun.
 #[test]
 fn dicom_datasets() {
     let dir = scratch("dicom");
@@ -538,6 +541,7 @@ fn dicom_datasets() {
         assert!(f.ends_with(".dcm"), "{f}");
         let bytes = std::fs::read(out.join(f)).unwrap();
         assert_eq!(&bytes[128..132], b"DICM");
+        common::assert_dciodvfy_accepts(&out.join(f));
         assert_eq!(
             roentgen_web::batch::manifest::sha256(&bytes),
             r["sha256"].as_str().unwrap()

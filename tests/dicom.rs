@@ -5,6 +5,11 @@
 //! This test writes the file again from the PNG's pixels, the same settings and the
 //! UIDs and date pydicom read, and wants the same bytes: any change to the writer fails
 //! here until the script has checked its new output.
+//!
+//! And against dicom3tools' IOD validator: `dciodvfy` reports no error on what the writer
+//! makes (the CLI's, the batch's and the page's files all come from `encode_dicom`).
+
+mod common;
 
 use roentgen_web::dicom::{Created, Uids, encode_dicom};
 use roentgen_web::image_io::ImageMetadata;
@@ -80,4 +85,36 @@ fn the_writer_still_writes_the_file_pydicom_checked() {
         attr("ImageComments").contains("Ünïcode"),
         "UTF-8 (ISO_IR 192) read back"
     );
+}
+
+/// A file from the shared writer, with a long prompt in several scripts (cut to fit
+/// Derivation Description's 1024 bytes), passes `dciodvfy` with no `Error` line; so does
+/// the committed file.
+#[test]
+fn dciodvfy_finds_no_error() {
+    let (w, h) = (96, 64);
+    let gray: Vec<u8> = (0..w * h).map(|i| (i % w * 255 / (w - 1)) as u8).collect();
+    let meta = ImageMetadata {
+        prompt: "Left lower lobe consolidation, Ünïcode ok, 胸部 X 線. ".repeat(40),
+        negative_prompt: "blurry \\ text".into(),
+        seed: u64::MAX,
+        steps: 75,
+        guidance: 4.0,
+        scheduler: "pndm".into(),
+        model: "/models/roentgen".into(),
+    };
+    let bytes = encode_dicom(
+        &gray,
+        w,
+        h,
+        &meta,
+        &Uids::from_entropy([u128::MAX, 1, 0x1234_5678_9abc_def0]),
+        &Created::from_unix(1_796_228_545),
+    )
+    .unwrap();
+    let path = std::env::temp_dir().join(format!("roentgen-dciodvfy-{}.dcm", std::process::id()));
+    std::fs::write(&path, &bytes).unwrap();
+    common::assert_dciodvfy_accepts(&path);
+    std::fs::remove_file(&path).unwrap();
+    common::assert_dciodvfy_accepts(&fixture("synthetic.dcm"));
 }

@@ -4,10 +4,15 @@ against the PNG of the same generation:
 
     .venv-ref/bin/python tools/check_dicom.py x.dcm x.png [report.json]
 
+(or a small venv with only pydicom, numpy and Pillow: tools/README.md, "The DICOM fixture")
+
 Secondary Capture SOP class, Image Type DERIVED\\SECONDARY, Conversion Type SYN,
-MONOCHROME2 8-bit, fresh 2.25 UIDs, no patient identity, the settings in Derivation
-Description and Image Comments, and the pixels equal to the PNG's. Writes what pydicom
-read as JSON (the committed tests/fixtures/dicom/pydicom.json came from this script).
+MONOCHROME2 8-bit, fresh 2.25 UIDs, no patient identity (Patient Identity Removed YES and
+a De-identification Method that says why), Body Part Examined CHEST and so no Laterality,
+a Study ID, the settings in Derivation Description and Image Comments, and the pixels
+equal to the PNG's. Writes what pydicom read as JSON (the committed
+tests/fixtures/dicom/pydicom.json came from this script). The IOD's rules themselves are
+dicom3tools' `dciodvfy`'s job (tests/dicom.rs runs it on the committed file).
 """
 import json
 import sys
@@ -34,6 +39,11 @@ checks = {
     ) and len({ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID}) == 3,
     "patient_says_synthetic": "SYNTHETIC" in str(ds.PatientName) and ds.PatientID == "SYNTHETIC",
     "no_birth_date_or_sex": ds.PatientBirthDate == "" and ds.PatientSex == "",
+    "identity_removed_says_why": ds.PatientIdentityRemoved == "YES"
+    and "synthetic" in str(ds.get("DeidentificationMethod", "")).lower()
+    and "DeidentificationMethodCodeSequence" not in ds,
+    "chest_without_laterality": ds.get("BodyPartExamined") == "CHEST" and "Laterality" not in ds,
+    "study_id": ds.StudyID == "SYNTHETIC",
     "settings_in_derivation": all(k in ds.DerivationDescription for k in ("prompt:", "seed:", "steps:", "guidance:", "scheduler:", "model:")),
     "settings_in_comments": "SYNTHETIC IMAGE" in ds.ImageComments and "prompt:" in ds.ImageComments,
     "size": (ds.Rows, ds.Columns) == png.shape[:2],

@@ -1,15 +1,18 @@
 //! DICOM export: a synthetic image as a Secondary Capture Image Storage file (DICOM PS3.10
 //! file, Explicit VR Little Endian, uncompressed), saying everywhere that it is
 //! synthetic: Conversion Type `SYN` (PS3.3 C.8.6.1), Image Type `DERIVED\SECONDARY`, a
-//! patient name and id that say so, no patient identity, and the generation settings in
-//! Derivation Description and Image Comments. MONOCHROME2, 8 bits, the PNG's pixels.
+//! patient name and id that say so, no patient identity (Patient Identity Removed YES,
+//! De-identification Method saying why), and the generation settings in Derivation
+//! Description and Image Comments. MONOCHROME2, 8 bits, the PNG's pixels.
 //!
 //! Written by hand rather than with dicom-rs: a Secondary Capture with one uncompressed
 //! frame is a flat list of ~40 elements, and this keeps the wasm build free of a parser
 //! stack it would never use. Bytes out, no filesystem and no clock or randomness: the
 //! caller gives the date and the entropy for the UIDs (the CLI from the system, the page
 //! from `crypto.getRandomValues`). Checked against pydicom: tools/check_dicom.py, whose
-//! verdict on a committed file `tests/image_io.rs` keeps true.
+//! verdict on a committed file `tests/dicom.rs` keeps true; and against dicom3tools'
+//! IOD validator `dciodvfy`, which must report no error (tests/dicom.rs, tests/batch.rs,
+//! and the page's download in tests/browser/workbench.test.mjs).
 
 mod read;
 pub use read::{DicomImage, MAX_SIDE, read_image};
@@ -23,6 +26,11 @@ pub const SECONDARY_CAPTURE: &str = "1.2.840.10008.5.1.4.1.1.7";
 pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 /// Our implementation class: a UUID-derived UID (PS3.5 B.2) fixed for roentgen-web.
 pub const IMPLEMENTATION_CLASS: &str = "2.25.203942127826403963355208154313957467101";
+
+/// De-identification Method (0012,0063): why Patient Identity Removed is YES.
+pub const DEIDENTIFICATION_METHOD: &str = "No patient: synthetic image made by a diffusion model";
+/// Study ID (0020,0010), the same for every file (each has its own Study Instance UID).
+pub const STUDY_ID: &str = "SYNTHETIC";
 
 /// The three fresh UIDs of one image (UUID-derived, `2.25.<128-bit number>`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -221,13 +229,30 @@ pub fn encode_dicom(
     w.text(0x0010, 0x0020, b"LO", "SYNTHETIC");
     w.text(0x0010, 0x0030, b"DA", "");
     w.text(0x0010, 0x0040, b"CS", "");
-    w.text(0x0012, 0x0062, b"CS", "YES"); // Patient Identity Removed: there never was one
+    // Patient Identity Removed YES: the file holds no one's identity (there never was a
+    // patient). YES makes De-identification Method or its Code Sequence Type 1C (PS3.3
+    // C.7.1.1: either one is enough). We write the text, saying what is true, and no code:
+    // CID 7050's codes all name a Confidentiality Profile or option (113100 Basic
+    // Application Confidentiality Profile, ...) applied to a real patient's data, which
+    // never happened here, and the file keeps what that profile would remove (Derivation
+    // Description and Image Comments hold the generation settings, the dates are the
+    // generation's). A reader that trusts 113100 would be told a false story.
+    w.text(0x0012, 0x0062, b"CS", "YES");
+    w.text(0x0012, 0x0063, b"LO", DEIDENTIFICATION_METHOD);
+    // Body Part Examined CHEST: what this tool makes (RoentGen: chest radiographs, trained
+    // on MIMIC-CXR). It also settles Laterality (0020,0060), Type 2C "required if the body
+    // part examined is a paired structure" (PS3.3 C.7.3.1): a chest is not paired, so
+    // Laterality is absent. Without Body Part Examined a validator cannot tell, and
+    // dciodvfy calls a missing Laterality an error and an empty one ("unknown") a warning.
+    w.text(0x0018, 0x0015, b"CS", "CHEST");
     w.text(0x0018, 0x1016, b"LO", "roentgen-web");
     w.text(0x0018, 0x1018, b"LO", &clean(&meta.model, 64));
     w.text(0x0018, 0x1019, b"LO", env!("CARGO_PKG_VERSION"));
     w.text(0x0020, 0x000D, b"UI", &uids.study);
     w.text(0x0020, 0x000E, b"UI", &uids.series);
-    w.text(0x0020, 0x0010, b"SH", "");
+    // Study ID (Type 2) with a value: a DICOMDIR's study record needs one (dciodvfy warns
+    // when it is empty), and an archive lists it beside the study
+    w.text(0x0020, 0x0010, b"SH", STUDY_ID);
     w.text(0x0020, 0x0011, b"IS", "1");
     w.text(0x0020, 0x0013, b"IS", "1");
     w.text(0x0020, 0x0020, b"CS", "");

@@ -6,7 +6,8 @@
 //   2. text-to-image with attention maps: a word button per word, a click lays that
 //      word's map over the image (colour), "Image" takes it off;
 //   3. the DICOM download: Secondary Capture, SYN, DERIVED\SECONDARY, MONOCHROME2, its
-//      pixels byte for byte those of the PNG (parsed here, element by element);
+//      pixels byte for byte those of the PNG (parsed here, element by element), and no
+//      error from dicom3tools' IOD validator `dciodvfy` (scripts/test.sh installs it);
 //   4. image-to-image from a chosen PNG at strength 0.6 runs 60 % of the steps, and
 //      Compare shows it beside the text-to-image result with both settings;
 //   5. inpainting with a mask painted by the pointer: two seeds differ inside the
@@ -15,6 +16,8 @@
 //      result shown stays.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ROOT, serve, launch } from './harness.mjs';
@@ -46,6 +49,32 @@ function dicomElements(buf) {
   return out;
 }
 const text = (el) => el.value.toString('latin1').replace(/[\0 ]+$/, '');
+
+/** dicom3tools' IOD validator `dciodvfy` on a DICOM file's bytes: fails on any line it
+ * starts with `Error` (as tests/common/mod.rs does for the native files). Missing, it
+ * fails with a sentence, unless ROENTGEN_SKIP_DCIODVFY=1. */
+function assertDciodvfyAccepts(bytes, name) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'roentgen-dciodvfy-'));
+  const file = path.join(dir, name);
+  try {
+    fs.writeFileSync(file, bytes);
+    const r = spawnSync('dciodvfy', [file], { encoding: 'utf8' });
+    if (r.error?.code === 'ENOENT') {
+      if (process.env.ROENTGEN_SKIP_DCIODVFY === '1') {
+        console.log('dciodvfy not checked: ROENTGEN_SKIP_DCIODVFY=1');
+        return;
+      }
+      assert.fail('dciodvfy is not on PATH: install dicom3tools (apt-get install dicom3tools; scripts/test.sh does), or set ROENTGEN_SKIP_DCIODVFY=1 to skip this check');
+    }
+    assert.ifError(r.error);
+    // its verdict goes to stderr, the IOD's name to stdout
+    const said = `${r.stdout}${r.stderr}`;
+    const errors = said.split('\n').filter((l) => l.startsWith('Error'));
+    assert.deepEqual(errors, [], `dciodvfy finds errors in ${name}:\n${said}`);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
 
 /** Generates with the form as it is, returns the image and the progress bar's call count. */
 async function run(page) {
@@ -128,6 +157,7 @@ test('workbench: prompt builder, word maps, DICOM, image-to-image, Compare, inpa
     assert.match(text(el.get('0010,0010')), /SYNTHETIC/);
     assert.match(text(el.get('0020,4000')), /Small right pleural effusion\./);
     assert.deepEqual(Array.from(el.get('7fe0,0010').value.subarray(0, 128 * 128)), t2i.gray, 'DICOM pixels = PNG pixels');
+    assertDciodvfyAccepts(dcm, 'roentgen-seed0.dcm');
 
     // 4. image-to-image at 0.6, in Compare beside the text-to-image result
     await page.click(byId('compare-pin'));

@@ -251,4 +251,39 @@ pub fn edit_request(
     });
     r.attention_maps = maps;
     r
+
+/// Runs dicom3tools' IOD validator `dciodvfy` on a DICOM file and fails on any line it
+/// starts with `Error`; its warnings are printed. The test command (scripts/test.sh)
+/// installs dicom3tools, so a missing `dciodvfy` fails with a sentence saying so, unless
+/// `ROENTGEN_SKIP_DCIODVFY=1` asks to skip the check (a machine without apt).
+pub fn assert_dciodvfy_accepts(path: &std::path::Path) {
+    let out = match std::process::Command::new("dciodvfy").arg(path).output() {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if std::env::var("ROENTGEN_SKIP_DCIODVFY").as_deref() == Ok("1") {
+                eprintln!("dciodvfy not checked: ROENTGEN_SKIP_DCIODVFY=1");
+                return;
+            }
+            panic!(
+                "dciodvfy is not on PATH: install dicom3tools (apt-get install dicom3tools; \
+                 scripts/test.sh does), or set ROENTGEN_SKIP_DCIODVFY=1 to skip this check"
+            );
+        }
+        Err(e) => panic!("dciodvfy could not be run: {e}"),
+    };
+    // it writes its verdict to stderr and the IOD's name to stdout
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("dciodvfy {}:\n{said}", path.display());
+    let errors: Vec<&str> = said.lines().filter(|l| l.starts_with("Error")).collect();
+    assert!(
+        errors.is_empty(),
+        "dciodvfy finds {} error(s) in {}:\n{}",
+        errors.len(),
+        path.display(),
+        errors.join("\n")
+    );
 }
