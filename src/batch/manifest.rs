@@ -597,10 +597,12 @@ mod tests {
         assert_eq!(values, [Value::from(63.0), 63.5.into(), Value::Null]);
         let line = merged_outputs(&rows).unwrap().metadata;
         assert!(line.contains("\"age\":63.0"), "{line}");
-        let rows = labelled("age", [Some(63.into()), s("unknown"), Some(true.into())]);
+        let rows = labelled("age", [Some(63.into()), s("unknown"), None]);
         let (values, warnings) = merged_column(&rows, "age");
-        assert_eq!(values, ["63", "unknown", "true"]);
+        assert_eq!(values, [Value::from("63"), "unknown".into(), Value::Null]);
         assert!(warnings[0].contains("one type"), "{warnings:?}");
+        let rows = labelled("age", [Some(63.into()), s("unknown"), Some(true.into())]);
+        assert_eq!(merged_column(&rows, "age").0, ["63", "unknown", "true"]);
     }
 
     #[test]
