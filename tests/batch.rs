@@ -264,6 +264,60 @@ fn three_shards_make_every_image_once_as_generate_would() {
         csv.lines().next().unwrap().split(',').next(),
         Some("file_name")
     );
+    // imagefolder puts the picture in `image`: the index within the row is `image_index`;
+    // CheXpert labels (Edema, Cardiomegaly) are numbers or null, other labels the CSV's text
+    let m: BTreeMap<&str, &Value> = merged
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap(), r))
+        .collect();
+    for r in &merged {
+        assert!(r.get("image").is_none() && r["image_index"].is_u64(), "{r}");
+    }
+    assert_eq!(
+        (&m["a-1"]["image_index"], &m["a-1"]["file"]),
+        (&1.into(), &"images/a-1.png".into())
+    );
+    assert_eq!(
+        (&m["a-0"]["Edema"], &m["a-0"]["Cardiomegaly"]),
+        (&1.into(), &0.into())
+    );
+    assert_eq!(
+        (&m["c-1"]["Edema"], &m["row4-0"]["Cardiomegaly"]),
+        (&Value::Null, &Value::Null)
+    );
+    assert_eq!(
+        (&m["row4-0"]["age"], &m["c-0"]["age"]),
+        (&"48".into(), &"".into())
+    );
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    assert!(
+        header.contains(&"image_index") && !header.contains(&"image"),
+        "{header:?}"
+    );
+    // CheXGenBench's CSV: file names under OUT/images/, and the prompts
+    let bench = std::fs::read_to_string(out.join("chexgenbench.csv")).unwrap();
+    let c0 = "\"No acute cardiopulmonary process, no effusion.\"";
+    assert!(
+        bench.starts_with("img_savename,prompt,annotated_prompt,synthetic_filename\n")
+            && bench.contains(&format!("\nc-0.png,{c0},{c0},c-0.png\n"))
+            && bench.lines().count() == 9,
+        "{bench}"
+    );
+    // a shard manifest written before `image_index` (`"image":j`) still resumes: nothing
+    // to make again, and the merge is the same
+    let shard0 = out.join("shard-0-of-3.jsonl");
+    let old = std::fs::read_to_string(&shard0)
+        .unwrap()
+        .replace("\"image_index\":", "\"image\":");
+    std::fs::write(&shard0, old).unwrap();
+    let (ok, err) = batch(&table, &out, &["--shard", "0/3"], &[]);
+    assert!(ok && err.contains("0 to make"), "{err}");
+    let (ok, err) = roentgen(&["batch", "--merge", out.to_str().unwrap()], &[]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("metadata.jsonl")).unwrap(),
+        meta
+    );
 
     // several images through the UNet together: the same files
     let out2 = dir.join("out-batched");

@@ -1,7 +1,8 @@
 //! Manifests: one JSON line per finished image, appended by its shard only once the
 //! image is whole on disk. A manifest is read back tolerantly (a line torn by a killed
-//! process is skipped and reported), and [`merge`] joins the shards' manifests into
-//! Hugging Face `imagefolder`'s `metadata.jsonl` (a `file_name` column) and a CSV.
+//! process is skipped and reported), and [`merged_outputs`] joins the shards' rows into
+//! Hugging Face `imagefolder`'s `metadata.jsonl` (a `file_name` column, CheXpert labels as
+//! numbers), a CSV of every column, and the CSV CheXGenBench's fidelity scripts read.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -11,13 +12,19 @@ use crate::error::{Error, Result};
 /// The merged outputs' names (never read as shard manifests).
 pub const METADATA: &str = "metadata.jsonl";
 pub const MANIFEST_CSV: &str = "manifest.csv";
+pub const CHEXGENBENCH_CSV: &str = "chexgenbench.csv";
+
+/// Names a label column may not take besides [`FIXED_FIELDS`]: `imagefolder`'s own
+/// columns (`file_name` points at the image; `image` is where it puts the picture, and
+/// what manifests before `image_index` called the image's index within its row).
+pub const RESERVED: &[&str] = &["file_name", "image"];
 
 /// The fields of a [`ManifestRow`] before its labels, in order (the merged CSV's
 /// columns after `file_name`; a label may not take one of these names).
 pub const FIXED_FIELDS: &[&str] = &[
     "id",
     "row_id",
-    "image",
+    "image_index",
     "row",
     "file",
     "prompt",
@@ -41,7 +48,10 @@ pub struct ManifestRow {
     /// `row_id-image`.
     pub id: String,
     pub row_id: String,
-    /// Which image of the row (0-based).
+    /// Which image of the row (0-based). Written `image_index`: `image` is the column
+    /// `imagefolder` fills with the picture. Manifests written before the rename said
+    /// `image`, and still read (a run resumes in an old folder).
+    #[serde(rename = "image_index", alias = "image")]
     pub image: usize,
     /// The row's line in the prompt table.
     pub row: usize,
@@ -194,70 +204,212 @@ pub fn latest(rows: impl IntoIterator<Item = ManifestRow>) -> Vec<ManifestRow> {
         .collect()
 }
 
-/// `metadata.jsonl` (every field, `file_name` first, as `imagefolder` reads it) and
-/// `manifest.csv` (the same columns; labels after the fixed fields, in first-seen
-/// order) for the rows.
-pub fn merged_outputs(rows: &[ManifestRow]) -> Result<(String, String)> {
-    let mut jsonl = String::new();
-    let mut columns: Vec<String> = Vec::new();
-    let mut objects = Vec::with_capacity(rows.len());
-    for r in rows {
-        let Value::Object(mut o) =
-            serde_json::to_value(r).map_err(|e| Error::Unsupported(e.to_string()))?
-        else {
-            unreachable!("a row serializes to an object")
-        };
-        let mut line = String::from("{\"file_name\":");
-        line.push_str(&Value::String(r.file.clone()).to_string());
-        o.remove("file_name");
-        for (k, v) in &o {
-            line.push(',');
-            line.push_str(&Value::String(k.clone()).to_string());
-            line.push(':');
-            line.push_str(&v.to_string());
-        }
-        line.push('}');
-        jsonl.push_str(&line);
-        jsonl.push('\n');
-        objects.push(o);
-    }
-    // CSV columns: file_name, the fixed fields in struct order, then labels
+/// What `--merge` writes: the files' texts, and what it found worth saying.
+#[derive(Debug)]
+pub struct MergedOutputs {
+    /// [`METADATA`]: every column, `file_name` first, one JSON object per image.
+    pub metadata: String,
+    /// [`MANIFEST_CSV`]: the same columns and values.
+    pub manifest_csv: String,
+    /// [`CHEXGENBENCH_CSV`]: `img_savename,prompt,annotated_prompt,synthetic_filename`.
+    pub chexgenbench_csv: String,
+    /// Label columns left as text although named like a CheXpert finding, and the like.
+    pub warnings: Vec<String>,
+}
 
-    columns.push("file_name".into());
-    columns.extend(FIXED_FIELDS.iter().map(|s| s.to_string()));
+impl MergedOutputs {
+    /// `(file name, text)` of each output, in the order they are written.
+    pub fn files(self) -> [(&'static str, String); 3] {
+        [
+            (METADATA, self.metadata),
+            (MANIFEST_CSV, self.manifest_csv),
+            (CHEXGENBENCH_CSV, self.chexgenbench_csv),
+        ]
+    }
+}
+
+/// The CheXpert label a column is named after: one of [`crate::findings::LABELS`]'
+/// names, in any case, with spaces or underscores ("Pleural Effusion",
+/// "pleural_effusion", "PLEURAL EFFUSION").
+pub fn chexpert_column(name: &str) -> Option<&'static str> {
+    let key = name.trim().to_lowercase().replace(' ', "_");
+    crate::findings::LABELS
+        .iter()
+        .find(|l| l.id == key)
+        .map(|l| l.name)
+}
+
+/// A CheXpert cell as a JSON value: 1 (positive), 0 (negative), -1 (uncertain) as
+/// numbers, in any of the forms tables write them ("1", "1.0", "-1.0", 1, -1.0), and a
+/// blank or absent cell as null (not mentioned). `None`: not a CheXpert value.
+fn chexpert_value(v: Option<&Value>) -> Option<Value> {
+    let x = match v {
+        None | Some(Value::Null) => return Some(Value::Null),
+        Some(Value::String(s)) if s.trim().is_empty() => return Some(Value::Null),
+        Some(Value::String(s)) => s.trim().parse::<f64>().ok()?,
+        Some(Value::Number(n)) => n.as_f64()?,
+        Some(_) => return None,
+    };
+    [1i64, 0, -1]
+        .into_iter()
+        .find(|&c| x == c as f64)
+        .map(Value::from)
+}
+
+/// A label column's cells, one per row, with one JSON type for the whole column (what
+/// `datasets` needs): a column named like a CheXpert finding whose every cell is a
+/// CheXpert value becomes numbers and nulls; any other column stays as the table had
+/// it (CSV cells are strings), except that a JSONL column mixing kinds is written as
+/// text, and one mixing whole and fractional numbers as fractional numbers.
+fn label_column(
+    name: &str,
+    ids: &[&str],
+    cells: &[Option<&Value>],
+    warnings: &mut Vec<String>,
+) -> Vec<Value> {
+    if let Some(label) = chexpert_column(name) {
+        let typed: Vec<Option<Value>> = cells.iter().map(|c| chexpert_value(*c)).collect();
+        if typed.iter().all(Option::is_some) {
+            return typed.into_iter().flatten().collect();
+        }
+        let (k, bad) = cells
+            .iter()
+            .enumerate()
+            .find(|(_, c)| chexpert_value(**c).is_none())
+            .map(|(k, c)| (ids[k], c.map(Value::to_string).unwrap_or_default()))
+            .unwrap_or_default();
+        warnings.push(format!(
+            "label `{name}` is named like the CheXpert finding {label:?} but holds {bad} (image {k}), not 1, 0, -1 or blank; written as the table had it"
+        ));
+    }
+    let kind = |v: &Value| match v {
+        Value::Null => 0,
+        Value::String(_) => 1,
+        Value::Number(_) => 2,
+        Value::Bool(_) => 3,
+        Value::Array(_) | Value::Object(_) => 4,
+    };
+    let kinds: std::collections::BTreeSet<u8> = cells
+        .iter()
+        .flatten()
+        .map(|v| kind(v))
+        .filter(|&k| k != 0)
+        .collect();
+    let cell = |c: &Option<&Value>| c.cloned().unwrap_or(Value::Null);
+    if kinds.len() > 1 {
+        warnings.push(format!(
+            "label `{name}` mixes text, numbers or other kinds across rows; written as text so that the column has one type"
+        ));
+        return cells
+            .iter()
+            .map(|c| match cell(c) {
+                Value::Null => Value::Null,
+                Value::String(s) => Value::String(s),
+                v => Value::String(v.to_string()),
+            })
+            .collect();
+    }
+    let numbers = || cells.iter().flatten().filter_map(|v| v.as_number());
+    if kinds.contains(&2) && numbers().any(|n| !n.is_i64() && !n.is_u64()) {
+        return cells
+            .iter()
+            .map(|c| match cell(c) {
+                Value::Number(n) => n
+                    .as_f64()
+                    .and_then(serde_json::Number::from_f64)
+                    .map_or(Value::Null, Value::Number),
+                v => v,
+            })
+            .collect();
+    }
+    cells.iter().map(cell).collect()
+}
+
+/// The merged outputs of the rows (see [`MergedOutputs`]). Columns: `file_name`, the
+/// fixed fields in order, then the labels in first-seen order; a row without a label
+/// has it null. Label values are typed per column by [`label_column`].
+pub fn merged_outputs(rows: &[ManifestRow]) -> Result<MergedOutputs> {
+    let mut warnings = Vec::new();
+    let mut labels: Vec<&str> = Vec::new();
     for r in rows {
         for k in r.labels.keys() {
-            if !columns.contains(k) {
-                columns.push(k.clone());
+            if !labels.contains(&k.as_str()) {
+                labels.push(k);
             }
         }
     }
-    let mut csv = columns
+    // one column at a time, so that each has one type across the rows
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let typed: Vec<Vec<Value>> = labels
+        .iter()
+        .map(|&name| {
+            let cells: Vec<Option<&Value>> = rows.iter().map(|r| r.labels.get(name)).collect();
+            label_column(name, &ids, &cells, &mut warnings)
+        })
+        .collect();
+    let columns: Vec<&str> = std::iter::once("file_name")
+        .chain(FIXED_FIELDS.iter().copied())
+        .chain(labels.iter().copied())
+        .collect();
+
+    let mut metadata = String::new();
+    let mut manifest_csv = columns
         .iter()
         .map(|c| csv_field(c))
         .collect::<Vec<_>>()
         .join(",");
-    csv.push('\n');
-    for (r, o) in rows.iter().zip(&objects) {
-        let cells: Vec<String> = columns
+    manifest_csv.push('\n');
+    let mut chexgenbench_csv =
+        String::from("img_savename,prompt,annotated_prompt,synthetic_filename\n");
+    for (i, r) in rows.iter().enumerate() {
+        let Value::Object(fixed) =
+            serde_json::to_value(r).map_err(|e| Error::Unsupported(e.to_string()))?
+        else {
+            unreachable!("a row serializes to an object")
+        };
+        let values: Vec<Value> = std::iter::once(Value::String(r.file.clone()))
+            .chain(
+                FIXED_FIELDS
+                    .iter()
+                    .map(|f| fixed.get(*f).cloned().unwrap_or(Value::Null)),
+            )
+            .chain(typed.iter().map(|col| col[i].clone()))
+            .collect();
+        // JSON by hand: `file_name` first and the columns in the CSV's order, whatever
+        // order serde_json's map keeps
+        let fields: Vec<String> = columns
             .iter()
-            .map(|c| {
-                let v = if c == "file_name" {
-                    Some(Value::String(r.file.clone()))
-                } else {
-                    o.get(c).cloned()
-                };
-                match v {
-                    None | Some(Value::Null) => String::new(),
-                    Some(Value::String(s)) => csv_field(&s),
-                    Some(v) => csv_field(&v.to_string()),
-                }
+            .zip(&values)
+            .map(|(c, v)| format!("{}:{v}", Value::String(c.to_string())))
+            .collect();
+        metadata.push('{');
+        metadata.push_str(&fields.join(","));
+        metadata.push_str("}\n");
+        let cells: Vec<String> = values
+            .iter()
+            .map(|v| match v {
+                Value::Null => String::new(),
+                Value::String(s) => csv_field(s),
+                v => csv_field(&v.to_string()),
             })
             .collect();
-        csv.push_str(&cells.join(","));
-        csv.push('\n');
+        manifest_csv.push_str(&cells.join(","));
+        manifest_csv.push('\n');
+        // CheXGenBench joins `img_savename` to its --synthetic_img_dir (OUT/images/);
+        // `annotated_prompt` and `synthetic_filename` are the names its scripts read
+        // by default (metrics/fid.py, metrics/img_text_alignment_scores.py)
+        let name = std::path::Path::new(&r.file)
+            .file_name()
+            .map_or(r.file.clone(), |n| n.to_string_lossy().into_owned());
+        let (name, prompt) = (csv_field(&name), csv_field(&r.prompt));
+        chexgenbench_csv.push_str(&format!("{name},{prompt},{prompt},{name}\n"));
     }
-    Ok((jsonl, csv))
+    Ok(MergedOutputs {
+        metadata,
+        manifest_csv,
+        chexgenbench_csv,
+        warnings,
+    })
 }
 
 fn csv_field(s: &str) -> String {
@@ -318,10 +470,11 @@ mod tests {
     fn the_last_row_of_an_id_stands_and_merging_keeps_labels() {
         let rows = latest([row("a-0", 1), row("b-0", 2), row("a-0", 9)]);
         assert_eq!(rows.iter().map(|r| r.seed).collect::<Vec<_>>(), [9, 2]);
-        let (jsonl, csv) = merged_outputs(&rows).unwrap();
+        let out = merged_outputs(&rows).unwrap();
+        let (jsonl, csv) = (out.metadata, out.manifest_csv);
         let first: Value = serde_json::from_str(jsonl.lines().next().unwrap()).unwrap();
         assert_eq!(first["file_name"], "images/a-0.png");
-        assert_eq!(first["Edema"], "1");
+        assert_eq!(first["Edema"], 1, "a CheXpert label, as a number");
         assert!(jsonl.starts_with("{\"file_name\":"));
         let header = csv.lines().next().unwrap();
         assert!(
@@ -338,6 +491,139 @@ mod tests {
         assert_eq!(
             t.text(&t.rows[0], t.column("prompt").unwrap()),
             rows[0].prompt
+        );
+    }
+
+    #[test]
+    fn manifests_written_before_image_index_still_read() {
+        let a = row("a-0", 1);
+        let old = a.to_line().replace("\"image_index\":", "\"image\":");
+        assert!(
+            old.contains("\"image\":0") && !old.contains("image_index"),
+            "{old}"
+        );
+        let m = read(&old);
+        assert_eq!(m.rows, vec![a], "{:?}", m.skipped);
+    }
+
+    /// Rows `a-0`, `b-0`, `c-0` with the labels of `cells` (`None`: the row lacks it).
+    fn labelled(column: &str, cells: [Option<Value>; 3]) -> Vec<ManifestRow> {
+        ["a-0", "b-0", "c-0"]
+            .into_iter()
+            .zip(cells)
+            .map(|(id, v)| {
+                let mut r = row(id, 1);
+                r.labels.clear();
+                if let Some(v) = v {
+                    r.labels.insert(column.into(), v);
+                }
+                r
+            })
+            .collect()
+    }
+
+    fn merged_column(rows: &[ManifestRow], column: &str) -> (Vec<Value>, Vec<String>) {
+        let out = merged_outputs(rows).unwrap();
+        let values = out
+            .metadata
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()[column].clone())
+            .collect();
+        (values, out.warnings)
+    }
+
+    #[test]
+    fn the_merged_outputs_name_the_index_image_index_and_leave_image_to_imagefolder() {
+        let out = merged_outputs(&[row("a-0", 1)]).unwrap();
+        let line: Value = serde_json::from_str(out.metadata.lines().next().unwrap()).unwrap();
+        assert!(line.get("image").is_none(), "{line}");
+        assert_eq!(line["image_index"], 0);
+        assert_eq!(line["file_name"], "images/a-0.png");
+        let header = out.manifest_csv.lines().next().unwrap();
+        assert!(
+            header.starts_with("file_name,id,row_id,image_index,row,file,"),
+            "{header}"
+        );
+        assert!(!header.split(',').any(|c| c == "image"), "{header}");
+    }
+
+    #[test]
+    fn chexpert_labels_are_numbers_or_null_in_every_form_tables_write_them() {
+        let s = |x: &str| Some(Value::String(x.into()));
+        let rows = labelled("Pleural Effusion", [s("1.0"), s(""), s("-1.0")]);
+        assert_eq!(
+            merged_column(&rows, "Pleural Effusion"),
+            (vec![1.into(), Value::Null, (-1).into()], vec![])
+        );
+        // names in any case, with underscores; absent and JSON null are blank
+        let rows = labelled("pleural_effusion", [s(" 0 "), None, Some(Value::Null)]);
+        assert_eq!(
+            merged_column(&rows, "pleural_effusion").0,
+            [Value::from(0), Value::Null, Value::Null]
+        );
+        let rows = labelled("NO FINDING", [Some((-1.0).into()), Some(1.into()), s("-0")]);
+        assert_eq!(
+            merged_column(&rows, "NO FINDING").0,
+            [Value::from(-1), 1.into(), 0.into()]
+        );
+        // the CSV holds the same values
+        let out = merged_outputs(&rows).unwrap();
+        let cells: Vec<&str> = out
+            .manifest_csv
+            .lines()
+            .skip(1)
+            .map(|l| l.rsplit(',').next().unwrap())
+            .collect();
+        assert_eq!(cells, ["-1", "1", "0"]);
+    }
+
+    #[test]
+    fn other_labels_stay_as_the_table_had_them_with_one_type_per_column() {
+        let s = |x: &str| Some(Value::String(x.into()));
+        // 1/0 in a column not named like a finding: text, as the CSV had it
+        let rows = labelled("flag", [s("1"), s("0"), s("")]);
+        assert_eq!(merged_column(&rows, "flag").0, ["1", "0", ""]);
+        // a finding's name holding something else: text for the whole column, and said
+        let rows = labelled("Edema", [s("1"), s("yes"), s("0")]);
+        let (values, warnings) = merged_column(&rows, "Edema");
+        assert_eq!(values, ["1", "yes", "0"]);
+        assert!(
+            warnings.len() == 1 && warnings[0].contains("\"yes\" (image b-0)"),
+            "{warnings:?}"
+        );
+        // JSONL: whole and fractional numbers become fractional; kinds mixed become text
+        let rows = labelled("age", [Some(63.into()), Some(63.5.into()), None]);
+        let (values, _) = merged_column(&rows, "age");
+        assert_eq!(values, [Value::from(63.0), 63.5.into(), Value::Null]);
+        let line = merged_outputs(&rows).unwrap().metadata;
+        assert!(line.contains("\"age\":63.0"), "{line}");
+        let rows = labelled("age", [Some(63.into()), s("unknown"), None]);
+        let (values, warnings) = merged_column(&rows, "age");
+        assert_eq!(values, [Value::from("63"), "unknown".into(), Value::Null]);
+        assert!(warnings[0].contains("one type"), "{warnings:?}");
+        let rows = labelled("age", [Some(63.into()), s("unknown"), Some(true.into())]);
+        assert_eq!(merged_column(&rows, "age").0, ["63", "unknown", "true"]);
+    }
+
+    #[test]
+    fn the_chexgenbench_csv_names_each_image_and_its_prompt() {
+        let out = merged_outputs(&[row("a-0", 1), row("b-0", 2)]).unwrap();
+        let mut lines = out.chexgenbench_csv.lines();
+        assert_eq!(
+            lines.next(),
+            Some("img_savename,prompt,annotated_prompt,synthetic_filename")
+        );
+        let prompt = "\"Small, right-sided \"\"effusion\"\".\"";
+        assert_eq!(
+            lines.next(),
+            Some(format!("a-0.png,{prompt},{prompt},a-0.png").as_str())
+        );
+        assert_eq!(lines.count(), 1);
+        // read by the table reader, as pandas would: the prompt comes back whole
+        let t = crate::batch::PromptTable::parse("c.csv", out.chexgenbench_csv.as_bytes()).unwrap();
+        assert_eq!(
+            t.text(&t.rows[1], t.column("prompt").unwrap()),
+            row("b-0", 2).prompt
         );
     }
 

@@ -436,8 +436,9 @@ pub fn merge(out: &Path) -> Result<Merged> {
             ));
         }
     }
-    let (jsonl, csv) = manifest::merged_outputs(&kept)?;
-    for (name, text) in [(METADATA, jsonl), (manifest::MANIFEST_CSV, csv)] {
+    let outputs = manifest::merged_outputs(&kept)?;
+    warnings.extend(outputs.warnings.iter().cloned());
+    for (name, text) in outputs.files() {
         let p = out.join(name);
         write_atomically(&p, text.as_bytes()).map_err(|e| io(&p, "writing", e))?;
     }

@@ -150,11 +150,13 @@ impl PromptTable {
         }
         for &i in &self.label_columns() {
             let c = &self.columns[i];
-            if super::manifest::FIXED_FIELDS.contains(&c.as_str()) || c == "file_name" {
+            if super::manifest::FIXED_FIELDS.contains(&c.as_str())
+                || super::manifest::RESERVED.contains(&c.as_str())
+            {
                 return Err(Error::Config {
                     file: self.name.clone(),
                     message: format!(
-                        "the column `{c}` is also a field of the manifest this run writes; rename the column (e.g. `label_{c}`)"
+                        "the column `{c}` is also a column of the dataset this run writes (a manifest field, or `imagefolder`'s `file_name` and `image`); rename the column (e.g. `label_{c}`)"
                     ),
                 });
             }
@@ -640,6 +642,15 @@ mod tests {
         let t = csv("prompt,steps\nx,3\n").unwrap();
         let e = t.check_columns(None).unwrap_err().to_string();
         assert!(e.contains("`steps`") && e.contains("rename"), "{e}");
+        // imagefolder's picture column, and the index's new name
+        for c in ["image", "image_index", "file_name"] {
+            let t = csv(&format!("prompt,{c}\nx,3\n")).unwrap();
+            let e = t.check_columns(None).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("`{c}`")) && e.contains("imagefolder"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use roentgen_web::batch::run::{Event, RunSettings, merge, run_shard, weights_sha256};
-use roentgen_web::batch::{PlanOptions, PromptTable, Shard, Template, plan};
+use roentgen_web::batch::{PlanOptions, PromptTable, Shard, Template, manifest, plan};
 use roentgen_web::generation::{BatchItem, Prompts, Request};
 use roentgen_web::gpu::Gpu;
 use roentgen_web::pipeline::{MemoryPlan, Pipeline};
@@ -98,11 +98,13 @@ pub async fn batch(a: BatchArgs) -> Result<()> {
             eprintln!("warning: {w}");
         }
         eprintln!(
-            "merged {} images from {} shard(s) into {} and {}",
+            "merged {} images from {} shard(s) into {}: {} (Hugging Face imagefolder), {}, {} (CheXGenBench)",
             m.images,
             m.manifests,
-            out.join("metadata.jsonl").display(),
-            out.join("manifest.csv").display()
+            out.display(),
+            manifest::METADATA,
+            manifest::MANIFEST_CSV,
+            manifest::CHEXGENBENCH_CSV
         );
         return Ok(());
     }
