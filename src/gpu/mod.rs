@@ -85,7 +85,7 @@ impl GpuInfo {
 
 /// Parameters of one dispatch live in a shared uniform buffer at this stride
 /// (WebGPU's `minUniformBufferOffsetAlignment` is at most 256).
-const PARAM_STRIDE: u64 = 256;
+pub(crate) const PARAM_STRIDE: u64 = 256;
 /// Dispatches recorded before the recorder submits on its own.
 const BATCH_DISPATCHES: usize = 256;
 
@@ -98,14 +98,14 @@ struct Kernel {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum BindingKind {
+pub(crate) enum BindingKind {
     Uniform,
     Read,
     ReadWrite,
 }
 
 /// The `@group(0) @binding(N) var<...>` declarations of a WGSL module, in order.
-fn declared_bindings(wgsl: &str) -> Vec<(u32, BindingKind)> {
+pub(crate) fn declared_bindings(wgsl: &str) -> Vec<(u32, BindingKind)> {
     let mut out = Vec::new();
     for line in wgsl.lines() {
         let line = line.trim_start();
@@ -181,6 +181,17 @@ pub struct KernelSpec<'a> {
     /// provably in range given the shapes their caller asserts (the subgroup GEMM);
     /// `ROENTGEN_CHECKED_SHADERS=1` turns checks back on for debugging.
     pub trusted: bool,
+}
+
+impl KernelSpec<'_> {
+    /// The WGSL handed to wgpu: the prelude, then the family's text (generated here
+    /// for a [`KernelSource::Generated`]).
+    pub fn wgsl(&self) -> String {
+        match &self.source {
+            KernelSource::File(body) => format!("{}\n{body}", self.prelude),
+            KernelSource::Generated(f) => format!("{}\n{}", self.prelude, f()),
+        }
+    }
 }
 
 pub struct Gpu {
@@ -370,10 +381,7 @@ impl Gpu {
         if let Some(p) = cache.get(&key).and_then(|v| v.get(spec.prelude.as_str())) {
             return p.clone();
         }
-        let source = match &spec.source {
-            KernelSource::File(body) => format!("{}\n{body}", spec.prelude),
-            KernelSource::Generated(f) => format!("{}\n{}", spec.prelude, f()),
-        };
+        let source = spec.wgsl();
         // The bind-group layout is the one the WGSL declares, every binding of it, so
         // a kernel never has to touch a binding it does not use to keep it in an
         // automatic layout.

@@ -3,6 +3,7 @@
 
 use crate::gpu::{Gpu, KernelPath, KernelSource, KernelSpec, Tensor};
 
+use super::contract::{KernelContract, params_layout};
 use super::elementwise::{ElementwiseParams, Map};
 use super::gemm::{Gemm, WOperand};
 use super::norm::{NormParams, RowKernel};
@@ -155,6 +156,74 @@ fn flash_attention_source(d: usize, sg: usize) -> String {
     src
 }
 
+/// `shaders/attention_maps.wgsl`'s `entry` (`probs`, `resize_add`).
+fn maps_spec(entry: &'static str) -> KernelSpec<'static> {
+    KernelSpec {
+        label: format!("attention_maps_{entry}"),
+        source: KernelSource::File(ATTENTION_MAPS),
+        prelude: String::new(),
+        entry,
+        trusted: false,
+    }
+}
+
+/// The flash kernel for subgroups of `sg` and head dim `d`; `source` generates its text
+/// (`flash_attention_source(d, sg)`).
+fn flash_spec<'a>(sg: u32, d: usize, source: &'a dyn Fn() -> String) -> KernelSpec<'a> {
+    KernelSpec {
+        label: format!("attention_flash_sg{sg}_d{d}"),
+        source: KernelSource::Generated(source),
+        prelude: format!("const SG: u32 = {sg}u;\nconst D: u32 = {d}u;\n"),
+        entry: "main",
+        trusted: false,
+    }
+}
+
+/// Both DAAM map kernels (q, k, sum, acc bound), the flash kernel at RoentGen's head dims
+/// and subgroup sizes 16 to 64 (q, k, v, out). The chunked path runs the GEMM,
+/// elementwise and row kernels, whose own contracts cover it.
+pub(super) fn contracts() -> Vec<KernelContract> {
+    let maps = params_layout!(MapParams {
+        nq,
+        nk,
+        heads,
+        d,
+        batch,
+        t0,
+        tokens,
+        scale,
+        hl,
+        wl,
+        h,
+        w
+    });
+    let flash = params_layout!(FlashParams {
+        nq,
+        nk,
+        heads,
+        q_stride,
+        kv_stride,
+        causal,
+        scale,
+        _pad
+    });
+    let mut out: Vec<_> = ["probs", "resize_add"]
+        .into_iter()
+        .map(|e| KernelContract::new(&maps_spec(e), maps.clone(), 4))
+        .collect();
+    for sg in [16u32, 32, 64] {
+        for d in [40, 64, 160] {
+            let source = move || flash_attention_source(d, sg as usize);
+            out.push(KernelContract::new(
+                &flash_spec(sg, d, &source),
+                flash.clone(),
+                4,
+            ));
+        }
+    }
+    out
+}
+
 impl Gpu {
     /// Adds one cross-attention layer's maps (`q [B, hl*wl, H*D]`, `k [B, Nk, H*D]`,
     /// the layer's grid `(hl, wl)`) to `maps`. Two small kernels: the probabilities of
@@ -197,14 +266,7 @@ impl Gpu {
         let sum = self.empty(&[maps.tokens, nq]);
         let bindings = [q.buffer(), k.buffer(), sum.buffer(), maps.acc.buffer()];
         for (entry, n) in [("probs", nq), ("resize_add", maps.tokens * maps.h * maps.w)] {
-            let spec = KernelSpec {
-                label: format!("attention_maps_{entry}"),
-                source: KernelSource::File(ATTENTION_MAPS),
-                prelude: String::new(),
-                entry,
-                trusted: false,
-            };
-            self.dispatch(&spec, &bindings, &p, wg1d(n));
+            self.dispatch(&maps_spec(entry), &bindings, &p, wg1d(n));
         }
     }
 
@@ -251,13 +313,7 @@ impl Gpu {
             self.count_flops(4 * (b * heads * nq * nk * d) as u64);
             let out = self.empty(&[b, nq, c]);
             let source = move || flash_attention_source(d, sg as usize);
-            let spec = KernelSpec {
-                label: format!("attention_flash_sg{sg}_d{d}"),
-                source: KernelSource::Generated(&source),
-                prelude: format!("const SG: u32 = {sg}u;\nconst D: u32 = {d}u;\n"),
-                entry: "main",
-                trusted: false,
-            };
+            let spec = flash_spec(sg, d, &source);
             let scale = 1.0 / (d as f32).sqrt();
             let p = FlashParams {
                 nq: nq as u32,

@@ -3,6 +3,7 @@
 
 use crate::gpu::{Gpu, KernelSpec, Tensor};
 
+use super::contract::{KernelContract, ParamsLayout, params_layout};
 use super::wg1d;
 
 const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
@@ -61,16 +62,57 @@ impl Map {
     }
 }
 
+/// The kernel of `shaders/elementwise.wgsl`'s `entry` with `op` = `f`.
+fn map_spec(f: Map, entry: &'static str) -> KernelSpec<'static> {
+    let (name, body) = f.wgsl();
+    KernelSpec {
+        label: format!("elementwise_{entry}_{name}"),
+        source: ELEMENTWISE.into(),
+        prelude: format!("fn op(a: f32, b: f32) -> f32 {{ {body} }}"),
+        entry,
+        trusted: false,
+    }
+}
+
+fn params_contract() -> ParamsLayout {
+    params_layout!(ElementwiseParams {
+        n,
+        mode,
+        row,
+        per_batch,
+        c1,
+        c2,
+        value,
+        keys,
+        keys4,
+        heads,
+        head_dim,
+        _pad
+    })
+}
+
+/// Every entry point, `map` with every function; each dispatch binds a, b and out.
+pub(super) fn contracts() -> Vec<KernelContract> {
+    let maps = [
+        Map::Add,
+        Map::Mul,
+        Map::Silu,
+        Map::Gelu,
+        Map::QuickGelu,
+        Map::Scale(0.125f32.to_bits()),
+    ];
+    let specs = maps
+        .map(|f| map_spec(f, "map"))
+        .into_iter()
+        .chain(["geglu", "fill", "concat", "heads_transpose"].map(|e| map_spec(Map::Add, e)));
+    specs
+        .map(|spec| KernelContract::new(&spec, params_contract(), 3))
+        .collect()
+}
+
 impl Gpu {
     pub(super) fn map_kernel(&self, f: Map, entry: &'static str) -> KernelSpec<'static> {
-        let (name, body) = f.wgsl();
-        KernelSpec {
-            label: format!("elementwise_{entry}_{name}"),
-            source: ELEMENTWISE.into(),
-            prelude: format!("fn op(a: f32, b: f32) -> f32 {{ {body} }}"),
-            entry,
-            trusted: false,
-        }
+        map_spec(f, entry)
     }
 
     /// Elementwise function of one tensor.

@@ -4,6 +4,8 @@
 use crate::gpu::{Gpu, KernelPath, KernelSource, KernelSpec, Tensor, Weight, WeightFormat};
 use crate::quant::BLOCK;
 
+use super::contract::{KernelContract, ParamsLayout, params_layout};
+
 const GEMM: &str = include_str!("../../shaders/gemm.wgsl");
 const GEMM_SUBGROUP: &str = include_str!("../../shaders/gemm_subgroup.wgsl");
 const GEMM_COMMON: &str = include_str!("../../shaders/gemm_common.wgsl");
@@ -308,6 +310,183 @@ impl Gemm {
     }
 }
 
+/// The kernel a GEMM `g` takes on `path` (resolved: the subgroup form only where the
+/// shapes allow its 4-wide reads) with its weights in `wf` and the epilogue's bias and
+/// residual, and its workgroup grid. A CPU-driver kernel's generator is kept in
+/// `cpu_source`.
+fn gemm_spec<'a>(
+    path: KernelPath,
+    g: &Gemm,
+    wf: WeightFormat,
+    has_bias: bool,
+    has_res: bool,
+    cpu_source: &'a mut Option<Box<dyn Fn() -> String>>,
+) -> (KernelSpec<'a>, [u32; 3]) {
+    let mode = if g.conv.is_some() { "conv" } else { "linear" };
+    let flags = format!("w{}_b{}_r{}", wf.name(), has_bias as u8, has_res as u8);
+    let consts = format!("const HAS_BIAS: bool = {has_bias};\nconst HAS_RES: bool = {has_res};\n");
+    let in_c = g.conv.map_or(g.k, |c| c.in_c);
+    let p = g.params();
+    match path {
+        KernelPath::Subgroup(sg) => (
+            KernelSpec {
+                label: format!("gemm_sg{sg}_{RT}x{SUBGROUPS}_{mode}_{flags}"),
+                source: GEMM_SUBGROUP.into(),
+                prelude: format!(
+                    "const SG: u32 = {sg}u;\nconst RT: u32 = {RT}u;\nconst SUBGROUPS: u32 = {SUBGROUPS}u;\n{consts}{}fn a_base(m: u32, t: u32, z: u32) -> i32 {{ return a_base_{mode}(m, t, z); }}\n{GEMM_COMMON}",
+                    wf.wgsl_vec4(2, 6)
+                ),
+                entry: "main",
+                trusted: true,
+            },
+            [
+                g.n.div_ceil(SUBGROUPS * sg as usize) as u32,
+                g.m.div_ceil(RT * sg as usize) as u32,
+                g.batches as u32,
+            ],
+        ),
+        // CPU drivers: the register-tiled form without barriers (shaders/gemm_cpu.wgsl).
+        KernelPath::CpuDriver => {
+            let t = CpuTile::for_n(g.n);
+            let v4 = g.k.is_multiple_of(4) && in_c.is_multiple_of(4) && g.strides_aligned();
+            let upsample = g.conv.is_some_and(|c| (c.lh, c.lw) != (c.in_h, c.in_w));
+            let conv = g.conv.is_some();
+            let b = BLOCK as u32;
+            let blocked = v4
+                && wf.quant().is_some()
+                && [p.in_c, p.w_rs, p.w_off, p.w_tap, p.w_bs, p.w_hs]
+                    .iter()
+                    .all(|v| v % b == 0);
+            let cpu_source =
+                &**cpu_source.insert(Box::new(move || gemm_cpu_source(t, conv, v4, blocked)));
+            let CpuTile { r, c, wx, wy } = t;
+            (
+                KernelSpec {
+                    label: format!(
+                        "gemm_cpu_{mode}{}_{flags}_{r}x{c}_{wx}x{wy}{}{}",
+                        if upsample { "_up" } else { "" },
+                        if v4 { "_v4" } else { "" },
+                        if blocked { "_blocked" } else { "" }
+                    ),
+                    source: KernelSource::Generated(cpu_source),
+                    prelude: format!(
+                        "{consts}{}const CONV: bool = {};\nconst V4: bool = {v4};\nconst BLOCKED: bool = {blocked};\nconst UPSAMPLE: bool = {upsample};\nconst R: u32 = {r}u;\nconst C: u32 = {c}u;\nconst WX: u32 = {wx}u;\nconst WY: u32 = {wy}u;\n{GEMM_COMMON}",
+                        match (blocked, v4) {
+                            (true, _) => wf.wgsl_blocked(2, 6).unwrap_or_default(),
+                            (false, true) => wf.wgsl_vec4(2, 6),
+                            (false, false) => wf.wgsl(2, 6),
+                        },
+                        conv
+                    ),
+                    entry: "main",
+                    trusted: false,
+                },
+                [
+                    g.n.div_ceil(wx * c) as u32,
+                    g.m.div_ceil(wy * r) as u32,
+                    g.batches as u32,
+                ],
+            )
+        }
+        KernelPath::Tiled => (
+            KernelSpec {
+                label: format!("gemm_tiled_{mode}_{flags}_64x64"),
+                source: GEMM.into(),
+                prelude: format!(
+                    "{consts}{}const CONV: bool = {};\n{GEMM_COMMON}",
+                    wf.wgsl(2, 6),
+                    g.conv.is_some()
+                ),
+                entry: "main",
+                trusted: false,
+            },
+            [
+                g.n.div_ceil(64) as u32,
+                g.m.div_ceil(64) as u32,
+                g.batches as u32,
+            ],
+        ),
+    }
+}
+
+fn params_contract() -> ParamsLayout {
+    params_layout!(GemmParams {
+        m as "M", n as "N", k as "K", heads, in_h, in_w, in_c, kw, out_h, out_w, stride,
+        pad_y, pad_x, lh, a_rs, w_rs, o_rs, a_bs, a_hs, w_bs, w_hs, o_bs, o_hs, a_off,
+        o_off, w_off, w_tap, b_off, lw, scale_h, scale_w, _pad,
+    })
+}
+
+/// One slice of a `k x k`, stride-1 conv of `cin` -> `cout` channels on an `h x w` map
+/// (read through a 2x nearest upsample where `up`), set up as `conv2d_impl` does.
+fn conv_gemm(cin: usize, cout: usize, k: usize, (h, w): (usize, usize), up: bool) -> Gemm {
+    let (lh, lw) = if up { (2 * h, 2 * w) } else { (h, w) };
+    let pad = k / 2;
+    let (oh, ow) = (lh + 2 * pad + 1 - k, lw + 2 * pad + 1 - k);
+    let mut g = Gemm::dense(oh * ow, cout, k * k * cin);
+    g.conv = Some(ConvParams {
+        in_h: h,
+        in_w: w,
+        in_c: cin,
+        kw: k,
+        out_h: oh,
+        out_w: ow,
+        stride: 1,
+        pad,
+        lh,
+        lw,
+    });
+    g.w_rs = k * k * cin;
+    g.w_tap = cin;
+    g
+}
+
+/// The GEMM in every form (subgroups of 16 and 32 where the shape takes them, CPU
+/// driver, tiled) for linear layers and convs (aligned and not, block-aligned for the
+/// CPU form's quantized walk, upsampled), every weight format, with and without bias
+/// and residual. Each dispatch binds x, w, bias, res, out and a quantized weight's
+/// scales. Specialisations that come out as the same text are kept once.
+pub(super) fn contracts() -> Vec<KernelContract> {
+    let shapes = [
+        Gemm::dense(64, 320, 320),
+        Gemm::dense(77, 20, 36),
+        Gemm::dense(7, 13, 13),
+        conv_gemm(320, 320, 3, (8, 8), false),
+        conv_gemm(320, 320, 3, (8, 8), true),
+        conv_gemm(3, 128, 3, (16, 16), false),
+    ];
+    let formats = [
+        WeightFormat::F32,
+        WeightFormat::F16,
+        WeightFormat::Int8,
+        WeightFormat::Int4,
+    ];
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for g in &shapes {
+        let in_c = g.conv.map_or(g.k, |c| c.in_c);
+        let aligned = g.k.is_multiple_of(4) && in_c.is_multiple_of(4) && g.strides_aligned();
+        let mut paths = vec![KernelPath::CpuDriver, KernelPath::Tiled];
+        if aligned {
+            paths.extend([KernelPath::Subgroup(16), KernelPath::Subgroup(32)]);
+        }
+        for path in paths {
+            for wf in formats {
+                for (bias, res) in [(false, false), (true, false), (false, true), (true, true)] {
+                    let mut cpu_source = None;
+                    let (spec, _) = gemm_spec(path, g, wf, bias, res, &mut cpu_source);
+                    let buffers = 5 + wf.quant().is_some() as usize;
+                    let c = KernelContract::new(&spec, params_contract(), buffers);
+                    if seen.insert((c.source.clone(), c.entry.clone())) {
+                        out.push(c);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The GEMM family's uniform block: field for field the `Params` struct of
 /// `shaders/gemm_common.wgsl` (u32 and f32 only, so `repr(C)` matches WGSL's layout).
 #[repr(C)]
@@ -390,107 +569,23 @@ impl Gpu {
         out: &Tensor,
     ) {
         self.count_flops(2 * (g.m * g.n * g.k * g.batches) as u64);
-        let mode = if g.conv.is_some() { "conv" } else { "linear" };
-        let wf = w.format;
-        let flags = format!(
-            "w{}_b{}_r{}",
-            wf.name(),
-            bias.is_some() as u8,
-            res.is_some() as u8
-        );
-        let consts = format!(
-            "const HAS_BIAS: bool = {};\nconst HAS_RES: bool = {};\n",
-            bias.is_some(),
-            res.is_some()
-        );
         let in_c = g.conv.map_or(g.k, |c| c.in_c);
         let p = g.params();
-        let cpu_source: Box<dyn Fn() -> String>;
         let aligned = g.k.is_multiple_of(4) && in_c.is_multiple_of(4) && g.strides_aligned();
         let path = match self.info.path {
             // 4-wide reads along K: K and a conv's Cin % 4 == 0, rows 4-aligned.
             KernelPath::Subgroup(_) if !aligned => self.info.fallback(),
             p => p,
         };
-        let (spec, workgroups) = match path {
-            KernelPath::Subgroup(sg) => (
-                KernelSpec {
-                    label: format!("gemm_sg{sg}_{RT}x{SUBGROUPS}_{mode}_{flags}"),
-                    source: GEMM_SUBGROUP.into(),
-                    prelude: format!(
-                        "const SG: u32 = {sg}u;\nconst RT: u32 = {RT}u;\nconst SUBGROUPS: u32 = {SUBGROUPS}u;\n{consts}{}fn a_base(m: u32, t: u32, z: u32) -> i32 {{ return a_base_{mode}(m, t, z); }}\n{GEMM_COMMON}",
-                        wf.wgsl_vec4(2, 6)
-                    ),
-                    entry: "main",
-                    trusted: true,
-                },
-                [
-                    g.n.div_ceil(SUBGROUPS * sg as usize) as u32,
-                    g.m.div_ceil(RT * sg as usize) as u32,
-                    g.batches as u32,
-                ],
-            ),
-            // CPU drivers: the register-tiled form without barriers (shaders/gemm_cpu.wgsl).
-            KernelPath::CpuDriver => {
-                let t = CpuTile::for_n(g.n);
-                let v4 = g.k.is_multiple_of(4) && in_c.is_multiple_of(4) && g.strides_aligned();
-                let upsample = g.conv.is_some_and(|c| (c.lh, c.lw) != (c.in_h, c.in_w));
-                let conv = g.conv.is_some();
-                let b = BLOCK as u32;
-                let blocked = v4
-                    && wf.quant().is_some()
-                    && [p.in_c, p.w_rs, p.w_off, p.w_tap, p.w_bs, p.w_hs]
-                        .iter()
-                        .all(|v| v % b == 0);
-                cpu_source = Box::new(move || gemm_cpu_source(t, conv, v4, blocked));
-                let CpuTile { r, c, wx, wy } = t;
-                (
-                    KernelSpec {
-                        label: format!(
-                            "gemm_cpu_{mode}{}_{flags}_{r}x{c}_{wx}x{wy}{}{}",
-                            if upsample { "_up" } else { "" },
-                            if v4 { "_v4" } else { "" },
-                            if blocked { "_blocked" } else { "" }
-                        ),
-                        source: KernelSource::Generated(&*cpu_source),
-                        prelude: format!(
-                            "{consts}{}const CONV: bool = {};\nconst V4: bool = {v4};\nconst BLOCKED: bool = {blocked};\nconst UPSAMPLE: bool = {upsample};\nconst R: u32 = {r}u;\nconst C: u32 = {c}u;\nconst WX: u32 = {wx}u;\nconst WY: u32 = {wy}u;\n{GEMM_COMMON}",
-                            match (blocked, v4) {
-                                (true, _) => wf.wgsl_blocked(2, 6).unwrap_or_default(),
-                                (false, true) => wf.wgsl_vec4(2, 6),
-                                (false, false) => wf.wgsl(2, 6),
-                            },
-                            conv
-                        ),
-                        entry: "main",
-                        trusted: false,
-                    },
-                    [
-                        g.n.div_ceil(wx * c) as u32,
-                        g.m.div_ceil(wy * r) as u32,
-                        g.batches as u32,
-                    ],
-                )
-            }
-            KernelPath::Tiled => (
-                KernelSpec {
-                    label: format!("gemm_tiled_{mode}_{flags}_64x64"),
-                    source: GEMM.into(),
-                    prelude: format!(
-                        "{consts}{}const CONV: bool = {};\n{GEMM_COMMON}",
-                        wf.wgsl(2, 6),
-                        g.conv.is_some()
-                    ),
-                    entry: "main",
-                    trusted: false,
-                },
-                [
-                    g.n.div_ceil(64) as u32,
-                    g.m.div_ceil(64) as u32,
-                    g.batches as u32,
-                ],
-            ),
-        };
+        let mut cpu_source = None;
+        let (spec, workgroups) = gemm_spec(
+            path,
+            g,
+            w.format,
+            bias.is_some(),
+            res.is_some(),
+            &mut cpu_source,
+        );
         let dummy = self.dummy();
         let mut bindings = vec![
             x,

@@ -6,6 +6,8 @@
 //! reordered to `[Cout, KH, KW, Cin]` for convolutions at load (see `nn::Conv2d`).
 
 mod attention;
+#[doc(hidden)]
+pub mod contract;
 mod elementwise;
 mod gemm;
 mod norm;
@@ -13,6 +15,20 @@ mod norm;
 pub use attention::AttentionMaps;
 pub use elementwise::Map;
 pub use gemm::ConvGeom;
+
+/// Every kernel's contract (the WGSL handed to wgpu for each form and specialisation
+/// the ops dispatch, its `Params` mirror and bind group), for
+/// `tests/kernel_contracts.rs`.
+#[doc(hidden)]
+pub fn kernel_contracts() -> Vec<contract::KernelContract> {
+    [
+        elementwise::contracts(),
+        norm::contracts(),
+        attention::contracts(),
+        gemm::contracts(),
+    ]
+    .concat()
+}
 
 /// Workgroups for one per item, folded into y beyond the 65,535 limit of x.
 pub(crate) fn grid(n: usize) -> [u32; 3] {

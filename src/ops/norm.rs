@@ -3,6 +3,7 @@
 
 use crate::gpu::{Gpu, KernelPath, KernelSpec, Tensor, Weight};
 
+use super::contract::{KernelContract, ParamsLayout, params_layout};
 use super::grid;
 
 const NORM: &str = include_str!("../../shaders/norm.wgsl");
@@ -46,6 +47,96 @@ pub(super) struct NormParams {
 }
 const ROWS_SUBGROUP: &str = include_str!("../../shaders/rows_subgroup.wgsl");
 
+/// GroupNorm's kernel: the barrier-free form (`serial`) or a workgroup per group.
+fn group_norm_spec(serial: bool, silu: bool) -> KernelSpec<'static> {
+    let entry = if serial {
+        "group_norm_serial"
+    } else {
+        "group_norm"
+    };
+    KernelSpec {
+        label: format!("{entry}_silu{}", silu as u8),
+        source: NORM.into(),
+        prelude: format!("const SILU: bool = {silu};"),
+        entry,
+        trusted: false,
+    }
+}
+
+/// A row kernel in `path`'s form (see [`Gpu::dispatch_rows`]).
+fn row_spec(kernel: RowKernel, path: KernelPath) -> KernelSpec<'static> {
+    let (subgroup, workgroup, serial) = match kernel {
+        RowKernel::LayerNorm => ("layer_norm", "layer_norm", "layer_norm_serial"),
+        RowKernel::Softmax => ("softmax", "softmax_rows", "softmax_rows_serial"),
+    };
+    match path {
+        KernelPath::Subgroup(sg) => KernelSpec {
+            label: format!("{subgroup}_sg{sg}"),
+            source: ROWS_SUBGROUP.into(),
+            prelude: format!("const SG: u32 = {sg}u;"),
+            entry: subgroup,
+            trusted: false,
+        },
+        path => {
+            let entry = if path == KernelPath::CpuDriver {
+                serial
+            } else {
+                workgroup
+            };
+            KernelSpec {
+                label: entry.into(),
+                source: NORM.into(),
+                prelude: "const SILU: bool = false;".into(),
+                entry,
+                trusted: false,
+            }
+        }
+    }
+}
+
+fn params_contract() -> ParamsLayout {
+    params_layout!(NormParams {
+        eps,
+        pixels,
+        channels,
+        groups,
+        c_off,
+        rows,
+        cols,
+        stride,
+        causal,
+        scale,
+        q_chunk,
+        q0
+    })
+}
+
+/// GroupNorm (+SiLU) in both forms, the row kernels in every path's form (subgroups
+/// of 16 and 32); each dispatch binds x, gamma, beta and out (softmax: dummies, then
+/// the scores).
+pub(super) fn contracts() -> Vec<KernelContract> {
+    let mut specs = Vec::new();
+    for serial in [false, true] {
+        for silu in [false, true] {
+            specs.push(group_norm_spec(serial, silu));
+        }
+    }
+    for kernel in [RowKernel::LayerNorm, RowKernel::Softmax] {
+        for path in [
+            KernelPath::Subgroup(16),
+            KernelPath::Subgroup(32),
+            KernelPath::CpuDriver,
+            KernelPath::Tiled,
+        ] {
+            specs.push(row_spec(kernel, path));
+        }
+    }
+    specs
+        .iter()
+        .map(|spec| KernelContract::new(spec, params_contract(), 4))
+        .collect()
+}
+
 impl Gpu {
     /// GroupNorm over an NHWC map (or `[B, P, C]`), optionally followed by SiLU.
     pub fn group_norm(
@@ -78,18 +169,7 @@ impl Gpu {
         let per_group = c / groups;
         // CPU drivers without subgroups: the barrier-free form (shaders/norm.wgsl).
         let serial = self.info.path == KernelPath::CpuDriver;
-        let entry = if serial {
-            "group_norm_serial"
-        } else {
-            "group_norm"
-        };
-        let spec = KernelSpec {
-            label: format!("{entry}_silu{}", silu as u8),
-            source: NORM.into(),
-            prelude: format!("const SILU: bool = {silu};"),
-            entry,
-            trusted: false,
-        };
+        let spec = group_norm_spec(serial, silu);
         let mut c0 = 0;
         xs.iter()
             .map(|x| {
@@ -148,38 +228,11 @@ impl Gpu {
         p: &NormParams,
         rows: usize,
     ) {
-        let (subgroup, workgroup, serial) = match kernel {
-            RowKernel::LayerNorm => ("layer_norm", "layer_norm", "layer_norm_serial"),
-            RowKernel::Softmax => ("softmax", "softmax_rows", "softmax_rows_serial"),
-        };
-        let (spec, groups) = match self.info.path {
-            KernelPath::Subgroup(sg) => (
-                KernelSpec {
-                    label: format!("{subgroup}_sg{sg}"),
-                    source: ROWS_SUBGROUP.into(),
-                    prelude: format!("const SG: u32 = {sg}u;"),
-                    entry: subgroup,
-                    trusted: false,
-                },
-                grid(rows.div_ceil(64 / sg as usize)),
-            ),
-            path => {
-                let (entry, groups) = if path == KernelPath::CpuDriver {
-                    (serial, grid(rows.div_ceil(64)))
-                } else {
-                    (workgroup, grid(rows))
-                };
-                (
-                    KernelSpec {
-                        label: entry.into(),
-                        source: NORM.into(),
-                        prelude: "const SILU: bool = false;".into(),
-                        entry,
-                        trusted: false,
-                    },
-                    groups,
-                )
-            }
+        let spec = row_spec(kernel, self.info.path);
+        let groups = match self.info.path {
+            KernelPath::Subgroup(sg) => grid(rows.div_ceil(64 / sg as usize)),
+            KernelPath::CpuDriver => grid(rows.div_ceil(64)),
+            KernelPath::Tiled => grid(rows),
         };
         self.dispatch(&spec, bindings, p, groups);
     }
