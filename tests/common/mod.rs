@@ -251,6 +251,7 @@ pub fn edit_request(
     });
     r.attention_maps = maps;
     r
+}
 
 /// Runs dicom3tools' IOD validator `dciodvfy` on a DICOM file and fails on any line it
 /// starts with `Error`; its warnings are printed. The test command (scripts/test.sh)
