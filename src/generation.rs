@@ -634,7 +634,7 @@ mod tests {
         assert!(with(&|r| r.sampling.steps = Some(1001)).contains("at most 1000"));
         assert!(with(&|r| r.sampling.guidance = Some(f32::NAN)).contains("guidance must be"));
         assert!(with(&|r| r.sampling.width = Some(100)).contains("multiples of 8"));
-        assert!(with(&|r| r.sampling.height = Some(4096)).contains("to 2048"));
+        assert!(with(&|r| r.sampling.height = Some(4096)).contains("at most 2048"));
         let edit = EditRequest {
             width: 8,
             height: 8,

@@ -393,7 +393,10 @@ fn bad_input_is_a_sentence_and_loses_nothing() {
             vec!["--guidance".into(), "NaN".into()],
             "guidance must be a number",
         ),
-        (vec!["--format".into(), "tiff".into()], "use png or dcm"),
+        (
+            vec!["--format".into(), "tiff".into()],
+            "[possible values: png, dcm]",
+        ),
         (
             vec!["--images-per-prompt".into(), "0".into()],
             "--images-per-prompt",
