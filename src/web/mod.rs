@@ -1,8 +1,10 @@
 //! The browser app. One wasm module serves both sides: on a page (a `Window` exists)
 //! [`start`] runs the UI, which starts the engine in a module Web Worker
 //! (`www/worker.js`), where `worker_main` takes requests. [`protocol`] is the typed
-//! message set between them and builds everywhere (tested natively).
+//! message set between them and builds everywhere (tested natively), as does
+//! [`page_state`], the page's state and its transitions.
 
+pub mod page_state;
 pub mod protocol;
 
 #[cfg(target_arch = "wasm32")]

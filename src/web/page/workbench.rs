@@ -2,7 +2,9 @@
 //! `crate::image_in`, JPEG and the rest by the browser's own decoder) fitted to the
 //! chosen size, a mask painted over it with the pointer, the strength; per-word
 //! attention maps shown over the result at a click; the prompt builder; the DICOM
-//! download; and Compare (two results side by side with their settings).
+//! download; and Compare (two results side by side with their settings). What the
+//! workbench decides by (the family, the mode, the ticked findings) is in
+//! [`super::PageState`]; this keeps its data (pixels, maps, object URLs) and draws.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -14,14 +16,17 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{
     Blob, BlobPropertyBag, CanvasRenderingContext2d, Element, HtmlAnchorElement, HtmlButtonElement,
     HtmlCanvasElement, HtmlElement, HtmlImageElement, HtmlInputElement, HtmlSelectElement,
-    HtmlTextAreaElement, ImageBitmap, ImageData, PointerEvent, Url,
+    ImageBitmap, ImageData, PointerEvent, Url,
 };
 
 use super::{Page, on_click, page};
-use crate::findings::{self, Demographics, Finding, LABELS, Side, Size};
+use crate::findings::{self, LABELS};
 use crate::generation::Family;
 use crate::image_io::ImageMetadata;
-use crate::web::protocol::{EditSettings, Settings};
+use crate::web::page_state::{
+    CheckedFinding, Event, FormRecipe, Mode, PromptForm, parse_edit, recipe_changes, sentence,
+};
+use crate::web::protocol::Settings;
 use crate::word_maps::WordMaps;
 
 /// The mask canvas's resolution (the mask is resampled to the image size on use).
@@ -38,28 +43,18 @@ struct Source {
 /// A result shown: gray pixels, width, height, its PNG's URL.
 type Shown = (Vec<u8>, usize, usize, String);
 
+/// The workbench's data (its state is `PageState::workbench`).
 #[derive(Default)]
 pub(super) struct Workbench {
     source: RefCell<Option<Source>>,
+    /// The pointer is held down on the mask (a gesture, not state the page decides by).
     painting: Cell<bool>,
-    painted: Cell<bool>,
     /// The last result, for the word overlays and Compare.
     result: RefCell<Option<Shown>>,
     maps: RefCell<Option<WordMaps>>,
     overlay_url: RefCell<Option<String>>,
     dicom_url: RefCell<Option<String>>,
     pinned: RefCell<Option<(String, String)>>,
-    family: Cell<Option<Family>>,
-    /// The ticked findings, in the order ticked (the impression's order).
-    ticked: RefCell<Vec<&'static str>>,
-}
-
-thread_local! {
-    static BENCH: Rc<Workbench> = Rc::new(Workbench::default());
-}
-
-fn bench() -> Rc<Workbench> {
-    BENCH.with(|b| b.clone())
 }
 
 fn blob_url(bytes: &[u8], mime: &str) -> Option<String> {
@@ -76,17 +71,6 @@ fn ctx(canvas: &HtmlCanvasElement) -> Option<CanvasRenderingContext2d> {
         .ok()
         .flatten()
         .map(|c| c.unchecked_into())
-}
-
-/// An engine error as the page shows it: capitalised, with a full stop.
-pub(super) fn sentence(e: impl std::fmt::Display) -> String {
-    let m = e.to_string();
-    let mut c = m.chars();
-    let s = c
-        .next()
-        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
-        .unwrap_or(m);
-    if s.ends_with('.') { s } else { s + "." }
 }
 
 /// Reads a chosen or dropped file: PNG and DICOM by our readers (16 bits and DICOM
@@ -169,9 +153,8 @@ impl Page {
     }
 
     /// Shows the init image fitted to the chosen size (and the mask above it).
-    fn draw_init(&self) {
-        let b = bench();
-        let src = b.source.borrow();
+    pub(super) fn draw_init(&self) {
+        let src = self.bench.source.borrow();
         let Some(s) = src.as_ref() else {
             self.el::<HtmlElement>("edit-box").set_hidden(true);
             return;
@@ -202,37 +185,23 @@ impl Page {
         self.el::<HtmlElement>("init-note")
             .set_text_content(Some(&note));
         self.el::<HtmlElement>("edit-box").set_hidden(false);
-        self.show_mode();
     }
 
-    fn show_mode(&self) {
-        let b = bench();
-        let mode = match (b.source.borrow().is_some(), b.painted.get()) {
-            (false, _) => "text-to-image",
-            (true, false) => "image-to-image",
-            (true, true) => "inpainting",
-        };
+    pub(super) fn show_mode(&self, mode: Mode) {
         let _ = self
             .el::<HtmlElement>("edit-box")
-            .set_attribute("data-mode", mode);
+            .set_attribute("data-mode", mode.name());
         let strength: HtmlInputElement = self.el("strength");
-        strength.set_placeholder(if b.painted.get() { "1.0" } else { "0.8" });
-        self.el::<HtmlElement>("edit-mode").set_text_content(Some(match mode {
-            "inpainting" => "Inpainting: only the painted region is repainted.",
-            "image-to-image" => {
-                "Image-to-image: the whole image follows the prompt, keeping its layout. Paint over it to repaint only there."
-            }
-            _ => "",
-        }));
+        strength.set_placeholder(mode.strength_placeholder());
+        self.el::<HtmlElement>("edit-mode")
+            .set_text_content(Some(mode.sentence()));
     }
 
-    fn clear_mask(&self) {
+    pub(super) fn clear_mask(&self) {
         let canvas: HtmlCanvasElement = self.el("mask-canvas");
         if let Some(c) = ctx(&canvas) {
             c.clear_rect(0.0, 0.0, MASK_SIDE as f64, MASK_SIDE as f64);
         }
-        bench().painted.set(false);
-        self.show_mode();
     }
 
     fn paint_at(&self, ev: &PointerEvent) {
@@ -254,10 +223,7 @@ impl Page {
             let _ = c.arc(x, y, brush, 0.0, std::f64::consts::TAU);
             c.fill();
         }
-        let b = bench();
-        if !b.painted.replace(true) {
-            self.show_mode();
-        }
+        self.dispatch(Event::MaskPainted);
     }
 
     /// The mask at `size x size`: 1 where painted (nearest sample of the mask canvas).
@@ -284,22 +250,13 @@ impl Page {
     /// with them (the init image, then the mask).
     pub(super) fn workbench_settings(&self, s: &mut Settings) -> Result<Vec<JsValue>, String> {
         s.attention_maps = self.el::<HtmlInputElement>("attention-maps").checked();
-        let b = bench();
-        let src = b.source.borrow();
+        let src = self.bench.source.borrow();
         let Some(source) = src.as_ref() else {
             s.edit = None;
             return Ok(vec![]);
         };
-        let text = self.el::<HtmlInputElement>("strength").value();
-        let strength = match text.trim() {
-            "" => None,
-            t => Some(t.parse::<f32>().map_err(|_| {
-                format!("The strength must be a number greater than 0 and at most 1 (got “{t}”).")
-            })?),
-        };
-        let masked = b.painted.get();
-        let edit = EditSettings { strength, masked };
-        edit.strength().map_err(sentence)?;
+        let masked = self.state.borrow().workbench.painted;
+        let edit = parse_edit(&self.el::<HtmlInputElement>("strength").value(), masked)?;
         s.edit = Some(edit);
         let fitted = crate::image_in::fit_square(&source.rgb, source.width, source.height, s.size);
         let rgb8: Vec<u8> = fitted
@@ -321,7 +278,7 @@ impl Page {
 
     /// A new result: keep its pixels for the word overlays, fill Compare's right side.
     pub(super) fn workbench_image(&self, png: &[u8], url: &str, caption: &str) {
-        let b = bench();
+        let b = &self.bench;
         b.maps.borrow_mut().take();
         if let Some(u) = b.overlay_url.borrow_mut().take() {
             let _ = Url::revoke_object_url(&u);
@@ -355,7 +312,7 @@ impl Page {
     }
 
     pub(super) fn workbench_dicom(&self, bytes: &[u8], file_name: &str) {
-        let b = bench();
+        let b = &self.bench;
         if let Some(u) = b.dicom_url.borrow_mut().take() {
             let _ = Url::revoke_object_url(&u);
         }
@@ -403,7 +360,7 @@ impl Page {
             let _ = list.append_child(&b);
         }
         list.set_hidden(false);
-        *bench().maps.borrow_mut() = Some(WordMaps {
+        *self.bench.maps.borrow_mut() = Some(WordMaps {
             token_ids: vec![0; tokens],
             pieces: vec![String::new(); tokens],
             words,
@@ -414,7 +371,7 @@ impl Page {
     }
 
     fn show_word(&self, word: Option<usize>) {
-        let b = bench();
+        let b = &self.bench;
         let img: HtmlImageElement = self.el("result");
         let result = b.result.borrow();
         let Some((gray, w, h, url)) = result.as_ref() else {
@@ -439,7 +396,10 @@ impl Page {
         };
         let maps = b.maps.borrow();
         let Some(m) = maps.as_ref() else { return };
-        let s = self.settings.borrow().clone().unwrap_or_default();
+        let (s, model) = {
+            let st = self.state.borrow();
+            (st.settings.clone().unwrap_or_default(), st.model.clone())
+        };
         let meta = ImageMetadata {
             prompt: s.prompt.clone(),
             negative_prompt: s.negative_prompt.clone(),
@@ -447,7 +407,7 @@ impl Page {
             steps: s.steps,
             guidance: s.guidance,
             scheduler: s.scheduler.clone(),
-            model: self.model.borrow().clone().unwrap_or_default(),
+            model: model.unwrap_or_default(),
         };
         match m.overlay_png(i, gray, *w, *h, &meta) {
             Ok(png) => {
@@ -463,33 +423,57 @@ impl Page {
         }
     }
 
-    /// After a load: the model's recipe as the worker sent it (guidance 4 for SD 1.x,
-    /// 3 for SD 2.x; a model of no known family: its folder's scheduler, diffusers'
-    /// defaults), unless the user changed the guidance from the other family's; the
-    /// demographics for SD 2.x.
+    /// The prompt builder's form: the checked findings with their side and size.
+    fn prompt_form(&self) -> PromptForm {
+        let value = |id: &str| self.el::<HtmlInputElement>(id).value();
+        let select = |id: &str| self.el::<HtmlSelectElement>(id).value();
+        PromptForm {
+            checked: LABELS
+                .iter()
+                .filter(|l| {
+                    self.el::<HtmlInputElement>(&format!("finding-{}", l.id))
+                        .checked()
+                })
+                .map(|l| CheckedFinding {
+                    id: l.id,
+                    side: if l.sided {
+                        select(&format!("side-{}", l.id))
+                    } else {
+                        String::new()
+                    },
+                    size: if l.sized {
+                        select(&format!("size-{}", l.id))
+                    } else {
+                        String::new()
+                    },
+                })
+                .collect(),
+            age: value("age"),
+            sex: select("sex"),
+            race: select("race"),
+        }
+    }
+
+    /// After a load: the family's recipe (guidance 4 for SD 1.x, 3 for SD 2.x), unless
+    /// the user changed the guidance from the other family's; the demographics for SD 2.x.
     pub(super) fn workbench_family(
         &self,
         family: Option<Family>,
-        (scheduler, steps, guidance): (&str, usize, f32),
+        previous: Option<Family>,
+        recipe: &FormRecipe,
     ) {
-        let b = bench();
         let g: HtmlInputElement = self.el("guidance");
-        let defaults: Vec<String> = [Family::Sd1, Family::Sd2]
-            .iter()
-            .map(|f| f.recipe().guidance.to_string())
-            .collect();
-        if b.family.get() != family && defaults.contains(&g.value()) {
-            g.set_value(&guidance.to_string());
-            if b.family.get().is_none() {
-                self.el::<HtmlSelectElement>("scheduler")
-                    .set_value(scheduler);
-                let st: HtmlInputElement = self.el("steps");
-                if st.value().is_empty() {
-                    st.set_value(&steps.to_string());
-                }
-            }
+        let st: HtmlInputElement = self.el("steps");
+        let c = recipe_changes(previous, family, recipe, &g.value(), &st.value());
+        if let Some(v) = c.guidance {
+            g.set_value(&v);
         }
-        b.family.set(family);
+        if let Some(v) = c.scheduler {
+            self.el::<HtmlSelectElement>("scheduler").set_value(&v);
+        }
+        if let Some(v) = c.steps {
+            st.set_value(&v);
+        }
         self.el::<HtmlElement>("demographics")
             .set_hidden(family != Some(Family::Sd2));
         let _ = self.el::<HtmlElement>("prompt-builder").set_attribute(
@@ -500,91 +484,6 @@ impl Page {
                 None => "other",
             },
         );
-    }
-
-    fn build_prompt(&self) {
-        let mut chosen = Vec::new();
-        let ticked = bench().ticked.borrow().clone();
-        for id in ticked {
-            let Some(l) = LABELS.iter().find(|l| l.id == id) else {
-                continue;
-            };
-            if !self
-                .el::<HtmlInputElement>(&format!("finding-{}", l.id))
-                .checked()
-            {
-                continue;
-            }
-            let side = if l.sided {
-                match self
-                    .el::<HtmlSelectElement>(&format!("side-{}", l.id))
-                    .value()
-                    .as_str()
-                {
-                    "left" => Some(Side::Left),
-                    "right" => Some(Side::Right),
-                    "bilateral" => Some(Side::Bilateral),
-                    _ => None,
-                }
-            } else {
-                None
-            };
-            let size = if l.sized {
-                match self
-                    .el::<HtmlSelectElement>(&format!("size-{}", l.id))
-                    .value()
-                    .as_str()
-                {
-                    "small" => Some(Size::Small),
-                    "moderate" => Some(Size::Moderate),
-                    "large" => Some(Size::Large),
-                    _ => None,
-                }
-            } else {
-                None
-            };
-            chosen.push(Finding {
-                label: l.id.into(),
-                side,
-                size,
-            });
-        }
-        if chosen.is_empty() {
-            self.show_error("Tick at least one finding to build a prompt.", None);
-            return;
-        }
-        let demo = if bench().family.get() == Some(Family::Sd2) {
-            let v = |id: &str| self.el::<HtmlInputElement>(id).value();
-            let age = v("age");
-            let age = match age.trim() {
-                "" => None,
-                a => match a.parse::<u32>() {
-                    Ok(n) => Some(n),
-                    Err(_) => {
-                        self.show_error(
-                            &format!("The age must be a whole number of years (got “{a}”)."),
-                            None,
-                        );
-                        return;
-                    }
-                },
-            };
-            Some(Demographics {
-                age,
-                sex: Some(self.el::<HtmlSelectElement>("sex").value()),
-                race: Some(self.el::<HtmlSelectElement>("race").value()),
-            })
-        } else {
-            None
-        };
-        match findings::prompt(&chosen, demo.as_ref()) {
-            Ok(p) => {
-                self.clear_error();
-                self.el::<HtmlTextAreaElement>("prompt").set_value(&p);
-                self.count_tokens();
-            }
-            Err(e) => self.show_error(&sentence(e), None),
-        }
     }
 }
 
@@ -630,12 +529,7 @@ pub(super) fn setup(p: &Rc<Page>) {
                 .target()
                 .map(|t| t.unchecked_into::<HtmlInputElement>().checked())
                 .unwrap_or(false);
-            let b = bench();
-            let mut t = b.ticked.borrow_mut();
-            t.retain(|&x| x != id);
-            if on {
-                t.push(id);
-            }
+            page().dispatch(Event::FindingTicked { id, on });
         })
         .forget();
         let _ = label.append_child(&cb);
@@ -663,7 +557,9 @@ pub(super) fn setup(p: &Rc<Page>) {
         }
         let _ = list.append_child(&li);
     }
-    on_click(&p.el("build-prompt"), |p| p.build_prompt());
+    on_click(&p.el("build-prompt"), |p| {
+        p.dispatch(Event::BuildPrompt(p.prompt_form()))
+    });
 
     let input: HtmlInputElement = p.el("init-image");
     EventListener::new(&input, "change", |ev| {
@@ -676,12 +572,10 @@ pub(super) fn setup(p: &Rc<Page>) {
             let p = page();
             match decode_file(file).await {
                 Ok(src) => {
-                    p.clear_error();
-                    *bench().source.borrow_mut() = Some(src);
-                    p.clear_mask();
-                    p.draw_init();
+                    *p.bench.source.borrow_mut() = Some(src);
+                    p.dispatch(Event::InitImage(Ok(())));
                 }
-                Err(m) => p.show_error(&m, Some(crate::web::protocol::FailureKind::Input)),
+                Err(m) => p.dispatch(Event::InitImage(Err(m))),
             }
         });
     })
@@ -690,11 +584,10 @@ pub(super) fn setup(p: &Rc<Page>) {
         page().draw_init()
     })
     .forget();
-    on_click(&p.el("clear-mask"), |p| p.clear_mask());
+    on_click(&p.el("clear-mask"), |p| p.dispatch(Event::MaskCleared));
     on_click(&p.el("remove-init"), |p| {
-        bench().source.borrow_mut().take();
-        p.clear_mask();
-        p.draw_init();
+        p.bench.source.borrow_mut().take();
+        p.dispatch(Event::InitRemoved);
     });
     let mask: HtmlCanvasElement = p.el("mask-canvas");
     mask.set_width(MASK_SIDE);
@@ -703,22 +596,22 @@ pub(super) fn setup(p: &Rc<Page>) {
         let e: &PointerEvent = ev.unchecked_ref();
         let canvas: HtmlCanvasElement = ev.target().unwrap().unchecked_into();
         let _ = canvas.set_pointer_capture(e.pointer_id());
-        bench().painting.set(true);
+        page().bench.painting.set(true);
         page().paint_at(e);
     })
     .forget();
     EventListener::new(&mask, "pointermove", |ev| {
-        if bench().painting.get() {
+        if page().bench.painting.get() {
             page().paint_at(ev.unchecked_ref());
         }
     })
     .forget();
     for end in ["pointerup", "pointercancel"] {
-        EventListener::new(&mask, end, |_| bench().painting.set(false)).forget();
+        EventListener::new(&mask, end, |_| page().bench.painting.set(false)).forget();
     }
 
     on_click(&p.el("compare-pin"), |p| {
-        let b = bench();
+        let b = &p.bench;
         let Some(url) = b.result.borrow().as_ref().map(|r| r.3.clone()) else {
             return;
         };
@@ -736,7 +629,7 @@ pub(super) fn setup(p: &Rc<Page>) {
         *b.pinned.borrow_mut() = Some((url, caption));
     });
     on_click(&p.el("compare-close"), |p| {
-        bench().pinned.borrow_mut().take();
+        p.bench.pinned.borrow_mut().take();
         p.el::<HtmlElement>("compare").set_hidden(true);
     });
     let _ = p.el::<HtmlButtonElement>("compare-pin");
