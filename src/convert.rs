@@ -61,7 +61,7 @@ pub struct ComponentPlan {
 /// `text_encoder`, `vae`).
 pub fn plan(component: &str, index: &WeightIndex, target: Target) -> Result<ComponentPlan> {
     if let Some(f) = index.metadata.get(meta::FORMAT) {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Input(format!(
             "{} is already converted ({f}); convert the original checkpoint instead",
             index.file
         )));
@@ -185,7 +185,7 @@ pub fn convert_tensor(
 ) -> Result<Vec<Vec<u8>>> {
     let floats = || {
         to_f32(info.dtype, data).map_err(|e| {
-            Error::Unsupported(format!(
+            Error::Input(format!(
                 "{file}: tensor `{}` cannot be read as floats ({e:?})",
                 step.name
             ))
@@ -249,9 +249,9 @@ pub fn convert_folder(
     use crate::checkpoint::{DirSource, FileSource, plan_import};
     use crate::loader::WeightFile;
     use std::io::Write;
-    let io = |what: String| move |e: std::io::Error| Error::Unsupported(format!("{what}: {e}"));
+    let io = |what: String| move |e: std::io::Error| Error::Input(format!("{what}: {e}"));
     if output.exists() && std::fs::canonicalize(output).ok() == std::fs::canonicalize(model).ok() {
-        return Err(Error::Unsupported(
+        return Err(Error::Input(
             "the output folder must be another folder than the model".into(),
         ));
     }

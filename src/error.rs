@@ -37,8 +37,16 @@ pub enum Error {
     Download { url: String, message: String },
     #[error("shape mismatch: {0}")]
     Shape(String),
+    /// The user's input (an option, a prompt, a file's content) cannot be used: the
+    /// sentence says what to change.
     #[error("{0}")]
-    Unsupported(String),
+    Input(String),
+    /// A state inside the engine that should not happen: not the user's doing (the page
+    /// says so rather than blaming their input).
+    #[error(
+        "internal error: {0}; this is a fault in roentgen-web, not in your input: please report it"
+    )]
+    Internal(String),
     /// An init image or mask that cannot be read (image-to-image, inpainting).
     #[error("{file}: {message}")]
     Image { file: String, message: String },

@@ -114,7 +114,7 @@ fn size_word(size: Option<Size>, label: &str) -> &'static str {
 /// One finding's sentence (capitalised, with its full stop).
 fn sentence(f: &Finding) -> Result<String> {
     let l = LABELS.iter().find(|l| l.id == f.label).ok_or_else(|| {
-        Error::Unsupported(format!(
+        Error::Input(format!(
             "unknown finding `{}`; the findings are: {}",
             f.label,
             LABELS.map(|l| l.id).join(", ")
@@ -154,7 +154,7 @@ fn sentence(f: &Finding) -> Result<String> {
 /// findings is refused (they contradict).
 pub fn impression(findings: &[Finding]) -> Result<String> {
     if findings.len() > 1 && findings.iter().any(|f| f.label == "no_finding") {
-        return Err(Error::Unsupported(
+        return Err(Error::Input(
             "“No Finding” cannot go with other findings: untick one of them".into(),
         ));
     }
@@ -173,7 +173,7 @@ pub fn prompt(findings: &[Finding], demographics: Option<&Demographics>) -> Resu
     if let Some(age) = d.age
         && !(1..=120).contains(&age)
     {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Input(format!(
             "the age must be between 1 and 120 years, not {age}"
         )));
     }

@@ -317,14 +317,14 @@ impl Request {
                 if let Some(v) = given
                     && v != got
                 {
-                    return Err(Error::Unsupported(format!(
+                    return Err(Error::Input(format!(
                         "{name} {v}: the init image is {}x{}, and an edit keeps its size; leave the {name} out or resize the image",
                         e.width, e.height
                     )));
                 }
             }
             if e.width % SIZE_STEP != 0 || e.height % SIZE_STEP != 0 {
-                return Err(Error::Unsupported(format!(
+                return Err(Error::Input(format!(
                     "the init image is {}x{}; its sides must be multiples of {SIZE_STEP} for the VAE: crop or resize it to {}x{}",
                     e.width,
                     e.height,
@@ -336,7 +336,7 @@ impl Request {
             check_side("the init image's height", e.height, SIZE_STEP)?;
             let px = e.width * e.height;
             if e.rgb.len() != px * 3 {
-                return Err(Error::Unsupported(format!(
+                return Err(Error::Input(format!(
                     "the init image has {} values, but a {}x{} RGB image has {}",
                     e.rgb.len(),
                     e.width,
@@ -346,7 +346,7 @@ impl Request {
             }
             if let Some(m) = &e.mask {
                 if m.len() != px {
-                    return Err(Error::Unsupported(format!(
+                    return Err(Error::Input(format!(
                         "the mask has {} pixels, but the init image is {}x{} ({px} pixels); draw the mask at the image's size",
                         m.len(),
                         e.width,
@@ -357,7 +357,7 @@ impl Request {
             }
         }
         if self.attention_maps && self.prompts.count() != 1 {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::Input(format!(
                 "attention maps are made for one image at a time; ask for 1 image, not {}",
                 self.prompts.count()
             )));
@@ -369,12 +369,12 @@ impl Request {
 /// Steps in `1..=MAX_STEPS`, or a sentence.
 pub fn check_steps(steps: usize) -> Result<()> {
     if steps == 0 {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Input(format!(
             "steps must be at least 1 (RoentGen uses {ROENTGEN_STEPS}), not 0"
         )));
     }
     if steps > MAX_STEPS {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Input(format!(
             "steps must be at most {MAX_STEPS} (the schedulers' training timesteps; RoentGen uses {ROENTGEN_STEPS}), not {steps}"
         )));
     }
@@ -385,7 +385,7 @@ pub fn check_steps(steps: usize) -> Result<()> {
 /// meaningless image).
 pub fn check_guidance(guidance: f32) -> Result<()> {
     if !guidance.is_finite() || !(0.0..=MAX_GUIDANCE).contains(&guidance) {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Input(format!(
             "guidance must be a number from 0 to {MAX_GUIDANCE} (RoentGen v1 uses 4, v2 3), not {guidance}"
         )));
     }
@@ -396,13 +396,13 @@ pub fn check_guidance(guidance: f32) -> Result<()> {
 /// naming `name` ("width", "height").
 pub fn check_side(name: &str, side: usize, step: usize) -> Result<()> {
     if side > MAX_SIZE {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Input(format!(
             "{name} must be at most {MAX_SIZE} pixels (RoentGen is trained at {ROENTGEN_SIZE}), not {side}"
         )));
     }
     if side < MIN_SIZE.max(step) || !side.is_multiple_of(step) {
         let near = (side / step * step).max(MIN_SIZE.max(step));
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Input(format!(
             "{name} must be one of the multiples of {step} from {} to {MAX_SIZE} pixels, not {side} (try {near})",
             MIN_SIZE.max(step)
         )));
@@ -413,12 +413,12 @@ pub fn check_side(name: &str, side: usize, step: usize) -> Result<()> {
 /// Images per request in `1..=MAX_COUNT`, or a sentence.
 pub fn check_count(count: usize) -> Result<()> {
     if count == 0 {
-        return Err(Error::Unsupported(
+        return Err(Error::Input(
             "count must be at least 1 (the images to make)".into(),
         ));
     }
     if count > MAX_COUNT {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Input(format!(
             "count at most {MAX_COUNT} per request, not {count}: run several requests"
         )));
     }
@@ -429,7 +429,7 @@ pub fn check_count(count: usize) -> Result<()> {
 /// refuse now: an empty mask would return the init image re-encoded).
 pub fn check_mask(repaint: &[bool]) -> Result<()> {
     if !repaint.iter().any(|&r| r) {
-        return Err(Error::Unsupported(
+        return Err(Error::Input(
             "the mask is empty (no white pixels), so nothing would be repainted: paint where the image should change, or leave the mask out for image-to-image".into(),
         ));
     }
@@ -441,7 +441,7 @@ pub fn check_mask(repaint: &[bool]) -> Result<()> {
 pub fn edit_strength(given: Option<f32>, masked: bool) -> Result<f32> {
     let s = given.unwrap_or(if masked { 1.0 } else { 0.8 });
     if !(s > 0.0 && s <= 1.0) {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Input(format!(
             "the strength must be a number greater than 0 and at most 1 (0.6 keeps the image's layout, 1 repaints from noise), not {s}"
         )));
     }
@@ -532,7 +532,7 @@ impl Plan {
             Some(e) => {
                 let strength = edit_strength(e.strength, e.mask.is_some())?;
                 if edit_start(settings.steps, strength) == settings.steps {
-                    return Err(Error::Unsupported(format!(
+                    return Err(Error::Input(format!(
                         "strength {strength} with {} steps runs no step (steps x strength < 1); raise the strength or the steps",
                         settings.steps
                     )));

@@ -49,7 +49,7 @@ pub fn encode_png(
     let color = match channels {
         1 => png::ColorType::Grayscale,
         3 => png::ColorType::Rgb,
-        _ => return Err(Error::Unsupported(format!("PNG with {channels} channels"))),
+        _ => return Err(Error::Input(format!("PNG with {channels} channels"))),
     };
     if pixels.len() != width * height * channels {
         return Err(Error::Shape(format!(
@@ -64,13 +64,13 @@ pub fn encode_png(
         enc.set_depth(png::BitDepth::Eight);
         for (k, v) in meta.text_chunks() {
             enc.add_itxt_chunk(k.to_string(), v)
-                .map_err(|e| Error::Unsupported(format!("PNG text chunk {k}: {e}")))?;
+                .map_err(|e| Error::Input(format!("PNG text chunk {k}: {e}")))?;
         }
         let mut w = enc
             .write_header()
-            .map_err(|e| Error::Unsupported(format!("PNG header: {e}")))?;
+            .map_err(|e| Error::Input(format!("PNG header: {e}")))?;
         w.write_image_data(pixels)
-            .map_err(|e| Error::Unsupported(format!("PNG data: {e}")))?;
+            .map_err(|e| Error::Input(format!("PNG data: {e}")))?;
     }
     Ok(out)
 }

@@ -33,7 +33,7 @@ impl RangeRead for Vec<u8> {
         let start = offset as usize;
         Ok(self
             .get(start..start + len)
-            .ok_or_else(|| crate::Error::Unsupported(format!("read past the end ({start}+{len})")))?
+            .ok_or_else(|| crate::Error::Internal(format!("read past the end ({start}+{len})")))?
             .to_vec())
     }
 }

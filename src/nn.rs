@@ -91,7 +91,7 @@ pub struct GroupNorm {
 impl GroupNorm {
     pub fn load(l: &Loader, channels: usize, groups: usize, eps: f32) -> Result<GroupNorm> {
         if groups == 0 || !channels.is_multiple_of(groups) {
-            return Err(crate::Error::Unsupported(format!(
+            return Err(crate::Error::Input(format!(
                 "{}: {channels} channels cannot be split in {groups} groups (norm_num_groups in config.json)",
                 l.name("")
             )));

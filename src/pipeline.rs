@@ -66,7 +66,7 @@ pub fn check_parts(
     vae: &VaeConfig,
 ) -> Result<()> {
     if text.hidden_size != unet.cross_attention_dim {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Input(format!(
             "the parts of this model do not fit together: the text encoder ({text_file}) gives {}-wide hidden states, but the UNet (unet/config.json) expects a cross_attention_dim of {}; the folder mixes two models: take both from the same checkpoint",
             text.hidden_size, unet.cross_attention_dim
         )));
@@ -76,7 +76,7 @@ pub fn check_parts(
         ("out_channels", unet.out_channels),
     ] {
         if n != vae.latent_channels {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::Input(format!(
                 "the parts of this model do not fit together: the VAE (vae/config.json) has {} latent channels, but the UNet (unet/config.json) has {what} {n}; the folder mixes two models: take both from the same checkpoint",
                 vae.latent_channels
             )));
@@ -475,7 +475,7 @@ impl Pipeline {
             return Ok(());
         }
         let reload = self.reload.as_ref().ok_or_else(|| {
-            Error::Unsupported(
+            Error::Internal(
                 "the UNet's weights were released after the last generation, and this pipeline was built from parts in memory, so it cannot read them again (use MemoryPlan::Resident)".into(),
             )
         })?;
@@ -491,7 +491,7 @@ impl Pipeline {
             return Ok(());
         }
         let reload = self.reload.as_ref().ok_or_else(|| {
-            Error::Unsupported(
+            Error::Internal(
                 "editing an image needs the VAE's encoder, and this pipeline was built from parts in memory without it".into(),
             )
         })?;
@@ -593,7 +593,7 @@ impl Pipeline {
             let enc = self.tokenizer.encode(prompt)?;
             let tokens = enc.tokens_used.saturating_sub(2);
             if tokens == 0 {
-                return Err(Error::Unsupported(
+                return Err(Error::Input(
                     "attention maps show where each word of the prompt acts, and this prompt has no words; type a prompt".into(),
                 ));
             }
@@ -651,7 +651,7 @@ impl Pipeline {
         let f = self.vae_config.scale_factor();
         let vae = lock(&self.vae).clone();
         let unet = lock(&self.unet).clone().ok_or_else(|| {
-            Error::Unsupported(
+            Error::Internal(
                 "the UNet's weights were released after the last generation to make room for the VAE decode; reload them first (Pipeline::ensure_unet)".into(),
             )
         })?;

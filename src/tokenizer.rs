@@ -250,7 +250,7 @@ fn parse_tokenizer_json(bytes: &[u8]) -> Result<TokenizerJson> {
     match model.get("type").and_then(Value::as_str) {
         Some("BPE") | None => {}
         Some(other) => {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::Input(format!(
                 "{FILE}: a `{other}` tokenizer model; the CLIP text encoder needs CLIP's BPE tokenizer"
             )));
         }
@@ -683,7 +683,7 @@ impl ClipTokenizer {
     fn encoding(&self, text: &str) -> Result<tokenizers::Encoding> {
         self.tokenizer
             .encode(text, true)
-            .map_err(|e| Error::Unsupported(format!("the tokenizer failed on the prompt: {e}")))
+            .map_err(|e| Error::Input(format!("the tokenizer failed on the prompt: {e}")))
     }
 
     /// BOS, the prompt's tokens, EOS: no truncation, no padding (`tokenizer(text).input_ids`).
@@ -719,7 +719,7 @@ impl ClipTokenizer {
         let text = self
             .tokenizer
             .decode(ids, skip_special_tokens)
-            .map_err(|e| Error::Unsupported(format!("the tokenizer could not decode ids: {e}")))?;
+            .map_err(|e| Error::Input(format!("the tokenizer could not decode ids: {e}")))?;
         Ok(text.replace("</w>", " ").trim().to_string())
     }
 }

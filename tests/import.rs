@@ -217,7 +217,7 @@ impl RangeRead for FailingAfter {
     fn read_at(&self, offset: u64, len: usize) -> roentgen_web::Result<Vec<u8>> {
         self.calls.set(self.calls.get() + 1);
         if self.calls.get() > self.ok {
-            return Err(roentgen_web::Error::Unsupported(
+            return Err(roentgen_web::Error::Input(
                 "the file went away while it was read".into(),
             ));
         }

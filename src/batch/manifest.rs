@@ -363,7 +363,7 @@ pub fn merged_outputs(rows: &[ManifestRow]) -> Result<MergedOutputs> {
         String::from("img_savename,prompt,annotated_prompt,synthetic_filename\n");
     for (i, r) in rows.iter().enumerate() {
         let Value::Object(fixed) =
-            serde_json::to_value(r).map_err(|e| Error::Unsupported(e.to_string()))?
+            serde_json::to_value(r).map_err(|e| Error::Input(e.to_string()))?
         else {
             unreachable!("a row serializes to an object")
         };

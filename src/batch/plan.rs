@@ -53,7 +53,7 @@ impl Shard {
 
     /// `K/N` as `--shard` takes it.
     pub fn parse(text: &str) -> Result<Shard> {
-        let err = |m: String| Error::Unsupported(format!("--shard {text}: {m}"));
+        let err = |m: String| Error::Input(format!("--shard {text}: {m}"));
         let (k, n) = text
             .split_once('/')
             .ok_or_else(|| err("write it as K/N, e.g. 0/4 for the first of four shards".into()))?;
@@ -70,12 +70,10 @@ impl Shard {
 
     pub fn new(index: usize, count: usize) -> Result<Shard> {
         if count == 0 {
-            return Err(Error::Unsupported(
-                "the shard count must be at least 1".into(),
-            ));
+            return Err(Error::Input("the shard count must be at least 1".into()));
         }
         if index >= count {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::Input(format!(
                 "shard {index} of {count} does not exist: shards are numbered from 0 to {}",
                 count - 1
             )));
@@ -97,7 +95,7 @@ impl Shard {
                 None => Ok(None),
                 Some(v) if v.trim().is_empty() => Ok(None),
                 Some(v) => v.trim().parse().map(Some).map_err(|_| {
-                    Error::Unsupported(format!(
+                    Error::Input(format!(
                         "the environment variable {name}={v:?} is not a number"
                     ))
                 }),
@@ -108,7 +106,7 @@ impl Shard {
             let count = match number("SLURM_ARRAY_TASK_COUNT")? {
                 Some(c) => c,
                 None => shards.ok_or_else(|| {
-                    Error::Unsupported(
+                    Error::Input(
                         "SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not; give --shards N or --shard K/N".into(),
                     )
                 })?,
@@ -116,17 +114,17 @@ impl Shard {
             if let Some(n) = shards
                 && n != count
             {
-                return Err(Error::Unsupported(format!(
+                return Err(Error::Input(format!(
                     "--shards {n} disagrees with SLURM_ARRAY_TASK_COUNT={count}"
                 )));
             }
             let index = id.checked_sub(min).ok_or_else(|| {
-                Error::Unsupported(format!(
+                Error::Input(format!(
                     "SLURM_ARRAY_TASK_ID={id} is below SLURM_ARRAY_TASK_MIN={min}"
                 ))
             })?;
             let shard = Shard::new(index, count).map_err(|e| {
-                Error::Unsupported(format!(
+                Error::Input(format!(
                     "the Slurm array task {id} is not a shard ({e}); submit the array as --array=0-{}",
                     count.saturating_sub(1)
                 ))
@@ -135,12 +133,12 @@ impl Shard {
         }
         if let Some(index) = number("JOB_COMPLETION_INDEX")? {
             let count = shards.ok_or_else(|| {
-                Error::Unsupported(
+                Error::Input(
                     "JOB_COMPLETION_INDEX is set (a Kubernetes Indexed Job): give --shards N, N being the Job's completions".into(),
                 )
             })?;
             let shard = Shard::new(index, count)
-                .map_err(|e| Error::Unsupported(format!("JOB_COMPLETION_INDEX={index}: {e}")))?;
+                .map_err(|e| Error::Input(format!("JOB_COMPLETION_INDEX={index}: {e}")))?;
             return Ok(Some((shard, "Kubernetes Indexed Job")));
         }
         Ok(None)
@@ -205,7 +203,7 @@ fn row_error(table: &PromptTable, line: usize, message: String) -> Error {
 /// (unique, usable as file names) and the seeds (whole numbers) first.
 pub fn plan(table: &PromptTable, o: &PlanOptions) -> Result<Vec<Job>> {
     if o.images_per_prompt == 0 || o.images_per_prompt > MAX_IMAGES_PER_PROMPT {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Input(format!(
             "--images-per-prompt must be from 1 to {MAX_IMAGES_PER_PROMPT}, not {}",
             o.images_per_prompt
         )));

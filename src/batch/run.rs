@@ -87,7 +87,7 @@ pub struct Summary {
 }
 
 fn io(path: &Path, what: &str, e: std::io::Error) -> Error {
-    Error::Unsupported(format!("{what} {}: {e}", path.display()))
+    Error::Input(format!("{what} {}: {e}", path.display()))
 }
 
 /// SHA-256 of a file, streamed.
@@ -162,7 +162,7 @@ fn open_manifest(out: &Path, shard: Shard, warn: &mut dyn FnMut(String)) -> Resu
     match f.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::Input(format!(
                 "another `roentgen batch` is writing shard {shard} into {} (it holds {}); wait for it to finish, or run another --shard",
                 out.display(),
                 path.display()
@@ -234,11 +234,11 @@ pub async fn run_shard(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Summary> {
     if s.batch_size == 0 {
-        return Err(Error::Unsupported("--batch-size must be at least 1".into()));
+        return Err(Error::Input("--batch-size must be at least 1".into()));
     }
     let images = s.out.join("images");
     std::fs::create_dir_all(&images).map_err(|e| {
-        Error::Unsupported(format!(
+        Error::Input(format!(
             "cannot create the output folder {}: {e}; choose a folder you can write to with --output-dir",
             images.display()
         ))
@@ -265,7 +265,7 @@ pub async fn run_shard(
         let want = row_for(job, table, s);
         match recorded.get(&job.file) {
             Some(have) if !have.same_settings(&want) => {
-                return Err(Error::Unsupported(format!(
+                return Err(Error::Input(format!(
                     "{} in {} was made with other settings: {}; write this dataset to another --output-dir, or delete the old one",
                     job.file,
                     s.out.display(),
@@ -390,7 +390,7 @@ pub struct Merged {
 /// Rows whose image is missing are left out and reported.
 pub fn merge(out: &Path) -> Result<Merged> {
     if !out.is_dir() {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Input(format!(
             "{} is not a folder; give the --output-dir of the batch run",
             out.display()
         )));
@@ -420,7 +420,7 @@ pub fn merge(out: &Path) -> Result<Merged> {
         }
     }
     if rows.is_empty() {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Input(format!(
             "{} holds no manifest rows (shard-K-of-N.jsonl); run `roentgen batch` into it first",
             out.display()
         )));

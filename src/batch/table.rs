@@ -56,7 +56,7 @@ impl TableFormat {
         } else if lower.ends_with(".jsonl") || lower.ends_with(".ndjson") {
             Ok(TableFormat::Jsonl)
         } else {
-            Err(Error::Unsupported(format!(
+            Err(Error::Input(format!(
                 "{name}: a prompt table must be a .csv file (with a header row) or a .jsonl file (one JSON object per line)"
             )))
         }
@@ -483,7 +483,7 @@ enum Part {
 
 impl Template {
     pub fn parse(template: &str) -> Result<Template> {
-        let err = |m: &str| Error::Unsupported(format!("--prompt-template {template:?}: {m}"));
+        let err = |m: &str| Error::Input(format!("--prompt-template {template:?}: {m}"));
         let mut parts = Vec::new();
         let mut text = String::new();
         let mut chars = template.chars().peekable();

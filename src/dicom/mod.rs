@@ -173,7 +173,7 @@ pub fn encode_dicom(
     created: &Created,
 ) -> Result<Vec<u8>> {
     if width == 0 || height == 0 || width > 65_535 || height > 65_535 {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Input(format!(
             "a DICOM image is 1 to 65535 pixels a side, not {width}x{height}"
         )));
     }

@@ -269,7 +269,7 @@ impl AutoencoderKL {
     /// then log-variance, as diffusers' `latent_dist.parameters`).
     pub fn encode(&self, gpu: &Gpu, image: &Tensor) -> Result<Tensor> {
         let e = self.encoder.as_ref().ok_or_else(|| {
-            crate::Error::Unsupported(
+            crate::Error::Internal(
                 "the VAE was loaded without its encoder (load it with_encoder)".into(),
             )
         })?;

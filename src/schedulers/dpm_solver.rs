@@ -155,7 +155,7 @@ impl DpmSolverMultistep {
         // divides by it: diffusers returns NaN latents. Only "leading" spacing at 999 of
         // 1000 steps gets there (t = 1000 is clamped onto σ(999)); refuse it instead.
         if let Some(i) = sigmas.windows(2).position(|w| w[0] == w[1]) {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::Input(format!(
                 "DPM-Solver with {n} steps visits σ({}) twice (calls {i} and {}), which makes \
                  its update divide by zero; use fewer steps or `timestep_spacing` \"trailing\"",
                 timesteps[i],

@@ -106,7 +106,7 @@ impl FromStr for SchedulerKind {
             .into_iter()
             .find(|kind| kind.name() == k || kind.class_name().eq_ignore_ascii_case(&k))
             .ok_or_else(|| {
-                Error::Unsupported(format!(
+                Error::Input(format!(
                     "unknown scheduler `{s}`; choose one of pndm, ddim, dpm++2m, euler-a"
                 ))
             })
@@ -193,7 +193,7 @@ pub fn build(
     config.check("scheduler/scheduler_config.json")?;
     let t = config.num_train_timesteps;
     if num_inference_steps == 0 || num_inference_steps > t {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::Input(format!(
             "{num_inference_steps} inference steps: choose between 1 and {t} (the model's training steps)"
         )));
     }
@@ -235,7 +235,7 @@ pub fn alphas_cumprod(kind: SchedulerKind, config: &SchedulerConfig) -> Vec<f32>
 
 /// The error for a diffusers option a scheduler here does not implement.
 fn unsupported(kind: SchedulerKind, what: String) -> Error {
-    Error::Unsupported(format!(
+    Error::Input(format!(
         "the {} scheduler ({}) does not support {what}",
         kind.name(),
         kind.class_name()

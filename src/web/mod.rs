@@ -84,7 +84,7 @@ pub async fn bench_unet(
         let (lc, ctx_dim) = (cfg.in_channels, cfg.cross_attention_dim);
         // f32 | f16 | int8 | int4 (int8/int4 by the converter's policy)
         let wf = WeightFormat::from_name(&format).ok_or_else(|| {
-            crate::Error::Unsupported(format!("format {format}: use f32, f16, int8 or int4"))
+            crate::Error::Input(format!("format {format}: use f32, f16, int8 or int4"))
         })?;
         let matrix = MatrixFormat::for_format(wf);
         let unet =
@@ -150,7 +150,7 @@ pub async fn bench_kernels(
         let mut rows = Vec::new();
         for case in unet_cases(latent, base) {
             let wf = WeightFormat::from_name(&format).ok_or_else(|| {
-                crate::Error::Unsupported(format!("format {format}: use f32, f16, int8 or int4"))
+                crate::Error::Input(format!("format {format}: use f32, f16, int8 or int4"))
             })?;
             let p = PreparedCase::new(&gpu, case, wf)?;
             let t = time_case(&gpu, &p, reps.max(1), &now).await?;

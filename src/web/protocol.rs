@@ -128,10 +128,12 @@ impl Settings {
             Some(e) => {
                 let bytes = |b: Option<&[u8]>, what: &str, want: usize| -> Result<Vec<u8>, Error> {
                     let b = b.ok_or_else(|| {
-                        Error::Unsupported(format!("the {what} did not arrive; choose it again"))
+                        Error::Internal(format!(
+                            "the {what} did not reach the engine with the request"
+                        ))
                     })?;
                     if b.len() != want {
-                        return Err(Error::Unsupported(format!(
+                        return Err(Error::Input(format!(
                             "the {what} has {} bytes, not the {want} of a {}x{} image",
                             b.len(),
                             self.size,
@@ -331,7 +333,8 @@ impl FailureKind {
             Error::Weights(_) | Error::Config { .. } | Error::MissingFile { .. } => {
                 FailureKind::Model
             }
-            Error::Unsupported(_) | Error::Image { .. } => FailureKind::Input,
+            Error::Input(_) | Error::Image { .. } => FailureKind::Input,
+            Error::Internal(_) => FailureKind::Other,
             Error::Storage(_) => FailureKind::Storage,
             Error::Download { .. } => FailureKind::Network,
             Error::Gpu(_) | Error::Shape(_) => FailureKind::Other,
@@ -376,7 +379,7 @@ pub fn model_name(folder: &str) -> String {
 pub fn model_url(url: &str) -> Result<(String, String), Error> {
     let url = url.trim();
     let not_url = || {
-        Error::Unsupported(format!(
+        Error::Input(format!(
             "“{url}” is not a web address: give the folder's http:// or https:// URL, e.g. https://intranet.example/models/roentgen/"
         ))
     };
@@ -392,7 +395,7 @@ pub fn model_url(url: &str) -> Result<(String, String), Error> {
             Ok((format!("{scheme}{path}/"), model_name(last)))
         }
         _ if path.is_empty() => Err(not_url()),
-        _ => Err(Error::Unsupported(format!(
+        _ => Err(Error::Input(format!(
             "“{url}” names a server, not a model folder on it: add the folder's path"
         ))),
     }
@@ -486,6 +489,12 @@ mod tests {
     fn failures_are_classified() {
         let e = Error::DeviceLost("gone".into());
         assert_eq!(FailureKind::of(&e), FailureKind::DeviceLost);
+        // the user's input and the engine's own faults are different failures
+        let e = Error::Input("steps must be at least 1".into());
+        assert_eq!(FailureKind::of(&e), FailureKind::Input);
+        let e = Error::Internal("a buffer was read past its end".into());
+        assert_eq!(FailureKind::of(&e), FailureKind::Other);
+        assert!(e.to_string().contains("not in your input"), "{e}");
         let e = Error::Limit {
             limit: "maxBufferSize",
             have: 1,

@@ -206,7 +206,7 @@ impl Engine {
             .borrow()
             .as_ref()
             .map(|m| m.1.recipe())
-            .ok_or_else(|| Error::Unsupported("the model was unloaded while loading".into()))?;
+            .ok_or_else(|| Error::Internal("the model was unloaded while loading".into()))?;
         Ok(Reply::Ready {
             name: name.into(),
             millis: now_ms() - t0,
@@ -226,7 +226,7 @@ impl Engine {
         files: Array,
     ) -> Result<Reply> {
         if paths.len() != files.length() as usize {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::Input(format!(
                 "{} paths but {} files arrived",
                 paths.len(),
                 files.length()
@@ -243,7 +243,7 @@ impl Engine {
         let target = match format {
             "original" => None,
             f => Some(crate::convert::Target::from_name(f).ok_or_else(|| {
-                Error::Unsupported(format!(
+                Error::Input(format!(
                     "unknown import format `{f}`: choose int8, int4 or original"
                 ))
             })?),
@@ -365,7 +365,7 @@ impl Engine {
             .as_ref()
             .map(|m| m.1.clone())
             .ok_or_else(|| {
-                Error::Unsupported("no model is loaded: import a model folder first".into())
+                Error::Input("no model is loaded: import a model folder first".into())
             })?;
         let plan = pipeline.plan(req)?;
         let gpu = self.gpu().await?;
@@ -423,7 +423,7 @@ impl Engine {
             .crypto()
             .and_then(|c| c.get_random_values_with_u8_array(&mut entropy).map(|_| ()))
             .map_err(|e| {
-                Error::Unsupported(format!(
+                Error::Internal(format!(
                     "no random numbers for the DICOM UIDs: {}",
                     store::js_error(&e)
                 ))
