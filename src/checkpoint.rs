@@ -12,6 +12,8 @@ use crate::loader::{Loader, MatrixFormat, RangeRead, WeightFile};
 use crate::models::{
     AutoencoderKL, ClipTextConfig, ClipTextModel, UNet2DConditionModel, UNetConfig, VaeConfig,
 };
+use crate::schedulers::SchedulerConfig;
+use crate::tokenizer::{ClipTokenizer, TokenizerFiles};
 use crate::weights::pick_weight_file;
 
 /// Where a checkpoint's files come from. Paths are relative to the checkpoint root and
@@ -214,6 +216,60 @@ impl<S: FileSource> Checkpoint<S> {
             &Loader::new(gpu, &w, self.options.matrix_format).component("unet"),
             config,
         )
+    }
+
+    /// The tokenizer: `tokenizer/` (or `text_encoder_and_tokenizer/`'s own, see
+    /// [`Checkpoint::tokenizer_dir`]), in either layout (`vocab.json` + `merges.txt` as
+    /// RoentGen-era folders ship it, or `tokenizer.json`).
+    pub async fn tokenizer(&self) -> Result<ClipTokenizer> {
+        let dir = self.tokenizer_dir();
+        let read = |p: &'static str| async move {
+            let path = format!("{dir}/{p}");
+            if self.has(&path) {
+                Some(self.source.read(&path).await)
+            } else {
+                None
+            }
+        };
+        let vocab = read("vocab.json").await.transpose()?;
+        let merges = read("merges.txt").await.transpose()?;
+        let tokenizer_json = read("tokenizer.json").await.transpose()?;
+        let config = read("tokenizer_config.json").await.transpose()?;
+        let special = read("special_tokens_map.json").await.transpose()?;
+        ClipTokenizer::from_files(TokenizerFiles {
+            vocab_json: vocab.as_deref(),
+            merges_txt: merges.as_deref(),
+            tokenizer_json: tokenizer_json.as_deref(),
+            tokenizer_config_json: config.as_deref(),
+            special_tokens_map_json: special.as_deref(),
+        })
+    }
+
+    /// `scheduler/scheduler_config.json`.
+    pub async fn scheduler_config(&self) -> Result<SchedulerConfig> {
+        let file = "scheduler/scheduler_config.json";
+        SchedulerConfig::from_json(file, &self.read_text(file).await?)
+    }
+
+    /// `_name_or_path` from `model_index.json`, or "" (nothing in it is needed to
+    /// generate: an unreadable one is logged and the model loads without its name).
+    pub async fn model_name(&self) -> String {
+        let Ok(s) = self.read_text("model_index.json").await else {
+            return String::new();
+        };
+        match serde_json::from_str::<serde_json::Value>(&s) {
+            Ok(v) => v
+                .get("_name_or_path")
+                .and_then(|n| n.as_str())
+                .map(String::from)
+                .unwrap_or_default(),
+            Err(e) => {
+                log::warn!(
+                    "model_index.json is not valid JSON ({e}); the model loads without its name"
+                );
+                String::new()
+            }
+        }
     }
 
     /// `unet/config.json`.

@@ -31,7 +31,7 @@ use crate::models::{
 use crate::ops::AttentionMaps;
 use crate::rng::TorchGenerator;
 use crate::schedulers::{self, SchedulerConfig};
-use crate::tokenizer::{ClipTokenizer, TokenizerFiles};
+use crate::tokenizer::ClipTokenizer;
 pub use crate::word_maps::WordMaps;
 
 pub use crate::generation::{
@@ -345,33 +345,6 @@ fn nhwc_to_nchw(x: &[f32], b: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
     out
 }
 
-/// The checkpoint's `tokenizer/` folder (or `text_encoder_and_tokenizer/`'s own, see
-/// [`Checkpoint::tokenizer_dir`]), in either layout (`vocab.json` + `merges.txt`
-/// as RoentGen-era folders ship it, or `tokenizer.json`).
-pub async fn load_tokenizer<S: FileSource>(ck: &Checkpoint<S>) -> Result<ClipTokenizer> {
-    let dir = ck.tokenizer_dir();
-    let read = |p: &'static str| async move {
-        let path = format!("{dir}/{p}");
-        if ck.files.contains(&path) {
-            Some(ck.source.read(&path).await)
-        } else {
-            None
-        }
-    };
-    let vocab = read("vocab.json").await.transpose()?;
-    let merges = read("merges.txt").await.transpose()?;
-    let tokenizer_json = read("tokenizer.json").await.transpose()?;
-    let config = read("tokenizer_config.json").await.transpose()?;
-    let special = read("special_tokens_map.json").await.transpose()?;
-    ClipTokenizer::from_files(TokenizerFiles {
-        vocab_json: vocab.as_deref(),
-        merges_txt: merges.as_deref(),
-        tokenizer_json: tokenizer_json.as_deref(),
-        tokenizer_config_json: config.as_deref(),
-        special_tokens_map_json: special.as_deref(),
-    })
-}
-
 impl Pipeline {
     /// Loads every part of a checkpoint, first checking that the parts fit together
     /// (the text encoder's width is the UNet's `cross_attention_dim`, the VAE's latent
@@ -384,10 +357,9 @@ impl Pipeline {
         on_part: &mut dyn FnMut(&str),
     ) -> Result<Pipeline> {
         on_part("tokenizer");
-        let tokenizer = load_tokenizer(ck).await?;
+        let tokenizer = ck.tokenizer().await?;
         on_part("scheduler");
-        let file = "scheduler/scheduler_config.json";
-        let scheduler_config = SchedulerConfig::from_json(file, &ck.read_text(file).await?)?;
+        let scheduler_config = ck.scheduler_config().await?;
         check_parts(
             &ck.text_encoder_config().await?,
             &format!("{}/config.json", ck.text_encoder_dir()),
@@ -401,23 +373,7 @@ impl Pipeline {
         let unet = ck.unet(gpu).await?;
         on_part("vae");
         let vae = ck.vae(gpu, false).await?;
-        let name = match ck.read_text("model_index.json").await {
-            Ok(s) => match serde_json::from_str::<serde_json::Value>(&s) {
-                Ok(v) => v
-                    .get("_name_or_path")
-                    .and_then(|n| n.as_str())
-                    .map(String::from)
-                    .unwrap_or_default(),
-                Err(e) => {
-                    // Nothing in it is needed to generate, so load anyway, but say so.
-                    log::warn!(
-                        "model_index.json is not valid JSON ({e}); the model loads without its name"
-                    );
-                    String::new()
-                }
-            },
-            Err(_) => String::new(),
-        };
+        let name = ck.model_name().await;
         let mut pipe = Pipeline::new(name, tokenizer, text_encoder, unet, vae, scheduler_config)?;
         pipe.reload = Some(reload);
         Ok(pipe)

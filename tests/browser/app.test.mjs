@@ -5,7 +5,9 @@
 //   2. reload with the network off: the service worker serves the app, the model comes
 //      from the Origin Private File System, the same image is generated, and not one
 //      request leaves the page while it does;
-//   3. a folder missing a weight file is refused with a message naming it;
+//   3. a folder missing a weight file is refused with a message naming it; a folder whose
+//      parts do not fit (text encoder 32 wide, UNet expecting 36) is refused naming both,
+//      and the same engine loads the next folder;
 //   4. a browser without WebGPU says so and which browsers and flags have it;
 //   5. a model downloaded from a URL, cut off halfway through its UNet, resumes with a
 //      Range request on the second try and loads;
@@ -148,6 +150,38 @@ test('out of storage space, an int8 import says how much it needs and leaves the
     assert.equal(await modelState(page, ['ready', 'error']), 'ready', await errorText(page));
   } finally {
     await browser.close();
+  }
+});
+
+test('a folder whose parts do not fit is refused naming both; the engine survives and the next folder loads', { timeout: 2 * SLOW }, async () => {
+  // a text encoder 32 wide beside a UNet expecting 36 (src/pipeline.rs check_parts)
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'roentgen-'));
+  const mixed = path.join(dir, 'tiny-sd-mixed');
+  fs.cpSync(FIXTURE, mixed, { recursive: true });
+  const cfg = path.join(mixed, 'unet/config.json');
+  fs.writeFileSync(cfg, JSON.stringify({ ...JSON.parse(fs.readFileSync(cfg, 'utf8')), cross_attention_dim: 36 }));
+  const browser = await launch();
+  try {
+    const page = await browser.newPage();
+    const crashes = [];
+    page.on('pageerror', (e) => crashes.push(String(e)));
+    await page.goto(server.url);
+    await modelState(page, ['none']);
+    await page.selectOption(byId('import-format'), 'original');
+    await page.setInputFiles(byId('model-folder'), mixed);
+    await page.waitForSelector(`${byId('error')}:not([hidden])`, { timeout: SLOW });
+    const text = await errorText(page);
+    assert.match(text, /text encoder \(text_encoder\/config\.json\) gives 32-wide/, text);
+    assert.match(text, /cross_attention_dim of 36/, text);
+    assert.doesNotMatch(text, /stopped unexpectedly|internal error/i, text);
+    assert.equal(await page.isDisabled(byId('generate')), true);
+    // the same engine loads the next folder
+    await page.setInputFiles(byId('model-folder'), FIXTURE);
+    assert.equal(await modelState(page, ['ready', 'error']), 'ready', await errorText(page));
+    assert.deepEqual(crashes, []);
+  } finally {
+    await browser.close();
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
 

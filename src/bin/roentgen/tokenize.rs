@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use roentgen_web::pipeline::load_tokenizer;
 
 #[derive(clap::Args)]
 pub struct TokenizeArgs {
@@ -16,7 +15,7 @@ pub struct TokenizeArgs {
 }
 
 pub async fn tokenize(a: TokenizeArgs) -> Result<()> {
-    let tok = load_tokenizer(&crate::open(&a.model, false)?).await?;
+    let tok = crate::open(&a.model, false)?.tokenizer().await?;
     let enc = tok.encode(&a.text)?;
     if let Some(d) = &enc.dropped {
         eprintln!(
