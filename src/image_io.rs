@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 
 /// Text chunks every image carries, so that a result can be reproduced and is never
 /// mistaken for a patient's radiograph.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ImageMetadata {
     pub prompt: String,
     pub negative_prompt: String,

@@ -5,6 +5,7 @@
 //! results back) and never blocks on wasm32. Natively, [`Gpu::read`] polls the device
 //! while it waits, so `pollster::block_on` is enough to drive it.
 
+mod host;
 mod oneshot;
 mod pool;
 mod tensor;
@@ -12,10 +13,9 @@ mod tensor;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+pub use host::HostWeight;
 pub use pool::MemoryStats;
 pub use tensor::{Tensor, Weight, WeightFormat};
-
-use crate::quant::{Quantized, quantize};
 
 use crate::error::{Error, Result};
 use pool::{BufferPool, PooledBuffer};
@@ -767,38 +767,6 @@ impl Gpu {
     }
 }
 
-/// A weight's values on the host, in one of the forms a checkpoint holds them.
-#[derive(Clone, Copy)]
-pub enum HostWeight<'a> {
-    F32(&'a [f32]),
-    /// IEEE half bits.
-    F16(&'a [u16]),
-    /// Already packed (a quantized checkpoint): uploaded as it is, in its own format.
-    Quantized(&'a Quantized),
-}
-
-impl<'a> From<&'a [f32]> for HostWeight<'a> {
-    fn from(v: &'a [f32]) -> Self {
-        HostWeight::F32(v)
-    }
-}
-
-impl<'a> From<&'a Vec<f32>> for HostWeight<'a> {
-    fn from(v: &'a Vec<f32>) -> Self {
-        HostWeight::F32(v)
-    }
-}
-
-impl HostWeight<'_> {
-    fn numel(&self) -> usize {
-        match self {
-            HostWeight::F32(v) => v.len(),
-            HostWeight::F16(v) => v.len(),
-            HostWeight::Quantized(q) => q.numel,
-        }
-    }
-}
-
 impl Gpu {
     /// The one place host tensors become GPU weights: `host` converted to `format`
     /// (f32/f16 by `half`, int8/int4 by [`crate::quant::quantize`]) and uploaded.
@@ -813,44 +781,7 @@ impl Gpu {
     ) -> Weight {
         let host = host.into();
         assert_eq!(host.numel(), shape.iter().product::<usize>(), "{name}");
-        let to_f32 = |bits: &[u16]| -> Vec<f32> {
-            bits.iter()
-                .map(|&b| half::f16::from_bits(b).to_f32())
-                .collect()
-        };
-        let (format, data, scales): (WeightFormat, Vec<u8>, Option<Vec<u16>>) = match (host, format)
-        {
-            (HostWeight::Quantized(q), _) => (
-                WeightFormat::from_quant(q.format),
-                q.data.clone(),
-                Some(q.scales.clone()),
-            ),
-            (HostWeight::F32(v), WeightFormat::F32) => {
-                (format, bytemuck::cast_slice(v).to_vec(), None)
-            }
-            (HostWeight::F16(b), WeightFormat::F32) => {
-                (format, bytemuck::cast_slice(&to_f32(b)).to_vec(), None)
-            }
-            (HostWeight::F16(b), WeightFormat::F16) => {
-                (format, bytemuck::cast_slice(b).to_vec(), None)
-            }
-            (HostWeight::F32(v), WeightFormat::F16) => {
-                let bits: Vec<u16> = v
-                    .iter()
-                    .map(|&x| half::f16::from_f32(x).to_bits())
-                    .collect();
-                (format, bytemuck::cast_slice(&bits).to_vec(), None)
-            }
-            (h, f) => {
-                let q = f.quant().unwrap();
-                let q = match h {
-                    HostWeight::F32(v) => quantize(v, q),
-                    HostWeight::F16(b) => quantize(&to_f32(b), q),
-                    HostWeight::Quantized(_) => unreachable!(),
-                };
-                (f, q.data, Some(q.scales))
-            }
-        };
+        let (format, data, scales) = host.encode(format);
         let upload = |bytes: &[u8], label: &str| {
             // Kernels bind large weights whole: only the buffer itself is limited.
             let size = self.within_limit(

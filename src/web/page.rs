@@ -157,9 +157,10 @@ impl Page {
                 tokens,
                 h,
                 w,
+                metadata,
             } => {
                 if let Some(b) = bytes {
-                    self.workbench_maps(words, tokens, h, w, &b.to_vec());
+                    self.workbench_maps(words, tokens, h, w, metadata, &b.to_vec());
                 }
             }
             Effect::Memory(m) => self.show_memory(&m),

@@ -286,6 +286,7 @@ pub enum Effect {
         tokens: usize,
         h: usize,
         w: usize,
+        metadata: crate::image_io::ImageMetadata,
     },
     Memory(MemoryFigures),
     Tokens {
@@ -1105,11 +1106,13 @@ impl PageState {
                 tokens,
                 h,
                 w,
+                metadata,
             } => fx.push(Effect::WordMaps {
                 words,
                 tokens,
                 h,
                 w,
+                metadata,
             }),
             Reply::Cancelled => {
                 self.set_task(Task::Idle, fx);

@@ -289,6 +289,9 @@ pub enum Reply {
         tokens: usize,
         h: usize,
         w: usize,
+        /// The image's own metadata (`Outcome::metadata`), which each word's overlay PNG
+        /// carries as the image's PNG does.
+        metadata: crate::image_io::ImageMetadata,
     },
     Cancelled,
     /// After a load or a generation.

@@ -449,6 +449,7 @@ impl Engine {
                     tokens: m.token_ids.len(),
                     h: m.h,
                     w: m.w,
+                    metadata: outcome.metadata(0),
                 },
                 Some(&bytes),
             );

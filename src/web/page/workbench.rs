@@ -51,7 +51,8 @@ pub(super) struct Workbench {
     painting: Cell<bool>,
     /// The last result, for the word overlays and Compare.
     result: RefCell<Option<Shown>>,
-    maps: RefCell<Option<WordMaps>>,
+    /// The maps and the image's metadata (each overlay carries it).
+    maps: RefCell<Option<(WordMaps, ImageMetadata)>>,
     overlay_url: RefCell<Option<String>>,
     dicom_url: RefCell<Option<String>>,
     pinned: RefCell<Option<(String, String)>>,
@@ -332,6 +333,7 @@ impl Page {
         tokens: usize,
         h: usize,
         w: usize,
+        metadata: ImageMetadata,
         bytes: &[u8],
     ) {
         let maps: Vec<f32> = bytes
@@ -360,14 +362,17 @@ impl Page {
             let _ = list.append_child(&b);
         }
         list.set_hidden(false);
-        *self.bench.maps.borrow_mut() = Some(WordMaps {
-            token_ids: vec![0; tokens],
-            pieces: vec![String::new(); tokens],
-            words,
-            maps,
-            h,
-            w,
-        });
+        *self.bench.maps.borrow_mut() = Some((
+            WordMaps {
+                token_ids: vec![0; tokens],
+                pieces: vec![String::new(); tokens],
+                words,
+                maps,
+                h,
+                w,
+            },
+            metadata,
+        ));
     }
 
     fn show_word(&self, word: Option<usize>) {
@@ -395,21 +400,10 @@ impl Page {
             return;
         };
         let maps = b.maps.borrow();
-        let Some(m) = maps.as_ref() else { return };
-        let (s, model) = {
-            let st = self.state.borrow();
-            (st.settings.clone().unwrap_or_default(), st.model.clone())
+        let Some((m, meta)) = maps.as_ref() else {
+            return;
         };
-        let meta = ImageMetadata {
-            prompt: s.prompt.clone(),
-            negative_prompt: s.negative_prompt.clone(),
-            seed: s.seed,
-            steps: s.steps,
-            guidance: s.guidance,
-            scheduler: s.scheduler.clone(),
-            model: model.unwrap_or_default(),
-        };
-        match m.overlay_png(i, gray, *w, *h, &meta) {
+        match m.overlay_png(i, gray, *w, *h, meta) {
             Ok(png) => {
                 if let Some(u) = blob_url(&png, "image/png") {
                     if let Some(old) = b.overlay_url.borrow_mut().replace(u.clone()) {
