@@ -30,7 +30,7 @@ const browser = await launch();
 try {
   const page = await browser.newPage();
   page.on('console', (m) => { if (m.type() === 'error') console.error(m.text()); });
-  await page.goto(server.url);
+  await page.goto(`${server.url}?bench`);
   await page.waitForFunction(() => window.wasmBindings?.bench_unet, null, { timeout: 120_000 });
   if (kernels) {
     const [latent, base] = latents;
