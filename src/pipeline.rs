@@ -546,6 +546,19 @@ impl Pipeline {
         on_call: &mut dyn FnMut(Progress) -> Control,
     ) -> Result<Outcome> {
         let s = &plan.settings;
+        // every map fits this GPU's bindings, or a sentence before anything runs
+        crate::models::fit::check(
+            crate::models::fit::BufferLimits::of(gpu),
+            &self.unet_config,
+            &self.vae_config,
+            crate::models::fit::Job {
+                images: plan.prompts.count(),
+                guided: s.guidance > 1.0,
+                width: s.width,
+                height: s.height,
+                encode: plan.edit.is_some(),
+            },
+        )?;
         if plan.edit.is_some() {
             self.ensure_vae_encoder(gpu)?;
         }

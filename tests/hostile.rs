@@ -221,6 +221,48 @@ fn broken_configs() {
         v(edit(&vae, "norm_num_groups", json!(0))),
         &["vae/config.json", "norm_num_groups"],
     );
+    // these used to be accepted, and panicked later (noted per case)
+    expect(
+        // attention.rs: "attention: 16 channels in 5 heads" at the first UNet call
+        "UNet heads that do not divide a block's width",
+        u(edit(&unet, "attention_head_dim", json!(5))),
+        &[
+            "unet/config.json",
+            "attention_head_dim",
+            "5 heads",
+            "16 channels",
+        ],
+    );
+    expect(
+        "UNet per-block head counts, one not dividing its block",
+        u(edit(&unet, "num_attention_heads", json!([4, 4, 3, 4]))),
+        &[
+            "unet/config.json",
+            "num_attention_heads",
+            "3 heads",
+            "32 channels",
+        ],
+    );
+    expect(
+        // "attempt to multiply with overflow" (pipeline.rs, the default side)
+        "UNet sample_size 10^19",
+        u(edit(
+            &unet,
+            "sample_size",
+            json!(10_000_000_000_000_000_000u64),
+        )),
+        &["unet/config.json", "sample_size"],
+    );
+    expect(
+        "UNet fewer widths than block types",
+        u(edit(&unet, "block_out_channels", json!([16, 16, 32]))),
+        &["unet/config.json", "3 block_out_channels", "4 down"],
+    );
+    expect(
+        "VAE fewer block types than widths",
+        v(edit(&vae, "up_block_types", json!(["UpDecoderBlock2D"]))),
+        &["vae/config.json", "up_block_types", "4 block_out_channels"],
+    );
     expect(
         "CLIP zero layers is absurd width",
         c(edit(&clip, "hidden_size", json!(0))),
@@ -586,6 +628,140 @@ fn bad_arguments_are_refused_before_any_output() {
         let name = extra.join(" ");
         expect(
             &name,
+            if o.status.success() {
+                Ok(())
+            } else {
+                Err(err.clone())
+            },
+            phrases,
+        );
+        assert!(!err.contains("panicked"), "{name}: {err}");
+        assert!(!out.exists(), "{name}: an output was written");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---------------------------------------------------------------------------------
+// a folder whose parts disagree, and sizes this GPU cannot hold: through the CLI
+
+/// Sets `key` of the JSON file `rel` in folder `d`.
+fn set(d: &Path, rel: &str, key: &str, value: serde_json::Value) {
+    let p = d.join(rel);
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    v[key] = value;
+    std::fs::write(&p, v.to_string()).unwrap();
+}
+
+#[test]
+fn disagreeing_folders_and_oversized_requests_through_the_cli() {
+    use serde_json::json;
+    let dir = std::env::temp_dir().join(format!("roentgen-hostile-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("x.png");
+    // a 2048x2048 gray init image (the VAE encoder's first map, 16 channels at full
+    // size, is 256 MiB: more than a browser's 128 MiB binding)
+    let big = dir.join("big.png");
+    std::fs::write(
+        &big,
+        roentgen_web::image_io::encode_png(
+            &vec![128u8; 2048 * 2048],
+            2048,
+            2048,
+            1,
+            &Default::default(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let big = big.to_str().unwrap().to_string();
+    type Break = fn(&Path);
+    let none: Break = |_| {};
+    // (name and the panic it used to give, the break, extra arguments, browser limits,
+    // phrases)
+    let cases: [(&str, Break, Vec<&str>, bool, &[&str]); 6] = [
+        (
+            // attention.rs:300 "attention: 16 channels in 5 heads"
+            "UNet heads that do not divide the width",
+            |d| set(d, "unet/config.json", "attention_head_dim", json!(5)),
+            vec![],
+            false,
+            &["unet/config.json", "attention_head_dim", "5 heads"],
+        ),
+        (
+            "UNet widths fewer than its block types",
+            |d| {
+                set(
+                    d,
+                    "unet/config.json",
+                    "block_out_channels",
+                    json!([16, 16, 32]),
+                )
+            },
+            vec![],
+            false,
+            &["unet/config.json", "3 block_out_channels"],
+        ),
+        (
+            "a text encoder whose weights are narrower than its config",
+            |d| {
+                set(d, "text_encoder/config.json", "hidden_size", json!(36));
+                set(d, "unet/config.json", "cross_attention_dim", json!(36));
+            },
+            vec![],
+            false,
+            &["text_encoder/model.safetensors", "36", "32"],
+        ),
+        (
+            "a VAE and UNet of 8 latent channels with 4-channel weights",
+            |d| {
+                set(d, "vae/config.json", "latent_channels", json!(8));
+                set(d, "unet/config.json", "in_channels", json!(8));
+                set(d, "unet/config.json", "out_channels", json!(8));
+            },
+            vec![],
+            false,
+            &["conv_in", "[16, 8, 3, 3]"],
+        ),
+        (
+            // gemm.rs "conv2d output does not fit one binding; use conv2d_sliced"
+            "2048x2048, 17 at once, in a browser's limits",
+            none,
+            vec!["--width", "2048", "--height", "2048", "--count", "17"],
+            true,
+            &["MiB", "maxStorageBufferBindingSize", "fewer images"],
+        ),
+        (
+            // blocks.rs "resnet output does not fit one binding; use forward_sliced"
+            "a 2048x2048 init image in a browser's limits",
+            none,
+            vec!["--init-image", &big, "--width", "2048", "--height", "2048"],
+            true,
+            &["MiB", "maxStorageBufferBindingSize", "VAE"],
+        ),
+    ];
+    for (i, (name, break_it, extra, browser, phrases)) in cases.into_iter().enumerate() {
+        let model = dir.join(format!("m{i}"));
+        copy_dir(&fixture("tiny-sd"), &model);
+        break_it(&model);
+        let mut c = Command::new(env!("CARGO_BIN_EXE_roentgen"));
+        c.args(["generate", "--model"])
+            .arg(&model)
+            .args(["--prompt", "Cardiomegaly.", "--steps", "2", "--output"])
+            .arg(&out);
+        for (k, v) in [("--width", "64"), ("--height", "64")] {
+            if !extra.contains(&k) {
+                c.args([k, v]);
+            }
+        }
+        c.args(&extra);
+        if browser {
+            c.env("ROENTGEN_WEBGPU_LIMITS", "1");
+        }
+        let o = c.output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        expect(
+            name,
             if o.status.success() {
                 Ok(())
             } else {
