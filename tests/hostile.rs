@@ -259,6 +259,12 @@ fn broken_configs() {
         &["unet/config.json", "3 block_out_channels", "4 down"],
     );
     expect(
+        // a 1-channel VAE's image is read as RGB after the decode
+        "VAE of one output channel",
+        v(edit(&vae, "out_channels", json!(1))),
+        &["vae/config.json", "out_channels", "is 1", "3"],
+    );
+    expect(
         "VAE fewer block types than widths",
         v(edit(&vae, "up_block_types", json!(["UpDecoderBlock2D"]))),
         &["vae/config.json", "up_block_types", "4 block_out_channels"],

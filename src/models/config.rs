@@ -435,6 +435,22 @@ impl VaeConfig {
                 format!("act_fn `{}` is not supported", c.act_fn),
             ));
         }
+        // images go in and come out as RGB (an edit's init image is uploaded as 3
+        // channels, a decoded image is read as 3): another width would fail deep in a
+        // generation
+        for (field, v) in [
+            ("in_channels", c.in_channels),
+            ("out_channels", c.out_channels),
+        ] {
+            if v != 3 {
+                return Err(unsupported(
+                    file,
+                    format!(
+                        "`{field}` is {v}; this engine reads and writes RGB images through the VAE, so it takes 3 (every Stable Diffusion VAE has 3)"
+                    ),
+                ));
+            }
+        }
         let n = c.block_out_channels.len();
         for (field, types) in [
             ("down_block_types", &c.down_block_types),

@@ -49,6 +49,9 @@ pub struct Job {
     pub encode: bool,
 }
 
+/// WebGPU's `maxComputeWorkgroupsPerDimension` (every device's, browsers included).
+const MAX_WORKGROUPS: usize = 65535;
+
 fn mib(bytes: usize) -> String {
     format!("{:.0} MiB", (bytes as f64 / (1u64 << 20) as f64).ceil())
 }
@@ -125,6 +128,15 @@ pub fn check(limits: BufferLimits, unet: &UNetConfig, vae: &VaeConfig, job: Job)
             .saturating_mul(area)
             .saturating_mul(per_pixel)
             .saturating_mul(4);
+        // the chunked attention's GEMMs run one workgroup row per (image, head)
+        let dispatch = rows.saturating_mul(unet.heads(i));
+        if attention && dispatch > MAX_WORKGROUPS {
+            return Err(Error::Input(format!(
+                "{} images at once run {dispatch} attention heads side by side in the UNet (block {i}: {} heads), more than the {MAX_WORKGROUPS} a GPU dispatch allows: ask for fewer images at once",
+                job.images,
+                unet.heads(i)
+            )));
+        }
         if bytes > limit {
             let at_once = if job.images == 1 {
                 "one image".to_string()
@@ -211,5 +223,17 @@ mod tests {
             buffer: u64::MAX,
         };
         check(native, &unet, &vae, job(1, 2048, true)).unwrap();
+        // 1024 one-wide heads, 64 images (128 rows with guidance): past a dispatch
+        let wide = UNetConfig::from_json(
+            "u",
+            r#"{"block_out_channels":[1024],"down_block_types":["CrossAttnDownBlock2D"],
+            "up_block_types":["CrossAttnUpBlock2D"],"attention_head_dim":1024}"#,
+        )
+        .unwrap();
+        check(native, &wide, &vae, job(1, 64, false)).unwrap();
+        let e = check(native, &wide, &vae, job(64, 64, false))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("131072") && e.contains("fewer images"), "{e}");
     }
 }
