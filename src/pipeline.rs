@@ -388,12 +388,15 @@ impl Pipeline {
         on_part("scheduler");
         let file = "scheduler/scheduler_config.json";
         let scheduler_config = SchedulerConfig::from_json(file, &ck.read_text(file).await?)?;
+        let text_config = ck.text_encoder_config().await?;
+        let text_file = format!("{}/config.json", ck.text_encoder_dir());
         check_parts(
-            &ck.text_encoder_config().await?,
-            &format!("{}/config.json", ck.text_encoder_dir()),
+            &text_config,
+            &text_file,
             &ck.unet_config().await?,
             &ck.vae_config().await?,
         )?;
+        crate::models::clip::check_tokenizer(&text_config, &text_file, &tokenizer)?;
         let reload = ck.reload()?;
         on_part("text encoder");
         let text_encoder = ck.text_encoder(gpu).await?;
@@ -438,6 +441,11 @@ impl Pipeline {
             "text_encoder/config.json",
             &unet.config,
             &vae.config,
+        )?;
+        crate::models::clip::check_tokenizer(
+            &text_encoder.config,
+            "text_encoder/config.json",
+            &tokenizer,
         )?;
         Ok(Pipeline {
             name,

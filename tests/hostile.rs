@@ -685,7 +685,7 @@ fn disagreeing_folders_and_oversized_requests_through_the_cli() {
     let none: Break = |_| {};
     // (name and the panic it used to give, the break, extra arguments, browser limits,
     // phrases)
-    let cases: [(&str, Break, Vec<&str>, bool, &[&str]); 6] = [
+    let cases: [(&str, Break, Vec<&str>, bool, &[&str]); 7] = [
         (
             // attention.rs:300 "attention: 16 channels in 5 heads"
             "UNet heads that do not divide the width",
@@ -728,6 +728,27 @@ fn disagreeing_folders_and_oversized_requests_through_the_cli() {
             vec![],
             false,
             &["conv_in", "[16, 8, 3, 3]"],
+        ),
+        (
+            // an error at the first generation, naming neither file: "shape mismatch:
+            // text encoder input must be 2 rows of the same length 1..=77 tokens"
+            "a tokenizer padding to more tokens than the text encoder has positions",
+            |d| {
+                set(
+                    d,
+                    "tokenizer/tokenizer_config.json",
+                    "model_max_length",
+                    json!(100),
+                )
+            },
+            vec![],
+            false,
+            &[
+                "tokenizer/tokenizer_config.json",
+                "text_encoder/config.json",
+                "100",
+                "77",
+            ],
         ),
         (
             // gemm.rs "conv2d output does not fit one binding; use conv2d_sliced"
