@@ -840,7 +840,7 @@ async fn encode_moments(
     let x = gpu.upload(&x, &[1, height, width, 3])?;
     let m = vae.encode(gpu, &x)?;
     let &[_, mh, mw, mc] = m.shape() else {
-        return Err(Error::Shape(format!(
+        return Err(Error::Internal(format!(
             "the VAE's moments are {:?}, not NHWC",
             m.shape()
         )));

@@ -659,6 +659,8 @@ impl Gpu {
             g,
             res.map(std::slice::from_ref),
         );
+        // a caller's contract; a generation's sizes are checked against the bindings
+        // first (`models::fit::check`), so no request reaches it
         assert_eq!(
             out.len(),
             1,
@@ -709,6 +711,7 @@ impl Gpu {
         size: (usize, usize),
     ) -> Tensor {
         let mut out = self.conv2d_impl(std::slice::from_ref(x), w, bias, g, None, Some(size));
+        // UNet maps fit one binding (`models::fit::check`)
         assert_eq!(
             out.len(),
             1,
