@@ -799,5 +799,40 @@ fn disagreeing_folders_and_oversized_requests_through_the_cli() {
         assert!(!err.contains("panicked"), "{name}: {err}");
         assert!(!out.exists(), "{name}: an output was written");
     }
+    // the same size through `roentgen batch`, 17 images a chunk: refused before any image
+    let table = dir.join("p.csv");
+    std::fs::write(&table, "prompt\nEdema.\n").unwrap();
+    let images = dir.join("batch");
+    let o = Command::new(env!("CARGO_BIN_EXE_roentgen"))
+        .args(["batch", "--model"])
+        .arg(fixture("tiny-sd"))
+        .arg("--prompts")
+        .arg(&table)
+        .arg("--output-dir")
+        .arg(&images)
+        .args(["--images-per-prompt", "17", "--batch-size", "17"])
+        .args(["--width", "2048", "--height", "2048", "--steps", "2"])
+        .env("ROENTGEN_WEBGPU_LIMITS", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    expect(
+        "batch: 2048x2048, 17 a chunk, in a browser's limits",
+        if o.status.success() {
+            Ok(())
+        } else {
+            Err(err.clone())
+        },
+        &["17 images at once", "maxStorageBufferBindingSize"],
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        !images.join("images").exists()
+            || std::fs::read_dir(images.join("images"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "batch: an image was written"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

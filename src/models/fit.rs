@@ -138,15 +138,18 @@ pub fn check(limits: BufferLimits, unet: &UNetConfig, vae: &VaeConfig, job: Job)
             )));
         }
         if bytes > limit {
-            let at_once = if job.images == 1 {
-                "one image".to_string()
+            let (at_once, change) = if job.images == 1 {
+                ("one image".to_string(), "generate a smaller image")
             } else {
-                format!("{} images at once", job.images)
+                (
+                    format!("{} images at once", job.images),
+                    "ask for fewer images at once or a smaller image",
+                )
             };
             return Err(too_big(
                 bytes,
                 &format!("the UNet (block {i}) for {at_once}"),
-                "ask for fewer images at once or a smaller image",
+                change,
             ));
         }
     }
@@ -223,6 +226,17 @@ mod tests {
             buffer: u64::MAX,
         };
         check(native, &unet, &vae, job(1, 2048, true)).unwrap();
+        // one image too large for a browser: the size is what to change
+        let e = check(BROWSER, &unet, &vae, job(1, 1024, false))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("1024x1024")
+                && e.contains("for one image")
+                && e.contains("smaller image")
+                && !e.contains("fewer"),
+            "{e}"
+        );
         // 1024 one-wide heads, 64 images (128 rows with guidance): past a dispatch
         let wide = UNetConfig::from_json(
             "u",
