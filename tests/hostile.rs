@@ -685,7 +685,8 @@ fn disagreeing_folders_and_oversized_requests_through_the_cli() {
     let none: Break = |_| {};
     // (name and the panic it used to give, the break, extra arguments, browser limits,
     // phrases)
-    let cases: [(&str, Break, Vec<&str>, bool, &[&str]); 7] = [
+    type Case<'a> = (&'a str, Break, Vec<&'a str>, bool, &'a [&'a str]);
+    let cases: [Case; 7] = [
         (
             // attention.rs:300 "attention: 16 channels in 5 heads"
             "UNet heads that do not divide the width",
