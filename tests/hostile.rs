@@ -837,3 +837,61 @@ fn disagreeing_folders_and_oversized_requests_through_the_cli() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+// ---------------------------------------------------------------------------------
+// the fit check is an upper bound: what it accepts runs without a panic
+
+/// The tiny model on a device that claims `binding`-byte storage bindings: each request
+/// either runs (no map needed a second slice where the UNet or the VAE encoder cannot
+/// take one: those used to panic) or is refused by `models::fit` with its sentence.
+#[test]
+fn what_the_fit_check_accepts_runs_at_every_binding() {
+    let mut gpu = pollster::block_on(roentgen_web::gpu::Gpu::new()).unwrap();
+    let ck = Checkpoint::new(
+        DirSource::new(&fixture("tiny-sd")).unwrap(),
+        LoadOptions::default(),
+    )
+    .unwrap();
+    let pipe = pollster::block_on(Pipeline::load(&gpu, &ck, &mut |_| {})).unwrap();
+    let request = |side: (usize, usize), edit: bool| {
+        let req = roentgen_web::pipeline::GenerateRequest {
+            steps: 2,
+            width: side.0,
+            height: side.1,
+            ..common::request(SchedulerKind::Pndm)
+        };
+        if edit {
+            let rgb = vec![0.5; side.0 * side.1 * 3];
+            common::edit_request(req, &rgb, None, 1.0, true)
+        } else {
+            req.into()
+        }
+    };
+    // the tiny model at 64x64: the UNet's largest map is 256 KiB (2 rows x 8x8 x 512:
+    // its 8 heads' chunked scores), the VAE encoder's 256 KiB (64x64 x 16)
+    let mut ran = Vec::new();
+    for binding in [96 << 10, (256 << 10) - 4, 256 << 10, 300 << 10, 1 << 20] {
+        gpu.info.max_storage_binding = binding;
+        for (side, edit) in [((64, 64), false), ((64, 64), true), ((72, 88), true)] {
+            let name = format!("{binding} bytes, {}x{}, edit {edit}", side.0, side.1);
+            match common::generate(&pipe, &gpu, request(side, edit), &mut |_| {
+                roentgen_web::pipeline::Control::Continue
+            }) {
+                Ok(images) => {
+                    assert_eq!(images.len(), 1, "{name}");
+                    ran.push(name);
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(e.contains("maxStorageBufferBindingSize"), "{name}: {e}");
+                }
+            }
+        }
+    }
+    eprintln!("ran: {ran:?}");
+    assert!(
+        ran.iter()
+            .any(|r| r.starts_with("262144 bytes, 64x64, edit false"))
+    );
+    assert!(!ran.iter().any(|r| r.starts_with("98304 ")), "{ran:?}");
+}
