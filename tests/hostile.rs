@@ -848,7 +848,7 @@ fn disagreeing_folders_and_oversized_requests_through_the_cli() {
 fn what_the_fit_check_accepts_runs_at_every_binding() {
     let mut gpu = pollster::block_on(roentgen_web::gpu::Gpu::new()).unwrap();
     let ck = Checkpoint::new(
-        DirSource::new(&fixture("tiny-sd")).unwrap(),
+        DirSource::new(fixture("tiny-sd")).unwrap(),
         LoadOptions::default(),
     )
     .unwrap();
