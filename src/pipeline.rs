@@ -360,12 +360,15 @@ impl Pipeline {
         let tokenizer = ck.tokenizer().await?;
         on_part("scheduler");
         let scheduler_config = ck.scheduler_config().await?;
+        let text_config = ck.text_encoder_config().await?;
+        let text_file = format!("{}/config.json", ck.text_encoder_dir());
         check_parts(
-            &ck.text_encoder_config().await?,
-            &format!("{}/config.json", ck.text_encoder_dir()),
+            &text_config,
+            &text_file,
             &ck.unet_config().await?,
             &ck.vae_config().await?,
         )?;
+        crate::models::clip::check_tokenizer(&text_config, &text_file, &tokenizer)?;
         let reload = ck.reload()?;
         on_part("text encoder");
         let text_encoder = ck.text_encoder(gpu).await?;
@@ -394,6 +397,11 @@ impl Pipeline {
             "text_encoder/config.json",
             &unet.config,
             &vae.config,
+        )?;
+        crate::models::clip::check_tokenizer(
+            &text_encoder.config,
+            "text_encoder/config.json",
+            &tokenizer,
         )?;
         Ok(Pipeline {
             name,
@@ -502,6 +510,19 @@ impl Pipeline {
         on_call: &mut dyn FnMut(Progress) -> Control,
     ) -> Result<Outcome> {
         let s = &plan.settings;
+        // every map fits this GPU's bindings, or a sentence before anything runs
+        crate::models::fit::check(
+            crate::models::fit::BufferLimits::of(gpu),
+            &self.unet_config,
+            &self.vae_config,
+            crate::models::fit::Job {
+                images: plan.prompts.count(),
+                guided: s.guidance > 1.0,
+                width: s.width,
+                height: s.height,
+                encode: plan.edit.is_some(),
+            },
+        )?;
         if plan.edit.is_some() {
             self.ensure_vae_encoder(gpu)?;
         }
@@ -775,7 +796,7 @@ async fn encode_moments(
     let x = gpu.upload(&x, &[1, height, width, 3])?;
     let m = vae.encode(gpu, &x)?;
     let &[_, mh, mw, mc] = m.shape() else {
-        return Err(Error::Shape(format!(
+        return Err(Error::Internal(format!(
             "the VAE's moments are {:?}, not NHWC",
             m.shape()
         )));

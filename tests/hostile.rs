@@ -221,6 +221,54 @@ fn broken_configs() {
         v(edit(&vae, "norm_num_groups", json!(0))),
         &["vae/config.json", "norm_num_groups"],
     );
+    // these used to be accepted, and panicked later (noted per case)
+    expect(
+        // attention.rs: "attention: 16 channels in 5 heads" at the first UNet call
+        "UNet heads that do not divide a block's width",
+        u(edit(&unet, "attention_head_dim", json!(5))),
+        &[
+            "unet/config.json",
+            "attention_head_dim",
+            "5 heads",
+            "16 channels",
+        ],
+    );
+    expect(
+        "UNet per-block head counts, one not dividing its block",
+        u(edit(&unet, "num_attention_heads", json!([4, 4, 3, 4]))),
+        &[
+            "unet/config.json",
+            "num_attention_heads",
+            "3 heads",
+            "32 channels",
+        ],
+    );
+    expect(
+        // "attempt to multiply with overflow" (pipeline.rs, the default side)
+        "UNet sample_size 10^19",
+        u(edit(
+            &unet,
+            "sample_size",
+            json!(10_000_000_000_000_000_000u64),
+        )),
+        &["unet/config.json", "sample_size"],
+    );
+    expect(
+        "UNet fewer widths than block types",
+        u(edit(&unet, "block_out_channels", json!([16, 16, 32]))),
+        &["unet/config.json", "3 block_out_channels", "4 down"],
+    );
+    expect(
+        // a 1-channel VAE's image is read as RGB after the decode
+        "VAE of one output channel",
+        v(edit(&vae, "out_channels", json!(1))),
+        &["vae/config.json", "out_channels", "is 1", "3"],
+    );
+    expect(
+        "VAE fewer block types than widths",
+        v(edit(&vae, "up_block_types", json!(["UpDecoderBlock2D"]))),
+        &["vae/config.json", "up_block_types", "4 block_out_channels"],
+    );
     expect(
         "CLIP zero layers is absurd width",
         c(edit(&clip, "hidden_size", json!(0))),
@@ -597,4 +645,253 @@ fn bad_arguments_are_refused_before_any_output() {
         assert!(!out.exists(), "{name}: an output was written");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---------------------------------------------------------------------------------
+// a folder whose parts disagree, and sizes this GPU cannot hold: through the CLI
+
+/// Sets `key` of the JSON file `rel` in folder `d`.
+fn set(d: &Path, rel: &str, key: &str, value: serde_json::Value) {
+    let p = d.join(rel);
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    v[key] = value;
+    std::fs::write(&p, v.to_string()).unwrap();
+}
+
+#[test]
+fn disagreeing_folders_and_oversized_requests_through_the_cli() {
+    use serde_json::json;
+    let dir = std::env::temp_dir().join(format!("roentgen-hostile-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("x.png");
+    // a 2048x2048 gray init image (the VAE encoder's first map, 16 channels at full
+    // size, is 256 MiB: more than a browser's 128 MiB binding)
+    let big = dir.join("big.png");
+    std::fs::write(
+        &big,
+        roentgen_web::image_io::encode_png(
+            &vec![128u8; 2048 * 2048],
+            2048,
+            2048,
+            1,
+            &Default::default(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let big = big.to_str().unwrap().to_string();
+    type Break = fn(&Path);
+    let none: Break = |_| {};
+    // (name and the panic it used to give, the break, extra arguments, browser limits,
+    // phrases)
+    type Case<'a> = (&'a str, Break, Vec<&'a str>, bool, &'a [&'a str]);
+    let cases: [Case; 7] = [
+        (
+            // attention.rs:300 "attention: 16 channels in 5 heads"
+            "UNet heads that do not divide the width",
+            |d| set(d, "unet/config.json", "attention_head_dim", json!(5)),
+            vec![],
+            false,
+            &["unet/config.json", "attention_head_dim", "5 heads"],
+        ),
+        (
+            "UNet widths fewer than its block types",
+            |d| {
+                set(
+                    d,
+                    "unet/config.json",
+                    "block_out_channels",
+                    json!([16, 16, 32]),
+                )
+            },
+            vec![],
+            false,
+            &["unet/config.json", "3 block_out_channels"],
+        ),
+        (
+            "a text encoder whose weights are narrower than its config",
+            |d| {
+                set(d, "text_encoder/config.json", "hidden_size", json!(36));
+                set(d, "unet/config.json", "cross_attention_dim", json!(36));
+            },
+            vec![],
+            false,
+            &["text_encoder/model.safetensors", "36", "32"],
+        ),
+        (
+            "a VAE and UNet of 8 latent channels with 4-channel weights",
+            |d| {
+                set(d, "vae/config.json", "latent_channels", json!(8));
+                set(d, "unet/config.json", "in_channels", json!(8));
+                set(d, "unet/config.json", "out_channels", json!(8));
+            },
+            vec![],
+            false,
+            &["conv_in", "[16, 8, 3, 3]"],
+        ),
+        (
+            // an error at the first generation, naming neither file: "shape mismatch:
+            // text encoder input must be 2 rows of the same length 1..=77 tokens"
+            "a tokenizer padding to more tokens than the text encoder has positions",
+            |d| {
+                set(
+                    d,
+                    "tokenizer/tokenizer_config.json",
+                    "model_max_length",
+                    json!(100),
+                )
+            },
+            vec![],
+            false,
+            &[
+                "tokenizer/tokenizer_config.json",
+                "text_encoder/config.json",
+                "100",
+                "77",
+            ],
+        ),
+        (
+            // gemm.rs "conv2d output does not fit one binding; use conv2d_sliced"
+            "2048x2048, 17 at once, in a browser's limits",
+            none,
+            vec!["--width", "2048", "--height", "2048", "--count", "17"],
+            true,
+            &["MiB", "maxStorageBufferBindingSize", "fewer images"],
+        ),
+        (
+            // blocks.rs "resnet output does not fit one binding; use forward_sliced"
+            "a 2048x2048 init image in a browser's limits",
+            none,
+            vec!["--init-image", &big, "--width", "2048", "--height", "2048"],
+            true,
+            &["MiB", "maxStorageBufferBindingSize", "VAE"],
+        ),
+    ];
+    for (i, (name, break_it, extra, browser, phrases)) in cases.into_iter().enumerate() {
+        let model = dir.join(format!("m{i}"));
+        copy_dir(&fixture("tiny-sd"), &model);
+        break_it(&model);
+        let mut c = Command::new(env!("CARGO_BIN_EXE_roentgen"));
+        c.args(["generate", "--model"])
+            .arg(&model)
+            .args(["--prompt", "Cardiomegaly.", "--steps", "2", "--output"])
+            .arg(&out);
+        for (k, v) in [("--width", "64"), ("--height", "64")] {
+            if !extra.contains(&k) {
+                c.args([k, v]);
+            }
+        }
+        c.args(&extra);
+        if browser {
+            c.env("ROENTGEN_WEBGPU_LIMITS", "1");
+        }
+        let o = c.output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        expect(
+            name,
+            if o.status.success() {
+                Ok(())
+            } else {
+                Err(err.clone())
+            },
+            phrases,
+        );
+        assert!(!err.contains("panicked"), "{name}: {err}");
+        assert!(!out.exists(), "{name}: an output was written");
+    }
+    // the same size through `roentgen batch`, 17 images a chunk: refused before any image
+    let table = dir.join("p.csv");
+    std::fs::write(&table, "prompt\nEdema.\n").unwrap();
+    let images = dir.join("batch");
+    let o = Command::new(env!("CARGO_BIN_EXE_roentgen"))
+        .args(["batch", "--model"])
+        .arg(fixture("tiny-sd"))
+        .arg("--prompts")
+        .arg(&table)
+        .arg("--output-dir")
+        .arg(&images)
+        .args(["--images-per-prompt", "17", "--batch-size", "17"])
+        .args(["--width", "2048", "--height", "2048", "--steps", "2"])
+        .env("ROENTGEN_WEBGPU_LIMITS", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    expect(
+        "batch: 2048x2048, 17 a chunk, in a browser's limits",
+        if o.status.success() {
+            Ok(())
+        } else {
+            Err(err.clone())
+        },
+        &["17 images at once", "maxStorageBufferBindingSize"],
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        !images.join("images").exists()
+            || std::fs::read_dir(images.join("images"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "batch: an image was written"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---------------------------------------------------------------------------------
+// the fit check is an upper bound: what it accepts runs without a panic
+
+/// The tiny model on a device that claims `binding`-byte storage bindings: each request
+/// either runs (no map needed a second slice where the UNet or the VAE encoder cannot
+/// take one: those used to panic) or is refused by `models::fit` with its sentence.
+#[test]
+fn what_the_fit_check_accepts_runs_at_every_binding() {
+    let mut gpu = pollster::block_on(roentgen_web::gpu::Gpu::new()).unwrap();
+    let ck = Checkpoint::new(
+        DirSource::new(fixture("tiny-sd")).unwrap(),
+        LoadOptions::default(),
+    )
+    .unwrap();
+    let pipe = pollster::block_on(Pipeline::load(&gpu, &ck, &mut |_| {})).unwrap();
+    let request = |side: (usize, usize), edit: bool| {
+        let req = roentgen_web::pipeline::GenerateRequest {
+            steps: 2,
+            width: side.0,
+            height: side.1,
+            ..common::request(SchedulerKind::Pndm)
+        };
+        if edit {
+            let rgb = vec![0.5; side.0 * side.1 * 3];
+            common::edit_request(req, &rgb, None, 1.0, true)
+        } else {
+            req.into()
+        }
+    };
+    // the tiny model at 64x64: the UNet's largest map is 256 KiB (2 rows x 8x8 x 512:
+    // its 8 heads' chunked scores), the VAE encoder's 256 KiB (64x64 x 16)
+    let mut ran = Vec::new();
+    for binding in [96 << 10, (256 << 10) - 4, 256 << 10, 300 << 10, 1 << 20] {
+        gpu.info.max_storage_binding = binding;
+        for (side, edit) in [((64, 64), false), ((64, 64), true), ((72, 88), true)] {
+            let name = format!("{binding} bytes, {}x{}, edit {edit}", side.0, side.1);
+            match common::generate(&pipe, &gpu, request(side, edit), &mut |_| {
+                roentgen_web::pipeline::Control::Continue
+            }) {
+                Ok(images) => {
+                    assert_eq!(images.len(), 1, "{name}");
+                    ran.push(name);
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(e.contains("maxStorageBufferBindingSize"), "{name}: {e}");
+                }
+            }
+        }
+    }
+    eprintln!("ran: {ran:?}");
+    assert!(
+        ran.iter()
+            .any(|r| r.starts_with("262144 bytes, 64x64, edit false"))
+    );
+    assert!(!ran.iter().any(|r| r.starts_with("98304 ")), "{ran:?}");
 }

@@ -46,6 +46,8 @@ impl ResnetBlock2D {
     /// `x [B, H, W, Cin]`, `temb_act = silu(temb) [B, T]` -> `[B, H, W, Cout]`.
     pub fn forward(&self, gpu: &Gpu, x: &Tensor, temb_act: Option<&Tensor>) -> Tensor {
         let mut out = self.forward_sliced(gpu, std::slice::from_ref(x), temb_act);
+        // Not reachable from a request: `models::fit::check` refuses, before a
+        // generation runs, a size or count whose UNet or VAE-encoder maps exceed a binding.
         assert_eq!(
             out.len(),
             1,
@@ -69,6 +71,7 @@ impl ResnetBlock2D {
         drop(n1);
         // 2. + time_emb_proj(silu(temb)) broadcast over pixels (UNet maps are one slice)
         if let (Some(proj), Some(t)) = (&self.time_emb_proj, temb_act) {
+            // UNet maps are one slice (`models::fit::check`); the VAE has no time embedding
             assert_eq!(h.len(), 1, "time embedding on a sliced map");
             let t = proj.forward(gpu, t);
             h[0] = gpu.zip_rows(&h[0], &t, Map::Add);

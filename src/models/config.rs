@@ -373,6 +373,27 @@ impl UNetConfig {
         if let Some(h) = &c.num_attention_heads {
             h.check(n, file, "num_attention_heads")?;
         }
+        // every transformer of block i (down, mid for the last, up for its mirror)
+        // splits block_out_channels[i] in heads(i) heads
+        let heads_field = if c.num_attention_heads.is_some() {
+            "num_attention_heads"
+        } else {
+            "attention_head_dim"
+        };
+        for (i, &ch) in c.block_out_channels.iter().enumerate() {
+            let heads = c.heads(i);
+            if !ch.is_multiple_of(heads) {
+                return Err(unsupported(
+                    file,
+                    format!(
+                        "`{heads_field}` gives block {i} {heads} heads, but its {ch} channels (block_out_channels[{i}]) do not split into {heads} heads; the head count must divide the block's width (is the file damaged?)"
+                    ),
+                ));
+            }
+        }
+        if let Some(s) = c.sample_size {
+            within(file, "sample_size", s, 1, MAX_POSITIONS)?;
+        }
         Ok(c)
     }
 
@@ -413,6 +434,37 @@ impl VaeConfig {
                 file,
                 format!("act_fn `{}` is not supported", c.act_fn),
             ));
+        }
+        // images go in and come out as RGB (an edit's init image is uploaded as 3
+        // channels, a decoded image is read as 3): another width would fail deep in a
+        // generation
+        for (field, v) in [
+            ("in_channels", c.in_channels),
+            ("out_channels", c.out_channels),
+        ] {
+            if v != 3 {
+                return Err(unsupported(
+                    file,
+                    format!(
+                        "`{field}` is {v}; this engine reads and writes RGB images through the VAE, so it takes 3 (every Stable Diffusion VAE has 3)"
+                    ),
+                ));
+            }
+        }
+        let n = c.block_out_channels.len();
+        for (field, types) in [
+            ("down_block_types", &c.down_block_types),
+            ("up_block_types", &c.up_block_types),
+        ] {
+            if types.len() != n {
+                return Err(unsupported(
+                    file,
+                    format!(
+                        "`{field}` has {} entries for {n} block_out_channels; each block has one type",
+                        types.len()
+                    ),
+                ));
+            }
         }
         for t in c.down_block_types.iter().chain(&c.up_block_types) {
             if !matches!(t.as_str(), "DownEncoderBlock2D" | "UpDecoderBlock2D") {

@@ -31,7 +31,8 @@ impl VaeMidBlock {
     fn forward(&self, gpu: &Gpu, x: &[Tensor]) -> Vec<Tensor> {
         let mut x = self.resnets[0].forward_sliced(gpu, x, None);
         if let Some(a) = self.attentions.first() {
-            // At the VAE's lowest resolution the map is one slice (8 MiB at 512x512).
+            // At the VAE's lowest resolution the map is one slice (8 MiB at 512x512;
+            // `models::fit::check` refuses a size where it would not be).
             assert_eq!(x.len(), 1, "VAE attention on a sliced map");
             x = vec![a.forward(gpu, &x[0])];
         }

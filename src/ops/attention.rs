@@ -297,6 +297,8 @@ impl Gpu {
             q.shape(),
             k.shape()
         );
+        // configs whose heads do not divide a width are refused at load
+        // (`UNetConfig::from_json`, `ClipTextConfig::from_json`; the VAE has one head)
         assert_eq!(c % heads, 0, "attention: {c} channels in {heads} heads");
         let d = c / heads;
         // the chunked path's row tile: the subgroup GEMM's, or 64

@@ -553,6 +553,15 @@ impl<'a> WOperand<'a> {
     }
 }
 
+/// [`Gpu::channel_slices`] for a binding of `limit` bytes: None when no split fits.
+pub fn channel_slices(bytes: usize, channels: usize, limit: usize) -> Option<usize> {
+    [1, 2, 4, 8, 16, 32].into_iter().find(|&n| {
+        channels.is_multiple_of(n)
+            && (n == 1 || (channels / n).is_multiple_of(4))
+            && bytes.div_ceil(n) <= limit
+    })
+}
+
 impl Gpu {
     /// Dispatches the GEMM family (see `shaders/gemm*.wgsl`): the subgroup kernel where
     /// the adapter has fixed-size subgroups and the shapes allow 4-wide reads, else the
@@ -650,6 +659,8 @@ impl Gpu {
             g,
             res.map(std::slice::from_ref),
         );
+        // a caller's contract; a generation's sizes are checked against the bindings
+        // first (`models::fit::check`), so no request reaches it
         assert_eq!(
             out.len(),
             1,
@@ -661,18 +672,14 @@ impl Gpu {
     /// How many equal channel slices a `[.., channels]` map of `bytes` needs so that each
     /// fits one storage binding: a divisor of `channels` and of 32 (so GroupNorm groups
     /// never straddle two slices), each slice a multiple of 4 channels.
+    ///
+    /// A generation's maps are checked against the bindings before it runs
+    /// ([`crate::models::fit`]), so no user's size or count reaches the panic.
     pub fn channel_slices(&self, bytes: usize, channels: usize) -> usize {
         let limit = self.info.max_storage_binding as usize;
-        [1, 2, 4, 8, 16, 32]
-            .into_iter()
-            .find(|&n| {
-                channels.is_multiple_of(n)
-                    && (n == 1 || (channels / n).is_multiple_of(4))
-                    && bytes.div_ceil(n) <= limit
-            })
-            .unwrap_or_else(|| {
-                panic!("a map of {bytes} bytes cannot be split to fit a {limit}-byte binding")
-            })
+        channel_slices(bytes, channels, limit).unwrap_or_else(|| {
+            panic!("a map of {bytes} bytes cannot be split to fit a {limit}-byte binding")
+        })
     }
 
     /// 2-D convolution of an NHWC map held as channel slices (`xs`, concatenated along
@@ -704,6 +711,7 @@ impl Gpu {
         size: (usize, usize),
     ) -> Tensor {
         let mut out = self.conv2d_impl(std::slice::from_ref(x), w, bias, g, None, Some(size));
+        // UNet maps fit one binding (`models::fit::check`)
         assert_eq!(
             out.len(),
             1,

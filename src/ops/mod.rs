@@ -14,7 +14,7 @@ mod norm;
 
 pub use attention::AttentionMaps;
 pub use elementwise::Map;
-pub use gemm::ConvGeom;
+pub use gemm::{ConvGeom, channel_slices};
 
 /// Every kernel's contract (the WGSL handed to wgpu for each form and specialisation
 /// the ops dispatch, its `Params` mirror and bind group), for
