@@ -86,7 +86,7 @@ pub enum TextEncoderArg {
 
 #[derive(clap::Args)]
 pub struct GenerateArgs {
-    /// The checkpoint: a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/).
+    /// The checkpoint: a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/), or a Hugging Face Hub repo ORG/NAME[@REVISION], a known model (`roentgen models`) or a recipe .json; an existing folder wins.
     #[arg(long)]
     model: PathBuf,
     #[arg(long)]

@@ -7,6 +7,7 @@ use roentgen_web::pipeline::load_tokenizer;
 
 #[derive(clap::Args)]
 pub struct TokenizeArgs {
+    /// A diffusers folder or ORG/NAME[@REVISION] (see `generate --model`).
     #[arg(long)]
     model: PathBuf,
     text: String,
