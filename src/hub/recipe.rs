@@ -278,6 +278,8 @@ impl Recipe {
         let _ = std::fs::remove_dir_all(&tmp);
         let mut index = serde_json::json!({
             "_class_name": "StableDiffusionPipeline",
+            // The name images carry in their metadata.
+            "_name_or_path": self.name,
             "_roentgen_recipe": self.name,
             "_roentgen_sources": commits,
         });

@@ -132,7 +132,7 @@ fn lfs_pointer(sha256: &str, size: u64) -> String {
     format!("version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n")
 }
 
-fn git_blob_oid(bytes: &[u8]) -> String {
+pub fn git_blob_oid(bytes: &[u8]) -> String {
     let mut data = format!("blob {}\0", bytes.len()).into_bytes();
     data.extend_from_slice(bytes);
     hex(&sha1(&data))
@@ -142,7 +142,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex(&sha2::Sha256::digest(bytes))
 }
@@ -785,6 +785,6 @@ mod tests {
     fn sha1_known_answers() {
         assert_eq!(super::hex(&super::sha1(b"abc")), "a9993e364706816aba3e25717850c26c9cd0d89d");
         // `git hash-object` of an empty file.
-        assert_eq!(super::git_blob_oid(b""), "e69de29bb2d1d6429bd7ba8c5d8e27bf6e8eb9e9");
+        assert_eq!(super::git_blob_oid(b""), "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391");
     }
 }
