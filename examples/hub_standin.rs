@@ -18,7 +18,9 @@ fn main() {
     let config = match hub_standin::Config::from_args(std::env::args().skip(1)) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("hub_standin: {e}\nusage: hub_standin --repo ORG/NAME=DIR [--repo ...] [--gated ORG/NAME] [--token TOKEN] [--port P] [--cdn-port Q] [--commit SHA40] [--cut-once PATH]");
+            eprintln!(
+                "hub_standin: {e}\nusage: hub_standin --repo ORG/NAME=DIR [--repo ...] [--gated ORG/NAME] [--token TOKEN] [--port P] [--cdn-port Q] [--commit SHA40] [--cut-once PATH]"
+            );
             std::process::exit(2);
         }
     };

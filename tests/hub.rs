@@ -62,7 +62,10 @@ fn files_of(root: &Path) -> Vec<String> {
 
 fn serve(repos: &[(&str, &Path)], f: impl FnOnce(&mut Config)) -> Standin {
     let mut c = Config {
-        repos: repos.iter().map(|(n, d)| (n.to_string(), d.to_path_buf())).collect(),
+        repos: repos
+            .iter()
+            .map(|(n, d)| (n.to_string(), d.to_path_buf()))
+            .collect(),
         ..Default::default()
     };
     f(&mut c);
@@ -91,7 +94,10 @@ fn roentgen(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, St
         cmd.env(k, v);
     }
     let out = cmd.output().expect("the roentgen binary runs");
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// `generate` of the tiny model named `model` into `out`; its PNG's bytes.
@@ -127,17 +133,29 @@ fn folder_png(dir: &Path) -> Vec<u8> {
     let cwd = dir.join("with-folder");
     copy_dir(&fixture(), &cwd.join("org/tiny-sd"));
     // An endpoint nobody answers: the folder must win without asking.
-    generate(&cwd, &[("HF_ENDPOINT", "http://127.0.0.1:9")], "org/tiny-sd", &dir.join("folder.png"))
+    generate(
+        &cwd,
+        &[("HF_ENDPOINT", "http://127.0.0.1:9")],
+        "org/tiny-sd",
+        &dir.join("folder.png"),
+    )
 }
 
 /// The cache as huggingface_hub leaves it: `refs/main` holds the commit, every snapshot
 /// file a relative symlink to `blobs/<etag>` (sha256 for weights, git's sha1 otherwise).
 fn check_layout(cache: &Path, repo: &str, commit: &str, source: &Path) {
     let root = cache.join(format!("models--{}", repo.replace('/', "--")));
-    assert_eq!(std::fs::read_to_string(root.join("refs/main")).unwrap(), commit);
+    assert_eq!(
+        std::fs::read_to_string(root.join("refs/main")).unwrap(),
+        commit
+    );
     let snap = root.join("snapshots").join(commit);
     let files = files_of(&snap);
-    assert_eq!(files, files_of(source), "the snapshot holds exactly the files the pipeline reads");
+    assert_eq!(
+        files,
+        files_of(source),
+        "the snapshot holds exactly the files the pipeline reads"
+    );
     for f in &files {
         let link = snap.join(f);
         let bytes = std::fs::read(source.join(f)).unwrap();
@@ -170,7 +188,10 @@ fn a_repo_gives_the_folders_png_leaves_huggingface_hubs_layout_and_works_offline
     let cwd = dir.join("elsewhere");
     std::fs::create_dir_all(&cwd).unwrap();
     let url = server.url.clone();
-    let env = [("HF_ENDPOINT", url.as_str()), ("HF_HOME", home.to_str().unwrap())];
+    let env = [
+        ("HF_ENDPOINT", url.as_str()),
+        ("HF_HOME", home.to_str().unwrap()),
+    ];
     let got = generate(&cwd, &env, "org/tiny-sd", &dir.join("repo.png"));
     assert!(got == want, "the repo's PNG differs from the folder's");
     let commit = server.commit("org/tiny-sd");
@@ -179,7 +200,10 @@ fn a_repo_gives_the_folders_png_leaves_huggingface_hubs_layout_and_works_offline
     let before = server.log().len();
     generate(&cwd, &env, "org/tiny-sd", &dir.join("again.png"));
     let asked: Vec<String> = server.log()[before..].to_vec();
-    assert_eq!(asked, vec!["GET /api/models/org/tiny-sd/revision/main".to_string()]);
+    assert_eq!(
+        asked,
+        vec!["GET /api/models/org/tiny-sd/revision/main".to_string()]
+    );
     // The server gone: HF_HUB_OFFLINE=1 uses the cache.
     server.stop();
     let offline = [
@@ -213,12 +237,20 @@ fn a_cache_written_by_huggingface_hub_is_used_offline_with_no_server() {
     std::fs::create_dir_all(root.join("refs")).unwrap();
     std::fs::create_dir_all(root.join("trees")).unwrap();
     std::fs::create_dir_all(cache.join(".locks/models--org--tiny-sd")).unwrap();
-    std::fs::write(cache.join("CACHEDIR.TAG"), "Signature: 8a477f597d28d172789f06886806bc55\n").unwrap();
+    std::fs::write(
+        cache.join("CACHEDIR.TAG"),
+        "Signature: 8a477f597d28d172789f06886806bc55\n",
+    )
+    .unwrap();
     std::fs::write(root.join("refs/main"), commit).unwrap();
     std::fs::write(root.join(format!("trees/{commit}.json")), "{}").unwrap();
     for f in files_of(&fixture()) {
         let bytes = std::fs::read(fixture().join(&f)).unwrap();
-        let etag = if WEIGHTS.contains(&f.as_str()) { sha256_hex(&bytes) } else { git_blob_oid(&bytes) };
+        let etag = if WEIGHTS.contains(&f.as_str()) {
+            sha256_hex(&bytes)
+        } else {
+            git_blob_oid(&bytes)
+        };
         std::fs::write(root.join("blobs").join(&etag), &bytes).unwrap();
         let link = root.join("snapshots").join(commit).join(&f);
         std::fs::create_dir_all(link.parent().unwrap()).unwrap();
@@ -233,7 +265,10 @@ fn a_cache_written_by_huggingface_hub_is_used_offline_with_no_server() {
         ("HF_HUB_OFFLINE", "1"),
     ];
     let got = generate(&cwd, &env, "org/tiny-sd", &dir.join("offline.png"));
-    assert!(got == want, "the PNG from huggingface_hub's cache differs from the folder's");
+    assert!(
+        got == want,
+        "the PNG from huggingface_hub's cache differs from the folder's"
+    );
     // The commit itself as the revision works too.
     let at = format!("org/tiny-sd@{commit}");
     let (code, err) = roentgen(&cwd, &env, &["download", &at]);
@@ -263,24 +298,39 @@ fn gated_repos_need_the_right_token_from_the_environment_or_the_token_file() {
     // An empty HF_TOKEN is no token.
     let (_, err) = run(&[("HF_ENDPOINT", url), ("HF_HOME", h), ("HF_TOKEN", "")]);
     assert!(err.contains("is gated"), "{err}");
-    let (code, err) = run(&[("HF_ENDPOINT", url), ("HF_HOME", h), ("HF_TOKEN", "hf_wrong")]);
+    let (code, err) = run(&[
+        ("HF_ENDPOINT", url),
+        ("HF_HOME", h),
+        ("HF_TOKEN", "hf_wrong"),
+    ]);
     assert_eq!(code, Some(1));
     assert!(
         err.contains("the Hub refused the token from HF_TOKEN for org/gated")
             && err.contains(&format!("ask for access at {url}/org/gated")),
         "{err}"
     );
-    assert!(!err.contains("hf_wrong"), "the token is never printed: {err}");
+    assert!(
+        !err.contains("hf_wrong"),
+        "the token is never printed: {err}"
+    );
     // The token file, as `huggingface-cli login` writes it.
     std::fs::create_dir_all(&home).unwrap();
     std::fs::write(home.join("token"), "hf_wrong\n").unwrap();
     let (code, err) = run(&[("HF_ENDPOINT", url), ("HF_HOME", h)]);
     assert_eq!(code, Some(1));
-    assert!(err.contains("refused the token from") && err.contains("token"), "{err}");
+    assert!(
+        err.contains("refused the token from") && err.contains("token"),
+        "{err}"
+    );
     std::fs::write(home.join("token"), "hf_right\n").unwrap();
     let (code, err) = run(&[("HF_ENDPOINT", url), ("HF_HOME", h)]);
     assert_eq!(code, Some(0), "{err}");
-    check_layout(&home.join("hub"), "org/gated", &server.commit("org/gated"), &fixture());
+    check_layout(
+        &home.join("hub"),
+        "org/gated",
+        &server.commit("org/gated"),
+        &fixture(),
+    );
     // The right token in HF_TOKEN, with a fresh cache.
     let other = dir.join("home2");
     let (code, err) = run(&[
@@ -290,9 +340,20 @@ fn gated_repos_need_the_right_token_from_the_environment_or_the_token_file() {
     ]);
     assert_eq!(code, Some(0), "{err}");
     // Unknown repo and revision.
-    let (_, err) = roentgen(&dir, &[("HF_ENDPOINT", url), ("HF_HOME", h)], &["download", "org/nope"]);
-    assert!(err.contains(&format!("no repository org/nope on {url}")), "{err}");
-    let (_, err) = roentgen(&dir, &[("HF_ENDPOINT", url), ("HF_HOME", h)], &["download", "org/gated@v9"]);
+    let (_, err) = roentgen(
+        &dir,
+        &[("HF_ENDPOINT", url), ("HF_HOME", h)],
+        &["download", "org/nope"],
+    );
+    assert!(
+        err.contains(&format!("no repository org/nope on {url}")),
+        "{err}"
+    );
+    let (_, err) = roentgen(
+        &dir,
+        &[("HF_ENDPOINT", url), ("HF_HOME", h)],
+        &["download", "org/gated@v9"],
+    );
     assert!(err.contains("has no revision `v9`"), "{err}");
 }
 
@@ -301,9 +362,14 @@ fn a_weight_download_cut_halfway_resumes_on_the_next_run_with_the_same_image() {
     let dir = scratch("resume");
     let want = folder_png(&dir);
     let unet = "unet/diffusion_pytorch_model.safetensors";
-    let server = serve(&[("org/tiny-sd", &fixture())], |c| c.cut_once.push(unet.into()));
+    let server = serve(&[("org/tiny-sd", &fixture())], |c| {
+        c.cut_once.push(unet.into())
+    });
     let home = dir.join("home");
-    let env = [("HF_ENDPOINT", server.url.as_str()), ("HF_HOME", home.to_str().unwrap())];
+    let env = [
+        ("HF_ENDPOINT", server.url.as_str()),
+        ("HF_HOME", home.to_str().unwrap()),
+    ];
     let out = dir.join("cut.png");
     let (code, err) = roentgen(&dir, &env, &gen_args("org/tiny-sd", &out));
     assert_eq!(code, Some(1));
@@ -315,17 +381,30 @@ fn a_weight_download_cut_halfway_resumes_on_the_next_run_with_the_same_image() {
     let size = std::fs::metadata(fixture().join(unet)).unwrap().len();
     let sha = sha256_hex(&std::fs::read(fixture().join(unet)).unwrap());
     let part = home.join(format!("hub/models--org--tiny-sd/blobs/{sha}.incomplete"));
-    let kept = std::fs::metadata(&part).expect("the partial blob is kept").len();
+    let kept = std::fs::metadata(&part)
+        .expect("the partial blob is kept")
+        .len();
     assert_eq!(kept, size / 2);
     assert!(!out.exists());
     let got = generate(&dir, &env, "org/tiny-sd", &out);
-    assert!(got == want, "the resumed model's PNG differs from the folder's");
     assert!(
-        server.log().iter().any(|l| l.starts_with("cdn GET ") && l.ends_with(&format!("{unet} bytes={kept}-"))),
+        got == want,
+        "the resumed model's PNG differs from the folder's"
+    );
+    assert!(
+        server
+            .log()
+            .iter()
+            .any(|l| l.starts_with("cdn GET ") && l.ends_with(&format!("{unet} bytes={kept}-"))),
         "the second run asked for the rest only: {:?}",
         server.log()
     );
-    check_layout(&home.join("hub"), "org/tiny-sd", &server.commit("org/tiny-sd"), &fixture());
+    check_layout(
+        &home.join("hub"),
+        "org/tiny-sd",
+        &server.commit("org/tiny-sd"),
+        &fixture(),
+    );
 }
 
 /// The tiny model split as RadEdit's is: the UNet in a repo's `unet/`, the VAE at
@@ -351,7 +430,8 @@ fn a_recipe_of_three_repos_is_assembled_and_gives_the_folders_image() {
     let named = dir.join("named");
     copy_dir(&f, &named);
     let mut index: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(f.join("model_index.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(f.join("model_index.json")).unwrap())
+            .unwrap();
     index["_name_or_path"] = "tiny-three".into();
     std::fs::write(named.join("model_index.json"), index.to_string()).unwrap();
     let want = generate(&dir, &[], named.to_str().unwrap(), &dir.join("folder.png"));
@@ -365,14 +445,24 @@ fn a_recipe_of_three_repos_is_assembled_and_gives_the_folders_image() {
     )
     .unwrap();
     std::fs::write(bert.join("pytorch_model.bin"), b"not read").unwrap();
-    std::fs::write(bert.join("vocab.txt"), "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n").unwrap();
+    std::fs::write(
+        bert.join("vocab.txt"),
+        "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n",
+    )
+    .unwrap();
     let server = serve(
-        &[("org/unet", &unet), ("org/vae", &vae), ("org/text", &text), ("org/bert", &bert)],
+        &[
+            ("org/unet", &unet),
+            ("org/vae", &vae),
+            ("org/text", &text),
+            ("org/bert", &bert),
+        ],
         |_| {},
     );
-    let scheduler: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(f.join("scheduler/scheduler_config.json")).unwrap())
-            .unwrap();
+    let scheduler: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(f.join("scheduler/scheduler_config.json")).unwrap(),
+    )
+    .unwrap();
     let recipe = |name: &str, text_repo: &str| {
         serde_json::json!({
             "name": name,
@@ -389,14 +479,25 @@ fn a_recipe_of_three_repos_is_assembled_and_gives_the_folders_image() {
     let file = dir.join("tiny-three.json");
     std::fs::write(&file, recipe("tiny-three", "org/text")).unwrap();
     let home = dir.join("home");
-    let env = [("HF_ENDPOINT", server.url.as_str()), ("HF_HOME", home.to_str().unwrap())];
+    let env = [
+        ("HF_ENDPOINT", server.url.as_str()),
+        ("HF_HOME", home.to_str().unwrap()),
+    ];
     let got = generate(&dir, &env, file.to_str().unwrap(), &dir.join("recipe.png"));
-    assert!(got == want, "the assembled model's PNG differs from the folder's");
+    assert!(
+        got == want,
+        "the assembled model's PNG differs from the folder's"
+    );
     // The assembled folder: symlinks into the three repos' snapshots.
     let assembled = home.join("hub/roentgen-assembled");
-    let made: Vec<PathBuf> = std::fs::read_dir(&assembled).unwrap().flatten().map(|e| e.path()).collect();
+    let made: Vec<PathBuf> = std::fs::read_dir(&assembled)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     assert_eq!(made.len(), 1, "{made:?}");
-    let target = std::fs::read_link(made[0].join("unet/diffusion_pytorch_model.safetensors")).unwrap();
+    let target =
+        std::fs::read_link(made[0].join("unet/diffusion_pytorch_model.safetensors")).unwrap();
     assert!(
         target.starts_with(home.join("hub/models--org--unet/snapshots")),
         "{}",
@@ -404,13 +505,26 @@ fn a_recipe_of_three_repos_is_assembled_and_gives_the_folders_image() {
     );
     let vae_link = std::fs::read_link(made[0].join("vae/config.json")).unwrap();
     assert!(vae_link.starts_with(home.join("hub/models--org--vae/snapshots")));
-    assert!(!home.join("hub/models--org--unet/snapshots").join(server.commit("org/unet")).join("README.md").exists(),
-        "only what the pipeline reads is fetched");
+    assert!(
+        !home
+            .join("hub/models--org--unet/snapshots")
+            .join(server.commit("org/unet"))
+            .join("README.md")
+            .exists(),
+        "only what the pipeline reads is fetched"
+    );
     // RadEdit's BERT text encoder assembles, and loading it says whose work it is.
     std::fs::write(&file, recipe("tiny-bert", "org/bert")).unwrap();
-    let (code, err) = roentgen(&dir, &env, &gen_args(file.to_str().unwrap(), &dir.join("bert.png")));
+    let (code, err) = roentgen(
+        &dir,
+        &env,
+        &gen_args(file.to_str().unwrap(), &dir.join("bert.png")),
+    );
     assert_eq!(code, Some(1));
-    assert!(err.contains("BERT text encoders are not supported yet") && err.contains("issue 22"), "{err}");
+    assert!(
+        err.contains("BERT text encoders are not supported yet") && err.contains("issue 22"),
+        "{err}"
+    );
 }
 
 /// A one-trick Hub: every request gets `answer(method, path)`.
@@ -442,9 +556,15 @@ fn a_listed_name_leaving_the_cache_and_a_plain_http_redirect_elsewhere_are_refus
     let dir = scratch("refused");
     let commit = "0123456789abcdef0123456789abcdef01234567";
     let json = |siblings: &[&str]| {
-        let s: Vec<String> = siblings.iter().map(|n| format!("{{\"rfilename\":\"{n}\"}}")).collect();
+        let s: Vec<String> = siblings
+            .iter()
+            .map(|n| format!("{{\"rfilename\":\"{n}\"}}"))
+            .collect();
         let body = format!("{{\"sha\":\"{commit}\",\"siblings\":[{}]}}", s.join(","));
-        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
     };
     let mut names: Vec<String> = files_of(&fixture());
     names.push("../../../../escape.json".into());
@@ -491,7 +611,10 @@ fn a_listed_name_leaving_the_cache_and_a_plain_http_redirect_elsewhere_are_refus
 fn models_lists_the_known_recipes_with_their_sources() {
     let (code, _) = roentgen(Path::new("."), &[], &["models"]);
     assert_eq!(code, Some(0));
-    let out = Command::new(env!("CARGO_BIN_EXE_roentgen")).arg("models").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_roentgen"))
+        .arg("models")
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     for want in [
         "roentgen-v1",

@@ -104,10 +104,16 @@ impl RepoCache {
     /// Every file of a snapshot whose link leads to a blob, snapshot-relative.
     pub fn snapshot_files(&self, commit: &str) -> Vec<String> {
         fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) {
-            let Ok(entries) = std::fs::read_dir(dir) else { return };
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+                let rel = if prefix.is_empty() {
+                    name
+                } else {
+                    format!("{prefix}/{name}")
+                };
                 let p = e.path();
                 if p.is_dir() {
                     walk(&p, &rel, out);

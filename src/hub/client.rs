@@ -104,7 +104,10 @@ fn header(resp: &ureq::http::Response<ureq::Body>, name: &str) -> Option<String>
 }
 
 fn clean_etag(e: &str) -> String {
-    e.trim().trim_start_matches("W/").trim_matches('"').to_ascii_lowercase()
+    e.trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .to_ascii_lowercase()
 }
 
 impl Hub {
@@ -114,7 +117,11 @@ impl Hub {
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(20)))
             .timeout_recv_response(Some(Duration::from_secs(60)))
-            .user_agent(concat!("roentgen/", env!("CARGO_PKG_VERSION"), " (huggingface_hub-compatible)"))
+            .user_agent(concat!(
+                "roentgen/",
+                env!("CARGO_PKG_VERSION"),
+                " (huggingface_hub-compatible)"
+            ))
             .build()
             .into();
         Hub { config, agent }
@@ -211,12 +218,14 @@ impl Hub {
     ) -> Result<Snapshot> {
         let cache = self.repo_cache(&r.repo);
         if self.config.offline {
-            return self.from_cache(&cache, r, choose).map_err(|missing| HubError::Offline {
-                repo: r.repo.clone(),
-                revision: r.revision.clone(),
-                cache: self.config.cache.display().to_string(),
-                missing,
-            });
+            return self
+                .from_cache(&cache, r, choose)
+                .map_err(|missing| HubError::Offline {
+                    repo: r.repo.clone(),
+                    revision: r.revision.clone(),
+                    cache: self.config.cache.display().to_string(),
+                    missing,
+                });
         }
         let url = format!(
             "{}/api/models/{}/revision/{}",
@@ -228,13 +237,15 @@ impl Hub {
             Ok(resp) => resp,
             // No network: the cache, as huggingface_hub falls back to it.
             Err(e) => {
-                return self.from_cache(&cache, r, choose).map_err(|_| HubError::Unreachable {
-                    repo: r.repo.clone(),
-                    revision: r.revision.clone(),
-                    endpoint: self.config.endpoint.clone(),
-                    message: e.to_string(),
-                    cache: self.config.cache.display().to_string(),
-                });
+                return self
+                    .from_cache(&cache, r, choose)
+                    .map_err(|_| HubError::Unreachable {
+                        repo: r.repo.clone(),
+                        revision: r.revision.clone(),
+                        endpoint: self.config.endpoint.clone(),
+                        message: e.to_string(),
+                        cache: self.config.cache.display().to_string(),
+                    });
             }
         };
         if resp.status().as_u16() != 200 {
@@ -334,8 +345,8 @@ impl Hub {
     ) -> std::result::Result<Snapshot, String> {
         let commit = cache.resolve(&r.revision).ok_or_else(String::new)?;
         let files = cache.snapshot_files(&commit);
-        let chosen =
-            choose(&files).map_err(|e| format!(" (the cached snapshot {commit} is incomplete: {e})"))?;
+        let chosen = choose(&files)
+            .map_err(|e| format!(" (the cached snapshot {commit} is incomplete: {e})"))?;
         Ok(Snapshot {
             repo: r.repo.clone(),
             dir: cache.snapshot(&commit),
@@ -394,7 +405,9 @@ impl Hub {
                         return Err(HubError::UnsafeRedirect { from: url, to });
                     }
                     // The file CDN (an absolute redirect): the Hub's headers say it all.
-                    if let (Some(etag), Some(size), false) = (etag, size, self.same_host(&to) && to.contains("/resolve/")) {
+                    if let (Some(etag), Some(size), false) =
+                        (etag, size, self.same_host(&to) && to.contains("/resolve/"))
+                    {
                         return Ok(Remote {
                             path: path.to_string(),
                             sha256: linked.filter(|e| e.len() == 64),

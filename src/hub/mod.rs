@@ -50,7 +50,9 @@ pub enum HubError {
         "no repository {repo} on {endpoint} (and no such folder here): check ORG/NAME, or set HF_TOKEN if it is private"
     )]
     RepoNotFound { repo: String, endpoint: String },
-    #[error("{repo} has no revision `{revision}` on {endpoint}: use a branch, tag or commit it has")]
+    #[error(
+        "{repo} has no revision `{revision}` on {endpoint}: use a branch, tag or commit it has"
+    )]
     RevisionNotFound {
         repo: String,
         revision: String,
@@ -172,10 +174,9 @@ impl HubConfig {
         let (token, token_from) = match set("HF_TOKEN").map(|t| t.trim().to_string()) {
             Some(t) if !t.is_empty() => (Some(t), "HF_TOKEN".to_string()),
             _ => match std::fs::read_to_string(&token_file) {
-                Ok(t) if !t.trim().is_empty() => (
-                    Some(t.trim().to_string()),
-                    token_file.display().to_string(),
-                ),
+                Ok(t) if !t.trim().is_empty() => {
+                    (Some(t.trim().to_string()), token_file.display().to_string())
+                }
                 _ => (None, "nowhere".to_string()),
             },
         };
@@ -259,7 +260,9 @@ pub fn safe_rel_path(path: &str) -> bool {
         && !path.contains('\\')
         && !path.chars().any(|c| c.is_control())
         && !(path.len() >= 2 && path.as_bytes()[1] == b':')
-        && path.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+        && path
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
 }
 
 #[cfg(test)]
@@ -269,9 +272,14 @@ mod tests {
     #[test]
     fn repo_ids_and_revisions() {
         let r = RepoRef::parse("stanfordmimi/RoentGen-v2@abc").unwrap();
-        assert_eq!((r.repo.as_str(), r.revision.as_str()), ("stanfordmimi/RoentGen-v2", "abc"));
+        assert_eq!(
+            (r.repo.as_str(), r.revision.as_str()),
+            ("stanfordmimi/RoentGen-v2", "abc")
+        );
         assert_eq!(RepoRef::parse("a/b").unwrap().revision, "main");
-        for bad in ["a", "a/b/c", "../b", "a/..", "a/b@", "a/b@../x", "/a/b", "a/b c"] {
+        for bad in [
+            "a", "a/b/c", "../b", "a/..", "a/b@", "a/b@../x", "/a/b", "a/b c",
+        ] {
             assert!(RepoRef::parse(bad).is_err(), "{bad}");
         }
     }
@@ -281,7 +289,17 @@ mod tests {
         for ok in ["model_index.json", "unet/config.json", "a.b/c..d"] {
             assert!(safe_rel_path(ok), "{ok}");
         }
-        for bad in ["", "/etc/passwd", "../x", "unet/../../x", "a//b", "./a", "a\\b", "C:x", "a/\n"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "unet/../../x",
+            "a//b",
+            "./a",
+            "a\\b",
+            "C:x",
+            "a/\n",
+        ] {
             assert!(!safe_rel_path(bad), "{bad:?}");
         }
     }
@@ -289,7 +307,12 @@ mod tests {
     #[test]
     fn environment() {
         let vars = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
         };
         let c = HubConfig::from_vars(vars(&[("HOME", "/h"), ("HF_TOKEN", "")]));
         assert_eq!(c.endpoint, "https://huggingface.co");

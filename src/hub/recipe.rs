@@ -175,11 +175,22 @@ impl Recipe {
         };
         let r: Recipe = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
         match (&r.repo, r.components.is_empty()) {
-            (Some(_), false) => return Err(bad("give either `repo` or `components`, not both".into())),
-            (None, true) => return Err(bad("give `repo` (a whole diffusers repo) or `components`".into())),
+            (Some(_), false) => {
+                return Err(bad("give either `repo` or `components`, not both".into()));
+            }
+            (None, true) => {
+                return Err(bad(
+                    "give `repo` (a whole diffusers repo) or `components`".into()
+                ));
+            }
             _ => {}
         }
-        for (k, s) in r.repo.iter().map(|s| ("repo", s)).chain(r.components.iter().map(|(k, s)| (k.as_str(), s))) {
+        for (k, s) in r
+            .repo
+            .iter()
+            .map(|s| ("repo", s))
+            .chain(r.components.iter().map(|(k, s)| (k.as_str(), s)))
+        {
             if k != "repo" && !PARTS.iter().any(|(p, _)| *p == k) {
                 return Err(bad(format!(
                     "unknown component `{k}`: the parts are unet, vae, text_encoder, tokenizer, scheduler"
@@ -187,7 +198,10 @@ impl Recipe {
             }
             RepoRef::parse(&format!("{}@{}", s.repo, s.revision))?;
             if !s.subfolder.is_empty() && !super::safe_rel_path(s.subfolder.trim_matches('/')) {
-                return Err(bad(format!("component {k}: subfolder `{}` leaves the repo", s.subfolder)));
+                return Err(bad(format!(
+                    "component {k}: subfolder `{}` leaves the repo",
+                    s.subfolder
+                )));
             }
         }
         if r.repo.is_none() {
@@ -197,7 +211,9 @@ impl Recipe {
                 }
             }
             if !r.components.contains_key("scheduler") && r.scheduler_config.is_none() {
-                return Err(bad("no `scheduler` component and no `scheduler_config`".into()));
+                return Err(bad(
+                    "no `scheduler` component and no `scheduler_config`".into()
+                ));
             }
         }
         Ok(r)
@@ -258,7 +274,12 @@ impl Recipe {
     ) -> Result<PathBuf> {
         use sha2::Digest;
         let key: String = sha2::Sha256::digest(
-            format!("{}\n{}", serde_json::to_string(self).unwrap_or_default(), commits.join("\n")).as_bytes(),
+            format!(
+                "{}\n{}",
+                serde_json::to_string(self).unwrap_or_default(),
+                commits.join("\n")
+            )
+            .as_bytes(),
         )
         .iter()
         .take(6)
@@ -267,7 +288,13 @@ impl Recipe {
         let safe_name: String = self
             .name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let base = cache.join("roentgen-assembled");
         let dir = base.join(format!("{safe_name}-{key}"));
@@ -287,7 +314,11 @@ impl Recipe {
             let folder = tmp.join(name);
             std::fs::create_dir_all(&folder).map_err(|e| io_err(&folder, e))?;
             for f in files {
-                let inside = if sub.is_empty() { f.as_str() } else { &f[sub.len() + 1..] };
+                let inside = if sub.is_empty() {
+                    f.as_str()
+                } else {
+                    &f[sub.len() + 1..]
+                };
                 let link = folder.join(inside);
                 let target = snap.join(f);
                 #[cfg(unix)]
@@ -332,9 +363,18 @@ mod tests {
     fn bad_recipes_are_refused_with_a_reason() {
         for (json, says) in [
             (r#"{"name":"x"}"#, "give `repo`"),
-            (r#"{"name":"x","components":{"unet":{"repo":"a/b"}}}"#, "no `vae`"),
-            (r#"{"name":"x","components":{"unet":{"repo":"a/b","subfolder":"../x"}}}"#, "leaves the repo"),
-            (r#"{"name":"x","components":{"brain":{"repo":"a/b"}}}"#, "unknown component"),
+            (
+                r#"{"name":"x","components":{"unet":{"repo":"a/b"}}}"#,
+                "no `vae`",
+            ),
+            (
+                r#"{"name":"x","components":{"unet":{"repo":"a/b","subfolder":"../x"}}}"#,
+                "leaves the repo",
+            ),
+            (
+                r#"{"name":"x","components":{"brain":{"repo":"a/b"}}}"#,
+                "unknown component",
+            ),
         ] {
             let e = Recipe::from_json("r.json", json).unwrap_err().to_string();
             assert!(e.contains(says), "{json}: {e}");

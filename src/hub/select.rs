@@ -34,7 +34,11 @@ pub fn select_part(
     prefer_f16: bool,
 ) -> Result<Vec<String>> {
     let sub = subfolder.trim_matches('/');
-    let prefix = if sub.is_empty() { String::new() } else { format!("{sub}/") };
+    let prefix = if sub.is_empty() {
+        String::new()
+    } else {
+        format!("{sub}/")
+    };
     let missing = |path: String, hint: &str| crate::error::Error::MissingFile {
         path,
         hint: hint.into(),
@@ -43,7 +47,10 @@ pub fn select_part(
         Part::Model => {
             let config = format!("{prefix}config.json");
             if !files.contains(&config) {
-                return Err(missing(config, "the recipe names a folder without a model config"));
+                return Err(missing(
+                    config,
+                    "the recipe names a folder without a model config",
+                ));
             }
             // pick_weight_file looks inside a named folder: at the root, look at the files
             // as if under `root/`.
@@ -162,7 +169,10 @@ mod tests {
         );
         assert_eq!(
             select_part(&listing, "unet", Part::Model, false).unwrap(),
-            files(&["unet/config.json", "unet/diffusion_pytorch_model.safetensors"])
+            files(&[
+                "unet/config.json",
+                "unet/diffusion_pytorch_model.safetensors"
+            ])
         );
         assert_eq!(
             select_part(&listing, "", Part::Tokenizer, false).unwrap(),

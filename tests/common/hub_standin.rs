@@ -203,7 +203,11 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> std::io::R
         if p.is_dir() {
             walk(root, &p, out)?;
         } else {
-            let rel = p.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+            let rel = p
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
             out.push((rel, p));
         }
     }
@@ -221,7 +225,10 @@ fn load_repo(dir: &Path, commit: Option<&str>) -> Result<Repo, String> {
         let (oid, lfs) = if is_weight(&path) {
             let sha = sha256_hex(&bytes);
             let pointer = lfs_pointer(&sha, size);
-            (git_blob_oid(pointer.as_bytes()), Some((sha, pointer.len() as u64)))
+            (
+                git_blob_oid(pointer.as_bytes()),
+                Some((sha, pointer.len() as u64)),
+            )
         } else {
             (git_blob_oid(&bytes), None)
         };
@@ -240,7 +247,10 @@ fn load_repo(dir: &Path, commit: Option<&str>) -> Result<Repo, String> {
         Some(c) => c.to_string(),
         // A commit id that changes with the content, like git's.
         None => {
-            let tree: String = files.values().map(|f| format!("{} {}\n", f.oid, f.path)).collect();
+            let tree: String = files
+                .values()
+                .map(|f| format!("{} {}\n", f.oid, f.path))
+                .collect();
             hex(&sha1(tree.as_bytes()))
         }
     };
@@ -466,7 +476,11 @@ fn serve(state: &State, conn: TcpStream, is_cdn: bool) -> std::io::Result<()> {
         if is_cdn { "cdn " } else { "" },
         req.method,
         req.path,
-        if range.is_empty() { String::new() } else { format!(" {range}") }
+        if range.is_empty() {
+            String::new()
+        } else {
+            format!(" {range}")
+        }
     ));
     let answer = if req.method == "OPTIONS" {
         let allow = req
@@ -476,7 +490,10 @@ fn serve(state: &State, conn: TcpStream, is_cdn: bool) -> std::io::Result<()> {
         Answer {
             status: 204,
             headers: vec![
-                ("Access-Control-Allow-Methods".into(), "GET, HEAD, OPTIONS".into()),
+                (
+                    "Access-Control-Allow-Methods".into(),
+                    "GET, HEAD, OPTIONS".into(),
+                ),
                 ("Access-Control-Allow-Headers".into(), allow),
                 ("Access-Control-Max-Age".into(), "600".into()),
             ],
@@ -537,11 +554,7 @@ fn find_repo<'a>(state: &'a State, org: &str, name: &str) -> Result<(String, &'a
     let id = format!("{org}/{name}");
     match state.repos.get(&id) {
         Some(r) => Ok((id, r)),
-        None => Err(error(
-            404,
-            "RepoNotFound",
-            "Repository not found",
-        )),
+        None => Err(error(404, "RepoNotFound", "Repository not found")),
     }
 }
 
@@ -549,7 +562,11 @@ fn check_revision(repo: &Repo, rev: &str) -> Result<(), Answer> {
     if rev == "main" || rev == repo.commit {
         Ok(())
     } else {
-        Err(error(404, "RevisionNotFound", &format!("Invalid rev id: {rev}")))
+        Err(error(
+            404,
+            "RevisionNotFound",
+            &format!("Invalid rev id: {rev}"),
+        ))
     }
 }
 
@@ -566,13 +583,17 @@ fn gate(state: &State, id: &str, req: &Request) -> Option<Answer> {
         None => Some(error(
             401,
             "GatedRepo",
-            &format!("Access to model {id} is restricted. You must have access to it and be authenticated to access it. Please log in."),
+            &format!(
+                "Access to model {id} is restricted. You must have access to it and be authenticated to access it. Please log in."
+            ),
         )),
         Some(t) if Some(t) == state.token.as_deref() => None,
         Some(_) => Some(error(
             403,
             "GatedRepo",
-            &format!("Access to model {id} is restricted and you are not in the authorized list. Visit https://huggingface.co/{id} to ask for access."),
+            &format!(
+                "Access to model {id} is restricted and you are not in the authorized list. Visit https://huggingface.co/{id} to ask for access."
+            ),
         )),
     }
 }
@@ -601,7 +622,11 @@ fn api_info(state: &State, org: &str, name: &str, rev: &str) -> Result<Answer, A
         .keys()
         .map(|p| format!("{{\"rfilename\":{}}}", json_str(p)))
         .collect();
-    let gated = if state.gated.contains(&id) { "\"manual\"" } else { "false" };
+    let gated = if state.gated.contains(&id) {
+        "\"manual\""
+    } else {
+        "false"
+    };
     Ok(json_answer(
         200,
         format!(
@@ -644,17 +669,31 @@ fn api_tree(
         .split('&')
         .any(|kv| matches!(kv, "recursive=true" | "recursive=True" | "recursive=1"));
     let under = under.trim_matches('/');
-    let prefix = if under.is_empty() { String::new() } else { format!("{under}/") };
+    let prefix = if under.is_empty() {
+        String::new()
+    } else {
+        format!("{under}/")
+    };
     if !under.is_empty() && !repo.files.keys().any(|p| p.starts_with(&prefix)) {
-        return Err(error(404, "EntryNotFound", &format!("{under} does not exist on \"{rev}\"")));
+        return Err(error(
+            404,
+            "EntryNotFound",
+            &format!("{under} does not exist on \"{rev}\""),
+        ));
     }
     let mut entries = Vec::new();
     let mut dirs = std::collections::BTreeSet::new();
     for f in repo.files.values() {
-        let Some(rest) = f.path.strip_prefix(&prefix) else { continue };
+        let Some(rest) = f.path.strip_prefix(&prefix) else {
+            continue;
+        };
         // Every folder between `under` and the file, as the Hub lists them.
         let parts: Vec<&str> = rest.split('/').collect();
-        let depth = if recursive { parts.len() - 1 } else { (parts.len() - 1).min(1) };
+        let depth = if recursive {
+            parts.len() - 1
+        } else {
+            (parts.len() - 1).min(1)
+        };
         for d in 1..=depth {
             dirs.insert(format!("{prefix}{}", parts[..d].join("/")));
         }
@@ -678,7 +717,8 @@ fn parse_range(range: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, Answ
     let Some(r) = range else { return Ok(None) };
     let bad = || {
         let mut a = error(416, "RangeNotSatisfiable", "Range Not Satisfiable");
-        a.headers.push(("Content-Range".into(), format!("bytes */{len}")));
+        a.headers
+            .push(("Content-Range".into(), format!("bytes */{len}")));
         a
     };
     let spec = r.trim().strip_prefix("bytes=").ok_or_else(bad)?;
@@ -688,7 +728,13 @@ fn parse_range(range: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, Answ
         (len.saturating_sub(n), len.saturating_sub(1))
     } else {
         let start: u64 = a.parse().map_err(|_| bad())?;
-        let end = if b.is_empty() { len.saturating_sub(1) } else { b.parse::<u64>().map_err(|_| bad())?.min(len.saturating_sub(1)) };
+        let end = if b.is_empty() {
+            len.saturating_sub(1)
+        } else {
+            b.parse::<u64>()
+                .map_err(|_| bad())?
+                .min(len.saturating_sub(1))
+        };
         (start, end)
     };
     if start >= len || end < start {
@@ -705,14 +751,20 @@ fn file_answer(f: &File, req: &Request, cut: bool) -> Answer {
             206,
             s,
             e - s + 1,
-            vec![("Content-Range".to_string(), format!("bytes {s}-{e}/{}", f.size))],
+            vec![(
+                "Content-Range".to_string(),
+                format!("bytes {s}-{e}/{}", f.size),
+            )],
         ),
     };
     headers.push(("Content-Type".into(), "application/octet-stream".into()));
     headers.push(("Accept-Ranges".into(), "bytes".into()));
     headers.push((
         "ETag".into(),
-        format!("\"{}\"", f.lfs.as_ref().map(|(s, _)| s.as_str()).unwrap_or(&f.oid)),
+        format!(
+            "\"{}\"",
+            f.lfs.as_ref().map(|(s, _)| s.as_str()).unwrap_or(&f.oid)
+        ),
     ));
     headers.push(("Content-Length".into(), len.to_string()));
     Answer {
@@ -736,11 +788,13 @@ fn resolve(
     }
     check_revision(repo, rev)?;
     let f = repo.files.get(path).ok_or_else(|| {
-        error(404, "EntryNotFound", &format!("{path} does not exist on \"{rev}\""))
+        error(
+            404,
+            "EntryNotFound",
+            &format!("{path} does not exist on \"{rev}\""),
+        )
     })?;
-    let mut headers = vec![
-        ("X-Repo-Commit".to_string(), repo.commit.clone()),
-    ];
+    let mut headers = vec![("X-Repo-Commit".to_string(), repo.commit.clone())];
     if let Some((sha, _)) = &f.lfs {
         headers.push(("ETag".into(), format!("\"{}\"", f.oid)));
         headers.push(("X-Linked-Etag".into(), format!("\"{sha}\"")));
@@ -783,8 +837,14 @@ fn cdn(state: &State, req: &Request) -> Answer {
 mod tests {
     #[test]
     fn sha1_known_answers() {
-        assert_eq!(super::hex(&super::sha1(b"abc")), "a9993e364706816aba3e25717850c26c9cd0d89d");
+        assert_eq!(
+            super::hex(&super::sha1(b"abc")),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
         // `git hash-object` of an empty file.
-        assert_eq!(super::git_blob_oid(b""), "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391");
+        assert_eq!(
+            super::git_blob_oid(b""),
+            "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+        );
     }
 }

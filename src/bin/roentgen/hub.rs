@@ -57,8 +57,16 @@ impl Shown {
                     "{repo}: downloading {} files, {:.1} MB{}{}",
                     files.len(),
                     total as f64 / 1e6,
-                    if done > 0 { format!(" ({:.1} MB already here, resumed)", done as f64 / 1e6) } else { String::new() },
-                    if cached > 0 { format!("; {cached} files already in the cache") } else { String::new() },
+                    if done > 0 {
+                        format!(" ({:.1} MB already here, resumed)", done as f64 / 1e6)
+                    } else {
+                        String::new()
+                    },
+                    if cached > 0 {
+                        format!("; {cached} files already in the cache")
+                    } else {
+                        String::new()
+                    },
                 );
                 self.total = total;
                 self.done = done;
@@ -68,15 +76,18 @@ impl Shown {
                     b.finish_and_clear();
                 }
                 self.bar = std::io::stderr().is_terminal().then(|| {
-                    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
-                        .with_style(
-                            ProgressStyle::with_template(
-                                "[{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}, {eta} left {msg}",
-                            )
-                            .expect("a valid template")
-                            .progress_chars("#>."),
+                    let bar = ProgressBar::with_draw_target(
+                        Some(total),
+                        ProgressDrawTarget::stderr(),
+                    )
+                    .with_style(
+                        ProgressStyle::with_template(
+                            "[{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}, {eta} left {msg}",
                         )
-                        .with_position(done);
+                        .expect("a valid template")
+                        .progress_chars("#>."),
+                    )
+                    .with_position(done);
                     bar.reset_eta();
                     bar.enable_steady_tick(Duration::from_millis(500));
                     bar
@@ -86,7 +97,11 @@ impl Shown {
                 let line = format!(
                     "{path} ({:.1} MB{})",
                     size as f64 / 1e6,
-                    if done > 0 { format!(", resuming at {:.1} MB", done as f64 / 1e6) } else { String::new() }
+                    if done > 0 {
+                        format!(", resuming at {:.1} MB", done as f64 / 1e6)
+                    } else {
+                        String::new()
+                    }
                 );
                 match &self.bar {
                     Some(b) => b.set_message(line),
@@ -98,7 +113,9 @@ impl Shown {
                 match &self.bar {
                     Some(b) => b.set_position(self.done),
                     None => {
-                        if self.done >= self.last_logged + (self.total / 10).max(1) || self.done == self.total {
+                        if self.done >= self.last_logged + (self.total / 10).max(1)
+                            || self.done == self.total
+                        {
                             self.last_logged = self.done;
                             let el = self.start.elapsed().as_secs_f64().max(1e-9);
                             eprintln!(
@@ -143,7 +160,9 @@ fn fetch(model: &str, prefer_f16: bool) -> Result<PathBuf> {
     let mut shown = Shown::new();
     let out = match named(model)? {
         Named::Repo(r) => hub
-            .snapshot(&r, &|files| select(files, prefer_f16), &mut |e| shown.event(e))
+            .snapshot(&r, &|files| select(files, prefer_f16), &mut |e| {
+                shown.event(e)
+            })
             .map(|s| s.dir),
         Named::Recipe(rec) => rec.materialize(&hub, prefer_f16, &mut |e| shown.event(e)),
     };
@@ -170,7 +189,10 @@ pub fn download(a: DownloadArgs) -> Result<()> {
 }
 
 pub fn models() -> Result<()> {
-    println!("{:<12} {:<58} {}", "name", "components (repo[/subfolder]@revision)", "defaults");
+    println!(
+        "{:<12} {:<58} {}",
+        "name", "components (repo[/subfolder]@revision)", "defaults"
+    );
     for r in recipe::known() {
         let parts: Vec<String> = match &r.repo {
             Some(s) => vec![format!("{}@{}", s.repo, s.revision)],
@@ -178,7 +200,11 @@ pub fn models() -> Result<()> {
                 .components
                 .iter()
                 .map(|(k, s)| {
-                    let sub = if s.subfolder.is_empty() { String::new() } else { format!("/{}", s.subfolder) };
+                    let sub = if s.subfolder.is_empty() {
+                        String::new()
+                    } else {
+                        format!("/{}", s.subfolder)
+                    };
                     format!("{k}: {}{sub}@{}", s.repo, s.revision)
                 })
                 .collect(),
@@ -192,7 +218,10 @@ pub fn models() -> Result<()> {
             d.size.unwrap_or(512)
         );
         if let Some(c) = &r.scheduler_config {
-            defaults.push_str(&format!(", {} (in the recipe)", c["_class_name"].as_str().unwrap_or("?")));
+            defaults.push_str(&format!(
+                ", {} (in the recipe)",
+                c["_class_name"].as_str().unwrap_or("?")
+            ));
         }
         for (i, p) in parts.iter().enumerate() {
             if i == 0 {
