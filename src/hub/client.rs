@@ -248,7 +248,18 @@ impl Hub {
                     });
             }
         };
-        if resp.status().as_u16() != 200 {
+        let status = resp.status().as_u16();
+        if status >= 500 {
+            // The Hub is down: the cache if it has everything, as huggingface_hub does.
+            if let Ok(s) = self.from_cache(&cache, r, choose) {
+                log::warn!(
+                    "{url}: HTTP {status}; using the cached snapshot {}",
+                    s.commit
+                );
+                return Ok(s);
+            }
+        }
+        if status != 200 {
             return Err(self.refusal(r, None, &url, &mut resp));
         }
         let info: serde_json::Value = resp
@@ -463,6 +474,18 @@ impl Hub {
                 match r.status().as_u16() {
                     301 | 302 | 303 | 307 | 308 => {
                         let to = header(&r, "location").unwrap_or_default();
+                        let to = if to.starts_with('/') {
+                            match scheme_host(&url) {
+                                Some((scheme, _)) => {
+                                    let rest = &url[scheme.len() + 3..];
+                                    let authority = rest.split('/').next().unwrap_or("");
+                                    format!("{scheme}://{authority}{to}")
+                                }
+                                None => to,
+                            }
+                        } else {
+                            to
+                        };
                         if !redirect_allowed(&self.config.endpoint, &to) {
                             return Err(HubError::UnsafeRedirect { from: url, to });
                         }

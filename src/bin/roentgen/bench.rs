@@ -460,7 +460,11 @@ async fn bench_fidelity(gpu: &Gpu, a: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn bench(a: BenchArgs) -> Result<()> {
+pub async fn bench(mut a: BenchArgs) -> Result<()> {
+    // A Hub repo is fetched (or found in the cache) once, before any timing.
+    if let Some(m) = &a.model {
+        a.model = Some(crate::hub::model_dir(m, false)?);
+    }
     let gpu = Gpu::new().await?;
     let i = &gpu.info;
     println!(
