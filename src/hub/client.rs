@@ -219,7 +219,7 @@ impl Hub {
         let cache = self.repo_cache(&r.repo);
         if self.config.offline {
             return self
-                .from_cache(&cache, r, choose)
+                .cached(&cache, r, choose)
                 .map_err(|missing| HubError::Offline {
                     repo: r.repo.clone(),
                     revision: r.revision.clone(),
@@ -238,7 +238,7 @@ impl Hub {
             // No network: the cache, as huggingface_hub falls back to it.
             Err(e) => {
                 return self
-                    .from_cache(&cache, r, choose)
+                    .cached(&cache, r, choose)
                     .map_err(|_| HubError::Unreachable {
                         repo: r.repo.clone(),
                         revision: r.revision.clone(),
@@ -251,7 +251,7 @@ impl Hub {
         let status = resp.status().as_u16();
         if status >= 500 {
             // The Hub is down: the cache if it has everything, as huggingface_hub does.
-            if let Ok(s) = self.from_cache(&cache, r, choose) {
+            if let Ok(s) = self.cached(&cache, r, choose) {
                 log::warn!(
                     "{url}: HTTP {status}; using the cached snapshot {}",
                     s.commit
@@ -334,7 +334,7 @@ impl Hub {
         });
         let mut downloaded = 0;
         for f in &remote {
-            downloaded += self.download(&cache, &f, progress)?;
+            downloaded += self.download(&cache, f, progress)?;
             cache.link(&commit, &f.path, &f.etag)?;
         }
         cache.write_ref(&r.revision, &commit)?;
@@ -348,7 +348,7 @@ impl Hub {
     }
 
     /// The snapshot the cache holds for `r`, if it has every chosen file; else why not.
-    fn from_cache(
+    fn cached(
         &self,
         cache: &RepoCache,
         r: &RepoRef,

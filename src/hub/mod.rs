@@ -259,7 +259,8 @@ pub fn safe_rel_path(path: &str) -> bool {
         && !path.starts_with('/')
         && !path.contains('\\')
         && !path.chars().any(|c| c.is_control())
-        && !(path.len() >= 2 && path.as_bytes()[1] == b':')
+        // `C:x`: a drive on Windows.
+        && path.as_bytes().get(1) != Some(&b':')
         && path
             .split('/')
             .all(|seg| !seg.is_empty() && seg != "." && seg != "..")

@@ -233,7 +233,9 @@ impl Recipe {
             return Ok(snap.dir);
         }
         // Each (repo, revision) once, with every part it gives.
-        let mut per_repo: BTreeMap<(String, String), Vec<(&str, Part, String)>> = BTreeMap::new();
+        // (repo, revision) -> [(component, part, subfolder)]
+        type PerRepo<'a> = BTreeMap<(String, String), Vec<(&'a str, Part, String)>>;
+        let mut per_repo: PerRepo = BTreeMap::new();
         for (name, part) in PARTS {
             if let Some(s) = self.components.get(name) {
                 per_repo
@@ -328,15 +330,15 @@ impl Recipe {
             }
             index[name.as_str()] = serde_json::json!(["roentgen", name]);
         }
-        if let Some(cfg) = &self.scheduler_config {
-            if !placed.iter().any(|(n, ..)| n == "scheduler") {
-                let folder = tmp.join("scheduler");
-                std::fs::create_dir_all(&folder).map_err(|e| io_err(&folder, e))?;
-                let p = folder.join("scheduler_config.json");
-                std::fs::write(&p, serde_json::to_string_pretty(cfg).unwrap_or_default())
-                    .map_err(|e| io_err(&p, e))?;
-                index["scheduler"] = serde_json::json!(["diffusers", cfg["_class_name"]]);
-            }
+        if let Some(cfg) = &self.scheduler_config
+            && !placed.iter().any(|(n, ..)| n == "scheduler")
+        {
+            let folder = tmp.join("scheduler");
+            std::fs::create_dir_all(&folder).map_err(|e| io_err(&folder, e))?;
+            let p = folder.join("scheduler_config.json");
+            std::fs::write(&p, serde_json::to_string_pretty(cfg).unwrap_or_default())
+                .map_err(|e| io_err(&p, e))?;
+            index["scheduler"] = serde_json::json!(["diffusers", cfg["_class_name"]]);
         }
         let p = tmp.join("model_index.json");
         std::fs::write(&p, serde_json::to_string_pretty(&index).unwrap_or_default())

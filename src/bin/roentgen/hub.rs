@@ -190,8 +190,8 @@ pub fn download(a: DownloadArgs) -> Result<()> {
 
 pub fn models() -> Result<()> {
     println!(
-        "{:<12} {:<58} {}",
-        "name", "components (repo[/subfolder]@revision)", "defaults"
+        "{:<12} {:<58} defaults",
+        "name", "components (repo[/subfolder]@revision)"
     );
     for r in recipe::known() {
         let parts: Vec<String> = match &r.repo {
