@@ -204,8 +204,14 @@ fn a_repo_gives_the_folders_png_leaves_huggingface_hubs_layout_and_works_offline
         asked,
         vec!["GET /api/models/org/tiny-sd/revision/main".to_string()]
     );
-    // The server gone: HF_HUB_OFFLINE=1 uses the cache.
+    // The server gone: the cache, with HF_HUB_OFFLINE=1 and without (as huggingface_hub
+    // falls back to it when the Hub cannot be reached).
     server.stop();
+    let got = generate(&cwd, &env, "org/tiny-sd", &dir.join("unreachable.png"));
+    assert!(
+        got == want,
+        "the PNG with the Hub unreachable differs from the folder's"
+    );
     let offline = [
         ("HF_ENDPOINT", env[0].1),
         ("HF_HOME", env[1].1),
@@ -604,6 +610,57 @@ fn a_listed_name_leaving_the_cache_and_a_plain_http_redirect_elsewhere_are_refus
     assert!(
         err.contains("refused a redirect from") && err.contains("to http://198.51.100.7/file"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_blob_whose_sha256_is_not_the_announced_one_never_enters_the_cache() {
+    let dir = scratch("checksum");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let siblings: Vec<String> = files_of(&fixture())
+        .iter()
+        .map(|n| format!("{{\"rfilename\":\"{n}\"}}"))
+        .collect();
+    let body = format!(
+        "{{\"sha\":\"{commit}\",\"siblings\":[{}]}}",
+        siblings.join(",")
+    );
+    let announced = sha256_hex(b"the real bytes");
+    let sent = announced.clone();
+    let url = fake_hub(move |m, p| {
+        if p.starts_with("/api/") {
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        } else if m == "HEAD" {
+            // Redirected on the same host (allowed), announcing a sha256 the bytes lack.
+            format!(
+                "HTTP/1.1 302 Found\r\nLocation: /cdn/file\r\nX-Linked-Etag: \"{sent}\"\r\nX-Linked-Size: 9\r\nETag: \"bb\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+        } else {
+            "HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntampered!".into()
+        }
+    });
+    let home = dir.join("home");
+    let (code, err) = roentgen(
+        &dir,
+        &[("HF_ENDPOINT", &url), ("HF_HOME", home.to_str().unwrap())],
+        &["download", "org/tampered"],
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains(&format!(
+            "model_index.json arrived whole but its sha256 is {}, not the {announced} the Hub announced: the file was deleted",
+            sha256_hex(b"tampered!")
+        )),
+        "{err}"
+    );
+    let blobs = home.join("hub/models--org--tampered/blobs");
+    assert!(
+        files_of(&blobs).is_empty(),
+        "nothing stays in blobs/: {:?}",
+        files_of(&blobs)
     );
 }
 
