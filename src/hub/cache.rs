@@ -38,6 +38,16 @@ impl RepoCache {
         Ok(self.root.join("blobs").join(etag))
     }
 
+    /// huggingface_hub's lock file of a blob: `<cache>/.locks/models--ORG--NAME/<etag>.lock`
+    /// (it takes it with `flock`, as [`std::fs::File::lock`] does on Unix), so that it
+    /// and we never write the same blob at once.
+    pub fn lock_file(&self, etag: &str) -> Result<PathBuf> {
+        self.blob(etag)?;
+        let cache = self.root.parent().unwrap_or(Path::new("."));
+        let name = self.root.file_name().unwrap_or_default();
+        Ok(cache.join(".locks").join(name).join(format!("{etag}.lock")))
+    }
+
     pub fn snapshot(&self, commit: &str) -> PathBuf {
         self.root.join("snapshots").join(commit)
     }

@@ -449,6 +449,21 @@ impl Hub {
         let blob = cache.blob(&f.etag)?;
         let part = incomplete(&blob);
         std::fs::create_dir_all(blob.parent().unwrap()).map_err(|e| io_err(&blob, e))?;
+        // One writer per blob (another roentgen, or huggingface_hub: the same lock file);
+        // released when `_lock` drops.
+        let lock_path = cache.lock_file(&f.etag)?;
+        std::fs::create_dir_all(lock_path.parent().unwrap()).map_err(|e| io_err(&lock_path, e))?;
+        let _lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .and_then(|l| l.lock().map(|_| l))
+            .map_err(|e| io_err(&lock_path, e))?;
+        if blob.is_file() {
+            // The other writer finished it while we waited.
+            return Ok(0);
+        }
         let mut done = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
         if done > f.size {
             done = 0;
