@@ -413,6 +413,41 @@ fn a_weight_download_cut_halfway_resumes_on_the_next_run_with_the_same_image() {
     );
 }
 
+#[test]
+fn two_downloads_of_the_same_repo_at_once_both_succeed() {
+    let dir = scratch("twice");
+    let server = serve(&[("org/tiny-sd", &fixture())], |_| {});
+    let home = dir.join("home");
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_roentgen"))
+            .args(["download", "org/tiny-sd"])
+            .env("HF_ENDPOINT", &server.url)
+            .env("HF_HOME", &home)
+            .env_remove("HF_TOKEN")
+            .env_remove("HF_HUB_CACHE")
+            .env_remove("HF_HUB_OFFLINE")
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    for p in [a, b] {
+        let out = p.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    check_layout(
+        &home.join("hub"),
+        "org/tiny-sd",
+        &server.commit("org/tiny-sd"),
+        &fixture(),
+    );
+}
+
 /// The tiny model split as RadEdit's is: the UNet in a repo's `unet/`, the VAE at
 /// another repo's root, the text encoder and tokenizer together at a third's root.
 fn split_repos(dir: &Path) -> [PathBuf; 3] {

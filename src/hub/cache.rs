@@ -86,7 +86,7 @@ impl RepoCache {
             return Ok(());
         }
         std::fs::create_dir_all(p.parent().unwrap()).map_err(|e| io_err(&p, e))?;
-        let tmp = p.with_extension("tmp-roentgen");
+        let tmp = p.with_extension(format!("roentgen-{}", std::process::id()));
         std::fs::write(&tmp, commit).map_err(|e| io_err(&tmp, e))?;
         std::fs::rename(&tmp, &p).map_err(|e| io_err(&p, e))
     }
@@ -99,15 +99,21 @@ impl RepoCache {
         std::fs::create_dir_all(link.parent().unwrap()).map_err(|e| io_err(&link, e))?;
         let up = "../".repeat(2 + path.matches('/').count());
         let target = format!("{up}blobs/{etag}");
-        if std::fs::symlink_metadata(&link).is_ok() {
-            std::fs::remove_file(&link).map_err(|e| io_err(&link, e))?;
-        }
+        // Made under a name of this process's, then renamed over: another writer of the
+        // same snapshot (roentgen or huggingface_hub) never sees a missing link.
+        let tmp = link.with_file_name(format!(
+            ".{}.roentgen-{}",
+            link.file_name().unwrap_or_default().to_string_lossy(),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&tmp);
         #[cfg(unix)]
-        let made = std::os::unix::fs::symlink(&target, &link);
+        let made = std::os::unix::fs::symlink(&target, &tmp);
         #[cfg(not(unix))]
-        let made = std::fs::copy(&blob, &link).map(|_| ());
+        let made = std::fs::copy(&blob, &tmp).map(|_| ());
         made.map_err(|e| io_err(&link, e))?;
         let _ = blob;
+        std::fs::rename(&tmp, &link).map_err(|e| io_err(&link, e))?;
         Ok(link)
     }
 
