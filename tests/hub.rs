@@ -568,6 +568,217 @@ fn a_recipe_of_three_repos_is_assembled_and_gives_the_folders_image() {
     );
 }
 
+/// One raw HTTP/1.1 exchange: (status, lower-cased headers, body).
+fn http(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use std::io::Read;
+    let host = base.strip_prefix("http://").unwrap();
+    let mut c = std::net::TcpStream::connect(host).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    c.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    c.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let hs = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, hs, raw[split + 4..].to_vec())
+}
+
+fn h<'a>(hs: &'a [(String, String)], k: &str) -> &'a str {
+    hs.iter()
+        .find(|(n, _)| n == k)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("")
+}
+
+/// The contract the page's tests and scripts rely on (docs/MODELS.md).
+#[test]
+fn the_stand_in_speaks_the_hubs_protocol_with_cors() {
+    let commit = "89abcdef0123456789abcdef0123456789abcdef";
+    let server = serve(
+        &[("org/tiny-sd", &fixture()), ("org/gated", &fixture())],
+        |c| {
+            c.commit = Some(commit.into());
+            c.gated.push("org/gated".into());
+            c.token = Some("hf_t".into());
+        },
+    );
+    let u = server.url.as_str();
+    let unet = "unet/diffusion_pytorch_model.safetensors";
+    let bytes = std::fs::read(fixture().join(unet)).unwrap();
+    let sha = sha256_hex(&bytes);
+
+    let (s, _, body) = http(
+        u,
+        "GET",
+        &format!("/api/models/org/tiny-sd/revision/{commit}"),
+        &[],
+    );
+    let info: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((s, info["sha"].as_str().unwrap()), (200, commit));
+    assert_eq!(
+        info["siblings"].as_array().unwrap().len(),
+        files_of(&fixture()).len()
+    );
+
+    let (s, _, body) = http(
+        u,
+        "GET",
+        "/api/models/org/tiny-sd/tree/main?recursive=true",
+        &[],
+    );
+    let tree: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(s, 200);
+    let e = tree.iter().find(|e| e["path"] == unet).unwrap();
+    assert_eq!(e["type"], "file");
+    assert_eq!(e["size"], bytes.len() as u64);
+    assert_eq!(e["lfs"]["oid"], sha.as_str());
+    assert_eq!(e["lfs"]["size"], bytes.len() as u64);
+    assert!(e["lfs"]["pointerSize"].as_u64().unwrap() > 100);
+    let cfg = tree
+        .iter()
+        .find(|e| e["path"] == "unet/config.json")
+        .unwrap();
+    assert_eq!(
+        cfg["oid"],
+        git_blob_oid(&std::fs::read(fixture().join("unet/config.json")).unwrap()).as_str()
+    );
+    assert!(cfg.get("lfs").is_none());
+    assert!(
+        tree.iter()
+            .any(|e| e["type"] == "directory" && e["path"] == "unet")
+    );
+    let (_, _, body) = http(u, "GET", "/api/models/org/tiny-sd/tree/main/unet", &[]);
+    let sub: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(sub.len(), 2, "{sub:?}");
+
+    let (s, hs, _) = http(
+        u,
+        "OPTIONS",
+        &format!("/org/gated/resolve/main/{unet}"),
+        &[
+            ("Origin", "http://127.0.0.1:8080"),
+            ("Access-Control-Request-Method", "GET"),
+            ("Access-Control-Request-Headers", "authorization,range"),
+        ],
+    );
+    assert_eq!(s, 204);
+    assert_eq!(h(&hs, "access-control-allow-origin"), "*");
+    let allowed = h(&hs, "access-control-allow-headers").to_ascii_lowercase();
+    assert!(
+        allowed.contains("authorization") && allowed.contains("range"),
+        "{allowed}"
+    );
+
+    let (s, hs, _) = http(u, "HEAD", &format!("/org/tiny-sd/resolve/main/{unet}"), &[]);
+    assert_eq!(s, 302);
+    assert_eq!(h(&hs, "x-linked-etag"), format!("\"{sha}\""));
+    assert_eq!(h(&hs, "x-linked-size"), bytes.len().to_string());
+    assert_eq!(h(&hs, "x-repo-commit"), commit);
+    assert!(!h(&hs, "etag").is_empty());
+    let expose = h(&hs, "access-control-expose-headers");
+    for k in [
+        "ETag",
+        "X-Repo-Commit",
+        "X-Linked-Etag",
+        "X-Linked-Size",
+        "X-Error-Code",
+        "Content-Range",
+        "Location",
+    ] {
+        assert!(expose.contains(k), "{k} not exposed: {expose}");
+    }
+    let location = h(&hs, "location").to_string();
+    assert!(location.starts_with(&server.cdn_url), "{location}");
+    let path = &location[server.cdn_url.len()..];
+    let (s, hs, body) = http(&server.cdn_url, "GET", path, &[("Range", "bytes=10-19")]);
+    assert_eq!(s, 206);
+    assert_eq!(
+        h(&hs, "content-range"),
+        format!("bytes 10-19/{}", bytes.len())
+    );
+    assert_eq!(body, &bytes[10..20]);
+
+    let (s, hs, body) = http(u, "GET", "/org/tiny-sd/resolve/main/model_index.json", &[]);
+    assert_eq!(s, 200);
+    assert_eq!(
+        body,
+        std::fs::read(fixture().join("model_index.json")).unwrap()
+    );
+    assert_eq!(h(&hs, "etag"), format!("\"{}\"", git_blob_oid(&body)));
+
+    for (path, auth, status, code) in [
+        (
+            "/org/gated/resolve/main/model_index.json",
+            "",
+            401,
+            "GatedRepo",
+        ),
+        (
+            "/org/gated/resolve/main/model_index.json",
+            "Bearer hf_other",
+            403,
+            "GatedRepo",
+        ),
+        (
+            "/org/gated/resolve/main/model_index.json",
+            "Bearer hf_t",
+            200,
+            "",
+        ),
+        (
+            "/org/nope/resolve/main/model_index.json",
+            "",
+            404,
+            "RepoNotFound",
+        ),
+        (
+            "/org/tiny-sd/resolve/main/nope.json",
+            "",
+            404,
+            "EntryNotFound",
+        ),
+        (
+            "/org/tiny-sd/resolve/v9/model_index.json",
+            "",
+            404,
+            "RevisionNotFound",
+        ),
+    ] {
+        let hdrs: Vec<(&str, &str)> = if auth.is_empty() {
+            vec![]
+        } else {
+            vec![("Authorization", auth)]
+        };
+        let (s, hs, body) = http(u, "GET", path, &hdrs);
+        assert_eq!((s, h(&hs, "x-error-code")), (status, code), "{path} {auth}");
+        if status != 200 {
+            let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert!(j["error"].is_string(), "{path}");
+        }
+    }
+}
+
 /// A one-trick Hub: every request gets `answer(method, path)`.
 fn fake_hub(answer: impl Fn(&str, &str) -> String + Send + 'static) -> String {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
