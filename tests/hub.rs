@@ -448,6 +448,43 @@ fn two_downloads_of_the_same_repo_at_once_both_succeed() {
     );
 }
 
+#[test]
+fn a_full_disk_keeps_the_partial_and_says_how_to_go_on() {
+    // /dev/full answers every write with ENOSPC: the blob's partial file points there.
+    if !Path::new("/dev/full").exists() {
+        eprintln!("no /dev/full here: skipped");
+        return;
+    }
+    let dir = scratch("full");
+    let server = serve(&[("org/tiny-sd", &fixture())], |_| {});
+    let home = dir.join("home");
+    let first = "model_index.json";
+    let etag = git_blob_oid(&std::fs::read(fixture().join(first)).unwrap());
+    let blobs = home.join("hub/models--org--tiny-sd/blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let part = blobs.join(format!("{etag}.incomplete"));
+    std::os::unix::fs::symlink("/dev/full", &part).unwrap();
+    let (code, err) = roentgen(
+        &dir,
+        &[
+            ("HF_ENDPOINT", &server.url),
+            ("HF_HOME", home.to_str().unwrap()),
+        ],
+        &["download", "org/tiny-sd"],
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains(&format!("the disk is full writing {}", part.display()))
+            && err.contains("are kept and the next run resumes there"),
+        "{err}"
+    );
+    assert!(
+        std::fs::symlink_metadata(&part).is_ok(),
+        "the partial is kept"
+    );
+    assert!(!blobs.join(&etag).exists());
+}
+
 /// The tiny model split as RadEdit's is: the UNet in a repo's `unet/`, the VAE at
 /// another repo's root, the text encoder and tokenizer together at a third's root.
 fn split_repos(dir: &Path) -> [PathBuf; 3] {

@@ -539,7 +539,9 @@ impl Hub {
                 .append(true)
                 .open(&part)
                 .map_err(|e| io_err(&part, e))?;
-            if done == 0 {
+            // A server that ignored the range: start again (only a file with bytes in it
+            // needs truncating).
+            if done == 0 && out.metadata().is_ok_and(|m| m.len() > 0) {
                 out.set_len(0).map_err(|e| io_err(&part, e))?;
             }
             let mut body = resp.body_mut().with_config().limit(u64::MAX).reader();
