@@ -485,6 +485,50 @@ fn a_full_disk_keeps_the_partial_and_says_how_to_go_on() {
     assert!(!blobs.join(&etag).exists());
 }
 
+#[test]
+fn roentgen_v2s_combined_text_encoder_is_fetched_only_when_asked() {
+    let dir = scratch("combined");
+    let repo = dir.join("repo");
+    copy_dir(&fixture(), &repo);
+    copy_dir(
+        &fixture().join("text_encoder"),
+        &repo.join("text_encoder_and_tokenizer"),
+    );
+    copy_dir(
+        &fixture().join("tokenizer"),
+        &repo.join("text_encoder_and_tokenizer"),
+    );
+    let server = serve(&[("org/v2", &repo)], |_| {});
+    let home = dir.join("home");
+    let env = [
+        ("HF_ENDPOINT", server.url.as_str()),
+        ("HF_HOME", home.to_str().unwrap()),
+    ];
+    let snap = home
+        .join("hub/models--org--v2/snapshots")
+        .join(server.commit("org/v2"));
+    let (code, err) = roentgen(&dir, &env, &["download", "org/v2"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!snap.join("text_encoder_and_tokenizer").exists());
+    let (code, err) = roentgen(
+        &dir,
+        &env,
+        &["download", "org/v2", "--text-encoder-and-tokenizer"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "vocab.json",
+        "merges.txt",
+    ] {
+        assert!(
+            snap.join("text_encoder_and_tokenizer").join(f).is_file(),
+            "{f}"
+        );
+    }
+}
+
 /// The tiny model split as RadEdit's is: the UNet in a repo's `unet/`, the VAE at
 /// another repo's root, the text encoder and tokenizer together at a third's root.
 fn split_repos(dir: &Path) -> [PathBuf; 3] {

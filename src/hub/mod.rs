@@ -18,7 +18,7 @@ mod select;
 
 pub use cache::RepoCache;
 pub use client::{Event, Hub, Snapshot};
-pub use select::{Part, select, select_part};
+pub use select::{Part, select, select_combined, select_part};
 
 use std::path::PathBuf;
 

@@ -26,6 +26,24 @@ pub fn select(files: &[String], prefer_f16: bool) -> Result<Vec<String>> {
         .collect())
 }
 
+/// RoentGen v2's `text_encoder_and_tokenizer/` (asked for with `--text-encoder
+/// text_encoder_and_tokenizer`): its config, one weight file and its tokenizer files,
+/// where the repo has it; nothing otherwise (the loader then says it uses
+/// `text_encoder/`).
+pub fn select_combined(files: &[String], prefer_f16: bool) -> Result<Vec<String>> {
+    let dir = crate::checkpoint::COMBINED_TEXT_DIR;
+    if !files.contains(&format!("{dir}/config.json")) {
+        return Ok(Vec::new());
+    }
+    let mut out = select_part(files, dir, Part::Model, prefer_f16)?;
+    if let Ok(tokenizer) = select_part(files, dir, Part::Tokenizer, prefer_f16) {
+        out.extend(tokenizer);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 /// One part from `subfolder` of a repo.
 pub fn select_part(
     files: &[String],
@@ -150,6 +168,28 @@ mod tests {
         let f16 = select(&listing, true).unwrap();
         assert!(f16.contains(&"unet/diffusion_pytorch_model.fp16.safetensors".to_string()));
         assert!(f16.contains(&"text_encoder/model.safetensors".to_string()));
+    }
+
+    #[test]
+    fn roentgen_v2s_combined_text_encoder_only_when_asked_and_present() {
+        let mut listing = files(&[
+            "text_encoder_and_tokenizer/config.json",
+            "text_encoder_and_tokenizer/model.safetensors",
+            "text_encoder_and_tokenizer/pytorch_model.bin",
+            "text_encoder_and_tokenizer/vocab.json",
+            "text_encoder_and_tokenizer/merges.txt",
+        ]);
+        assert_eq!(
+            select_combined(&listing, false).unwrap(),
+            files(&[
+                "text_encoder_and_tokenizer/config.json",
+                "text_encoder_and_tokenizer/merges.txt",
+                "text_encoder_and_tokenizer/model.safetensors",
+                "text_encoder_and_tokenizer/vocab.json",
+            ])
+        );
+        listing.retain(|f| !f.ends_with("config.json"));
+        assert!(select_combined(&listing, false).unwrap().is_empty());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use roentgen_web::hub::recipe::{self, Recipe};
-use roentgen_web::hub::{Event, Hub, RepoRef, select};
+use roentgen_web::hub::{Event, Hub, RepoRef, select, select_combined};
 
 #[derive(clap::Args)]
 pub struct DownloadArgs {
@@ -18,6 +18,9 @@ pub struct DownloadArgs {
     /// Fetch the fp16 weight variant where a repo has one.
     #[arg(long)]
     f16: bool,
+    /// Also fetch RoentGen v2's text_encoder_and_tokenizer/ where the repo has one.
+    #[arg(long)]
+    text_encoder_and_tokenizer: bool,
 }
 
 /// Progress of a download: bytes in total, the current file in the message.
@@ -150,19 +153,29 @@ fn named(model: &str) -> Result<Named> {
         return Ok(Named::Recipe(Recipe::from_json(model, &json)?));
     }
     if let Some(r) = recipe::find_known(model) {
-        return Ok(Named::Recipe(r));
+        // A known model that is one whole repo is fetched as that repo.
+        return Ok(match &r.repo {
+            Some(s) => Named::Repo(RepoRef::parse(&format!("{}@{}", s.repo, s.revision))?),
+            None => Named::Recipe(r),
+        });
     }
     Ok(Named::Repo(RepoRef::parse(model)?))
 }
 
-fn fetch(model: &str, prefer_f16: bool) -> Result<PathBuf> {
+/// `combined`: also RoentGen v2's `text_encoder_and_tokenizer/` where the repo has one.
+fn fetch(model: &str, prefer_f16: bool, combined: bool) -> Result<PathBuf> {
     let hub = Hub::from_env();
     let mut shown = Shown::new();
+    let choose = |files: &[String]| {
+        let mut chosen = select(files, prefer_f16)?;
+        if combined {
+            chosen.extend(select_combined(files, prefer_f16)?);
+        }
+        Ok(chosen)
+    };
     let out = match named(model)? {
         Named::Repo(r) => hub
-            .snapshot(&r, &|files| select(files, prefer_f16), &mut |e| {
-                shown.event(e)
-            })
+            .snapshot(&r, &choose, &mut |e| shown.event(e))
             .map(|s| s.dir),
         Named::Recipe(rec) => rec.materialize(&hub, prefer_f16, &mut |e| shown.event(e)),
     };
@@ -174,15 +187,21 @@ fn fetch(model: &str, prefer_f16: bool) -> Result<PathBuf> {
 /// else a Hub repo's snapshot, a known model or a recipe, downloaded into the cache
 /// first where needed.
 pub fn model_dir(model: &Path, prefer_f16: bool) -> Result<PathBuf> {
+    model_dir_with(model, prefer_f16, false)
+}
+
+/// [`model_dir`], also fetching RoentGen v2's `text_encoder_and_tokenizer/` if
+/// `combined` (`generate --text-encoder text_encoder_and_tokenizer`).
+pub fn model_dir_with(model: &Path, prefer_f16: bool, combined: bool) -> Result<PathBuf> {
     if model.is_dir() {
         return Ok(model.to_path_buf());
     }
     let s = model.to_string_lossy();
-    fetch(&s, prefer_f16)
+    fetch(&s, prefer_f16, combined)
 }
 
 pub fn download(a: DownloadArgs) -> Result<()> {
-    let dir = fetch(&a.model, a.f16)?;
+    let dir = fetch(&a.model, a.f16, a.text_encoder_and_tokenizer)?;
     eprintln!("{} is in {}", a.model, dir.display());
     println!("{}", dir.display());
     Ok(())

@@ -91,11 +91,22 @@ fn main() -> Result<()> {
 /// into the cache first ([`hub::model_dir`]).
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn open(model: &std::path::Path, prefer_f16: bool) -> Result<Checkpoint<DirSource>> {
+    open_with(model, prefer_f16, false)
+}
+
+/// [`open`]; `combined`: a Hub repo's `text_encoder_and_tokenizer/` is fetched too.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn open_with(
+    model: &std::path::Path,
+    prefer_f16: bool,
+    combined: bool,
+) -> Result<Checkpoint<DirSource>> {
     let options = LoadOptions {
         prefer_f16,
+        text_encoder_and_tokenizer: combined,
         ..Default::default()
     };
-    let dir = hub::model_dir(model, prefer_f16)?;
+    let dir = hub::model_dir_with(model, prefer_f16, combined)?;
     Checkpoint::new(DirSource::new(&dir)?, options)
         .with_context(|| format!("opening {}", model.display()))
 }
