@@ -10,6 +10,9 @@ pub mod findings;
 pub mod fuzzing;
 pub mod generation;
 pub mod gpu;
+/// The Hugging Face Hub client (`--model ORG/NAME`): native only, the page uses fetch.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod hub;
 pub mod image_in;
 pub mod image_io;
 pub mod loader;

@@ -356,6 +356,11 @@ impl Pipeline {
         ck: &Checkpoint<S>,
         on_part: &mut dyn FnMut(&str),
     ) -> Result<Pipeline> {
+        // A BERT text encoder (RadEdit's) is named as such before its WordPiece
+        // tokenizer is taken for a broken CLIP one.
+        if let Err(e @ Error::Input(_)) = ck.text_encoder_config().await {
+            return Err(e);
+        }
         on_part("tokenizer");
         let tokenizer = ck.tokenizer().await?;
         on_part("scheduler");

@@ -236,6 +236,20 @@ pub struct VaeConfig {
 
 impl ClipTextConfig {
     pub fn from_json(file: &str, json: &str) -> Result<Self> {
+        // RadEdit's CXR-BERT (BioViL-T) is a BERT, not a CLIP text tower: say so before
+        // its fields are read as CLIP's.
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(json) {
+            let bert = v["model_type"].as_str().is_some_and(|t| t.contains("bert"))
+                || v["architectures"].as_array().is_some_and(|a| {
+                    a.iter()
+                        .any(|x| x.as_str().is_some_and(|s| s.contains("Bert")))
+                });
+            if bert {
+                return Err(Error::Input(format!(
+                    "{file}: this text encoder is a BERT (e.g. RadEdit's CXR-BERT); BERT text encoders are not supported yet (that is issue 22's work): only CLIP text encoders (RoentGen v1/v2, SD 1.x/2.x) load today"
+                )));
+            }
+        }
         let c: Self = parse(file, json)?;
         within(file, "vocab_size", c.vocab_size, 1, MAX_VOCAB)?;
         within(file, "hidden_size", c.hidden_size, 1, MAX_CHANNELS)?;

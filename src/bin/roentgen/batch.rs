@@ -25,7 +25,8 @@ pub enum FileFormat {
 
 #[derive(clap::Args)]
 pub struct BatchArgs {
-    /// The checkpoint: a diffusers folder.
+    /// The checkpoint: a diffusers folder, or ORG/NAME[@REVISION] / a known model / a
+    /// recipe .json (fetched into the Hub cache first).
     #[arg(long, required_unless_present = "merge")]
     model: Option<PathBuf>,
     /// The prompt table: .csv (header row) or .jsonl. Column `prompt` (or
@@ -163,7 +164,7 @@ pub async fn batch(a: BatchArgs) -> Result<()> {
     eprintln!("adapter: {} ({})", gpu.info.adapter_name, gpu.info.backend);
     let ck = open(&model, a.f16)?;
     eprintln!("hashing the weights (SHA-256, recorded in the manifest)");
-    let weights = weights_sha256(&ck, &model)?;
+    let weights = weights_sha256(&ck, &ck.source.root)?;
     let t0 = std::time::Instant::now();
     let mut pipe = Pipeline::load(&gpu, &ck, &mut |part| {
         eprintln!("loading {part} ({:.1?})", t0.elapsed())

@@ -79,7 +79,8 @@ pub struct BenchArgs {
     /// by side with the plain call in one run.
     #[arg(long)]
     attention_maps: Option<usize>,
-    /// Take the model configs from this diffusers folder instead of SD 1.4's.
+    /// Take the model configs from this diffusers folder (or ORG/NAME[@REV], fetched into
+    /// the Hub cache) instead of SD 1.4's.
     #[arg(long)]
     model: Option<PathBuf>,
     /// Scale the UNet's block widths (0.5: the half-width UNet other runtimes are
@@ -117,7 +118,8 @@ pub struct BenchArgs {
 
 fn config_json(model: &Option<PathBuf>, file: &str, preset: &str) -> Result<String> {
     match model {
-        Some(dir) => {
+        Some(m) => {
+            let dir = crate::hub::model_dir(m, false)?;
             let p = dir.join(file);
             std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
         }
@@ -458,7 +460,11 @@ async fn bench_fidelity(gpu: &Gpu, a: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn bench(a: BenchArgs) -> Result<()> {
+pub async fn bench(mut a: BenchArgs) -> Result<()> {
+    // A Hub repo is fetched (or found in the cache) once, before any timing.
+    if let Some(m) = &a.model {
+        a.model = Some(crate::hub::model_dir(m, false)?);
+    }
     let gpu = Gpu::new().await?;
     let i = &gpu.info;
     println!(

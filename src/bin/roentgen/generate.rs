@@ -86,7 +86,7 @@ pub enum TextEncoderArg {
 
 #[derive(clap::Args)]
 pub struct GenerateArgs {
-    /// The checkpoint: a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/).
+    /// The checkpoint: a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/), or a Hugging Face Hub repo ORG/NAME[@REVISION], a known model (`roentgen models`) or a recipe .json; an existing folder wins.
     #[arg(long)]
     model: PathBuf,
     #[arg(long)]
@@ -218,7 +218,7 @@ pub async fn generate(a: GenerateArgs) -> Result<()> {
     }
     let gpu = Gpu::new().await?;
     eprintln!("adapter: {} ({})", gpu.info.adapter_name, gpu.info.backend);
-    let mut ck = crate::open(&a.model, a.f16)?;
+    let mut ck = crate::open_with(&a.model, a.f16, a.text_encoder == TextEncoderArg::Combined)?;
     ck.options.text_encoder_and_tokenizer = a.text_encoder == TextEncoderArg::Combined;
     if let Some(note) = ck.text_encoder_note() {
         eprintln!("note: {note}");

@@ -13,6 +13,8 @@ mod bench;
 #[cfg(not(target_arch = "wasm32"))]
 mod generate;
 #[cfg(not(target_arch = "wasm32"))]
+mod hub;
+#[cfg(not(target_arch = "wasm32"))]
 mod progress;
 #[cfg(not(target_arch = "wasm32"))]
 mod quantize;
@@ -57,6 +59,16 @@ enum Command {
     /// folder of the same layout that loads wherever a folder loads
     /// (docs/QUANTIZATION.md). Streams tensor by tensor.
     Quantize(quantize::QuantizeArgs),
+    /// Download a model from the Hugging Face Hub into the shared cache
+    /// (~/.cache/huggingface/hub, as huggingface_hub) without generating: ORG/NAME[@REV],
+    /// a known model or a recipe .json. Prints the folder.
+    Download(hub::DownloadArgs),
+    /// The known models (short names for --model): their repos, revisions and defaults.
+    Models {
+        /// The recipes as JSON (the form of a recipe file for --model).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -69,17 +81,33 @@ fn main() -> Result<()> {
         Command::Batch(a) => pollster::block_on(batch::batch(a)),
         Command::Tokenize(a) => pollster::block_on(tokenize::tokenize(a)),
         Command::Quantize(a) => quantize::quantize(a),
+        Command::Download(a) => hub::download(a),
+        Command::Models { json: false } => hub::models(),
+        Command::Models { json: true } => hub::models_json(),
     }
 }
 
-/// A checkpoint folder.
+/// A checkpoint: `--model` as a folder, or a Hub repo / known model / recipe fetched
+/// into the cache first ([`hub::model_dir`]).
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn open(model: &std::path::Path, prefer_f16: bool) -> Result<Checkpoint<DirSource>> {
+    open_with(model, prefer_f16, false)
+}
+
+/// [`open`]; `combined`: a Hub repo's `text_encoder_and_tokenizer/` is fetched too.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn open_with(
+    model: &std::path::Path,
+    prefer_f16: bool,
+    combined: bool,
+) -> Result<Checkpoint<DirSource>> {
     let options = LoadOptions {
         prefer_f16,
+        text_encoder_and_tokenizer: combined,
         ..Default::default()
     };
-    Checkpoint::new(DirSource::new(model)?, options)
+    let dir = hub::model_dir_with(model, prefer_f16, combined)?;
+    Checkpoint::new(DirSource::new(&dir)?, options)
         .with_context(|| format!("opening {}", model.display()))
 }
 

@@ -16,7 +16,8 @@ pub enum Format {
 
 #[derive(clap::Args)]
 pub struct QuantizeArgs {
-    /// The diffusers folder to convert (.safetensors or .bin; f32, f16 or bf16).
+    /// The diffusers folder to convert (.safetensors or .bin; f32, f16 or bf16), or a
+    /// Hub repo ORG/NAME[@REV] / known model / recipe .json (fetched into the cache).
     #[arg(long)]
     model: PathBuf,
     #[arg(long, value_enum)]
@@ -34,7 +35,8 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
     };
     let target = Target::from_name(name).context("the converter knows every --format")?;
     let t0 = Instant::now();
-    convert_folder(&a.model, &a.output, target, &mut |r| {
+    let model = crate::hub::model_dir(&a.model, false)?;
+    convert_folder(&model, &a.output, target, &mut |r| {
         eprintln!(
             "{}: {} {:.1} MB -> {} {:.1} MB ({:.2}x), {:.1} s",
             r.component,

@@ -6,6 +6,7 @@ use anyhow::Result;
 
 #[derive(clap::Args)]
 pub struct TokenizeArgs {
+    /// A diffusers folder or ORG/NAME[@REVISION] (see `generate --model`).
     #[arg(long)]
     model: PathBuf,
     text: String,
