@@ -634,8 +634,11 @@ pub struct Remote<'a> {
     pub hub: Option<HubSource>,
     /// A refused file (status, `X-Error-Code`, path) as the error to report; `None`
     /// gives the plain web server's sentence.
-    pub refuse: &'a dyn Fn(u16, Option<String>, &str) -> Option<Error>,
+    pub refuse: &'a Refuse<'a>,
 }
+
+/// See [`Remote::refuse`].
+pub type Refuse<'a> = dyn Fn(u16, Option<String>, &str) -> Option<Error> + 'a;
 
 /// Where a weight file to convert waits while it downloads: a folder of its own, so
 /// the checkpoint never sees it, with the file's own name (its extension says its
