@@ -662,7 +662,38 @@ const PARTIAL: &str = "partial";
 /// file: a cut 3.4 GB UNet would start over. The space check counts the original sizes,
 /// an upper bound of what is stored at any moment.) `on_progress(file, done, total)`
 /// hears every chunk (bytes downloaded of all files' sizes).
+///
+/// Storage running out on the way (`QuotaExceededError`: the browser's estimate may not
+/// show a quota an origin is held to) says how much the model needs; what was stored is
+/// kept for the resume and other stored models are untouched.
 pub async fn download(
+    name: &str,
+    remote: &Remote<'_>,
+    files: &[(String, Option<u64>)],
+    target: Option<crate::convert::Target>,
+    on_progress: &mut dyn FnMut(&str, u64, u64),
+) -> Result<StoredModel> {
+    let done = std::cell::Cell::new(0u64);
+    let r = download_inner(name, remote, files, target, &mut |f, d, t| {
+        done.set(d);
+        on_progress(f, d, t)
+    })
+    .await;
+    match r {
+        Err(e) if e.to_string().contains("QuotaExceeded") => {
+            let total: u64 = files.iter().map(|(_, n)| n.unwrap_or(0)).sum();
+            Err(Error::Storage(format!(
+                "storage ran out while downloading “{name}”: it needs up to {} (the files as the server has them) and {} were downloaded, so free at least {} more (delete a stored model or free disk space) and press Download again: what was stored is kept for the resume, and the other stored models are untouched",
+                size_text(total as f64),
+                size_text(done.get() as f64),
+                size_text(total.saturating_sub(done.get()) as f64)
+            )))
+        }
+        r => r,
+    }
+}
+
+async fn download_inner(
     name: &str,
     remote: &Remote<'_>,
     files: &[(String, Option<u64>)],
@@ -832,14 +863,16 @@ pub async fn download(
             }
             .await;
             // Close even after a failure: OPFS keeps written bytes only once the stream
-            // closes, and they are what the next try resumes from.
-            wait(stream.close(), &format!("writing {path}")).await?;
+            // closes, and they are what the next try resumes from. (A stream a write
+            // failed on cannot close: the write's error is the one to report.)
+            let closed = wait(stream.close(), &format!("writing {path}")).await;
+            outcome?;
+            closed?;
             // A body that ends normally is whole: a connection closed before
             // Content-Length is a read error above. (Sizes are not compared: where a
             // server compresses text files, HEAD's Content-Length is the compressed
             // size. A truncated weight file would still fail to load, naming the
             // missing bytes.)
-            outcome?;
             if !convert {
                 sizes += at;
             }

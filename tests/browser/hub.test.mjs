@@ -1,6 +1,8 @@
 // The page's "From the Hugging Face Hub" (issue 21, item 4) against the local stand-in
 // for the Hub (examples/hub_standin.rs, built by scripts/test.sh; `cargo build --example
 // hub_standin` by hand). No test reaches the internet.
+//   0. an unknown repo refused with a sentence, nothing stored; storage running out said
+//      with the size needed, the partial download kept (and resumed in 1.);
 //   1. a public repo (tiny-sd-heavy, f32) downloaded as int8 (the default): its UNet's
 //      download is cut halfway (--cut-once), the page is reloaded, Resume asks the file
 //      CDN for the rest only (Range) and the model loads; storage holds the small model;
@@ -68,6 +70,15 @@ const storedBytes = (page, name) => page.evaluate(async (name) => {
   return size(await models.getDirectoryHandle(name));
 }, name);
 
+/** Waits for the error box to show a sentence matching `re`, returns it. */
+async function errorMatching(page, re) {
+  await page.waitForFunction(([sel, src]) => {
+    const e = document.querySelector(sel);
+    return !e.hidden && new RegExp(src).test(e.textContent);
+  }, [byId('error'), re.source], { timeout: SLOW });
+  return errorText(page);
+}
+
 async function download(page, repo, token = '') {
   await page.fill(byId('hub-repo'), repo);
   await page.fill(byId('hub-token'), token);
@@ -90,10 +101,26 @@ test('a Hub repo downloads as int8, resumes after a cut and a reload, a gated on
       ['StanfordAIMI/roent-gen-v1-0', 'stanfordmimi/RoentGen-v2']);
     await page.fill(byId('hub-endpoint'), hub);
 
+    // 0. no such repo: refused before a byte is stored; too little space (the quota
+    //    lowered to 2 MB more through CDP: Chromium's estimate() does not show such an
+    //    override, so the writes themselves fail): said, what was stored kept
+    await download(page, 'roentgen-test/no-such-repo');
+    let text = await errorMatching(page, /does not exist/);
+    assert.match(text, /The repo roentgen-test\/no-such-repo does not exist on http/, text);
+    const usage = await page.evaluate(async () => (await navigator.storage.estimate()).usage);
+    const cdp = await context.newCDPSession(page);
+    const origin = new URL(server.url).origin;
+    await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: usage + 2e6 });
+    await download(page, PUBLIC);
+    text = await errorMatching(page, /storage ran out/);
+    assert.match(text, /while downloading “tiny-sd-heavy”: it needs up to 19\.\d MB/, text);
+    assert.match(text, /kept for the resume/, text);
+    assert.match(await page.textContent('#models'), /tiny-sd-heavy — import did not finish/);
+    await cdp.send('Storage.overrideQuotaForOrigin', { origin });
+
     // 1. public, int8: the UNet's download is cut halfway
     await download(page, PUBLIC);
-    await page.waitForSelector(`${byId('error')}:not([hidden])`, { timeout: SLOW });
-    let text = await errorText(page);
+    text = await errorMatching(page, /connection broke/);
     assert.match(text, /diffusion_pytorch_model\.safetensors/, text);
     assert.match(text, /resume/, text);
     // a reload: the unfinished model is listed, the endpoint setting kept
@@ -129,12 +156,12 @@ test('a Hub repo downloads as int8, resumes after a cut and a reload, a gated on
 
     // 2. gated: no token, a wrong token, the right one (stored as the repo has it)
     await download(page, GATED);
-    await page.waitForSelector(`${byId('error')}:not([hidden])`, { timeout: SLOW });
+    await errorMatching(page, /is gated/);
     text = (await page.textContent('#error-text')).trim();
     assert.equal(text, `The repo ${GATED} is gated: accept its terms at ${hub}/${GATED} and paste an access token.`);
     assert.doesNotMatch(await page.textContent('#models'), /tiny-sd-gated/, 'a refused repo left a model behind');
     await download(page, GATED, 'hf_wrong');
-    await page.waitForFunction((sel) => /refused this access token/.test(document.querySelector(sel).textContent), byId('error'), { timeout: SLOW });
+    await errorMatching(page, /refused this access token/);
     await page.selectOption(byId('import-format'), 'original');
     await download(page, GATED, TOKEN);
     assert.equal(await modelState(page, ['ready', 'error']), 'ready', await errorText(page));
