@@ -28,6 +28,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"  # silences the Vulkan loader
 echo "== native tests (GPU tests on $(ls /usr/share/vulkan/icd.d/ | tr '\n' ' '))"
 cargo test --all-targets
+echo "== the Hub stand-in for the page's test (tests/browser/hub.test.mjs)"
+cargo build --example hub_standin
 echo "== browser app: release build (trunk)"
 trunk build --release
 echo "== browser app in headless Chromium (WebGPU on SwiftShader)"

@@ -71,7 +71,9 @@ impl HostWeight<'_> {
                 (format, bytemuck::cast_slice(&bits).to_vec(), None)
             }
             (h, f) => {
-                let q = f.quant().expect("the f32 and f16 targets are matched above");
+                let q = f
+                    .quant()
+                    .expect("the f32 and f16 targets are matched above");
                 let q = match h {
                     HostWeight::F32(v) => quantize(v, q),
                     HostWeight::F16(b) => quantize(&to_f32(b), q),

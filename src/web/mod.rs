@@ -4,6 +4,7 @@
 //! message set between them and builds everywhere (tested natively), as does
 //! [`page_state`], the page's state and its transitions.
 
+pub mod hub;
 pub mod page_state;
 pub mod protocol;
 

@@ -102,6 +102,16 @@ impl Page {
             Effect::RememberModel(name) => local_set("roentgen.model", &name),
             Effect::RememberUrl(url) => local_set("roentgen.model-url", &url),
             Effect::SetUrlInput(url) => self.el::<HtmlInputElement>("model-url").set_value(&url),
+            // The repo and the endpoint only: the token is never kept (it stays in its
+            // field for this page's life, and in the worker for one download).
+            Effect::RememberHub { repo, endpoint } => {
+                local_set("roentgen.hub-repo", &repo);
+                local_set("roentgen.hub-endpoint", &endpoint);
+            }
+            Effect::SubmitHub(repo) => {
+                self.el::<HtmlInputElement>("hub-repo").set_value(&repo);
+                self.submit_hub();
+            }
             Effect::OpenFolderDialog => self.el::<HtmlInputElement>("model-folder").click(),
             Effect::ProgressStart => {
                 self.el::<HtmlElement>("progress-box").set_hidden(false);
@@ -260,6 +270,8 @@ impl Page {
         self.el::<HtmlButtonElement>("pick-folder")
             .set_disabled(c.import_disabled);
         self.el::<HtmlButtonElement>("model-url-go")
+            .set_disabled(c.import_disabled);
+        self.el::<HtmlButtonElement>("hub-download")
             .set_disabled(c.import_disabled);
         let busy: HtmlElement = self.el("busy-note");
         match note {
@@ -464,6 +476,20 @@ thread_local! {
 fn page() -> Rc<Page> {
     PAGE.with(|p| p.borrow().clone())
         .expect("the page is set up")
+}
+
+impl Page {
+    /// The Hub form as typed, with the import format chosen.
+    fn submit_hub(&self) {
+        let value = |id: &str| self.el::<HtmlInputElement>(id).value();
+        let event = Event::HubSubmitted {
+            repo: value("hub-repo"),
+            endpoint: value("hub-endpoint"),
+            token: super::hub::Token::typed(&value("hub-token")),
+            format: self.el::<HtmlSelectElement>("import-format").value(),
+        };
+        self.dispatch(event);
+    }
 }
 
 fn on_click(target: &HtmlElement, f: impl Fn(&Rc<Page>) + 'static) {
@@ -683,6 +709,32 @@ pub fn main() {
             let p = page();
             let url = p.el::<HtmlInputElement>("model-url").value();
             p.dispatch(Event::UrlSubmitted(url));
+        },
+    )
+    .forget();
+    // The Hub form: the repo and the endpoint setting as last used (never the token).
+    if let Some(repo) = local_get("roentgen.hub-repo") {
+        el::<HtmlInputElement>(&doc, "hub-repo").set_value(&repo);
+    }
+    el::<HtmlInputElement>(&doc, "hub-endpoint").set_value(
+        &local_get("roentgen.hub-endpoint")
+            .unwrap_or_else(|| super::hub::DEFAULT_ENDPOINT.to_string()),
+    );
+    let list: HtmlElement = el(&doc, "hub-known");
+    for (repo, label) in super::hub::KNOWN_REPOS {
+        if let Ok(o) = doc.create_element("option") {
+            o.set_attribute("value", repo).ok();
+            o.set_attribute("label", label).ok();
+            list.append_child(&o).ok();
+        }
+    }
+    EventListener::new_with_options(
+        &el::<HtmlElement>(&doc, "hub-form"),
+        "submit",
+        EventListenerOptions::enable_prevent_default(),
+        |ev| {
+            ev.prevent_default();
+            page().submit_hub();
         },
     )
     .forget();

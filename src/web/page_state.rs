@@ -193,6 +193,13 @@ pub enum Event {
     FolderDialogCancelled,
     /// The model URL form, as typed.
     UrlSubmitted(String),
+    /// The Hub form, as typed (`token` empty: none), with the import format chosen.
+    HubSubmitted {
+        repo: String,
+        endpoint: String,
+        token: Option<super::hub::Token>,
+        format: String,
+    },
     LoadClicked(String),
     ResumeClicked(String),
     /// Delete pressed and confirmed.
@@ -254,6 +261,14 @@ pub enum Effect {
     RememberModel(String),
     RememberUrl(String),
     SetUrlInput(String),
+    /// Keep the Hub form's repo and endpoint in `localStorage` (never the token).
+    RememberHub {
+        repo: String,
+        endpoint: String,
+    },
+    /// Put `repo` in the Hub form and submit it (Resume of a Hub download: the page
+    /// adds the token field's value and the endpoint setting).
+    SubmitHub(String),
     OpenFolderDialog,
     /// The progress box shown, its bar at 0, "Encoding the prompt…".
     ProgressStart,
@@ -592,7 +607,9 @@ impl PageState {
                         if loaded { " (loaded)" } else { "" }
                     ),
                     load: m.complete && !loaded,
-                    resume: (!m.complete).then_some(if m.source_url.is_some() {
+                    resume: (!m.complete).then_some(if m.hub_repo.is_some() {
+                        "Download the rest from the Hub (paste the token again if the repo is gated)"
+                    } else if m.source_url.is_some() {
                         "Download the rest from the same address"
                     } else {
                         "Choose the same folder again: the files already stored are kept"
@@ -657,6 +674,12 @@ impl PageState {
                 }
             }
             Event::UrlSubmitted(url) => self.import_url(url, &mut fx),
+            Event::HubSubmitted {
+                repo,
+                endpoint,
+                token,
+                format,
+            } => self.import_hub(repo, endpoint, token, format, &mut fx),
             Event::LoadClicked(name) => self.load(name, &mut fx),
             Event::ResumeClicked(name) => self.resume(&name, &mut fx),
             Event::DeleteConfirmed(name) => {
@@ -789,6 +812,10 @@ impl PageState {
         let Some(m) = self.models.iter().find(|m| m.name == name) else {
             return;
         };
+        if let Some(repo) = m.hub_repo.clone() {
+            fx.push(Effect::SubmitHub(repo));
+            return;
+        }
         if let Some(url) = m.source_url.clone() {
             fx.push(Effect::SetUrlInput(url.clone()));
             self.import_url(url, fx);
@@ -824,6 +851,43 @@ impl PageState {
             format!("Looking for “{name}” on the server…"),
         ));
         fx.push(Effect::Post(Request::ImportUrl { url }));
+    }
+
+    fn import_hub(
+        &mut self,
+        repo: String,
+        endpoint: String,
+        token: Option<super::hub::Token>,
+        format: String,
+        fx: &mut Vec<Effect>,
+    ) {
+        fx.push(Effect::ClearError);
+        let checked = super::hub::RepoId::parse(&repo)
+            .and_then(|r| Ok((r, super::hub::endpoint(&endpoint)?)));
+        let (id, endpoint) = match checked {
+            Ok(x) => x,
+            Err(e) => {
+                fx.push(error(format!("{e}."), Some(FailureKind::Input)));
+                return;
+            }
+        };
+        let repo = repo.trim().to_string();
+        fx.push(Effect::RememberHub {
+            repo: repo.clone(),
+            endpoint: endpoint.clone(),
+        });
+        self.model = None;
+        self.set_task(Task::Importing, fx);
+        fx.push(status(
+            "importing",
+            format!("Asking {endpoint} for {}…", id.id()),
+        ));
+        fx.push(Effect::Post(Request::ImportHub {
+            repo,
+            endpoint,
+            token,
+            format,
+        }));
     }
 
     /// The Cancel button: a generation stops after its step (or drops the image being
@@ -980,13 +1044,19 @@ impl PageState {
                 self.models = models;
                 fx.push(Effect::Models);
             }
-            Reply::Importing { file, done, total } => fx.push(status(
+            Reply::Importing {
+                file,
+                done,
+                total,
+                left_ms,
+            } => fx.push(status(
                 "importing",
                 format!(
-                    "Storing in this browser: {file} ({:.0} %, {} of {})",
+                    "Storing in this browser: {file} ({:.0} %, {} of {}{})",
                     100.0 * done as f64 / total.max(1) as f64,
                     human_bytes(done),
-                    human_bytes(total)
+                    human_bytes(total),
+                    left_ms.map_or(String::new(), |ms| format!(", about {} left", seconds(ms)))
                 ),
             )),
             Reply::Loading { part } => {
@@ -1231,6 +1301,7 @@ mod tests {
             complete,
             format: "original".into(),
             source_url: url.map(Into::into),
+            hub_repo: None,
         }
     }
 
@@ -1755,6 +1826,94 @@ mod tests {
             Some(("importing", "Looking for “roentgen” on the server…"))
         );
         assert_eq!(p.task, Task::Importing);
+    }
+
+    #[test]
+    fn a_hub_repo_is_checked_then_asked_for_with_the_token_in_the_request_only() {
+        use crate::web::hub::Token;
+        let mut p = PageState::new(None);
+        started(&mut p, vec![]);
+        let submit = |repo: &str, token: Option<&str>| Event::HubSubmitted {
+            repo: repo.into(),
+            endpoint: " http://127.0.0.1:9000/ ".into(),
+            token: token.and_then(Token::typed),
+            format: "int8".into(),
+        };
+        let fx = p.update(submit("roentgen", Some("hf_x")));
+        assert!(posts(&fx).is_empty());
+        assert!(error_text(&fx).unwrap().contains("ORG/NAME"), "{fx:?}");
+        assert_eq!(p.task, Task::Idle);
+        let fx = p.update(submit(" StanfordAIMI/roent-gen-v1-0 ", Some(" hf_secret ")));
+        assert_eq!(
+            posts(&fx),
+            [&Request::ImportHub {
+                repo: "StanfordAIMI/roent-gen-v1-0".into(),
+                endpoint: "http://127.0.0.1:9000".into(),
+                token: Some(Token("hf_secret".into())),
+                format: "int8".into(),
+            }]
+        );
+        // remembered: the repo and the endpoint, never the token
+        assert!(fx.contains(&Effect::RememberHub {
+            repo: "StanfordAIMI/roent-gen-v1-0".into(),
+            endpoint: "http://127.0.0.1:9000".into()
+        }));
+        assert!(!format!("{fx:?}").contains("hf_secret"), "{fx:?}");
+        assert_eq!(
+            status_of(&fx),
+            Some((
+                "importing",
+                "Asking http://127.0.0.1:9000 for StanfordAIMI/roent-gen-v1-0…"
+            ))
+        );
+        assert_eq!(p.task, Task::Importing);
+        let fx = reply(
+            &mut p,
+            Reply::Importing {
+                file: "unet/diffusion_pytorch_model.safetensors".into(),
+                done: 5_000_000,
+                total: 20_000_000,
+                left_ms: Some(12_000.0),
+            },
+        );
+        assert_eq!(
+            status_of(&fx).unwrap().1,
+            "Storing in this browser: unet/diffusion_pytorch_model.safetensors (25 %, 5.0 MB of 20.0 MB, about 12 s left)"
+        );
+        // the gated sentence as the engine says it
+        let fx = reply(
+            &mut p,
+            Reply::Failed {
+                kind: FailureKind::Input,
+                message: "the repo a/b is gated: accept its terms at https://huggingface.co/a/b and paste an access token".into(),
+            },
+        );
+        assert_eq!(
+            error_text(&fx),
+            Some(
+                "The repo a/b is gated: accept its terms at https://huggingface.co/a/b and paste an access token."
+            )
+        );
+        assert_eq!(p.task, Task::Idle);
+    }
+
+    #[test]
+    fn an_unfinished_hub_download_resumes_from_the_hub_form() {
+        let mut p = PageState::new(None);
+        let mut m = stored(
+            "roent-gen-v1-0",
+            false,
+            Some("https://huggingface.co/a/b/resolve/abc/"),
+        );
+        m.hub_repo = Some("StanfordAIMI/roent-gen-v1-0".into());
+        started(&mut p, vec![m]);
+        let rows = p.model_rows();
+        assert!(rows[0].resume.unwrap().contains("from the Hub"));
+        let fx = p.update(Event::ResumeClicked("roent-gen-v1-0".into()));
+        assert_eq!(
+            fx,
+            [Effect::SubmitHub("StanfordAIMI/roent-gen-v1-0".into())]
+        );
     }
 
     #[test]

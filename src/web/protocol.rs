@@ -35,6 +35,20 @@ pub enum Request {
     ImportUrl {
         url: String,
     },
+    /// Download a diffusers model from a Hugging Face Hub repo (`ORG/NAME[@REV]`) at
+    /// `endpoint` into the browser's storage as `format` (see `Import`), resuming an
+    /// unfinished download of the same repo, then load it (src/web/hub.rs). The token,
+    /// if any, lives in the worker's memory for this download only: it is sent as
+    /// `Authorization: Bearer` to the endpoint's origin and nowhere else, never stored
+    /// or logged (its `Debug` is hidden).
+    ImportHub {
+        repo: String,
+        endpoint: String,
+        #[serde(default)]
+        token: Option<super::hub::Token>,
+        #[serde(default = "default_import_format")]
+        format: String,
+    },
     /// Load a stored model.
     Load {
         name: String,
@@ -206,6 +220,10 @@ pub struct StoredModel {
     /// folder again).
     #[serde(default)]
     pub source_url: Option<String>,
+    /// For an unfinished Hub download: the repo (`ORG/NAME`) it came from (Resume
+    /// downloads the rest of the same commit). Never a token.
+    #[serde(default)]
+    pub hub_repo: Option<String>,
 }
 
 /// The engine's memory after a load or a generation.
@@ -241,6 +259,9 @@ pub enum Reply {
         file: String,
         done: u64,
         total: u64,
+        /// A download's estimate of the time left, from its speed so far.
+        #[serde(default)]
+        left_ms: Option<f64>,
     },
     Loading {
         part: String,

@@ -20,6 +20,7 @@ use web_sys::{
     RequestCache, RequestInit,
 };
 
+use super::hub::{HubSource, origin};
 use super::protocol::StoredModel;
 use crate::checkpoint::FileSource;
 use crate::error::{Error, Result};
@@ -175,6 +176,9 @@ struct Pending {
     /// The folder URL of a download; none for a picked folder.
     #[serde(default)]
     url: Option<String>,
+    /// A Hub download's endpoint, repo and commit (never its token).
+    #[serde(default)]
+    hub: Option<HubSource>,
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(
@@ -270,6 +274,9 @@ pub async fn list() -> Result<Vec<StoredModel>> {
                 (None, Some(p)) => p.format.clone(),
                 _ => String::new(),
             },
+            hub_repo: pending
+                .as_ref()
+                .and_then(|p| p.hub.as_ref().map(|h| h.repo.clone())),
             source_url: pending.and_then(|p| p.url),
         });
     }
@@ -362,6 +369,36 @@ pub async fn import(
     })
 }
 
+/// Writes conversion `c` of weight file `path` to `out` under `root`, tensor by tensor
+/// (one in wasm memory at a time); `on_bytes` hears the bytes written so far.
+async fn write_conversion(
+    root: &FileSystemDirectoryHandle,
+    out: &str,
+    c: &Conversion,
+    path: &str,
+    on_bytes: &mut dyn FnMut(u64),
+) -> Result<()> {
+    let stream = writer(&new_file(root, out).await?, out, false).await?;
+    let put = |bytes: &[u8]| -> Result<js_sys::Promise> {
+        // a copy in JS memory: the write completes after wasm memory may move
+        stream
+            .write_with_js_u8_array(&Uint8Array::from(bytes))
+            .map_err(storage_err("writing"))
+    };
+    wait(put(&c.plan.header)?, &format!("writing {out}")).await?;
+    let mut done = c.plan.header.len() as u64;
+    for step in &c.plan.steps {
+        let (info, data) = c.file.tensor_data(&step.name)?;
+        for piece in crate::convert::convert_tensor(step, &info, &data, path)? {
+            wait(put(&piece)?, &format!("writing {out}")).await?;
+            done += piece.len() as u64;
+        }
+        on_bytes(done);
+    }
+    wait(stream.close(), &format!("writing {out}")).await?;
+    Ok(())
+}
+
 /// `12.3 MB` / `1.85 GB`.
 fn size_text(bytes: f64) -> String {
     if bytes >= 1e9 {
@@ -422,6 +459,7 @@ async fn import_inner(
     let pending = Pending {
         format: target.map_or_else(original, |t| t.name().to_string()),
         url: None,
+        hub: None,
     };
     let unfinished = match subdir(&models_dir().await?, name, false).await {
         Ok(dir) if read_json::<Manifest>(&dir, MANIFEST).await?.is_none() => {
@@ -461,24 +499,12 @@ async fn import_inner(
         }
         if let Some(c) = conversion {
             let out = crate::convert::output_name(&c.component);
-            let stream = writer(&new_file(&root, &out).await?, &out, false).await?;
-            let put = |bytes: &[u8]| -> Result<js_sys::Promise> {
-                // a copy in JS memory: the write completes after wasm memory may move
-                stream
-                    .write_with_js_u8_array(&Uint8Array::from(bytes))
-                    .map_err(storage_err("writing"))
-            };
-            wait(put(&c.plan.header)?, &format!("writing {out}")).await?;
-            done += c.plan.header.len() as f64;
-            for step in &c.plan.steps {
-                let (info, data) = c.file.tensor_data(&step.name)?;
-                for piece in crate::convert::convert_tensor(step, &info, &data, path)? {
-                    wait(put(&piece)?, &format!("writing {out}")).await?;
-                    done += piece.len() as f64;
-                }
-                on_progress(&out, done as u64, total as u64);
-            }
-            wait(stream.close(), &format!("writing {out}")).await?;
+            let start = done;
+            write_conversion(&root, &out, &c, path, &mut |n| {
+                on_progress(&out, (start + n as f64) as u64, total as u64)
+            })
+            .await?;
+            done += c.plan.total_bytes as f64;
             stored.push(out);
             continue;
         }
@@ -594,144 +620,338 @@ async fn finish(
         complete: true,
         format,
         source_url: None,
+        hub_repo: None,
     })
 }
 
-/// Downloads `files` (checkpoint path, size if the server said) from `base` (a folder
-/// URL ending in `/`) into `models/<name>/`, streaming each response body into OPFS
-/// (never whole in memory) and resuming an earlier, interrupted download of the same
-/// model: a file already stored at its full size is kept, a shorter one continues with a
-/// `Range` request where the server honours it (206) and starts over where it does not.
-/// A complete model of that name is replaced. `on_progress(file, done, total)` hears
-/// every chunk.
+/// Where a download comes from: a folder URL (`base`, ending in `/`), and for a Hub repo
+/// the `Authorization` header (sent only to `base`'s origin), what the resume records
+/// and how the Hub's refusals read.
+pub struct Remote<'a> {
+    pub base: &'a str,
+    /// `Bearer …`: lives as long as this download.
+    pub auth: Option<String>,
+    pub hub: Option<HubSource>,
+    /// A refused file (status, `X-Error-Code`, path) as the error to report; `None`
+    /// gives the plain web server's sentence.
+    pub refuse: &'a Refuse<'a>,
+}
+
+/// See [`Remote::refuse`].
+pub type Refuse<'a> = dyn Fn(u16, Option<String>, &str) -> Option<Error> + 'a;
+
+/// Where a weight file to convert waits while it downloads: a folder of its own, so
+/// the checkpoint never sees it, with the file's own name (its extension says its
+/// format). Removed once converted; the whole folder once the model is complete.
+const PARTIAL: &str = "partial";
+
+/// Downloads `files` (checkpoint path, size if the server said) from `remote` into
+/// `models/<name>/`, streaming each response body into OPFS (never whole in memory)
+/// and resuming an earlier, interrupted download of the same model from the same
+/// source in the same format: a file already stored at its full size is kept, a
+/// shorter one continues with a `Range` request where the server honours it (206) and
+/// starts over where it does not. A complete model of that name, or an unfinished one
+/// from elsewhere or in another format, is replaced. The space the download needs is
+/// checked before its first byte.
+///
+/// With a `target` (int8, int4), each f32/f16 weight file is downloaded under
+/// [`PARTIAL`] (resumable like any file), converted tensor by tensor into its stored
+/// name as soon as it is whole, and removed: storage ends up holding only the small
+/// model, and at most one original weight file at a time on the way. (Quantizing the
+/// bytes as they arrive, with nothing original stored, would make a resume restart the
+/// file: a cut 3.4 GB UNet would start over. The space check counts the original sizes,
+/// an upper bound of what is stored at any moment.) `on_progress(file, done, total)`
+/// hears every chunk (bytes downloaded of all files' sizes).
+///
+/// Storage running out on the way (`QuotaExceededError`: the browser's estimate may not
+/// show a quota an origin is held to) says how much the model needs; what was stored is
+/// kept for the resume and other stored models are untouched.
 pub async fn download(
     name: &str,
-    base: &str,
+    remote: &Remote<'_>,
     files: &[(String, Option<u64>)],
+    target: Option<crate::convert::Target>,
     on_progress: &mut dyn FnMut(&str, u64, u64),
 ) -> Result<StoredModel> {
-    if list().await?.iter().any(|m| m.name == name && m.complete) {
-        delete(name).await?;
+    let done = std::cell::Cell::new(0u64);
+    let r = download_inner(name, remote, files, target, &mut |f, d, t| {
+        done.set(d);
+        on_progress(f, d, t)
+    })
+    .await;
+    match r {
+        Err(e) if e.to_string().contains("QuotaExceeded") => {
+            let total: u64 = files.iter().map(|(_, n)| n.unwrap_or(0)).sum();
+            Err(Error::Storage(format!(
+                "storage ran out while downloading “{name}”: it needs up to {} (the files as the server has them) and {} were downloaded, so free at least {} more (delete a stored model or free disk space) and press Download again: what was stored is kept for the resume, and the other stored models are untouched",
+                size_text(total as f64),
+                size_text(done.get() as f64),
+                size_text(total.saturating_sub(done.get()) as f64)
+            )))
+        }
+        r => r,
     }
-    let root = subdir(&models_dir().await?, name, true).await?;
-    write_json(
-        &root,
-        PENDING,
-        &Pending {
-            format: original(),
-            url: Some(base.into()),
-        },
-    )
-    .await?;
-    let total: u64 = files.iter().map(|(_, n)| n.unwrap_or(0)).sum();
+}
+
+async fn download_inner(
+    name: &str,
+    remote: &Remote<'_>,
+    files: &[(String, Option<u64>)],
+    target: Option<crate::convert::Target>,
+    on_progress: &mut dyn FnMut(&str, u64, u64),
+) -> Result<StoredModel> {
+    let base = remote.base;
+    let pending = Pending {
+        format: target.map_or_else(original, |t| t.name().to_string()),
+        url: Some(base.into()),
+        hub: remote.hub.clone(),
+    };
+    // An unfinished download of the same source and format goes on; anything else of
+    // that name is replaced.
+    let existing = match subdir(&models_dir().await?, name, false).await {
+        Ok(dir) => {
+            let same = read_json::<Manifest>(&dir, MANIFEST).await?.is_none()
+                && read_json::<Pending>(&dir, PENDING).await?.as_ref() == Some(&pending);
+            Some((dir, same))
+        }
+        Err(_) => None,
+    };
+    let kept_dir = match existing {
+        Some((dir, true)) => Some(dir),
+        Some((_, false)) => {
+            delete(name).await?;
+            None
+        }
+        None => None,
+    };
+    // What each file has stored so far: (bytes of the download, whole and converted).
+    let converting =
+        |path: &str| target.is_some() && (path.ends_with(".safetensors") || path.ends_with(".bin"));
     let mut have = Vec::with_capacity(files.len());
     for (path, _) in files {
-        have.push(stored_size(&root, path).await?);
+        let state = match &kept_dir {
+            None => (0, None),
+            Some(dir) if converting(path) => {
+                let partial = stored_size(dir, &format!("{PARTIAL}/{path}")).await?;
+                let component = path.split('/').next().unwrap_or_default();
+                let out = crate::convert::output_name(component);
+                let stored = stored_size(dir, &out).await?;
+                if partial == 0 && stored > 0 {
+                    (0, Some((out, stored)))
+                } else {
+                    (partial, None)
+                }
+            }
+            Some(dir) => (stored_size(dir, path).await?, None),
+        };
+        have.push(state);
     }
+    let total: u64 = files.iter().map(|(_, n)| n.unwrap_or(0)).sum();
     let missing: u64 = files
         .iter()
         .zip(&have)
-        .map(|((_, n), h)| n.unwrap_or(0).saturating_sub(*h))
+        .filter(|(_, (_, whole))| whole.is_none())
+        .map(|((_, n), (h, _))| n.unwrap_or(0).saturating_sub(*h))
         .sum();
     if let Some(free) = free_bytes().await
         && free < missing as f64
     {
         return Err(Error::Storage(format!(
-            "the model needs {:.1} GB more but this site may store only {:.1} GB more; free disk space or delete a stored model",
-            missing as f64 / 1e9,
-            free.max(0.0) / 1e9
+            "the model needs {} more but this site may store only {} more: free at least {} (delete a stored model or free disk space) and download again; nothing more was stored",
+            size_text(missing as f64),
+            size_text(free.max(0.0)),
+            size_text(missing as f64 - free.max(0.0))
         )));
     }
+    let root = subdir(&models_dir().await?, name, true).await?;
+    write_json(&root, PENDING, &pending).await?;
     let mut done = 0u64;
     let mut sizes = 0u64;
-    for ((path, size), &stored) in files.iter().zip(&have) {
+    let mut stored_files = Vec::with_capacity(files.len());
+    let mut converted_any = false;
+    for ((path, size), (stored, whole)) in files.iter().zip(have) {
         let url = format!("{base}{path}");
         let fail = |message: String| Error::Download {
             url: url.clone(),
             message,
         };
-        if size.is_some_and(|n| n == stored) {
-            done += stored;
-            sizes += stored;
+        if let Some((out, bytes)) = whole {
+            // converted on an earlier try
+            done += size.unwrap_or(0);
+            sizes += bytes;
+            stored_files.push(out);
+            converted_any = true;
             on_progress(path, done, total);
             continue;
         }
-        let resume = if size.is_some_and(|n| stored < n) {
-            stored
+        let convert = converting(path);
+        let into = if convert {
+            format!("{PARTIAL}/{path}")
         } else {
-            0
+            path.clone()
         };
-        let response = get(&url, resume).await?;
-        let status = response.status();
-        if !(status == 200 || status == 206 && resume > 0) {
-            return Err(fail(format!(
-                "the server answered {status} {}{}",
-                response.status_text(),
-                if status == 404 {
-                    " (is the file on the server?)"
-                } else {
-                    ""
+        if !size.is_some_and(|n| n == stored) {
+            let resume = if size.is_some_and(|n| stored < n) {
+                stored
+            } else {
+                0
+            };
+            let auth = remote
+                .auth
+                .as_deref()
+                .filter(|_| origin(&url) == origin(base));
+            let response = get(&url, resume, auth).await?;
+            let status = response.status();
+            if !(status == 200 || status == 206 && resume > 0) {
+                let code = response.headers().get("x-error-code").ok().flatten();
+                if let Some(e) = (remote.refuse)(status, code, path) {
+                    return Err(e);
                 }
-            )));
+                return Err(fail(format!(
+                    "the server answered {status} {}{}",
+                    response.status_text(),
+                    if status == 404 {
+                        " (is the file on the server?)"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+            // 206: the server sends the rest, appended; 200: the whole file, from scratch.
+            let appending = status == 206;
+            let stream = writer(&new_file(&root, &into).await?, &into, appending).await?;
+            let mut at = 0;
+            if appending {
+                at = resume;
+                wait(
+                    stream
+                        .seek_with_f64(resume as f64)
+                        .map_err(storage_err("seeking"))?,
+                    &format!("writing {path}"),
+                )
+                .await?;
+            }
+            done += at;
+            let body = response
+                .body()
+                .ok_or_else(|| fail("the server sent no body".into()))?;
+            let reader: ReadableStreamDefaultReader = body.get_reader().unchecked_into();
+            let outcome: Result<()> = async {
+                loop {
+                    let step = JsFuture::from(reader.read()).await.map_err(|e| {
+                        fail(format!(
+                            "the connection broke after {} of {} ({}); download again to resume",
+                            mb(at),
+                            size.map_or("?".into(), mb),
+                            js_error(&e)
+                        ))
+                    })?;
+                    if Reflect::get(&step, &"done".into()).is_ok_and(|d| d.is_truthy()) {
+                        return Ok(());
+                    }
+                    let chunk: Uint8Array = Reflect::get(&step, &"value".into())
+                        .map_err(storage_err("reading a download"))?
+                        .unchecked_into();
+                    let p = stream
+                        .write_with_js_u8_array(&chunk)
+                        .map_err(storage_err("writing"))?;
+                    wait(p, &format!("writing {path}")).await?;
+                    at += chunk.length() as u64;
+                    done += chunk.length() as u64;
+                    on_progress(path, done, total);
+                }
+            }
+            .await;
+            // Close even after a failure: OPFS keeps written bytes only once the stream
+            // closes, and they are what the next try resumes from. (A stream a write
+            // failed on cannot close: the write's error is the one to report.)
+            let closed = wait(stream.close(), &format!("writing {path}")).await;
+            outcome?;
+            closed?;
+            // A body that ends normally is whole: a connection closed before
+            // Content-Length is a read error above. (Sizes are not compared: where a
+            // server compresses text files, HEAD's Content-Length is the compressed
+            // size. A truncated weight file would still fail to load, naming the
+            // missing bytes.)
+            if !convert {
+                sizes += at;
+            }
+        } else {
+            done += stored;
+            on_progress(path, done, total);
+            if !convert {
+                sizes += stored;
+            }
         }
-        // 206: the server sends the rest, appended; 200: the whole file, from scratch.
-        let appending = status == 206;
-        let stream = writer(&new_file(&root, path).await?, path, appending).await?;
-        let mut at = 0;
-        if appending {
-            at = resume;
+        if !convert {
+            stored_files.push(path.clone());
+            continue;
+        }
+        // The weight file is whole under PARTIAL: convert it into its stored name.
+        let handle = file_handle(&root, &into, false)
+            .await?
+            .ok_or_else(|| Error::Storage(format!("{into} vanished from the storage")))?;
+        let blob: Blob = wait(handle.get_file(), &format!("reading {into}"))
+            .await?
+            .unchecked_into();
+        let file = WeightFile::open(path, Box::new(BlobRange::new(&blob, path)?))?;
+        let component = path.split('/').next().unwrap_or_default().to_string();
+        let t = target.expect("converting implies a target");
+        if file.index.metadata.contains_key(crate::quant::meta::FORMAT) {
+            // already converted upstream: stored as it is
+            let stream = writer(&new_file(&root, path).await?, path, false).await?;
             wait(
                 stream
-                    .seek_with_f64(resume as f64)
-                    .map_err(storage_err("seeking"))?,
+                    .write_with_blob(&blob)
+                    .map_err(storage_err("writing"))?,
                 &format!("writing {path}"),
             )
             .await?;
+            wait(stream.close(), &format!("writing {path}")).await?;
+            sizes += blob.size() as u64;
+            stored_files.push(path.clone());
+        } else {
+            let plan = crate::convert::plan(&component, &file.index, t)?;
+            let out = crate::convert::output_name(&component);
+            let c = Conversion {
+                file,
+                component,
+                plan,
+            };
+            let at = done;
+            write_conversion(&root, &out, &c, path, &mut |_| on_progress(&out, at, total)).await?;
+            sizes += c.plan.total_bytes;
+            stored_files.push(out);
+            converted_any = true;
         }
-        done += at;
-        let body = response
-            .body()
-            .ok_or_else(|| fail("the server sent no body".into()))?;
-        let reader: ReadableStreamDefaultReader = body.get_reader().unchecked_into();
-        let outcome: Result<()> = async {
-            loop {
-                let step = JsFuture::from(reader.read()).await.map_err(|e| {
-                    fail(format!(
-                        "the connection broke after {} of {} ({}); download again to resume",
-                        mb(at),
-                        size.map_or("?".into(), mb),
-                        js_error(&e)
-                    ))
-                })?;
-                if Reflect::get(&step, &"done".into()).is_ok_and(|d| d.is_truthy()) {
-                    return Ok(());
-                }
-                let chunk: Uint8Array = Reflect::get(&step, &"value".into())
-                    .map_err(storage_err("reading a download"))?
-                    .unchecked_into();
-                let p = stream
-                    .write_with_js_u8_array(&chunk)
-                    .map_err(storage_err("writing"))?;
-                wait(p, &format!("writing {path}")).await?;
-                at += chunk.length() as u64;
-                done += chunk.length() as u64;
-                on_progress(path, done, total);
-            }
-        }
-        .await;
-        // Close even after a failure: OPFS keeps written bytes only once the stream
-        // closes, and they are what the next try resumes from.
-        wait(stream.close(), &format!("writing {path}")).await?;
-        // A body that ends normally is whole: a connection closed before Content-Length
-        // is a read error above. (Sizes are not compared: where a server compresses text
-        // files, HEAD's Content-Length is the compressed size. A truncated weight file
-        // would still fail to load, naming the missing bytes.)
-        outcome?;
-        sizes += at;
+        remove_file(&root, &into).await?;
     }
-    let files = files.iter().map(|(p, _)| p.clone()).collect();
-    // a download stores the folder as the server has it
-    finish(&root, name, sizes, files, original()).await
+    let _ = remove_file(&root, PARTIAL).await;
+    let format = match target {
+        Some(t) if converted_any => t.name().to_string(),
+        _ => original(),
+    };
+    finish(&root, name, sizes, stored_files, format).await
+}
+
+/// Removes `path` (a file, or a folder with what it holds) under `root`; absent is fine.
+async fn remove_file(root: &FileSystemDirectoryHandle, path: &str) -> Result<()> {
+    let mut dir = root.clone();
+    let mut parts: Vec<&str> = path.split('/').collect();
+    let last = parts.pop().unwrap_or_default();
+    for p in parts {
+        match JsFuture::from(dir.get_directory_handle(p)).await {
+            Ok(d) => dir = d.unchecked_into(),
+            Err(_) => return Ok(()),
+        }
+    }
+    let opts = FileSystemRemoveOptions::new();
+    opts.set_recursive(true);
+    match JsFuture::from(dir.remove_entry_with_options(last, &opts)).await {
+        Ok(_) => Ok(()),
+        Err(e) if js_error(&e).contains("NotFound") => Ok(()),
+        Err(e) => Err(storage_err(&format!("removing {path}"))(e)),
+    }
 }
 
 fn mb(bytes: u64) -> String {
@@ -750,16 +970,26 @@ async fn stored_size(root: &FileSystemDirectoryHandle, path: &str) -> Result<u64
 }
 
 /// A GET of the whole file, or from byte `from` on.
-async fn get(url: &str, from: u64) -> Result<web_sys::Response> {
+/// With `auth`, the `Authorization` header's value: the caller sends it only to the
+/// endpoint's origin, and the browser drops it when a redirect leaves that origin (the
+/// Hub's 302 to its file CDN), as the Fetch standard requires.
+pub async fn get(url: &str, from: u64, auth: Option<&str>) -> Result<web_sys::Response> {
     let init = RequestInit::new();
     init.set_method("GET");
     // Never a cached copy: a cache would be a second, multi-gigabyte copy of the model.
     init.set_cache(RequestCache::NoStore);
-    if from > 0 {
+    if from > 0 || auth.is_some() {
         let headers = Headers::new().map_err(storage_err("making a request"))?;
-        headers
-            .set("Range", &format!("bytes={from}-"))
-            .map_err(storage_err("making a request"))?;
+        if from > 0 {
+            headers
+                .set("Range", &format!("bytes={from}-"))
+                .map_err(storage_err("making a request"))?;
+        }
+        if let Some(a) = auth {
+            headers
+                .set("Authorization", a)
+                .map_err(storage_err("making a request"))?;
+        }
         init.set_headers_headers(&headers);
     }
     fetch(url, &init).await
@@ -792,7 +1022,7 @@ async fn fetch(url: &str, init: &RequestInit) -> Result<web_sys::Response> {
         .map_err(|e| Error::Download {
             url: url.into(),
             message: format!(
-                "the server cannot be reached ({}): check the address and the network; a server on another site must allow this page (Access-Control-Allow-Origin)",
+                "the server cannot be reached ({}): check the address and the network; a server on another site must allow this page (Access-Control-Allow-Origin), and this page's Content-Security-Policy must name it (connect-src: this site and the Hugging Face Hub's origins; see README)",
                 js_error(&e)
             ),
         })?

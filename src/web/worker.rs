@@ -11,12 +11,14 @@ use js_sys::{Array, Uint8Array};
 use wasm_bindgen::prelude::*;
 use web_sys::{Blob, DedicatedWorkerGlobalScope, MessageEvent};
 
+use super::hub::{self, HubSource, RepoId, Token};
 use super::protocol::{FailureKind, MemoryFigures, Reply, Request, Settings, model_url};
 use super::store;
 use crate::checkpoint::{Checkpoint, LoadOptions, plan_import, remote_candidates};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::pipeline::{Control, Pipeline, Progress};
+use wasm_bindgen_futures::JsFuture;
 
 fn scope() -> DedicatedWorkerGlobalScope {
     js_sys::global().unchecked_into()
@@ -41,18 +43,25 @@ fn post(reply: &Reply, bytes: Option<&[u8]>) {
     }
 }
 
-/// Import progress for the page, at most every 100 ms (and at the end).
+/// Import progress for the page, at most every 100 ms (and at the end), with the time
+/// left at the speed since the first report (a resume's kept bytes do not count as
+/// speed), once a second has passed.
 fn progress() -> impl FnMut(&str, u64, u64) {
     let mut last = 0f64;
+    let mut first: Option<(f64, u64)> = None;
     move |file, done, total| {
         let t = now_ms();
+        let (t0, done0) = *first.get_or_insert((t, done));
         if t - last > 100.0 || done == total {
             last = t;
+            let left_ms = (t - t0 > 1000.0 && done > done0)
+                .then(|| (total.saturating_sub(done)) as f64 * (t - t0) / (done - done0) as f64);
             post(
                 &Reply::Importing {
                     file: file.into(),
                     done,
                     total,
+                    left_ms,
                 },
                 None,
             );
@@ -287,7 +296,14 @@ impl Engine {
                 (path, size)
             })
             .collect();
-        if let Err(e) = store::download(&name, &base, &files, &mut progress()).await {
+        let remote = store::Remote {
+            base: &base,
+            auth: None,
+            hub: None,
+            refuse: &|_, _, _| None,
+        };
+        // a download stores the folder as the server has it
+        if let Err(e) = store::download(&name, &remote, &files, None, &mut progress()).await {
             // The page lists the unfinished model (Download again resumes it).
             post(
                 &Reply::Models {
@@ -297,6 +313,105 @@ impl Engine {
             );
             return Err(e);
         }
+        self.load_stored(&name).await
+    }
+
+    /// Downloads a diffusers model from a Hugging Face Hub repo (src/web/hub.rs): the
+    /// commit of the revision, its files, those the pipeline reads, each streamed into
+    /// the store as `format` (resuming an unfinished download of the same commit), then
+    /// loads it. `token` is dropped when this returns: it is never stored or logged,
+    /// and goes only to the endpoint's origin.
+    async fn import_hub(
+        &self,
+        repo: &str,
+        endpoint: &str,
+        token: Option<Token>,
+        format: &str,
+    ) -> Result<Reply> {
+        let id = RepoId::parse(repo)?;
+        let endpoint = hub::endpoint(endpoint)?;
+        let target = match format {
+            "original" => None,
+            f => Some(crate::convert::Target::from_name(f).ok_or_else(|| {
+                Error::Input(format!(
+                    "unknown import format `{f}`: choose int8, int4 or original"
+                ))
+            })?),
+        };
+        let auth = token.as_ref().map(Token::bearer);
+        let had_token = token.is_some();
+        drop(token);
+        let refuse = |status: u16, code: Option<String>, file: Option<&str>, url: &str| {
+            hub::refusal(
+                status,
+                code.as_deref(),
+                &endpoint,
+                &id,
+                had_token,
+                file,
+                url,
+            )
+        };
+        // The API's answers (small JSON), each refused with the Hub's sentence.
+        let api = |url: String| {
+            let auth = auth.clone();
+            let refuse = &refuse;
+            async move {
+                let r = store::get(&url, 0, auth.as_deref()).await?;
+                if !r.ok() {
+                    let code = r.headers().get("x-error-code").ok().flatten();
+                    return Err(refuse(r.status(), code, None, &url));
+                }
+                let text = JsFuture::from(r.text().map_err(|e| Error::Download {
+                    url: url.clone(),
+                    message: store::js_error(&e),
+                })?)
+                .await
+                .map_err(|e| Error::Download {
+                    url: url.clone(),
+                    message: format!("the answer broke off ({})", store::js_error(&e)),
+                })?;
+                Ok(text.as_string().unwrap_or_default())
+            }
+        };
+        let commit = hub::parse_revision(&api(hub::revision_url(&endpoint, &id)).await?)?;
+        let listing = hub::parse_tree(&api(hub::tree_url(&endpoint, &id, &commit)).await?)?;
+        let files = hub::choose(&listing)?;
+        let base = hub::resolve_base(&endpoint, &id, &commit);
+        // A gated repo lists its files to anyone: ask for the first file before
+        // anything is stored, so a refusal leaves no unfinished model behind.
+        let probe = format!("{base}model_index.json");
+        let r = store::get(&probe, 0, auth.as_deref()).await?;
+        if !r.ok() {
+            let code = r.headers().get("x-error-code").ok().flatten();
+            return Err(refuse(r.status(), code, Some("model_index.json"), &probe));
+        }
+        let name = id.model_name();
+        let remote = store::Remote {
+            base: &base,
+            auth,
+            hub: Some(HubSource {
+                endpoint: endpoint.clone(),
+                repo: id.id(),
+                commit,
+            }),
+            refuse: &|status, code, path| {
+                Some(refuse(status, code, Some(path), &format!("{base}{path}")))
+            },
+        };
+        let r = store::download(&name, &remote, &files, target, &mut progress()).await;
+        drop(remote);
+        if let Err(e) = r {
+            // The page lists the unfinished model (Download again resumes it).
+            post(
+                &Reply::Models {
+                    models: store::list().await.unwrap_or_default(),
+                },
+                None,
+            );
+            return Err(e);
+        }
+        log::info!("downloaded {} from {endpoint} as {name}", id.id());
         self.load_stored(&name).await
     }
 
@@ -490,6 +605,16 @@ async fn run(engine: Rc<Engine>, req: Request, extra: Array) {
                 .await
         }
         Request::ImportUrl { url } => engine.import_url(url).await,
+        Request::ImportHub {
+            repo,
+            endpoint,
+            token,
+            format,
+        } => {
+            engine
+                .import_hub(repo, endpoint, token.clone(), format)
+                .await
+        }
         Request::Load { name } => engine.load(name).await,
         Request::Delete { name } => engine.delete(name).await,
         Request::Generate(s) => engine.generate(s, &extra).await,

@@ -21,7 +21,11 @@ const TYPES = {
  * may return a byte count at which to break that response's connection (a download
  * interrupted halfway). `log` records `[method, path, range]` of every request. */
 // `delay(pathname)`: milliseconds to wait before answering (a slow network for one file).
-export async function serve(dir = DIST, { mounts = {}, cut = () => null, delay = () => 0 } = {}) {
+// `connect`: origins added to connect-src in the policy the worker and the service worker
+// are served with (test-only: tests/browser/hub.test.mjs lets the engine's worker reach
+// the local Hub stand-in on 127.0.0.1, which the shipped policy refuses; the page's own
+// meta tag is never changed, and security.test.mjs serves the policy as shipped).
+export async function serve(dir = DIST, { mounts = {}, cut = () => null, delay = () => 0, connect = [] } = {}) {
   if (!fs.existsSync(path.join(dir, 'index.html'))) {
     throw new Error(`${dir}/index.html is missing: run \`trunk build --release\` first`);
   }
@@ -29,7 +33,8 @@ export async function serve(dir = DIST, { mounts = {}, cut = () => null, delay =
   // The engine's worker and the service worker take their policy from their response
   // headers (a document's meta tag does not reach them): served with the page's own.
   const csp = /http-equiv="Content-Security-Policy" content="([^"]+)"/
-    .exec(fs.readFileSync(path.join(dir, 'index.html'), 'utf8'))?.[1];
+    .exec(fs.readFileSync(path.join(dir, 'index.html'), 'utf8'))?.[1]
+    ?.replace(/connect-src ([^;]*)/, (_, v) => `connect-src ${[v, ...connect].join(' ')}`);
   const server = http.createServer(async (req, res) => {
     const url = new URL(req.url, 'http://x');
     const wait = delay(decodeURIComponent(url.pathname));
