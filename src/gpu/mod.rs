@@ -215,6 +215,8 @@ pub struct Gpu {
     dry_run: std::sync::atomic::AtomicBool,
     /// Floating-point operations dispatched (2 per multiply-add in GEMMs and attention).
     flops: std::sync::atomic::AtomicU64,
+    /// Dispatches recorded (benchmarks: dispatches per UNet call).
+    dispatches: std::sync::atomic::AtomicU64,
     /// Native profiling: when set, every dispatch runs alone and its wall time is
     /// added to its kernel's entry (key -> (count, seconds)).
     #[cfg(not(target_arch = "wasm32"))]
@@ -327,6 +329,7 @@ impl Gpu {
             poison: Default::default(),
             dry_run: Default::default(),
             flops: Default::default(),
+            dispatches: Default::default(),
             #[cfg(not(target_arch = "wasm32"))]
             profile: Mutex::new(None),
             dummy,
@@ -487,6 +490,12 @@ impl Gpu {
         self.flops.swap(0, std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Dispatches recorded since the last call (benchmarks).
+    pub fn take_dispatches(&self) -> u64 {
+        self.dispatches
+            .swap(0, std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub(crate) fn count_flops(&self, n: u64) {
         self.flops
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
@@ -577,6 +586,8 @@ impl Gpu {
         if workgroups.contains(&0) || self.dry() {
             return;
         }
+        self.dispatches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let kernel = self.pipeline(spec);
         assert_eq!(
             bindings.len(),

@@ -131,6 +131,10 @@ struct Timed {
     name: &'static str,
     times: Vec<Duration>,
     flops: u64,
+    /// Dispatches per run, and the host time of recording them (the run's call before
+    /// its result is read back) per dispatch, median over the runs.
+    dispatches: u64,
+    record_per_dispatch: Duration,
     reference_flops: Option<f64>,
     weights: u64,
     peak: u64,
@@ -144,6 +148,9 @@ async fn time_stage(
     reference_flops: Option<f64>,
     mut run: impl FnMut() -> Result<Tensor>,
 ) -> Result<Timed> {
+    if a.reps == 0 {
+        bail!("--reps must be at least 1");
+    }
     let weights = gpu.memory().weights;
     gpu.reset_peak_memory();
     gpu.set_profiling(false);
@@ -159,11 +166,19 @@ async fn time_stage(
         );
     }
     gpu.take_flops();
+    gpu.take_dispatches();
     let mut times = Vec::new();
+    let mut records = Vec::new();
     let mut flops = 0;
+    let mut dispatches = 0;
     for i in 0..a.reps {
         let t0 = Instant::now();
         let out = run()?;
+        // Recording: every op's host work and the batched submissions (on a CPU driver
+        // the kernels of earlier batches run meanwhile on the same cores: an upper bound)
+        let recorded = t0.elapsed();
+        dispatches = gpu.take_dispatches();
+        records.push(recorded / dispatches.max(1) as u32);
         // Read the result back: `sync` alone would not surface a failed kernel.
         let v = gpu.read(&out).await?;
         let dt = t0.elapsed();
@@ -175,6 +190,11 @@ async fn time_stage(
         times.push(dt);
     }
     times.sort();
+    records.sort();
+    eprintln!(
+        "  {name}: {dispatches} dispatches per run, recorded in {:.1} µs each (median host time of the run's call before the read-back, per dispatch)",
+        records[records.len() / 2].as_secs_f64() * 1e6
+    );
     if a.profile {
         gpu.set_profiling(true);
         let out = run()?;
@@ -194,6 +214,8 @@ async fn time_stage(
         name,
         times,
         flops,
+        dispatches,
+        record_per_dispatch: records[records.len() / 2],
         reference_flops,
         weights,
         peak: gpu.memory().peak,
@@ -607,14 +629,14 @@ pub async fn bench(mut a: BenchArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "\n| stage | median | min | GFLOP/s (our count) | GFLOP/s (PyTorch's count) | weights | peak GPU memory | peak in use |"
+        "\n| stage | median | min | GFLOP/s (our count) | GFLOP/s (PyTorch's count) | weights | peak GPU memory | peak in use | dispatches | host µs / dispatch |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for s in &stages {
         let med = s.times[s.times.len() / 2].as_secs_f64();
         let min = s.times[0].as_secs_f64();
         println!(
-            "| {} | {:.3} s | {:.3} s | {:.1} ({:.3} TFLOP) | {} | {:.0} MiB | {:.0} MiB | {:.0} MiB |",
+            "| {} | {:.3} s | {:.3} s | {:.1} ({:.3} TFLOP) | {} | {:.0} MiB | {:.0} MiB | {:.0} MiB | {} | {:.1} |",
             s.name,
             med,
             min,
@@ -625,6 +647,8 @@ pub async fn bench(mut a: BenchArgs) -> Result<()> {
             s.weights as f64 / 1048576.0,
             s.peak as f64 / 1048576.0,
             s.in_use_peak as f64 / 1048576.0,
+            s.dispatches,
+            s.record_per_dispatch.as_secs_f64() * 1e6,
         );
     }
     Ok(())
