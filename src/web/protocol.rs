@@ -398,6 +398,21 @@ pub fn model_name(folder: &str) -> String {
     }
 }
 
+/// The storage format an import or a download asks for: `original` (stored as it is) or
+/// a converter target (`int8`, `int4`, `f16`), or a sentence.
+pub fn import_target(format: &str) -> Result<Option<crate::convert::Target>, Error> {
+    match format {
+        "original" => Ok(None),
+        f => crate::convert::Target::from_name(f)
+            .map(Some)
+            .ok_or_else(|| {
+                Error::Input(format!(
+                    "unknown import format `{f}`: choose int8, int4 or original"
+                ))
+            }),
+    }
+}
+
 /// A model URL as typed: the folder's URL ending in `/` (a trailing `model_index.json`
 /// is dropped, so either may be pasted) and the stored model's name (its last segment).
 pub fn model_url(url: &str) -> Result<(String, String), Error> {
@@ -507,6 +522,17 @@ mod tests {
                 .to_string()
                 .contains("pndm, ddim")
         );
+    }
+
+    #[test]
+    fn import_formats_are_read_or_refused() {
+        assert!(import_target("original").unwrap().is_none());
+        assert_eq!(
+            import_target("int8").unwrap().map(|t| t.name()),
+            Some("int8")
+        );
+        let msg = import_target("int3").unwrap_err().to_string();
+        assert!(msg.contains("choose int8, int4 or original"), "{msg}");
     }
 
     #[test]

@@ -12,7 +12,9 @@ use wasm_bindgen::prelude::*;
 use web_sys::{Blob, DedicatedWorkerGlobalScope, MessageEvent};
 
 use super::hub::{self, HubSource, RepoId, Token};
-use super::protocol::{FailureKind, MemoryFigures, Reply, Request, Settings, model_url};
+use super::protocol::{
+    FailureKind, MemoryFigures, Reply, Request, Settings, import_target, model_url,
+};
 use super::store;
 use crate::checkpoint::{Checkpoint, LoadOptions, plan_import, remote_candidates};
 use crate::error::{Error, Result};
@@ -249,14 +251,7 @@ impl Engine {
                 (picked, path, files.get(i as u32).unchecked_into())
             })
             .collect();
-        let target = match format {
-            "original" => None,
-            f => Some(crate::convert::Target::from_name(f).ok_or_else(|| {
-                Error::Input(format!(
-                    "unknown import format `{f}`: choose int8, int4 or original"
-                ))
-            })?),
-        };
+        let target = import_target(format)?;
         let (_, kept) = store::import(name, &chosen, target, resume, &mut progress()).await?;
         if resume {
             log::info!("resumed the import of {name}: {kept} files were already stored");
@@ -330,14 +325,7 @@ impl Engine {
     ) -> Result<Reply> {
         let id = RepoId::parse(repo)?;
         let endpoint = hub::endpoint(endpoint)?;
-        let target = match format {
-            "original" => None,
-            f => Some(crate::convert::Target::from_name(f).ok_or_else(|| {
-                Error::Input(format!(
-                    "unknown import format `{f}`: choose int8, int4 or original"
-                ))
-            })?),
-        };
+        let target = import_target(format)?;
         let auth = token.as_ref().map(Token::bearer);
         let had_token = token.is_some();
         drop(token);
