@@ -13,7 +13,7 @@ use crate::models::{
     AutoencoderKL, ClipTextConfig, ClipTextModel, UNet2DConditionModel, UNetConfig, VaeConfig,
 };
 use crate::schedulers::SchedulerConfig;
-use crate::tokenizer::{ClipTokenizer, TokenizerFiles};
+use crate::tokenizer::{PromptTokenizer, TokenizerFiles};
 use crate::weights::pick_weight_file;
 
 /// Where a checkpoint's files come from. Paths are relative to the checkpoint root and
@@ -221,7 +221,7 @@ impl<S: FileSource> Checkpoint<S> {
     /// The tokenizer: `tokenizer/` (or `text_encoder_and_tokenizer/`'s own, see
     /// [`Checkpoint::tokenizer_dir`]), in either layout (`vocab.json` + `merges.txt` as
     /// RoentGen-era folders ship it, or `tokenizer.json`).
-    pub async fn tokenizer(&self) -> Result<ClipTokenizer> {
+    pub async fn tokenizer(&self) -> Result<PromptTokenizer> {
         let dir = self.tokenizer_dir();
         let read = |p: &'static str| async move {
             let path = format!("{dir}/{p}");
@@ -236,7 +236,7 @@ impl<S: FileSource> Checkpoint<S> {
         let tokenizer_json = read("tokenizer.json").await.transpose()?;
         let config = read("tokenizer_config.json").await.transpose()?;
         let special = read("special_tokens_map.json").await.transpose()?;
-        ClipTokenizer::from_files(TokenizerFiles {
+        PromptTokenizer::from_files(TokenizerFiles {
             vocab_json: vocab.as_deref(),
             merges_txt: merges.as_deref(),
             tokenizer_json: tokenizer_json.as_deref(),

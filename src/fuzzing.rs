@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use crate::batch::{self, PlanOptions, PromptTable};
 use crate::models::config::{ClipTextConfig, UNetConfig, VaeConfig};
 use crate::schedulers::{self, SchedulerConfig, SchedulerKind};
-use crate::tokenizer::{ClipTokenizer, TokenizerFiles};
+use crate::tokenizer::{PromptTokenizer, TokenizerFiles};
 use crate::weights::{WeightIndex, pickle};
 
 /// The byte that separates the files of one tokenizer-files input: 0xFF never occurs in
@@ -123,7 +123,7 @@ pub fn tokenizer(data: &[u8]) {
             tokenizer_config_json: next(),
             special_tokens_map_json: next(),
         };
-        if let Ok(t) = ClipTokenizer::from_files(files) {
+        if let Ok(t) = PromptTokenizer::from_files(files) {
             encode_prompt(
                 &t,
                 "a chest x-ray: small left pleural effusion!! <|endoftext|>",
@@ -132,7 +132,7 @@ pub fn tokenizer(data: &[u8]) {
     }
 }
 
-fn encode_prompt(t: &ClipTokenizer, prompt: &str) {
+fn encode_prompt(t: &PromptTokenizer, prompt: &str) {
     if let Ok(e) = t.encode(prompt) {
         let _ = t.decode(&e.ids, true);
         let _ = t.decode(&e.ids, false);
@@ -141,8 +141,8 @@ fn encode_prompt(t: &ClipTokenizer, prompt: &str) {
 }
 
 /// The CLIP tokenizer of tests/fixtures/tiny-sd (the real SD 1.x vocabulary), built once.
-pub fn fixture_tokenizer() -> &'static ClipTokenizer {
-    static TOKENIZER: OnceLock<ClipTokenizer> = OnceLock::new();
+pub fn fixture_tokenizer() -> &'static PromptTokenizer {
+    static TOKENIZER: OnceLock<PromptTokenizer> = OnceLock::new();
     TOKENIZER.get_or_init(|| {
         let dir = concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -157,7 +157,7 @@ pub fn fixture_tokenizer() -> &'static ClipTokenizer {
             read("tokenizer_config.json"),
             read("special_tokens_map.json"),
         );
-        ClipTokenizer::from_files(TokenizerFiles {
+        PromptTokenizer::from_files(TokenizerFiles {
             vocab_json: Some(&vocab),
             merges_txt: Some(&merges),
             tokenizer_json: None,

@@ -31,7 +31,7 @@ use crate::models::{
 use crate::ops::AttentionMaps;
 use crate::rng::TorchGenerator;
 use crate::schedulers::{self, SchedulerConfig};
-use crate::tokenizer::ClipTokenizer;
+use crate::tokenizer::PromptTokenizer;
 pub use crate::word_maps::WordMaps;
 
 pub use crate::generation::{
@@ -261,7 +261,7 @@ pub struct Pipeline {
     /// The model's name in metadata: `_name_or_path` from `model_index.json`, else
     /// what the front end named it ([`Pipeline::named_or`]).
     pub name: String,
-    pub tokenizer: ClipTokenizer,
+    pub tokenizer: PromptTokenizer,
     pub text_encoder: ClipTextModel,
     /// `None` once a [`MemoryPlan::Lean`] generation has released it.
     unet: std::sync::Mutex<Option<std::sync::Arc<UNet2DConditionModel>>>,
@@ -391,7 +391,7 @@ impl Pipeline {
     /// weights again (a lean generation's UNet stays released).
     pub fn new(
         name: String,
-        tokenizer: ClipTokenizer,
+        tokenizer: PromptTokenizer,
         text_encoder: ClipTextModel,
         unet: UNet2DConditionModel,
         vae: AutoencoderKL,

@@ -19,7 +19,7 @@
 //!   then matched as whole tokens inside the prompt. With SD 2.x's `pad_token` `!`, every `!`
 //!   in a prompt becomes id 0, as in transformers.
 //!
-//! [`ClipTokenizer::encode`] pads and truncates to `model_max_length` (77) as
+//! [`PromptTokenizer::encode`] pads and truncates to `model_max_length` (77) as
 //! `tokenizer(text, padding="max_length", max_length=77, truncation=True)` does.
 //!
 //! Bytes in, values out: no filesystem, no threads (builds for wasm32).
@@ -69,7 +69,7 @@ pub struct Encoded {
 }
 
 /// transformers' `CLIPTokenizer`, on the `tokenizers` crate.
-pub struct ClipTokenizer {
+pub struct PromptTokenizer {
     tokenizer: Tokenizer,
     max_length: usize,
     bos_id: u32,
@@ -78,9 +78,9 @@ pub struct ClipTokenizer {
     pad_token: String,
 }
 
-impl std::fmt::Debug for ClipTokenizer {
+impl std::fmt::Debug for PromptTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClipTokenizer")
+        f.debug_struct("PromptTokenizer")
             .field("max_length", &self.max_length)
             .field("bos_id", &self.bos_id)
             .field("eos_id", &self.eos_id)
@@ -516,7 +516,7 @@ fn tokenizer_err(what: &str, e: impl std::fmt::Display) -> Error {
     }
 }
 
-impl ClipTokenizer {
+impl PromptTokenizer {
     /// Builds the tokenizer from a checkpoint's `tokenizer/` files. `tokenizer.json` is
     /// preferred when present (as transformers does); otherwise `vocab.json` + `merges.txt`.
     pub fn from_files(f: TokenizerFiles) -> Result<Self> {
@@ -643,7 +643,7 @@ impl ClipTokenizer {
                 .add_prefix_space(false),
         ));
 
-        Ok(ClipTokenizer {
+        Ok(PromptTokenizer {
             tokenizer,
             max_length,
             bos_id,

@@ -6,7 +6,7 @@
 
 use crate::error::Result;
 use crate::image_io::{ImageMetadata, encode_npy_f32, encode_png};
-use crate::tokenizer::ClipTokenizer;
+use crate::tokenizer::PromptTokenizer;
 
 /// The summed maps of one generation, per token, on the latent grid.
 #[derive(Clone, Debug)]
@@ -26,7 +26,7 @@ pub struct WordMaps {
 
 impl WordMaps {
     pub fn new(
-        tok: &ClipTokenizer,
+        tok: &PromptTokenizer,
         token_ids: Vec<u32>,
         maps: Vec<f32>,
         h: usize,

@@ -15,7 +15,7 @@ use roentgen_web::checkpoint::{Checkpoint, DirSource, LoadOptions};
 use roentgen_web::models::{ClipTextConfig, UNetConfig, VaeConfig};
 use roentgen_web::pipeline::Pipeline;
 use roentgen_web::schedulers::{SchedulerConfig, SchedulerKind, build};
-use roentgen_web::tokenizer::{ClipTokenizer, TokenizerFiles};
+use roentgen_web::tokenizer::{PromptTokenizer, TokenizerFiles};
 use roentgen_web::weights::WeightIndex;
 
 fn fixture(rel: &str) -> PathBuf {
@@ -488,7 +488,7 @@ fn broken_tokenizer_files() {
     let vocab = std::fs::read(fixture("tiny-sd/tokenizer/vocab.json")).unwrap();
     let merges = std::fs::read(fixture("tiny-sd/tokenizer/merges.txt")).unwrap();
     let t = |vocab: Option<&[u8]>, merges: Option<&[u8]>| {
-        ClipTokenizer::from_files(TokenizerFiles {
+        PromptTokenizer::from_files(TokenizerFiles {
             vocab_json: vocab,
             merges_txt: merges,
             tokenizer_json: None,
@@ -523,7 +523,7 @@ fn broken_tokenizer_files() {
 }
 
 fn t_json(bytes: &[u8]) -> Result<(), String> {
-    ClipTokenizer::from_files(TokenizerFiles {
+    PromptTokenizer::from_files(TokenizerFiles {
         vocab_json: None,
         merges_txt: None,
         tokenizer_json: Some(bytes),

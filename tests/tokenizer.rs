@@ -3,7 +3,7 @@
 //! own `tokenizer/` folder (vocab.json + merges.txt, tokenizer.json only, compact vocab.json).
 
 use roentgen_web::Error;
-use roentgen_web::tokenizer::{ClipTokenizer, TokenizerFiles};
+use roentgen_web::tokenizer::{PromptTokenizer, TokenizerFiles};
 use serde_json::Value;
 
 const FOLDERS: [&str; 3] = ["tiny-sd", "tiny-sd-bin", "tiny-sd-alt"];
@@ -46,12 +46,12 @@ impl Folder {
             special_tokens_map_json: self.special.as_deref(),
         }
     }
-    fn tokenizer(&self) -> ClipTokenizer {
-        ClipTokenizer::from_files(self.files()).unwrap()
+    fn tokenizer(&self) -> PromptTokenizer {
+        PromptTokenizer::from_files(self.files()).unwrap()
     }
 }
 
-fn load(name: &str) -> ClipTokenizer {
+fn load(name: &str) -> PromptTokenizer {
     Folder::read(name).tokenizer()
 }
 
@@ -168,7 +168,7 @@ fn sd2_pad_token_is_exclamation_mark() {
     };
     let config = edit(&f.config);
     let special = edit(&f.special);
-    let tok = ClipTokenizer::from_files(TokenizerFiles {
+    let tok = PromptTokenizer::from_files(TokenizerFiles {
         tokenizer_config_json: Some(&config),
         special_tokens_map_json: Some(&special),
         ..f.files()
@@ -234,7 +234,7 @@ fn missing_files_are_named() {
         special_tokens_map_json: f.special.as_deref(),
         ..TokenizerFiles::default()
     };
-    let err = ClipTokenizer::from_files(configs_only).unwrap_err();
+    let err = PromptTokenizer::from_files(configs_only).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::MissingFile { .. }), "{msg}");
     assert!(
@@ -246,7 +246,7 @@ fn missing_files_are_named() {
         vocab_json: f.vocab.as_deref(),
         ..configs_only
     };
-    let err = ClipTokenizer::from_files(vocab_only).unwrap_err();
+    let err = PromptTokenizer::from_files(vocab_only).unwrap_err();
     assert!(
         matches!(&err, Error::MissingFile { path, .. } if path == "tokenizer/merges.txt"),
         "{err}"
@@ -257,7 +257,7 @@ fn missing_files_are_named() {
         merges_txt: f.merges.as_deref(),
         ..configs_only
     };
-    let err = ClipTokenizer::from_files(bad).unwrap_err();
+    let err = PromptTokenizer::from_files(bad).unwrap_err();
     assert!(
         matches!(&err, Error::Config { file, .. } if file == "tokenizer/vocab.json"),
         "{err}"
@@ -268,7 +268,7 @@ fn missing_files_are_named() {
 fn both_layouts_give_the_same_ids_without_configs() {
     // No configs at all: CLIPTokenizer's defaults (pad = <|endoftext|>, 77 positions).
     let f = Folder::read("tiny-sd");
-    let tok = ClipTokenizer::from_files(TokenizerFiles {
+    let tok = PromptTokenizer::from_files(TokenizerFiles {
         vocab_json: f.vocab.as_deref(),
         merges_txt: f.merges.as_deref(),
         ..TokenizerFiles::default()
@@ -276,7 +276,7 @@ fn both_layouts_give_the_same_ids_without_configs() {
     .unwrap();
     assert_eq!((tok.max_length(), tok.pad_id()), (77, 49407));
     let b = Folder::read("tiny-sd-bin");
-    let tok_bin = ClipTokenizer::from_files(TokenizerFiles {
+    let tok_bin = PromptTokenizer::from_files(TokenizerFiles {
         tokenizer_json: b.tokenizer.as_deref(),
         ..TokenizerFiles::default()
     })

@@ -47,7 +47,7 @@ pub struct ClipTrace {
 pub fn check_tokenizer(
     config: &ClipTextConfig,
     text_file: &str,
-    tokenizer: &crate::tokenizer::ClipTokenizer,
+    tokenizer: &crate::tokenizer::PromptTokenizer,
 ) -> Result<()> {
     let fix = "the folder mixes two models: take both from the same checkpoint";
     if tokenizer.max_length() > config.max_position_embeddings {

@@ -284,7 +284,7 @@ async fn bench_generation(
     clip_cfg: &ClipTextConfig,
 ) -> Result<()> {
     use roentgen_web::schedulers::SchedulerConfig;
-    use roentgen_web::tokenizer::{ClipTokenizer, TokenizerFiles};
+    use roentgen_web::tokenizer::{PromptTokenizer, TokenizerFiles};
     eprintln!("generate: loading random weights (text encoder, unet, vae)");
     let text_encoder = ClipTextModel::load(
         &Loader::random(gpu, 1, format).component("text_encoder"),
@@ -305,7 +305,7 @@ async fn bench_generation(
     )?;
     // Empty prompts: the tokenizer needs only its two special tokens (the ids'
     // values do not change the work).
-    let tokenizer = ClipTokenizer::from_files(TokenizerFiles {
+    let tokenizer = PromptTokenizer::from_files(TokenizerFiles {
         vocab_json: Some(br#"{"<|startoftext|>": 49406, "<|endoftext|>": 49407}"#),
         merges_txt: Some(b"#version: 0.2\n"),
         tokenizer_json: None,
