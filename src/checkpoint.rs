@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::loader::{Loader, MatrixFormat, RangeRead, WeightFile};
 use crate::models::{
-    AutoencoderKL, ClipTextConfig, ClipTextModel, UNet2DConditionModel, UNetConfig, VaeConfig,
+    AutoencoderKL, TextConfig, TextEncoder, UNet2DConditionModel, UNetConfig, VaeConfig,
 };
 use crate::schedulers::SchedulerConfig;
 use crate::tokenizer::{PromptTokenizer, TokenizerFiles};
@@ -198,12 +198,11 @@ impl<S: FileSource> Checkpoint<S> {
         WeightFile::open(&path, self.source.open(&path)?)
     }
 
-    pub async fn text_encoder(&self, gpu: &Gpu) -> Result<ClipTextModel> {
-        let dir = self.text_encoder_dir();
-        let file = format!("{dir}/config.json");
-        let config = ClipTextConfig::from_json(&file, &self.read_text(&file).await?)?;
-        let w = self.weights(dir).await?;
-        ClipTextModel::load(
+    /// The text encoder (CLIP or BERT, as its config says).
+    pub async fn text_encoder(&self, gpu: &Gpu) -> Result<TextEncoder> {
+        let config = self.text_encoder_config().await?;
+        let w = self.weights(self.text_encoder_dir()).await?;
+        TextEncoder::load(
             &Loader::new(gpu, &w, self.options.matrix_format).component("text_encoder"),
             config,
         )
@@ -285,9 +284,9 @@ impl<S: FileSource> Checkpoint<S> {
     }
 
     /// The text encoder's `config.json` (see [`Checkpoint::text_encoder_dir`]).
-    pub async fn text_encoder_config(&self) -> Result<ClipTextConfig> {
+    pub async fn text_encoder_config(&self) -> Result<TextConfig> {
         let file = format!("{}/config.json", self.text_encoder_dir());
-        ClipTextConfig::from_json(&file, &self.read_text(&file).await?)
+        TextConfig::from_json(&file, &self.read_text(&file).await?)
     }
 
     /// What a loaded pipeline keeps of this checkpoint to read weights again later.

@@ -16,6 +16,7 @@
 //! runs, how many steps and the guidance, and the user's options override it.
 
 use crate::error::{Error, Result};
+use crate::models::config::TextConfig;
 use crate::schedulers::{SchedulerConfig, SchedulerKind};
 
 /// The most steps accepted (the schedulers' 1000 training timesteps).
@@ -39,6 +40,14 @@ pub const ROENTGEN_GUIDANCE: f32 = 4.0;
 pub const ROENTGEN_V2_GUIDANCE: f32 = 3.0;
 pub const ROENTGEN_SIZE: usize = 512;
 
+/// RadEdit's settings (microsoft/radedit's card and CheXGenBench's runs): DDIM from the
+/// folder's `scheduler_config.json` (linear betas, trailing spacing), 100 steps, guidance
+/// 7.5, 512x512, unconditional prompt "", prompts of 128 WordPiece tokens.
+pub const RADEDIT_STEPS: usize = 100;
+pub const RADEDIT_GUIDANCE: f32 = 7.5;
+pub const RADEDIT_SIZE: usize = 512;
+pub const RADEDIT_CONTEXT: usize = 128;
+
 /// diffusers' `StableDiffusionPipeline.__call__` defaults, for a model of no known
 /// family: `num_inference_steps=50`, `guidance_scale=7.5`.
 pub const DIFFUSERS_STEPS: usize = 50;
@@ -53,18 +62,46 @@ pub enum Family {
     /// RoentGen v2: Stable Diffusion 2.x (OpenCLIP ViT-H text tower, `gelu`; 2.1-768 is
     /// v-prediction).
     Sd2,
+    /// RadEdit (Microsoft, ECCV 2024): an SD-1.x-sized UNet conditioned on CXR-BERT
+    /// (BioViL-T), SDXL's VAE, DDIM.
+    RadEdit,
 }
 
 impl Family {
-    /// The family told from the configs: the text encoder's activation and the
-    /// scheduler's prediction type. `None`: no family we know (a recipe is then taken
-    /// from the folder, as diffusers does).
-    pub fn of(text_hidden_act: &str, v_prediction: bool) -> Option<Family> {
-        match text_hidden_act {
+    /// The family told from the configs: the text encoder (a BERT is RadEdit's; a CLIP
+    /// tower's activation tells SD 1.x from 2.x) and the scheduler's prediction type.
+    /// `None`: no family we know (a recipe is then taken from the folder, as diffusers
+    /// does).
+    pub fn of(text: &TextConfig, v_prediction: bool) -> Option<Family> {
+        let TextConfig::Clip(clip) = text else {
+            return Some(Family::RadEdit);
+        };
+        match clip.hidden_act.as_str() {
             _ if v_prediction => Some(Family::Sd2),
             "gelu" => Some(Family::Sd2),
             "quick_gelu" => Some(Family::Sd1),
             _ => None,
+        }
+    }
+
+    /// The prompt length the family was trained with, where it overrides the tokenizer
+    /// config's: RadEdit's assembly passes `model_max_length=128` to BioViL-T's tokenizer.
+    pub fn context_length(self) -> Option<usize> {
+        match self {
+            Family::RadEdit => Some(RADEDIT_CONTEXT),
+            Family::Sd1 | Family::Sd2 => None,
+        }
+    }
+
+    /// The line a model list shows under the model's name: whose terms it comes under.
+    pub fn license(self) -> &'static str {
+        match self {
+            Family::Sd1 | Family::Sd2 => {
+                "PhysioNet credentialed access (MIMIC-CXR); research use, not for clinical use"
+            }
+            Family::RadEdit => {
+                "Microsoft research license (click-through on the Hub); research use, not for clinical use"
+            }
         }
     }
 
@@ -82,6 +119,7 @@ impl Family {
         match self {
             Family::Sd1 => "RoentGen v1 (SD 1.x)",
             Family::Sd2 => "RoentGen v2 (SD 2.x)",
+            Family::RadEdit => "RadEdit (CXR-BERT)",
         }
     }
 }
@@ -105,17 +143,36 @@ impl Recipe {
     /// `sample_size` times the VAE's factor.
     pub fn of(family: Option<Family>, scheduler: &SchedulerConfig, default_side: usize) -> Recipe {
         match family {
-            Some(f) => Recipe {
-                family,
-                scheduler: SchedulerKind::Pndm,
-                steps: ROENTGEN_STEPS,
-                guidance: match f {
-                    Family::Sd1 => ROENTGEN_GUIDANCE,
-                    Family::Sd2 => ROENTGEN_V2_GUIDANCE,
-                },
-                width: ROENTGEN_SIZE,
-                height: ROENTGEN_SIZE,
-            },
+            Some(f) => {
+                let (scheduler, steps, guidance, side) = match f {
+                    Family::Sd1 => (
+                        SchedulerKind::Pndm,
+                        ROENTGEN_STEPS,
+                        ROENTGEN_GUIDANCE,
+                        ROENTGEN_SIZE,
+                    ),
+                    Family::Sd2 => (
+                        SchedulerKind::Pndm,
+                        ROENTGEN_STEPS,
+                        ROENTGEN_V2_GUIDANCE,
+                        ROENTGEN_SIZE,
+                    ),
+                    Family::RadEdit => (
+                        SchedulerKind::Ddim,
+                        RADEDIT_STEPS,
+                        RADEDIT_GUIDANCE,
+                        RADEDIT_SIZE,
+                    ),
+                };
+                Recipe {
+                    family,
+                    scheduler,
+                    steps,
+                    guidance,
+                    width: side,
+                    height: side,
+                }
+            }
             None => Recipe {
                 family,
                 scheduler: scheduler
@@ -580,10 +637,23 @@ mod tests {
 
     #[test]
     fn families_and_recipes() {
-        assert_eq!(Family::of("quick_gelu", false), Some(Family::Sd1));
-        assert_eq!(Family::of("gelu", false), Some(Family::Sd2));
-        assert_eq!(Family::of("quick_gelu", true), Some(Family::Sd2));
-        assert_eq!(Family::of("relu", false), None);
+        let clip = |act: &str| {
+            TextConfig::from_json(
+                "c",
+                &format!(r#"{{"hidden_act": "{act}", "hidden_size": 32, "num_attention_heads": 4}}"#),
+            )
+            .unwrap()
+        };
+        assert_eq!(Family::of(&clip("quick_gelu"), false), Some(Family::Sd1));
+        assert_eq!(Family::of(&clip("gelu"), false), Some(Family::Sd2));
+        assert_eq!(Family::of(&clip("quick_gelu"), true), Some(Family::Sd2));
+        let bert = TextConfig::from_json("c", r#"{"model_type": "bert"}"#).unwrap();
+        assert_eq!(Family::of(&bert, false), Some(Family::RadEdit));
+        let r = Recipe::of(Some(Family::RadEdit), &SchedulerConfig::stable_diffusion_v1(), 64);
+        assert_eq!(
+            (r.scheduler, r.steps, r.guidance, r.width),
+            (SchedulerKind::Ddim, 100, 7.5, 512)
+        );
         let sd = SchedulerConfig::stable_diffusion_v1();
         let r = Recipe::of(Some(Family::Sd1), &sd, 64);
         assert_eq!(

@@ -25,8 +25,9 @@ use crate::error::{Error, Result};
 use crate::generation::{Family, ModelFacts, Plan, Prompts, Recipe, Request, Settings};
 use crate::gpu::Gpu;
 use crate::image_io::{ImageMetadata, encode_png};
+use crate::models::text::check_tokenizer;
 use crate::models::{
-    AutoencoderKL, ClipTextConfig, ClipTextModel, UNet2DConditionModel, UNetConfig, VaeConfig,
+    AutoencoderKL, TextConfig, TextEncoder, UNet2DConditionModel, UNetConfig, VaeConfig,
 };
 use crate::ops::AttentionMaps;
 use crate::rng::TorchGenerator;
@@ -60,15 +61,15 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// encoder's output, and its latents have the VAE's channels. A mismatch is said naming
 /// both parts and both numbers, before any weight is read.
 pub fn check_parts(
-    text: &ClipTextConfig,
+    text: &TextConfig,
     text_file: &str,
     unet: &UNetConfig,
     vae: &VaeConfig,
 ) -> Result<()> {
-    if text.hidden_size != unet.cross_attention_dim {
+    if text.hidden_size() != unet.cross_attention_dim {
         return Err(Error::Input(format!(
             "the parts of this model do not fit together: the text encoder ({text_file}) gives {}-wide hidden states, but the UNet (unet/config.json) expects a cross_attention_dim of {}; the folder mixes two models: take both from the same checkpoint",
-            text.hidden_size, unet.cross_attention_dim
+            text.hidden_size(), unet.cross_attention_dim
         )));
     }
     for (what, n) in [
@@ -262,7 +263,7 @@ pub struct Pipeline {
     /// what the front end named it ([`Pipeline::named_or`]).
     pub name: String,
     pub tokenizer: PromptTokenizer,
-    pub text_encoder: ClipTextModel,
+    pub text_encoder: TextEncoder,
     /// `None` once a [`MemoryPlan::Lean`] generation has released it.
     unet: std::sync::Mutex<Option<std::sync::Arc<UNet2DConditionModel>>>,
     pub unet_config: UNetConfig,
@@ -356,11 +357,6 @@ impl Pipeline {
         ck: &Checkpoint<S>,
         on_part: &mut dyn FnMut(&str),
     ) -> Result<Pipeline> {
-        // A BERT text encoder (RadEdit's) is named as such before its WordPiece
-        // tokenizer is taken for a broken CLIP one.
-        if let Err(e @ Error::Input(_)) = ck.text_encoder_config().await {
-            return Err(e);
-        }
         on_part("tokenizer");
         let tokenizer = ck.tokenizer().await?;
         on_part("scheduler");
@@ -373,7 +369,7 @@ impl Pipeline {
             &ck.unet_config().await?,
             &ck.vae_config().await?,
         )?;
-        crate::models::clip::check_tokenizer(&text_config, &text_file, &tokenizer)?;
+        check_tokenizer(&text_config, &text_file, &tokenizer)?;
         let reload = ck.reload()?;
         on_part("text encoder");
         let text_encoder = ck.text_encoder(gpu).await?;
@@ -392,22 +388,19 @@ impl Pipeline {
     pub fn new(
         name: String,
         tokenizer: PromptTokenizer,
-        text_encoder: ClipTextModel,
+        text_encoder: TextEncoder,
         unet: UNet2DConditionModel,
         vae: AutoencoderKL,
         scheduler_config: SchedulerConfig,
     ) -> Result<Pipeline> {
+        let text_config = text_encoder.config();
         check_parts(
-            &text_encoder.config,
+            &text_config,
             "text_encoder/config.json",
             &unet.config,
             &vae.config,
         )?;
-        crate::models::clip::check_tokenizer(
-            &text_encoder.config,
-            "text_encoder/config.json",
-            &tokenizer,
-        )?;
+        check_tokenizer(&text_config, "text_encoder/config.json", &tokenizer)?;
         Ok(Pipeline {
             name,
             tokenizer,
@@ -472,7 +465,7 @@ impl Pipeline {
     /// The model family, told from the configs.
     pub fn family(&self) -> Option<Family> {
         Family::of(
-            &self.text_encoder.config.hidden_act,
+            &self.text_encoder.config(),
             self.scheduler_config.prediction_type == crate::schedulers::PredictionType::VPrediction,
         )
     }

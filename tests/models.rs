@@ -13,6 +13,8 @@ mod common;
 use common::{assert_close, gpus, read_on};
 use roentgen_web::checkpoint::{Checkpoint, DirSource, LoadOptions};
 use roentgen_web::gpu::{Gpu, Tensor};
+use roentgen_web::loader::{Loader, MatrixFormat, WeightFile};
+use roentgen_web::models::{TextConfig, TextEncoder};
 use roentgen_web::models::clip::ClipTrace;
 use roentgen_web::models::unet::UNetTrace;
 use roentgen_web::models::vae::DecoderTrace;
@@ -93,7 +95,9 @@ fn text_encoder_matches_diffusers() {
         let fixture = name.split(' ').next_back().unwrap();
         let g = Golden::load(fixture);
         let ck = checkpoint(fixture);
-        let model = pollster::block_on(ck.text_encoder(gpu)).unwrap();
+        let TextEncoder::Clip(model) = pollster::block_on(ck.text_encoder(gpu)).unwrap() else {
+            panic!("{name}: a CLIP text encoder was expected");
+        };
         let ids: Vec<Vec<u32>> = g
             .i64("text.input_ids")
             .chunks(77)
@@ -119,6 +123,57 @@ fn text_encoder_matches_diffusers() {
             &g.f32("text.last_hidden_state"),
             F32_REL_L2,
         );
+    }
+}
+
+/// RadEdit's text encoder against transformers' `BertModel` (tools/make_radedit_fixtures.py),
+/// from both layouts: CXR-BERT's `pytorch_model.bin` (`bert.*` keys plus the `cls.*` and
+/// `cls_projection_head.*` heads) in the pipeline folder, and diffusers' own save of it
+/// (a plain `BertModel`, `model.safetensors`, no prefix).
+#[test]
+fn bert_text_encoder_matches_transformers() {
+    let g = Golden::load("tiny-radedit");
+    let ids: Vec<Vec<u32>> = g
+        .i64("text.input_ids")
+        .chunks(128)
+        .map(|r| r.iter().map(|&v| v as u32).collect())
+        .collect();
+    let root = env!("CARGO_MANIFEST_DIR");
+    for (path, gpu) in gpus() {
+        let from_folder = pollster::block_on(checkpoint("tiny-radedit").text_encoder(gpu)).unwrap();
+        let TextEncoder::Bert(folder) = from_folder else {
+            panic!("tiny-radedit: its CXRBertModel config was not taken for a BERT");
+        };
+        let dir = format!("{root}/tests/fixtures/bert-plain");
+        let config = TextConfig::from_json(
+            "bert-plain/config.json",
+            &std::fs::read_to_string(format!("{dir}/config.json")).unwrap(),
+        )
+        .unwrap();
+        let file = WeightFile::parse(
+            "bert-plain/model.safetensors",
+            std::fs::read(format!("{dir}/model.safetensors")).unwrap(),
+        )
+        .unwrap();
+        let TextEncoder::Bert(plain) = TextEncoder::load(
+            &Loader::new(gpu, &file, MatrixFormat::AsStored).component("text_encoder"),
+            config,
+        )
+        .unwrap() else {
+            panic!("bert-plain: its BertModel config was not taken for a BERT");
+        };
+        for (layout, model) in [("pytorch_model.bin", &folder), ("model.safetensors", &plain)] {
+            let name = format!("{path} {layout}");
+            let mut trace = Vec::new();
+            let out = model.forward_traced(gpu, &ids, Some(&mut trace)).unwrap();
+            for (what, t) in [
+                ("text.embeddings", &trace[0]),
+                ("text.layer0", &trace[1]),
+                ("text.last_hidden_state", &out),
+            ] {
+                assert_close(&format!("{name} {what}"), &read_on(gpu, t), &g.f32(what), F32_REL_L2);
+            }
+        }
     }
 }
 

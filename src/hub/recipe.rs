@@ -122,7 +122,7 @@ pub fn known() -> Vec<Recipe> {
         },
         Recipe {
             name: "radedit".into(),
-            description: "RadEdit (Microsoft, ECCV 2024): UNet from microsoft/radedit (research-use agreement), SDXL's VAE, CXR-BERT text encoder from BioViL-T; its BERT text encoder is not supported by the engine yet (issue 22)".into(),
+            description: "RadEdit (Microsoft, ECCV 2024): UNet from microsoft/radedit (research-use agreement), SDXL's VAE, CXR-BERT text encoder and WordPiece tokenizer from BioViL-T; research use, not for clinical use".into(),
             cite: vec![
                 "https://huggingface.co/microsoft/radedit".into(),
                 "https://huggingface.co/stabilityai/sdxl-vae".into(),

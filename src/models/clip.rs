@@ -40,39 +40,6 @@ pub struct ClipTrace {
     pub layers: Vec<Tensor>,
 }
 
-/// The tokenizer's prompts fit this text encoder: no longer than its positions
-/// (`max_position_embeddings`), no id past its embeddings (`vocab_size`). A mismatch
-/// (a tokenizer from another model) is said naming both files and both numbers, at
-/// load, not at the first generation.
-pub fn check_tokenizer(
-    config: &ClipTextConfig,
-    text_file: &str,
-    tokenizer: &crate::tokenizer::PromptTokenizer,
-) -> Result<()> {
-    let fix = "the folder mixes two models: take both from the same checkpoint";
-    if tokenizer.max_length() > config.max_position_embeddings {
-        return Err(Error::Input(format!(
-            "the parts of this model do not fit together: the tokenizer (tokenizer/tokenizer_config.json, model_max_length) pads prompts to {} tokens, but the text encoder ({text_file}) has {} positions (max_position_embeddings); {fix}",
-            tokenizer.max_length(),
-            config.max_position_embeddings
-        )));
-    }
-    let largest = tokenizer
-        .inner()
-        .get_vocab(true)
-        .into_values()
-        .chain([tokenizer.bos_id(), tokenizer.eos_id(), tokenizer.pad_id()])
-        .max()
-        .unwrap_or(0) as usize;
-    if largest >= config.vocab_size {
-        return Err(Error::Input(format!(
-            "the parts of this model do not fit together: the tokenizer (tokenizer/) has token id {largest}, but the text encoder ({text_file}) embeds {} tokens (vocab_size); {fix}",
-            config.vocab_size
-        )));
-    }
-    Ok(())
-}
-
 impl ClipTextModel {
     pub fn load(root: &Loader, config: ClipTextConfig) -> Result<Self> {
         let c = &config;

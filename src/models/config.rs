@@ -148,6 +148,164 @@ pub struct ClipTextConfig {
     pub layer_norm_eps: f32,
 }
 
+/// `transformers.BertConfig`: RadEdit's text encoder (CXR-BERT, BioViL-T) and any BERT.
+#[derive(Clone, Debug, Deserialize)]
+pub struct BertConfig {
+    #[serde(default = "d_30522")]
+    pub vocab_size: usize,
+    #[serde(default = "d_768")]
+    pub hidden_size: usize,
+    #[serde(default = "d_12")]
+    pub num_hidden_layers: usize,
+    #[serde(default = "d_12")]
+    pub num_attention_heads: usize,
+    #[serde(default = "d_3072")]
+    pub intermediate_size: usize,
+    #[serde(default = "d_gelu")]
+    pub hidden_act: String,
+    #[serde(default = "d_512")]
+    pub max_position_embeddings: usize,
+    #[serde(default = "d_2")]
+    pub type_vocab_size: usize,
+    #[serde(default = "d_1e12")]
+    pub layer_norm_eps: f32,
+    #[serde(default = "d_absolute")]
+    pub position_embedding_type: String,
+}
+
+/// Which text encoder a checkpoint has, told from its `config.json`: a BERT where
+/// `model_type` is `bert` or `cxr-bert`, or `architectures` names `BertModel`,
+/// `BertForMaskedLM` or `CXRBertModel`; otherwise a CLIP text tower.
+#[derive(Clone, Debug)]
+pub enum TextConfig {
+    Clip(ClipTextConfig),
+    Bert(BertConfig),
+}
+
+impl TextConfig {
+    pub fn from_json(file: &str, json: &str) -> Result<Self> {
+        let v: serde_json::Value = parse(file, json)?;
+        let bert_type = v["model_type"]
+            .as_str()
+            .is_some_and(|t| matches!(t, "bert" | "cxr-bert"));
+        let bert_arch = v["architectures"].as_array().is_some_and(|a| {
+            a.iter().any(|x| {
+                matches!(
+                    x.as_str(),
+                    Some("BertModel" | "BertForMaskedLM" | "CXRBertModel")
+                )
+            })
+        });
+        if bert_type || bert_arch {
+            Ok(TextConfig::Bert(BertConfig::from_json(file, json)?))
+        } else {
+            Ok(TextConfig::Clip(ClipTextConfig::from_json(file, json)?))
+        }
+    }
+
+    /// The width of the hidden states the UNet attends to.
+    pub fn hidden_size(&self) -> usize {
+        match self {
+            TextConfig::Clip(c) => c.hidden_size,
+            TextConfig::Bert(c) => c.hidden_size,
+        }
+    }
+
+    pub fn max_position_embeddings(&self) -> usize {
+        match self {
+            TextConfig::Clip(c) => c.max_position_embeddings,
+            TextConfig::Bert(c) => c.max_position_embeddings,
+        }
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            TextConfig::Clip(c) => c.vocab_size,
+            TextConfig::Bert(c) => c.vocab_size,
+        }
+    }
+
+    pub fn num_attention_heads(&self) -> usize {
+        match self {
+            TextConfig::Clip(c) => c.num_attention_heads,
+            TextConfig::Bert(c) => c.num_attention_heads,
+        }
+    }
+
+    /// "CLIP" or "BERT", for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TextConfig::Clip(_) => "CLIP",
+            TextConfig::Bert(_) => "BERT",
+        }
+    }
+}
+
+impl BertConfig {
+    pub fn from_json(file: &str, json: &str) -> Result<Self> {
+        let c: Self = parse(file, json)?;
+        within(file, "vocab_size", c.vocab_size, 1, MAX_VOCAB)?;
+        within(file, "hidden_size", c.hidden_size, 1, MAX_CHANNELS)?;
+        within(
+            file,
+            "intermediate_size",
+            c.intermediate_size,
+            1,
+            4 * MAX_CHANNELS,
+        )?;
+        within(
+            file,
+            "num_hidden_layers",
+            c.num_hidden_layers,
+            1,
+            MAX_LAYERS,
+        )?;
+        within(file, "num_attention_heads", c.num_attention_heads, 1, 256)?;
+        within(
+            file,
+            "max_position_embeddings",
+            c.max_position_embeddings,
+            2,
+            MAX_POSITIONS,
+        )?;
+        within(file, "type_vocab_size", c.type_vocab_size, 1, 64)?;
+        if !c.hidden_size.is_multiple_of(c.num_attention_heads) {
+            return Err(unsupported(
+                file,
+                format!(
+                    "hidden_size {} is not divisible by {} heads",
+                    c.hidden_size, c.num_attention_heads
+                ),
+            ));
+        }
+        if c.hidden_act != "gelu" {
+            return Err(unsupported(
+                file,
+                format!(
+                    "hidden_act `{}` is not supported for a BERT text encoder (gelu)",
+                    c.hidden_act
+                ),
+            ));
+        }
+        if c.position_embedding_type != "absolute" {
+            return Err(unsupported(
+                file,
+                format!(
+                    "position_embedding_type `{}` is not supported (absolute)",
+                    c.position_embedding_type
+                ),
+            ));
+        }
+        if !(c.layer_norm_eps > 0.0 && c.layer_norm_eps < 1.0) {
+            return Err(unsupported(
+                file,
+                format!("layer_norm_eps {} is not in (0, 1)", c.layer_norm_eps),
+            ));
+        }
+        Ok(c)
+    }
+}
+
 /// `diffusers.UNet2DConditionModel`'s config (the parts SD 1.x and 2.x use).
 #[derive(Clone, Debug, Deserialize)]
 pub struct UNetConfig {
@@ -236,20 +394,6 @@ pub struct VaeConfig {
 
 impl ClipTextConfig {
     pub fn from_json(file: &str, json: &str) -> Result<Self> {
-        // RadEdit's CXR-BERT (BioViL-T) is a BERT, not a CLIP text tower: say so before
-        // its fields are read as CLIP's.
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(json) {
-            let bert = v["model_type"].as_str().is_some_and(|t| t.contains("bert"))
-                || v["architectures"].as_array().is_some_and(|a| {
-                    a.iter()
-                        .any(|x| x.as_str().is_some_and(|s| s.contains("Bert")))
-                });
-            if bert {
-                return Err(Error::Input(format!(
-                    "{file}: this text encoder is a BERT (e.g. RadEdit's CXR-BERT); BERT text encoders are not supported yet (that is issue 22's work): only CLIP text encoders (RoentGen v1/v2, SD 1.x/2.x) load today"
-                )));
-            }
-        }
         let c: Self = parse(file, json)?;
         within(file, "vocab_size", c.vocab_size, 1, MAX_VOCAB)?;
         within(file, "hidden_size", c.hidden_size, 1, MAX_CHANNELS)?;
@@ -497,6 +641,27 @@ impl VaeConfig {
     }
 }
 
+fn d_2() -> usize {
+    2
+}
+fn d_768() -> usize {
+    768
+}
+fn d_3072() -> usize {
+    3072
+}
+fn d_30522() -> usize {
+    30_522
+}
+fn d_1e12() -> f32 {
+    1e-12
+}
+fn d_gelu() -> String {
+    "gelu".into()
+}
+fn d_absolute() -> String {
+    "absolute".into()
+}
 fn d_1() -> usize {
     1
 }

@@ -11,7 +11,8 @@ use roentgen_web::gpu::{Gpu, Tensor, WeightFormat};
 use roentgen_web::loader::{Loader, MatrixFormat};
 use roentgen_web::models::config::presets;
 use roentgen_web::models::{
-    AutoencoderKL, ClipTextConfig, ClipTextModel, UNet2DConditionModel, UNetConfig, VaeConfig,
+    AutoencoderKL, ClipTextConfig, ClipTextModel, TextEncoder, UNet2DConditionModel, UNetConfig,
+    VaeConfig,
 };
 use roentgen_web::pipeline::{Control, MemoryPlan, Pipeline};
 use roentgen_web::schedulers::SchedulerKind;
@@ -323,7 +324,7 @@ async fn bench_generation(
     let mut pipe = Pipeline::new(
         "random".into(),
         tokenizer,
-        text_encoder,
+        TextEncoder::Clip(text_encoder),
         unet,
         vae,
         scheduler_config,
