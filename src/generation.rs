@@ -261,6 +261,53 @@ pub struct EditRequest {
     pub mask: Option<Vec<bool>>,
     /// `None`: diffusers' default (0.8 for image-to-image, 1.0 for inpainting).
     pub strength: Option<f32>,
+    /// RadEdit's edit instead of image-to-image or inpainting: `mask` is then the edit
+    /// mask (required) and the image is inverted rather than noised.
+    pub inversion: Option<Inversion>,
+}
+
+/// RadEdit's edit (docs/WORKBENCH.md, "RadEdit's edit"): edit-friendly DDPM inversion
+/// (η = 1) of the image with the inversion prompt, then a guided reverse process from
+/// the inverted latents `skip` of the way down, with the inversion's own noise maps; the
+/// prompt acts inside the edit mask, and the keep region is pasted back from the
+/// inverted trajectory after every step (the input's own latents after the last).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Inversion {
+    /// `[height, width]`, true = keep as the input; `None`: the edit mask's complement.
+    pub keep: Option<Vec<bool>>,
+    /// The share of the inverted steps not run again, in `[0, 1)`: 0.3 starts the
+    /// reverse process at step `int(0.3 · steps)`.
+    pub skip: f32,
+    /// The prompt the image is inverted with ("": the unconditional prediction).
+    pub invert_prompt: String,
+}
+
+/// RadEdit's defaults: skip ratio 0.3, inversion prompt "".
+pub const RADEDIT_SKIP: f32 = 0.3;
+
+impl Default for Inversion {
+    fn default() -> Self {
+        Inversion {
+            keep: None,
+            skip: RADEDIT_SKIP,
+            invert_prompt: String::new(),
+        }
+    }
+}
+
+/// The skipped steps of an inversion edit: `int(steps · skip)` (RadEdit's pipeline).
+pub fn inversion_skip(steps: usize, skip: f32) -> usize {
+    ((steps as f64 * skip as f64).floor() as usize).min(steps)
+}
+
+/// A mask on the latent grid, as F.interpolate(mode="nearest") puts it: cell (i, j)
+/// takes pixel (f·i, f·j).
+pub fn mask_on_grid(mask: &[bool], width: usize, height: usize, f: usize) -> Vec<bool> {
+    let (h, w) = (height / f, width / f);
+    (0..h)
+        .flat_map(|i| (0..w).map(move |j| (i, j)))
+        .map(|(i, j)| mask[(f * i) * width + f * j])
+        .collect()
 }
 
 /// What to generate.
@@ -368,7 +415,11 @@ impl Request {
         }
         check_count(self.prompts.count())?;
         if let Some(e) = &self.edit {
-            edit_strength(e.strength, e.mask.is_some())?;
+            if e.inversion.is_some() {
+                check_inversion(e, self.prompts.count())?;
+            } else {
+                edit_strength(e.strength, e.mask.is_some())?;
+            }
             for (name, given, got) in [("width", s.width, e.width), ("height", s.height, e.height)]
             {
                 if let Some(v) = given
@@ -493,6 +544,57 @@ pub fn check_mask(repaint: &[bool]) -> Result<()> {
     Ok(())
 }
 
+/// An inversion edit on its own: an edit mask, a keep mask of the image's size, a skip
+/// ratio in [0, 1), one image, no strength.
+fn check_inversion(e: &EditRequest, count: usize) -> Result<()> {
+    let Some(inv) = &e.inversion else {
+        return Ok(());
+    };
+    let Some(edit) = &e.mask else {
+        return Err(Error::Input(
+            "an edit needs an edit mask: paint where the prompt may change the image".into(),
+        ));
+    };
+    if !edit.iter().any(|&m| m) {
+        return Err(Error::Input(
+            "the edit mask is empty (no white pixels), so the prompt could change nothing: paint where the image should change".into(),
+        ));
+    }
+    let px = e.width * e.height;
+    if let Some(keep) = &inv.keep {
+        if keep.len() != px {
+            return Err(Error::Input(format!(
+                "the keep mask has {} pixels, but the init image is {}x{} ({px} pixels); draw the keep mask at the image's size",
+                keep.len(),
+                e.width,
+                e.height
+            )));
+        }
+        if keep.iter().all(|&k| k) {
+            return Err(Error::Input(
+                "the keep mask covers the whole image, so nothing could change: leave out where the edit should happen".into(),
+            ));
+        }
+    }
+    if !(inv.skip.is_finite() && (0.0..1.0).contains(&inv.skip)) {
+        return Err(Error::Input(format!(
+            "the skip ratio must be a number from 0 to below 1 (RadEdit uses {RADEDIT_SKIP}: the first 30 % of the steps are not run again), not {}",
+            inv.skip
+        )));
+    }
+    if e.strength.is_some() {
+        return Err(Error::Input(
+            "an edit with an edit mask takes no strength: how far it goes back is the skip ratio (--skip)".into(),
+        ));
+    }
+    if count != 1 {
+        return Err(Error::Input(format!(
+            "an edit makes one image (its noise comes from inverting the image), not {count}"
+        )));
+    }
+    Ok(())
+}
+
 /// An edit's strength: `given`, or diffusers' default (0.8 for image-to-image, 1.0 for
 /// inpainting); a sentence unless it is in (0, 1].
 pub fn edit_strength(given: Option<f32>, masked: bool) -> Result<f32> {
@@ -511,6 +613,44 @@ pub fn edit_strength(given: Option<f32>, masked: bool) -> Result<f32> {
 pub fn edit_start(steps: usize, strength: f32) -> usize {
     let init = ((steps as f64 * strength as f64).floor() as usize).min(steps);
     steps - init
+}
+
+/// An inversion edit against the settings: DDIM's schedule (the inversion's formulas
+/// are DDPM's on it), a step left after the skip, and on the latent grid an edit region
+/// that the keep mask does not cover.
+fn check_inversion_plan(e: &EditRequest, s: &Settings, f: usize) -> Result<()> {
+    let (Some(inv), Some(edit)) = (&e.inversion, &e.mask) else {
+        return Ok(());
+    };
+    if s.scheduler != SchedulerKind::Ddim {
+        return Err(Error::Input(format!(
+            "an edit with an edit mask inverts the image on DDIM's schedule (edit-friendly DDPM inversion); choose the ddim scheduler or leave it out, not {}",
+            s.scheduler.name()
+        )));
+    }
+    if inversion_skip(s.steps, inv.skip) >= s.steps {
+        return Err(Error::Input(format!(
+            "skip ratio {} with {} steps leaves no step to run; lower the skip ratio or raise the steps",
+            inv.skip, s.steps
+        )));
+    }
+    let edit = mask_on_grid(edit, e.width, e.height, f);
+    if !edit.iter().any(|&m| m) {
+        return Err(Error::Input(format!(
+            "the edit mask is too thin: it covers no cell of the {}x{} latent grid (one cell per {f}x{f} pixels); paint a larger region",
+            e.width / f,
+            e.height / f
+        )));
+    }
+    if let Some(keep) = &inv.keep {
+        let keep = mask_on_grid(keep, e.width, e.height, f);
+        if edit.iter().zip(&keep).all(|(&ed, &k)| !ed || k) {
+            return Err(Error::Input(
+                "the keep mask covers the whole edit mask, so nothing could change: keep less, or edit elsewhere".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What a plan needs to know of the loaded model.
@@ -581,11 +721,21 @@ impl Plan {
         let settings = Settings {
             steps: s.steps.unwrap_or(recipe.steps),
             guidance: s.guidance.unwrap_or(recipe.guidance),
-            scheduler: s.scheduler.unwrap_or(recipe.scheduler),
+            // an inversion edit runs on DDIM's schedule whatever the model's recipe
+            scheduler: s.scheduler.unwrap_or(
+                match req.edit.as_ref().and_then(|e| e.inversion.as_ref()) {
+                    Some(_) => SchedulerKind::Ddim,
+                    None => recipe.scheduler,
+                },
+            ),
             width,
             height,
         };
         let strength = match &req.edit {
+            Some(e) if e.inversion.is_some() => {
+                check_inversion_plan(e, &settings, f)?;
+                None
+            }
             Some(e) => {
                 let strength = edit_strength(e.strength, e.mask.is_some())?;
                 if edit_start(settings.steps, strength) == settings.steps {
@@ -609,10 +759,11 @@ impl Plan {
     }
 
     /// What kind of image this makes, for file names: `roentgen`, `roentgen-img2img`,
-    /// `roentgen-inpaint`.
+    /// `roentgen-inpaint`, `roentgen-edit`.
     pub fn mode(&self) -> &'static str {
         match &self.edit {
             None => "roentgen",
+            Some(e) if e.inversion.is_some() => "roentgen-edit",
             Some(e) if e.mask.is_some() => "roentgen-inpaint",
             Some(_) => "roentgen-img2img",
         }
@@ -711,6 +862,7 @@ mod tests {
             rgb: vec![0.5; 192],
             mask: Some(vec![false; 64]),
             strength: None,
+            inversion: None,
         };
         let msg = with(&|r| r.edit = Some(edit.clone()));
         assert!(msg.contains("mask is empty"), "{msg}");

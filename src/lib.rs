@@ -15,6 +15,7 @@ pub mod gpu;
 pub mod hub;
 pub mod image_in;
 pub mod image_io;
+pub mod inversion;
 pub mod loader;
 pub mod models;
 pub mod nn;

@@ -515,7 +515,8 @@ impl Pipeline {
             &self.vae_config,
             crate::models::fit::Job {
                 images: plan.prompts.count(),
-                guided: s.guidance > 1.0,
+                guided: s.guidance > 1.0
+                    || plan.edit.as_ref().is_some_and(|e| e.inversion.is_some()),
                 width: s.width,
                 height: s.height,
                 encode: plan.edit.is_some(),
@@ -574,24 +575,38 @@ impl Pipeline {
             }
             let f = self.vae_config.scale_factor();
             let (h, w) = (s.height / f, s.width / f);
-            // the conditional half's first image: batch index 1 with guidance ([uncond, cond])
-            let batch = usize::from(s.guidance > 1.0);
+            // the conditional half's first image: batch index 1 with guidance ([uncond, cond]);
+            // an inversion edit always runs both halves
+            let inverting = plan.edit.as_ref().is_some_and(|e| e.inversion.is_some());
+            let batch = usize::from(s.guidance > 1.0 || inverting);
             let maps = AttentionMaps::new(gpu, batch, 1, tokens, h, w)?;
             Some((maps, enc.ids[1..1 + tokens].to_vec(), h, w))
         } else {
             None
         };
-        let images = self
-            .run(
-                gpu,
-                s,
-                texts,
-                noise,
-                edit.as_ref(),
-                maps.as_ref().map(|m| &m.0),
-                on_call,
-            )
-            .await?;
+        let inversion = plan.edit.as_ref().filter(|e| e.inversion.is_some());
+        let images = match inversion {
+            Some(e) => {
+                let seed = seeds[0].2;
+                let text = texts.into_iter().next().ok_or_else(|| {
+                    Error::Internal("an inversion edit reached the engine without a prompt".into())
+                })?;
+                self.run_inversion(gpu, s, text, seed, e, maps.as_ref().map(|m| &m.0), on_call)
+                    .await?
+            }
+            None => {
+                self.run(
+                    gpu,
+                    s,
+                    texts,
+                    noise,
+                    edit.as_ref(),
+                    maps.as_ref().map(|m| &m.0),
+                    on_call,
+                )
+                .await?
+            }
+        };
         let word_maps = match maps {
             Some((maps, ids, h, w)) if !images.is_empty() => {
                 let values = gpu.read(&maps.acc).await?;
@@ -754,6 +769,176 @@ impl Pipeline {
         gpu.trim();
 
         // 5. decode each image
+        self.decode(gpu, &vae, &latents, n, req).await
+    }
+
+    /// RadEdit's edit of one image (docs/WORKBENCH.md, "RadEdit's edit"): the image's
+    /// latents (the VAE posterior's mean times the scaling factor), its edit-friendly
+    /// DDPM inversion on DDIM's schedule (η = 1) with the inversion prompt for the
+    /// `n − skip` levels the edit uses, then the sampler from `x_{n−skip}` with the
+    /// inversion's noise maps: guidance `w·m_edit·(ε_c − ε_u)` (the prompt acts inside
+    /// the edit mask), and the keep region set back to the inverted level after every
+    /// step (to the image's own latents after the last).
+    #[allow(clippy::too_many_arguments)] // each is one concern of a generation; private
+    async fn run_inversion(
+        &self,
+        gpu: &Gpu,
+        req: &Settings,
+        (cond, uncond): (Vec<u32>, Vec<u32>),
+        seed: u64,
+        edit: &crate::generation::EditRequest,
+        maps: Option<&AttentionMaps>,
+        on_call: &mut dyn FnMut(Progress) -> Control,
+    ) -> Result<Vec<GeneratedImage>> {
+        use crate::generation::{inversion_skip, mask_on_grid};
+        use crate::inversion::{Trajectory, reverse_step};
+        const ETA: f32 = 1.0;
+        let (Some(inv), Some(edit_mask)) = (&edit.inversion, &edit.mask) else {
+            return Err(Error::Internal(
+                "an inversion edit reached the engine without its edit mask".into(),
+            ));
+        };
+        let f = self.vae_config.scale_factor();
+        let vae = lock(&self.vae).clone();
+        let unet = lock(&self.unet).clone().ok_or_else(|| {
+            Error::Internal(
+                "the UNet's weights were released after the last generation; reload them first (Pipeline::ensure_unet)".into(),
+            )
+        })?;
+        let (h, w) = (req.height / f, req.width / f);
+        let lc = self.unet_config.in_channels;
+        let plane = lc * h * w;
+        let n = req.steps;
+        let skip = inversion_skip(n, inv.skip);
+        let levels = n - skip;
+        let sched = schedulers::Ddim::new(&self.scheduler_config, n)?;
+        let timesteps = schedulers::Scheduler::timesteps(&sched).to_vec();
+        let alphas = sched.alphas().to_vec();
+
+        // the masks on the latent grid, one value per cell, every channel
+        let edit_grid = mask_on_grid(edit_mask, req.width, req.height, f);
+        let keep_grid: Vec<bool> = match &inv.keep {
+            Some(k) => mask_on_grid(k, req.width, req.height, f),
+            None => edit_grid.iter().map(|&e| !e).collect(),
+        };
+
+        // 1. contexts: [uncond] (or [uncond, inversion prompt]) for the inversion,
+        //    [uncond, prompt] for the edit
+        let inv_ids = self.tokenizer.encode(&inv.invert_prompt)?.ids;
+        let inv_guided = !inv.invert_prompt.is_empty();
+        let inv_context = if inv_guided {
+            self.text_encoder.forward(gpu, &[uncond.clone(), inv_ids])?
+        } else {
+            self.text_encoder.forward(gpu, std::slice::from_ref(&uncond))?
+        };
+        let context = self.text_encoder.forward(gpu, &[uncond, cond])?;
+        gpu.trim();
+
+        // 2. the image's latents and its inverted levels
+        let moments = encode_moments(&vae, gpu, &edit.rgb, req.height, req.width).await?;
+        let x0: Vec<f32> = moments[..plane]
+            .iter()
+            .map(|v| v * self.vae_config.scaling_factor)
+            .collect();
+        let mut generator = TorchGenerator::new(seed);
+        let mut tr = Trajectory::sample(&x0, &alphas, levels, &mut generator);
+        let calls = 2 * levels;
+        let mut done = 0;
+        let call_unet = |x: &[f32], t: f32, ctx: &crate::gpu::Tensor, batch: usize, mapped: bool| {
+            let mut nchw = Vec::with_capacity(batch * plane);
+            for _ in 0..batch {
+                nchw.extend_from_slice(x);
+            }
+            let x = gpu.upload(&nchw_to_nhwc(&nchw, batch, lc, h, w), &[batch, h, w, lc])?;
+            match maps {
+                Some(m) if mapped => unet.forward_mapped(gpu, &x, t, ctx, m),
+                _ => unet.forward(gpu, &x, t, ctx),
+            }
+        };
+        let guide = |eps: Vec<f32>, g: f32, mask: Option<&[bool]>| -> Vec<f32> {
+            let (u, c) = eps.split_at(plane);
+            u.iter()
+                .zip(c)
+                .enumerate()
+                .map(|(k, (&u, &c))| match mask {
+                    Some(m) if !m[k % (h * w)] => u,
+                    _ => u + g * (c - u),
+                })
+                .collect()
+        };
+        for i in (0..levels).rev() {
+            let k = n - 1 - i;
+            let batch = if inv_guided { 2 } else { 1 };
+            let eps = call_unet(&tr.xts[i + 1], timesteps[k], &inv_context, batch, false)?;
+            let eps = nhwc_to_nchw(&gpu.read(&eps).await?, batch, lc, h, w);
+            let eps = if inv_guided {
+                guide(eps, req.guidance, None)
+            } else {
+                eps
+            };
+            tr.invert_step(i, &eps, alphas[k], ETA);
+            done += 1;
+            let p = preview(&tr.xts[i], h, w);
+            if on_call(Progress {
+                call: done,
+                calls,
+                preview: &p,
+            }) == Control::Cancel
+            {
+                return Ok(vec![]);
+            }
+        }
+        drop(inv_context);
+
+        // 3. the edit: the sampler from x_{n-skip} with the inversion's noise maps
+        let mut x = tr.xts[levels].clone();
+        for j in 0..levels {
+            let k = skip + j;
+            let i = levels - 1 - j;
+            let eps = call_unet(&x, timesteps[k], &context, 2, true)?;
+            let eps = nhwc_to_nchw(&gpu.read(&eps).await?, 2, lc, h, w);
+            let eps = guide(eps, req.guidance, Some(&edit_grid));
+            x = reverse_step(&x, &eps, alphas[k], ETA, &tr.zs[i]);
+            let target = &tr.xts[i];
+            for (k, v) in x.iter_mut().enumerate() {
+                if keep_grid[k % (h * w)] {
+                    *v = target[k];
+                }
+            }
+            done += 1;
+            let p = preview(&x, h, w);
+            if on_call(Progress {
+                call: done,
+                calls,
+                preview: &p,
+            }) == Control::Cancel
+            {
+                return Ok(vec![]);
+            }
+        }
+        drop(context);
+        drop(unet);
+        if self.memory == MemoryPlan::Lean {
+            lock(&self.unet).take();
+        }
+        gpu.trim();
+        self.decode(gpu, &vae, &x, 1, req).await
+    }
+
+    /// `latents / scaling_factor` through the VAE's decoder, one image at a time, and
+    /// `(x / 2 + 0.5).clamp(0, 1)`.
+    async fn decode(
+        &self,
+        gpu: &Gpu,
+        vae: &AutoencoderKL,
+        latents: &[f32],
+        n: usize,
+        req: &Settings,
+    ) -> Result<Vec<GeneratedImage>> {
+        let f = self.vae_config.scale_factor();
+        let (h, w) = (req.height / f, req.width / f);
+        let lc = self.unet_config.in_channels;
+        let plane = lc * h * w;
         let scale = 1.0 / self.vae_config.scaling_factor;
         let mut images = Vec::with_capacity(n);
         for k in 0..n {

@@ -170,6 +170,7 @@ fn the_same_bad_value_gets_the_same_sentence_from_cli_batch_and_page() {
                 rgb: vec![128.0 / 255.0; 64 * 64 * 3],
                 mask: mask.map(|m| vec![m; 64 * 64]),
                 strength,
+                inversion: None,
             })
         }
     };

@@ -559,19 +559,19 @@ fn a_recipe_of_three_repos_is_assembled_and_gives_the_folders_image() {
     let want = generate(&dir, &[], named.to_str().unwrap(), &dir.join("folder.png"));
 
     let [unet, vae, text] = split_repos(&dir);
+    // A BioViL-T-style repo: CXR-BERT's config and weights with its WordPiece tokenizer
+    // at the root (the tiny RadEdit fixture's, 32 wide like this UNet's context).
     let bert = dir.join("repo-bert");
     std::fs::create_dir_all(&bert).unwrap();
-    std::fs::write(
-        bert.join("config.json"),
-        r#"{"architectures": ["BertForMaskedLM"], "model_type": "bert", "hidden_size": 768, "vocab_size": 30522}"#,
-    )
-    .unwrap();
-    std::fs::write(bert.join("pytorch_model.bin"), b"not read").unwrap();
-    std::fs::write(
-        bert.join("vocab.txt"),
-        "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n",
-    )
-    .unwrap();
+    let radedit = f.parent().unwrap().join("tiny-radedit");
+    for (from, to) in [
+        ("text_encoder/config.json", "config.json"),
+        ("text_encoder/pytorch_model.bin", "pytorch_model.bin"),
+        ("tokenizer/vocab.txt", "vocab.txt"),
+        ("tokenizer/tokenizer_config.json", "tokenizer_config.json"),
+    ] {
+        std::fs::copy(radedit.join(from), bert.join(to)).unwrap();
+    }
     let server = serve(
         &[
             ("org/unet", &unet),
@@ -635,18 +635,12 @@ fn a_recipe_of_three_repos_is_assembled_and_gives_the_folders_image() {
             .exists(),
         "only what the pipeline reads is fetched"
     );
-    // RadEdit's BERT text encoder assembles, and loading it says whose work it is.
+    // A BERT text encoder from a fourth repo (RadEdit's assembly) assembles and generates.
     std::fs::write(&file, recipe("tiny-bert", "org/bert")).unwrap();
-    let (code, err) = roentgen(
-        &dir,
-        &env,
-        &gen_args(file.to_str().unwrap(), &dir.join("bert.png")),
-    );
-    assert_eq!(code, Some(1));
-    assert!(
-        err.contains("BERT text encoders are not supported yet") && err.contains("issue 22"),
-        "{err}"
-    );
+    let png = dir.join("bert.png");
+    let (code, err) = roentgen(&dir, &env, &gen_args(file.to_str().unwrap(), &png));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(png.exists(), "{err}");
 }
 
 /// One raw HTTP/1.1 exchange: (status, lower-cased headers, body).

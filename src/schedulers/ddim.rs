@@ -89,6 +89,14 @@ impl Ddim {
     }
 }
 
+impl Ddim {
+    /// `(ᾱ_t, ᾱ_prev)` of each call, `ᾱ_prev` at `t − T/n` (`final_alpha_cumprod` below
+    /// 0): what DDPM inversion's formulas read (inbarhub's `get_variance`, `reverse_step`).
+    pub fn alphas(&self) -> &[(f32, f32)] {
+        &self.alphas
+    }
+}
+
 impl Scheduler for Ddim {
     fn timesteps(&self) -> &[f32] {
         &self.timesteps

@@ -176,6 +176,7 @@ impl Settings {
                     rgb,
                     mask,
                     strength: e.strength,
+                    inversion: None,
                 })
             }
         };

@@ -248,6 +248,7 @@ pub fn edit_request(
         rgb: rgb.to_vec(),
         mask: mask.map(<[bool]>::to_vec),
         strength: Some(strength),
+        inversion: None,
     });
     r.attention_maps = maps;
     r

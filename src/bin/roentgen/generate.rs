@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use roentgen_web::generation::{EditRequest, Prompts, Request, Sampling};
+use roentgen_web::generation::{
+    EditRequest, Inversion, Prompts, RADEDIT_SKIP, Request, Sampling,
+};
 use roentgen_web::gpu::Gpu;
 use roentgen_web::image_io::encode_npy_f32;
 use roentgen_web::output::write_atomically;
@@ -130,6 +132,22 @@ pub struct GenerateArgs {
     /// (diffusers' defaults).
     #[arg(long, allow_negative_numbers = true, requires = "init_image")]
     strength: Option<f32>,
+    /// RadEdit's edit (needs --init-image): white is where the prompt may change the
+    /// image. The image is inverted (edit-friendly DDPM inversion on DDIM's schedule)
+    /// and regenerated with the prompt; see docs/WORKBENCH.md.
+    #[arg(long, requires = "init_image", conflicts_with_all = ["mask", "strength"])]
+    edit_mask: Option<PathBuf>,
+    /// With --edit-mask: white is kept exactly as the input. Default: everything the
+    /// edit mask leaves out.
+    #[arg(long, requires = "edit_mask")]
+    keep_mask: Option<PathBuf>,
+    /// With --edit-mask: the share of the steps not run again, in [0, 1) (RadEdit:
+    /// 0.3). Lower changes more.
+    #[arg(long, allow_negative_numbers = true, requires = "edit_mask")]
+    skip: Option<f32>,
+    /// With --edit-mask: the prompt the image is inverted with (default "").
+    #[arg(long, requires = "edit_mask")]
+    invert_prompt: Option<String>,
     /// Write per-word attention maps into this folder: tokens.npy (float32
     /// [tokens, h/8, w/8]), words.json (word -> token indices) and one PNG overlay
     /// per word (needs --count 1).
@@ -148,22 +166,36 @@ fn read_edit(a: &GenerateArgs) -> Result<Option<EditRequest>> {
     for note in &image.notes {
         eprintln!("note: {}: {note}", path.display());
     }
-    let mask = match &a.mask {
-        None => None,
-        Some(m) => {
-            let mask = roentgen_web::image_in::decode_mask(&name(m), &read(m)?)?;
-            if (mask.width, mask.height) != (image.width, image.height) {
-                bail!(
-                    "the mask {} is {}x{} but the init image is {}x{}; draw the mask at the image's size",
-                    m.display(),
-                    mask.width,
-                    mask.height,
-                    image.width,
-                    image.height
-                );
-            }
-            Some(mask.repaint)
+    let mask_of = |m: &PathBuf, what: &str| -> Result<Vec<bool>> {
+        let mask = roentgen_web::image_in::decode_mask(&name(m), &read(m)?)?;
+        if (mask.width, mask.height) != (image.width, image.height) {
+            bail!(
+                "the {what} {} is {}x{} but the init image is {}x{}; draw the {what} at the image's size",
+                m.display(),
+                mask.width,
+                mask.height,
+                image.width,
+                image.height
+            );
         }
+        Ok(mask.repaint)
+    };
+    let mask = match (&a.mask, &a.edit_mask) {
+        (Some(m), _) => Some(mask_of(m, "mask")?),
+        (None, Some(m)) => Some(mask_of(m, "edit mask")?),
+        (None, None) => None,
+    };
+    let inversion = match &a.edit_mask {
+        None => None,
+        Some(_) => Some(Inversion {
+            keep: a
+                .keep_mask
+                .as_ref()
+                .map(|k| mask_of(k, "keep mask"))
+                .transpose()?,
+            skip: a.skip.unwrap_or(RADEDIT_SKIP),
+            invert_prompt: a.invert_prompt.clone().unwrap_or_default(),
+        }),
     };
     Ok(Some(EditRequest {
         width: image.width,
@@ -171,6 +203,7 @@ fn read_edit(a: &GenerateArgs) -> Result<Option<EditRequest>> {
         rgb: image.rgb,
         mask,
         strength: a.strength,
+        inversion,
     }))
 }
 

@@ -1,0 +1,211 @@
+//! RadEdit end to end against its references (tools/make_radedit_fixtures.py): the tiny
+//! RadEdit assembly (CXR-BERT text encoder, WordPiece tokenizer, DDIM) generating as
+//! diffusers' `StableDiffusionPipeline` does with the recipe's settings, and RadEdit's
+//! edit against a reference built on inbarhub/DDPM_inversion's own functions.
+//!
+//! Bars: latents at relative L2 ≤ 1e-3 and images at PSNR ≥ 40 dB (the issue's, as
+//! tests/pipeline.rs: 100 calls of a random UNet compound the per-call ~1e-6).
+
+mod common;
+
+use common::{golden, gpu, psnr, rel_l2};
+use roentgen_web::checkpoint::{Checkpoint, DirSource, LoadOptions};
+use roentgen_web::generation::{
+    EditRequest, Family, Inversion, Prompts, RADEDIT_SKIP, Request,
+};
+use roentgen_web::pipeline::{Control, Pipeline};
+use roentgen_web::schedulers::SchedulerKind;
+
+fn edit(r: &mut Request) -> &mut EditRequest {
+    r.edit.as_mut().unwrap()
+}
+
+const LATENTS_REL_L2: f64 = 1e-3;
+const IMAGE_PSNR_DB: f64 = 40.0;
+const PROMPT: &str = "Small right-sided pleural effusion.";
+const EDIT_PROMPT: &str = "Large left pleural effusion.";
+
+fn fixture(path: &str) -> String {
+    format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn pipeline() -> Pipeline {
+    let ck = Checkpoint::new(
+        DirSource::new(fixture("tiny-radedit")).unwrap(),
+        LoadOptions::default(),
+    )
+    .unwrap();
+    pollster::block_on(Pipeline::load(gpu(), &ck, &mut |_| {})).unwrap()
+}
+
+fn check(what: &str, latents: &[f32], rgb: &[f32], key: &str) {
+    let (e, i, g, w) = rel_l2(latents, &golden("tiny-radedit", &format!("{key}.latents")));
+    eprintln!("{what}: latents rel L2 {e:.2e}");
+    assert!(
+        e <= LATENTS_REL_L2,
+        "{what}: latents rel L2 {e:.3e} > {LATENTS_REL_L2:.0e}; worst element {i}: got {g}, want {w}"
+    );
+    let p = psnr(rgb, &golden("tiny-radedit", &format!("{key}.image")));
+    eprintln!("{what}: image PSNR {p:.1} dB");
+    assert!(p >= IMAGE_PSNR_DB, "{what}: PSNR {p:.1} dB < {IMAGE_PSNR_DB} dB");
+}
+
+/// No option but the size: the RadEdit recipe (DDIM from the folder, 100 steps, guidance
+/// 7.5, negative prompt "", 128 WordPiece tokens) gives diffusers' image.
+#[test]
+fn generates_as_diffusers_with_the_recipe() {
+    let pipe = pipeline();
+    assert_eq!(pipe.family(), Some(Family::RadEdit));
+    assert_eq!(pipe.tokenizer.max_length(), 128);
+    let mut req = Request::text(PROMPT, 0);
+    req.sampling.width = Some(128);
+    req.sampling.height = Some(128);
+    let plan = pipe.plan(req).unwrap();
+    let s = plan.settings;
+    assert_eq!(
+        (s.scheduler, s.steps, s.guidance),
+        (SchedulerKind::Ddim, 100, 7.5),
+        "the recipe's settings"
+    );
+    let mut calls = 0;
+    let out = pollster::block_on(pipe.generate(gpu(), &plan, &mut |p| {
+        calls = p.calls;
+        Control::Continue
+    }))
+    .unwrap();
+    assert_eq!(calls, 100);
+    let img = &out.images[0];
+    check("text to image", &img.latents, &img.rgb, "pipe.ddim");
+    // and 512x512 when no size is given
+    let plan = pipe.plan(Request::text(PROMPT, 0)).unwrap();
+    assert_eq!((plan.settings.width, plan.settings.height), (512, 512));
+}
+
+fn edit_request(keep: Option<Vec<bool>>) -> (Request, Vec<bool>) {
+    let read = |p: &str| std::fs::read(fixture(p)).unwrap();
+    let image = roentgen_web::image_in::decode_image("init.png", &read("radedit/init.png")).unwrap();
+    let mask =
+        roentgen_web::image_in::decode_mask("edit_mask.png", &read("radedit/edit_mask.png"))
+            .unwrap();
+    let mut req = Request::text(EDIT_PROMPT, 0);
+    req.sampling.steps = Some(20);
+    req.edit = Some(EditRequest {
+        width: image.width,
+        height: image.height,
+        rgb: image.rgb,
+        mask: Some(mask.repaint.clone()),
+        strength: None,
+        inversion: Some(Inversion {
+            keep,
+            ..Inversion::default()
+        }),
+    });
+    (req, mask.repaint)
+}
+
+/// RadEdit's edit (20 steps, skip 0.3, η = 1, inversion prompt "", guidance 7.5) gives
+/// the reference's latents and image, and outside the edit mask (the default keep mask)
+/// the input's own latents, exactly.
+#[test]
+fn edits_as_the_ddpm_inversion_reference() {
+    let pipe = pipeline();
+    let (req, _) = edit_request(None);
+    let plan = pipe.plan(req).unwrap();
+    assert_eq!(plan.settings.scheduler, SchedulerKind::Ddim);
+    assert_eq!(plan.mode(), "roentgen-edit");
+    let mut calls = 0;
+    let out = pollster::block_on(pipe.generate(gpu(), &plan, &mut |p| {
+        calls = p.calls;
+        Control::Continue
+    }))
+    .unwrap();
+    // 14 inversion calls (batch 1) and 14 guided ones, against 20 for a generation
+    let levels = 20 - (20.0 * RADEDIT_SKIP) as usize;
+    assert_eq!(calls, 2 * levels);
+    let img = &out.images[0];
+    check("edit", &img.latents, &img.rgb, "edit");
+    let x0 = golden("tiny-radedit", "edit.init_latents");
+    let grid = golden("tiny-radedit", "edit.mask_latent");
+    let cells = grid.len();
+    let (mut kept, mut changed) = (0, 0);
+    for (k, (&got, &x)) in img.latents.iter().zip(&x0).enumerate() {
+        if grid[k % cells] == 0.0 {
+            // our own x0 is the reference's to ~1e-6: the keep region is x0 itself
+            assert!((got - x).abs() <= 1e-4 * x.abs().max(1.0), "kept cell {k}: {got} vs {x}");
+            kept += 1;
+        } else if (got - x).abs() > 0.1 {
+            changed += 1;
+        }
+    }
+    assert!(kept > 0 && changed > 0, "kept {kept}, changed {changed}");
+}
+
+/// Bad masks and settings are refused with sentences, before anything runs.
+#[test]
+fn bad_edits_are_refused_with_sentences() {
+    let pipe = pipeline();
+    let (base, mask) = edit_request(None);
+    let px = mask.len();
+    let with = |f: &dyn Fn(&mut Request)| {
+        let mut r = base.clone();
+        f(&mut r);
+        match pipe.plan(r) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let cases: Vec<(&str, Box<dyn Fn(&mut Request)>)> = vec![
+        (
+            "keep mask has 10 pixels",
+            Box::new(|r| edit(r).inversion.as_mut().unwrap().keep = Some(vec![true; 10])),
+        ),
+        (
+            "edit mask is empty",
+            Box::new(|r| edit(r).mask = Some(vec![false; px])),
+        ),
+        ("needs an edit mask", Box::new(|r| edit(r).mask = None)),
+        (
+            "keep mask covers the whole image",
+            Box::new(|r| edit(r).inversion.as_mut().unwrap().keep = Some(vec![true; px])),
+        ),
+        (
+            "covers the whole edit mask",
+            Box::new(move |r| {
+                let m = edit(r).mask.clone().unwrap();
+                let mut keep = m.clone();
+                keep[0] = false; // not everything: only the edit mask's cells
+                edit(r).inversion.as_mut().unwrap().keep = Some(keep);
+            }),
+        ),
+        (
+            "too thin",
+            Box::new(move |r| {
+                // one pixel off the 8-pixel grid's sample points
+                let mut m = vec![false; px];
+                m[3 * 128 + 3] = true;
+                edit(r).mask = Some(m);
+            }),
+        ),
+        (
+            "skip ratio must be",
+            Box::new(|r| edit(r).inversion.as_mut().unwrap().skip = 1.0),
+        ),
+        (
+            "choose the ddim scheduler",
+            Box::new(|r| r.sampling.scheduler = Some(SchedulerKind::Pndm)),
+        ),
+        ("takes no strength", Box::new(|r| edit(r).strength = Some(0.5))),
+        (
+            "makes one image",
+            Box::new(|r| {
+                if let Prompts::One { count, .. } = &mut r.prompts {
+                    *count = 2;
+                }
+            }),
+        ),
+    ];
+    for (want, f) in cases {
+        let msg = with(&*f);
+        assert!(msg.contains(want), "want {want:?}: {msg}");
+    }
+}
