@@ -122,6 +122,7 @@ pub fn tokenizer(data: &[u8]) {
             merges_txt: next(),
             tokenizer_config_json: next(),
             special_tokens_map_json: next(),
+            vocab_txt: None,
         };
         if let Ok(t) = PromptTokenizer::from_files(files) {
             encode_prompt(
@@ -160,6 +161,7 @@ pub fn fixture_tokenizer() -> &'static PromptTokenizer {
         PromptTokenizer::from_files(TokenizerFiles {
             vocab_json: Some(&vocab),
             merges_txt: Some(&merges),
+            vocab_txt: None,
             tokenizer_json: None,
             tokenizer_config_json: Some(&config),
             special_tokens_map_json: Some(&special),

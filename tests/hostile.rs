@@ -491,6 +491,7 @@ fn broken_tokenizer_files() {
         PromptTokenizer::from_files(TokenizerFiles {
             vocab_json: vocab,
             merges_txt: merges,
+            vocab_txt: None,
             tokenizer_json: None,
             tokenizer_config_json: None,
             special_tokens_map_json: None,
@@ -526,6 +527,7 @@ fn t_json(bytes: &[u8]) -> Result<(), String> {
     PromptTokenizer::from_files(TokenizerFiles {
         vocab_json: None,
         merges_txt: None,
+        vocab_txt: None,
         tokenizer_json: Some(bytes),
         tokenizer_config_json: None,
         special_tokens_map_json: None,
