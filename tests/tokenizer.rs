@@ -645,3 +645,49 @@ fn wordpiece_or_clip_by_the_files() {
     assert_eq!(tok.max_length(), 512);
     assert_eq!(tok.encode("Small").unwrap().ids.len(), 512);
 }
+
+#[test]
+fn roentgen_tokenize_prints_wordpiece_ids() {
+    // A diffusers folder whose tokenizer/ is BERT's (vocab.txt + tokenizer_config.json).
+    let fix = format!("{}/tests/fixtures", env!("CARGO_MANIFEST_DIR"));
+    let dir = std::env::temp_dir().join(format!("roentgen-tokenize-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("tokenizer")).unwrap();
+    std::fs::copy(
+        format!("{fix}/tiny-sd/model_index.json"),
+        dir.join("model_index.json"),
+    )
+    .unwrap();
+    for f in ["vocab.txt", "tokenizer_config.json"] {
+        std::fs::copy(
+            format!("{fix}/wordpiece/{f}"),
+            dir.join("tokenizer").join(f),
+        )
+        .unwrap();
+    }
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_roentgen"))
+            .arg("tokenize")
+            .arg("--model")
+            .arg(&dir)
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{stderr}");
+        let ids: Vec<u32> = serde_json::from_slice(&out.stdout).unwrap();
+        (ids, stderr)
+    };
+    let text = "Small right-sided pleural effusion.";
+    let (ids, _) = run(&[text]);
+    assert_eq!(ids, [CLS, 149, 159, 27, 162, 179, 180, 28, SEP]);
+    let (padded, _) = run(&["--padded", text]);
+    assert_eq!(
+        (padded.len(), &padded[..9], padded[9]),
+        (128, &ids[..], PAD)
+    );
+    let (long, warning) = run(&["--padded", &"no ".repeat(130)]);
+    assert_eq!((long.len(), long[127]), (128, SEP));
+    assert!(warning.contains("longer than 128 tokens"), "{warning}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
