@@ -218,8 +218,8 @@ impl<S: FileSource> Checkpoint<S> {
     }
 
     /// The tokenizer: `tokenizer/` (or `text_encoder_and_tokenizer/`'s own, see
-    /// [`Checkpoint::tokenizer_dir`]), in either layout (`vocab.json` + `merges.txt` as
-    /// RoentGen-era folders ship it, or `tokenizer.json`).
+    /// [`Checkpoint::tokenizer_dir`]), in any layout (`vocab.json` + `merges.txt` as
+    /// RoentGen-era folders ship it, `tokenizer.json`, or BERT's `vocab.txt`).
     pub async fn tokenizer(&self) -> Result<PromptTokenizer> {
         let dir = self.tokenizer_dir();
         let read = |p: &'static str| async move {
@@ -232,12 +232,14 @@ impl<S: FileSource> Checkpoint<S> {
         };
         let vocab = read("vocab.json").await.transpose()?;
         let merges = read("merges.txt").await.transpose()?;
+        let vocab_txt = read("vocab.txt").await.transpose()?;
         let tokenizer_json = read("tokenizer.json").await.transpose()?;
         let config = read("tokenizer_config.json").await.transpose()?;
         let special = read("special_tokens_map.json").await.transpose()?;
         PromptTokenizer::from_files(TokenizerFiles {
             vocab_json: vocab.as_deref(),
             merges_txt: merges.as_deref(),
+            vocab_txt: vocab_txt.as_deref(),
             tokenizer_json: tokenizer_json.as_deref(),
             tokenizer_config_json: config.as_deref(),
             special_tokens_map_json: special.as_deref(),

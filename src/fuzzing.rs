@@ -6,7 +6,7 @@
 //! allocation sized by the input or a hang is a bug.
 //!
 //! Nothing here touches the GPU. Native only: the tokenizer target reads the test
-//! fixtures' CLIP vocabulary from the source tree.
+//! fixtures' CLIP and WordPiece vocabularies from the source tree.
 #![cfg(not(target_arch = "wasm32"))]
 
 use std::sync::OnceLock;
@@ -102,17 +102,21 @@ pub fn scheduler_config(data: &[u8]) {
 
 /// The tokenizer, two ways, chosen by the first byte:
 /// - even: the rest is a prompt (lossy UTF-8) encoded with the test checkpoint's real CLIP
-///   vocabulary (tests/fixtures/tiny-sd/tokenizer), padded and unpadded, and decoded back;
+///   vocabulary (tests/fixtures/tiny-sd/tokenizer) and with the WordPiece fixture
+///   (tests/fixtures/wordpiece), padded and unpadded, and decoded back;
 /// - odd: the rest is a tokenizer folder, its files separated by [`FILE_SEPARATOR`] in
 ///   the order `tokenizer.json`, `vocab.json`, `merges.txt`, `tokenizer_config.json`,
-///   `special_tokens_map.json` (an empty part is an absent file); a tokenizer built from
-///   them encodes and decodes a fixed prompt.
+///   `special_tokens_map.json`, `vocab.txt` (an empty part is an absent file; the last,
+///   added with the WordPiece tokenizer, keeps older inputs' meaning); a tokenizer built
+///   from them encodes and decodes a fixed prompt.
 pub fn tokenizer(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
     if mode % 2 == 0 {
-        encode_prompt(fixture_tokenizer(), &String::from_utf8_lossy(rest));
+        let prompt = String::from_utf8_lossy(rest);
+        encode_prompt(fixture_tokenizer(), &prompt);
+        encode_prompt(fixture_wordpiece(), &prompt);
     } else {
         let mut parts = rest.split(|&b| b == FILE_SEPARATOR);
         let mut next = || parts.next().filter(|p| !p.is_empty());
@@ -122,11 +126,12 @@ pub fn tokenizer(data: &[u8]) {
             merges_txt: next(),
             tokenizer_config_json: next(),
             special_tokens_map_json: next(),
+            vocab_txt: next(),
         };
         if let Ok(t) = PromptTokenizer::from_files(files) {
             encode_prompt(
                 &t,
-                "a chest x-ray: small left pleural effusion!! <|endoftext|>",
+                "a chest x-ray: small left pleural effusion!! <|endoftext|> [SEP] ##ing 胸部",
             );
         }
     }
@@ -160,11 +165,32 @@ pub fn fixture_tokenizer() -> &'static PromptTokenizer {
         PromptTokenizer::from_files(TokenizerFiles {
             vocab_json: Some(&vocab),
             merges_txt: Some(&merges),
+            vocab_txt: None,
             tokenizer_json: None,
             tokenizer_config_json: Some(&config),
             special_tokens_map_json: Some(&special),
         })
         .expect("the fixture tokenizer builds")
+    })
+}
+
+/// The WordPiece tokenizer of tests/fixtures/wordpiece (vocab.txt + tokenizer_config.json,
+/// BioViL-T's special-token order), built once.
+pub fn fixture_wordpiece() -> &'static PromptTokenizer {
+    static TOKENIZER: OnceLock<PromptTokenizer> = OnceLock::new();
+    TOKENIZER.get_or_init(|| {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/wordpiece/");
+        let read = |name: &str| {
+            std::fs::read(format!("{dir}{name}"))
+                .unwrap_or_else(|e| panic!("fuzzing needs {dir}{name}: {e}"))
+        };
+        let (vocab, config) = (read("vocab.txt"), read("tokenizer_config.json"));
+        PromptTokenizer::from_files(TokenizerFiles {
+            vocab_txt: Some(&vocab),
+            tokenizer_config_json: Some(&config),
+            ..TokenizerFiles::default()
+        })
+        .expect("the WordPiece fixture tokenizer builds")
     })
 }
 
@@ -207,5 +233,41 @@ pub fn image_decode(data: &[u8]) {
         }
     } else if let Ok(mask) = crate::image_in::decode_mask("fuzz.img", rest) {
         assert_eq!(mask.repaint.len(), mask.width * mask.height);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The WordPiece seeds build a tokenizer (so the fuzzer starts inside the WordPiece
+    /// path, not at its first error).
+    #[test]
+    fn wordpiece_seeds_build() {
+        for (name, kind) in [
+            ("files_vocab_txt.bin", "vocab.txt"),
+            ("files_wordpiece_json.bin", "tokenizer.json"),
+        ] {
+            let path = format!("{}/fuzz/seeds/tokenizer/{name}", env!("CARGO_MANIFEST_DIR"));
+            let data = std::fs::read(&path).unwrap();
+            let mut parts = data[1..].split(|&b| b == FILE_SEPARATOR);
+            let mut next = || parts.next().filter(|p| !p.is_empty());
+            let files = TokenizerFiles {
+                tokenizer_json: next(),
+                vocab_json: next(),
+                merges_txt: next(),
+                tokenizer_config_json: next(),
+                special_tokens_map_json: next(),
+                vocab_txt: next(),
+            };
+            let t = PromptTokenizer::from_files(files).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(t.is_wordpiece(), "{name} ({kind})");
+            let e = t
+                .encode("a chest x-ray: small left pleural effusion!!")
+                .unwrap();
+            assert_eq!((e.ids[0], e.ids.len()), (2, t.max_length()), "{name}");
+        }
+        assert_eq!(fixture_wordpiece().bos_id(), 2);
+        tokenizer(b"\x00Caf\xc3\xa9 [CLS] ##ing");
     }
 }

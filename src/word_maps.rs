@@ -6,17 +6,19 @@
 
 use crate::error::Result;
 use crate::image_io::{ImageMetadata, encode_npy_f32, encode_png};
-use crate::tokenizer::PromptTokenizer;
+use crate::tokenizer::{PromptTokenizer, TokenizerKind};
 
 /// The summed maps of one generation, per token, on the latent grid.
 #[derive(Clone, Debug)]
 pub struct WordMaps {
     /// The prompt's token ids, in order (no BOS, EOS or padding).
     pub token_ids: Vec<u32>,
-    /// Each token's BPE piece, `</w>` marking a word's last piece.
+    /// Each token's piece: CLIP's BPE marks a word's last piece with `</w>`, BERT's
+    /// WordPiece a continuing piece with a leading `##`.
     pub pieces: Vec<String>,
-    /// Words in prompt order, each with its token indices (a word the BPE split has
-    /// several: "pleural" is "ple" + "ural").
+    /// Words in prompt order, each with its token indices (a word the tokenizer split has
+    /// several: "pleural" is CLIP's "ple" + "ural</w>", "hemithorax" WordPiece's "hemi" +
+    /// "##thorax").
     pub words: Vec<(String, Vec<usize>)>,
     /// `[tokens, h, w]`, row-major.
     pub maps: Vec<f32>,
@@ -36,23 +38,7 @@ impl WordMaps {
             .iter()
             .map(|&id| tok.inner().id_to_token(id).unwrap_or_default())
             .collect();
-        let mut words: Vec<(String, Vec<usize>)> = Vec::new();
-        let mut word = String::new();
-        let mut idx = Vec::new();
-        for (i, p) in pieces.iter().enumerate() {
-            idx.push(i);
-            match p.strip_suffix("</w>") {
-                Some(last) => {
-                    word.push_str(last);
-                    words.push((std::mem::take(&mut word), std::mem::take(&mut idx)));
-                }
-                None => word.push_str(p),
-            }
-        }
-        if !idx.is_empty() {
-            // a prompt cut at 77 tokens can end inside a word
-            words.push((word, idx));
-        }
+        let words = group_words(&pieces, tok.kind());
         WordMaps {
             token_ids,
             pieces,
@@ -141,6 +127,47 @@ impl WordMaps {
     }
 }
 
+/// Groups a prompt's pieces into words, each with its token indices: CLIP's BPE ends a
+/// word with a `</w>` piece, BERT's WordPiece continues one with `##` pieces (a `##` piece
+/// with no word before it starts one).
+fn group_words(pieces: &[String], kind: TokenizerKind) -> Vec<(String, Vec<usize>)> {
+    let mut words: Vec<(String, Vec<usize>)> = Vec::new();
+    let mut word = String::new();
+    let mut idx = Vec::new();
+    for (i, p) in pieces.iter().enumerate() {
+        match kind {
+            TokenizerKind::ClipBpe => {
+                idx.push(i);
+                match p.strip_suffix("</w>") {
+                    Some(last) => {
+                        word.push_str(last);
+                        words.push((std::mem::take(&mut word), std::mem::take(&mut idx)));
+                    }
+                    None => word.push_str(p),
+                }
+            }
+            TokenizerKind::WordPiece => match p.strip_prefix("##") {
+                Some(rest) if !idx.is_empty() => {
+                    word.push_str(rest);
+                    idx.push(i);
+                }
+                _ => {
+                    if !idx.is_empty() {
+                        words.push((std::mem::take(&mut word), std::mem::take(&mut idx)));
+                    }
+                    word.push_str(p.strip_prefix("##").unwrap_or(p));
+                    idx.push(i);
+                }
+            },
+        }
+    }
+    if !idx.is_empty() {
+        // WordPiece's last word; a CLIP prompt cut at 77 tokens can end inside a word
+        words.push((word, idx));
+    }
+    words
+}
+
 /// A blue-cyan-yellow-red ramp for v in [0, 1].
 fn colormap(v: f32) -> (f32, f32, f32) {
     let v = v.clamp(0.0, 1.0);
@@ -171,4 +198,87 @@ pub fn bilinear(x: &[f32], hi: usize, wi: usize, ho: usize, wo: usize) -> Vec<f3
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pieces(p: &[&str]) -> Vec<String> {
+        p.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn words(groups: &[(String, Vec<usize>)]) -> Vec<(&str, &[usize])> {
+        groups
+            .iter()
+            .map(|(w, i)| (w.as_str(), i.as_slice()))
+            .collect()
+    }
+
+    #[test]
+    fn clip_words_end_at_end_of_word_pieces() {
+        let p = pieces(&[
+            "small</w>",
+            "ple",
+            "ural</w>",
+            "eff",
+            "usion</w>",
+            "pneu",
+            "mo",
+        ]);
+        let g = group_words(&p, TokenizerKind::ClipBpe);
+        assert_eq!(
+            words(&g),
+            [
+                ("small", &[0][..]),
+                ("pleural", &[1, 2]),
+                ("effusion", &[3, 4]),
+                // cut at the context's end inside a word
+                ("pneumo", &[5, 6]),
+            ]
+        );
+    }
+
+    #[test]
+    fn wordpiece_continuations_join_the_word_before() {
+        // BERT's pieces of "Small right-sided hemithorax 12mm [UNK]" (BioViL-T-like vocab).
+        let p = pieces(&[
+            "small", "right", "-", "sided", "hemi", "##thor", "##ax", "1", "##2", "##mm", "[UNK]",
+        ]);
+        let g = group_words(&p, TokenizerKind::WordPiece);
+        assert_eq!(
+            words(&g),
+            [
+                ("small", &[0][..]),
+                ("right", &[1]),
+                ("-", &[2]),
+                ("sided", &[3]),
+                ("hemithorax", &[4, 5, 6]),
+                ("12mm", &[7, 8, 9]),
+                ("[UNK]", &[10]),
+            ]
+        );
+        // a `##` piece first (a prompt whose first word was cut) starts a word
+        let g = group_words(&pieces(&["##ion", "left"]), TokenizerKind::WordPiece);
+        assert_eq!(words(&g), [("ion", &[0][..]), ("left", &[1])]);
+        assert!(group_words(&[], TokenizerKind::WordPiece).is_empty());
+    }
+
+    #[test]
+    fn wordpiece_words_from_the_fixture_vocabulary() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/wordpiece/");
+        let vocab = std::fs::read(format!("{dir}vocab.txt")).unwrap();
+        let tok = PromptTokenizer::from_files(crate::tokenizer::TokenizerFiles {
+            vocab_txt: Some(&vocab),
+            ..Default::default()
+        })
+        .unwrap();
+        let enc = tok.encode("Pneumothoraxes, 12mm.").unwrap();
+        let ids = enc.ids[1..enc.tokens_used - 1].to_vec();
+        let n = ids.len();
+        let maps = WordMaps::new(&tok, ids, vec![0.0; n * 4], 2, 2);
+        let names: Vec<&str> = maps.words.iter().map(|(w, _)| w.as_str()).collect();
+        assert_eq!(names, ["pneumothoraxes", ",", "12mm", "."]);
+        assert_eq!(maps.pieces[..2], ["pneumothorax", "##es"]);
+    }
 }

@@ -51,6 +51,16 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Replaces a checkpoint's `tokenizer/` by the WordPiece fixture's vocab.txt and config.
+fn bert_tokenizer_dir(d: &Path) {
+    let tok = d.join("tokenizer");
+    std::fs::remove_dir_all(&tok).unwrap();
+    std::fs::create_dir(&tok).unwrap();
+    for f in ["vocab.txt", "tokenizer_config.json"] {
+        std::fs::copy(fixture("wordpiece").join(f), tok.join(f)).unwrap();
+    }
+}
+
 fn load_folder(dir: &Path) -> Result<(), String> {
     let ck = Checkpoint::new(
         DirSource::new(dir).map_err(|e| e.to_string())?,
@@ -65,7 +75,7 @@ fn load_folder(dir: &Path) -> Result<(), String> {
 #[test]
 fn broken_folders() {
     type Break = fn(&Path);
-    let cases: [(&str, Break, &[&str]); 8] = [
+    let cases: [(&str, Break, &[&str]); 10] = [
         (
             "no unet/",
             |d| std::fs::remove_dir_all(d.join("unet")).unwrap(),
@@ -75,6 +85,26 @@ fn broken_folders() {
             "no tokenizer files",
             |d| std::fs::remove_dir_all(d.join("tokenizer")).unwrap(),
             &["tokenizer"],
+        ),
+        (
+            "a BERT tokenizer/ (vocab.txt) lacking [SEP]",
+            |d| {
+                bert_tokenizer_dir(d);
+                let vocab = std::fs::read_to_string(d.join("tokenizer/vocab.txt")).unwrap();
+                let without: String = vocab
+                    .lines()
+                    .filter(|l| *l != "[SEP]")
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                std::fs::write(d.join("tokenizer/vocab.txt"), without).unwrap();
+            },
+            &["tokenizer/vocab.txt", "sep_token", "[SEP]"],
+        ),
+        (
+            // a CLIP text encoder (77 positions) with BERT's tokenizer (128)
+            "a BERT tokenizer/ (vocab.txt) beside a CLIP text encoder",
+            bert_tokenizer_dir,
+            &["tokenizer", "128", "77", "text_encoder/config.json"],
         ),
         (
             "no scheduler config",
@@ -491,6 +521,7 @@ fn broken_tokenizer_files() {
         PromptTokenizer::from_files(TokenizerFiles {
             vocab_json: vocab,
             merges_txt: merges,
+            vocab_txt: None,
             tokenizer_json: None,
             tokenizer_config_json: None,
             special_tokens_map_json: None,
@@ -522,10 +553,91 @@ fn broken_tokenizer_files() {
     );
 }
 
+#[test]
+fn broken_wordpiece_files() {
+    let vocab = std::fs::read_to_string(fixture("wordpiece/vocab.txt")).unwrap();
+    let without = |token: &str| -> Vec<u8> {
+        vocab
+            .lines()
+            .filter(|l| *l != token)
+            .flat_map(|l| format!("{l}\n").into_bytes())
+            .collect()
+    };
+    let t = |vocab_txt: &[u8], config: Option<&[u8]>| {
+        PromptTokenizer::from_files(TokenizerFiles {
+            vocab_txt: Some(vocab_txt),
+            tokenizer_config_json: config,
+            ..TokenizerFiles::default()
+        })
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    };
+    expect(
+        "vocab.txt without [CLS]",
+        t(&without("[CLS]"), None),
+        &[
+            "tokenizer/vocab.txt",
+            "cls_token",
+            "\"[CLS]\"",
+            "not in the vocabulary",
+        ],
+    );
+    expect(
+        "vocab.txt without [UNK]",
+        t(&without("[UNK]"), None),
+        &["tokenizer/vocab.txt", "unk_token", "[UNK]"],
+    );
+    expect(
+        "an empty vocab.txt",
+        t(b"", None),
+        &["tokenizer/vocab.txt", "(0 tokens)", "[UNK]"],
+    );
+    expect(
+        "vocab.txt not UTF-8",
+        t(b"[PAD]\n[UNK]\n\xff\xfe\n", None),
+        &["tokenizer/vocab.txt", "UTF-8"],
+    );
+    expect(
+        "a tokenizer_config.json naming a cls_token the vocabulary lacks",
+        t(vocab.as_bytes(), Some(br#"{"cls_token": "<s>"}"#)),
+        &["tokenizer/vocab.txt", "cls_token", "<s>"],
+    );
+    expect(
+        "do_lower_case that is not a boolean",
+        t(vocab.as_bytes(), Some(br#"{"do_lower_case": "yes"}"#)),
+        &[
+            "tokenizer/tokenizer_config.json",
+            "do_lower_case",
+            "\"yes\"",
+        ],
+    );
+    expect(
+        "a model_max_length of 2",
+        t(vocab.as_bytes(), Some(br#"{"model_max_length": 2}"#)),
+        &["tokenizer/tokenizer_config.json", "model_max_length 2"],
+    );
+    expect(
+        "a tokenizer.json of another model (Unigram)",
+        t_json(br#"{"model": {"type": "Unigram", "vocab": [["a", 0.0]]}}"#),
+        &["tokenizer.json", "Unigram", "BPE", "WordPiece"],
+    );
+    expect(
+        "a WordPiece tokenizer.json without a vocabulary",
+        t_json(br#"{"model": {"type": "WordPiece"}}"#),
+        &["tokenizer/tokenizer.json", "WordPiece", "vocab"],
+    );
+    expect(
+        "a WordPiece tokenizer.json whose vocabulary lacks [SEP]",
+        t_json(br#"{"model": {"type": "WordPiece", "vocab": {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[MASK]": 3}}}"#),
+        &["tokenizer/tokenizer.json", "sep_token", "[SEP]"],
+    );
+}
+
 fn t_json(bytes: &[u8]) -> Result<(), String> {
     PromptTokenizer::from_files(TokenizerFiles {
         vocab_json: None,
         merges_txt: None,
+        vocab_txt: None,
         tokenizer_json: Some(bytes),
         tokenizer_config_json: None,
         special_tokens_map_json: None,

@@ -309,6 +309,7 @@ async fn bench_generation(
     let tokenizer = PromptTokenizer::from_files(TokenizerFiles {
         vocab_json: Some(br#"{"<|startoftext|>": 49406, "<|endoftext|>": 49407}"#),
         merges_txt: Some(b"#version: 0.2\n"),
+        vocab_txt: None,
         tokenizer_json: None,
         tokenizer_config_json: None,
         special_tokens_map_json: None,

@@ -10,7 +10,8 @@ pub struct TokenizeArgs {
     #[arg(long)]
     model: PathBuf,
     text: String,
-    /// Print the 77 ids the text encoder sees (padded, truncated).
+    /// Print the ids the text encoder sees (padded and truncated to the tokenizer's
+    /// length: 77 for CLIP, 128 for BERT's WordPiece).
     #[arg(long)]
     padded: bool,
 }
