@@ -358,11 +358,16 @@ impl Pipeline {
         on_part: &mut dyn FnMut(&str),
     ) -> Result<Pipeline> {
         on_part("tokenizer");
-        let tokenizer = ck.tokenizer().await?;
+        let mut tokenizer = ck.tokenizer().await?;
         on_part("scheduler");
         let scheduler_config = ck.scheduler_config().await?;
         let text_config = ck.text_encoder_config().await?;
         let text_file = format!("{}/config.json", ck.text_encoder_dir());
+        // RadEdit's assembly passes model_max_length=128 whatever the tokenizer config says
+        let v_pred = scheduler_config.prediction_type == crate::schedulers::PredictionType::VPrediction;
+        if let Some(n) = Family::of(&text_config, v_pred).and_then(Family::context_length) {
+            tokenizer.set_max_length(n);
+        }
         check_parts(
             &text_config,
             &text_file,

@@ -1059,10 +1059,3 @@ fn dropped_text(text: &str, enc: &tokenizers::Encoding, first_cut: usize) -> Str
     }
     text[start..].trim().to_string()
 }
-
-impl PromptTokenizer {
-    /// TEMPORARY until the WordPiece tokenizer lands (branch `wordpiece`).
-    pub fn is_wordpiece(&self) -> bool {
-        false
-    }
-}

@@ -104,40 +104,49 @@ fn edit_request(keep: Option<Vec<bool>>) -> (Request, Vec<bool>) {
 }
 
 /// RadEdit's edit (20 steps, skip 0.3, η = 1, inversion prompt "", guidance 7.5) gives
-/// the reference's latents and image, and outside the edit mask (the default keep mask)
-/// the input's own latents, exactly.
+/// the reference's latents and image, with the default keep mask (the edit mask's
+/// complement) and with a keep mask that leaves a region in neither mask (where the
+/// guidance's edit mask shows); the keep region is the input's own latents, exactly.
 #[test]
 fn edits_as_the_ddpm_inversion_reference() {
     let pipe = pipeline();
-    let (req, _) = edit_request(None);
-    let plan = pipe.plan(req).unwrap();
-    assert_eq!(plan.settings.scheduler, SchedulerKind::Ddim);
-    assert_eq!(plan.mode(), "roentgen-edit");
-    let mut calls = 0;
-    let out = pollster::block_on(pipe.generate(gpu(), &plan, &mut |p| {
-        calls = p.calls;
-        Control::Continue
-    }))
-    .unwrap();
-    // 14 inversion calls (batch 1) and 14 guided ones, against 20 for a generation
-    let levels = 20 - (20.0 * RADEDIT_SKIP) as usize;
-    assert_eq!(calls, 2 * levels);
-    let img = &out.images[0];
-    check("edit", &img.latents, &img.rgb, "edit");
-    let x0 = golden("tiny-radedit", "edit.init_latents");
-    let grid = golden("tiny-radedit", "edit.mask_latent");
-    let cells = grid.len();
-    let (mut kept, mut changed) = (0, 0);
-    for (k, (&got, &x)) in img.latents.iter().zip(&x0).enumerate() {
-        if grid[k % cells] == 0.0 {
-            // our own x0 is the reference's to ~1e-6: the keep region is x0 itself
-            assert!((got - x).abs() <= 1e-4 * x.abs().max(1.0), "kept cell {k}: {got} vs {x}");
-            kept += 1;
-        } else if (got - x).abs() > 0.1 {
-            changed += 1;
+    let keep_png = std::fs::read(fixture("radedit/keep_mask.png")).unwrap();
+    let keep = roentgen_web::image_in::decode_mask("keep_mask.png", &keep_png).unwrap();
+    for (label, keep) in [("edit", None), ("edit_keep", Some(keep.repaint.clone()))] {
+        let (req, _) = edit_request(keep);
+        let plan = pipe.plan(req).unwrap();
+        assert_eq!(plan.settings.scheduler, SchedulerKind::Ddim);
+        assert_eq!(plan.mode(), "roentgen-edit");
+        let mut calls = 0;
+        let out = pollster::block_on(pipe.generate(gpu(), &plan, &mut |p| {
+            calls = p.calls;
+            Control::Continue
+        }))
+        .unwrap();
+        // 14 inversion calls (batch 1) and 14 guided ones, against 20 for a generation
+        let levels = 20 - (20.0 * RADEDIT_SKIP) as usize;
+        assert_eq!(calls, 2 * levels);
+        let img = &out.images[0];
+        check(label, &img.latents, &img.rgb, label);
+        let x0 = golden("tiny-radedit", &format!("{label}.init_latents"));
+        let keep = golden("tiny-radedit", &format!("{label}.keep_latent"));
+        let edit = golden("tiny-radedit", &format!("{label}.mask_latent"));
+        let cells = keep.len();
+        let (mut kept, mut changed) = (0, 0);
+        for (k, (&got, &x)) in img.latents.iter().zip(&x0).enumerate() {
+            if keep[k % cells] == 1.0 {
+                // our own x0 is the reference's to ~1e-6: the keep region is x0 itself
+                assert!(
+                    (got - x).abs() <= 1e-4 * x.abs().max(1.0),
+                    "{label}: kept cell {k}: {got} vs {x}"
+                );
+                kept += 1;
+            } else if edit[k % cells] == 1.0 && (got - x).abs() > 0.1 {
+                changed += 1;
+            }
         }
+        assert!(kept > 0 && changed > 0, "{label}: kept {kept}, changed {changed}");
     }
-    assert!(kept > 0 && changed > 0, "kept {kept}, changed {changed}");
 }
 
 /// Bad masks and settings are refused with sentences, before anything runs.
@@ -209,3 +218,4 @@ fn bad_edits_are_refused_with_sentences() {
         assert!(msg.contains(want), "want {want:?}: {msg}");
     }
 }
+

@@ -23,7 +23,8 @@ sizes and writes:
     hidden state (transformers' BertModel);
   - pipe.ddim.*: text to image with the recipe's settings (DDIM, 100 steps, guidance
     7.5, negative prompt "") at 128x128, seed 0: final latents and image;
-  - edit.*: RadEdit's edit with an edit mask (keep mask = its complement) on a
+  - edit.*, edit_keep.*: RadEdit's edit with an edit mask (keep mask = its
+    complement; or tests/fixtures/radedit/keep_mask.png, leaving a region in neither) on a
     synthetic 128x128 radiograph (tests/fixtures/radedit/): edit-friendly DDPM
     inversion (Huberman-Spiegelglas et al., CVPR 2024) with inbarhub/DDPM_inversion's
     own `inversion_forward_process` and `reverse_step` (imported from a checkout of
@@ -121,6 +122,15 @@ def edit_mask():
     m = np.zeros((SIZE, SIZE), np.uint8)
     m[61:118, 70:115] = 255
     m[61:118, 66:70] = [127, 128, 200, 60]
+    return Image.fromarray(m, mode="L")
+
+
+def keep_mask():
+    """White = keep: the image's left part (the patient's right) and the top rows, so
+    that a region in neither mask remains between it and the edit mask."""
+    m = np.zeros((SIZE, SIZE), np.uint8)
+    m[:, :50] = 255
+    m[:20, :] = 255
     return Image.fromarray(m, mode="L")
 
 
@@ -246,10 +256,13 @@ def on_latent_grid(mask_img):
     return F.interpolate(m, size=(SIZE // 8, SIZE // 8))
 
 
-def edit_goldens(pipe, g, inv):
+def edit_goldens(pipe, g, inv, label, with_keep):
+    """`label`.*: the edit with the default keep mask (the edit mask's complement), or
+    with tests/fixtures/radedit/keep_mask.png."""
     IMAGES.mkdir(parents=True, exist_ok=True)
     radiograph().save(IMAGES / "init.png", optimize=False)
     edit_mask().save(IMAGES / "edit_mask.png", optimize=False)
+    keep_mask().save(IMAGES / "keep_mask.png", optimize=False)
     init = Image.open(IMAGES / "init.png").convert("RGB")
     mask = Image.open(IMAGES / "edit_mask.png")
     n = EDIT_STEPS
@@ -257,14 +270,22 @@ def edit_goldens(pipe, g, inv):
     pipe.scheduler.set_timesteps(n)
     timesteps = pipe.scheduler.timesteps
     x = pipe.image_processor.preprocess(init)
-    x0 = pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
+    # (.contiguous(): diffusers' VAE hands the mean back channels-last in memory here,
+    # and randn_like follows the memory order; the engine draws in NCHW order, as
+    # torch.randn(shape) does, so the reference gets x0 in that layout: the same numbers)
+    x0 = (pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor).contiguous()
     edit = on_latent_grid(mask)
-    keep = 1.0 - edit
+    keep = on_latent_grid(Image.open(IMAGES / "keep_mask.png")) if with_keep else 1.0 - edit
     # the inversion: the reference's own forward process, with the global generator
     torch.manual_seed(0)
     _, zs, xts = inv.inversion_forward_process(pipe, x0, etas=ETA, prompt="",
                                                cfg_scale=GUIDANCE, num_inference_steps=n)
     zs, xts = zs[: n - skip], xts.clone()
+    # the levels are the seed's draws (what the engine draws from its own generator)
+    torch.manual_seed(0)
+    drawn = inv.sample_xts_from_x0(pipe, x0, num_inference_steps=n)
+    worst = max(((xts[i] - drawn[i]).norm() / drawn[i].norm()).item() for i in range(1, n + 1))
+    assert worst < 1e-6, worst
     assert torch.isfinite(xts[1:]).all() and torch.isfinite(zs).all()
     # (xts[0] is NaN there: the last step's variance is 0, and its "correction" is 0 * inf)
     text = inv.encode_text(pipe, [EDIT_PROMPT])
@@ -281,14 +302,15 @@ def edit_goldens(pipe, g, inv):
     assert torch.equal(xt * keep, x0 * keep)
     img = pipe.vae.decode(xt / pipe.vae.config.scaling_factor).sample
     img = (img / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
-    g["edit.init_latents"] = x0.float()
-    g["edit.mask_latent"] = edit[0, 0]
-    g["edit.xT"] = xts[n - skip][None].float()
-    g["edit.latents"] = xt.float()
-    g["edit.image"] = img.float()
-    g["edit.timesteps"] = timesteps.float()
+    g[f"{label}.init_latents"] = x0.float()
+    g[f"{label}.mask_latent"] = edit[0, 0]
+    g[f"{label}.keep_latent"] = keep[0, 0]
+    g[f"{label}.xT"] = xts[n - skip][None].float()
+    g[f"{label}.latents"] = xt.float()
+    g[f"{label}.image"] = img.float()
+    g[f"{label}.timesteps"] = timesteps.float()
     changed = ((xt - x0).abs() * edit).sum() / edit.sum() / 4
-    log(f"  edit: {n - skip} inversion + {n - skip} guided calls (skip {skip}), edit-mask "
+    log(f"  {label}: {n - skip} inversion + {n - skip} guided calls (skip {skip}), edit-mask "
         f"cells {int(edit.sum())}/{edit.numel()}, mean |change| inside {changed:.3f}")
     nondegenerate("edit.image", img, 0.02)
 
@@ -306,7 +328,8 @@ def main():
     g = {}
     text_goldens(pipe, g)
     generation_goldens(pipe, g)
-    edit_goldens(pipe, g, inv)
+    edit_goldens(pipe, g, inv, "edit", with_keep=False)
+    edit_goldens(pipe, g, inv, "edit_keep", with_keep=True)
     for k, v in g.items():
         assert torch.isfinite(v.float()).all(), k
     meta = {
