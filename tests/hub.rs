@@ -643,6 +643,58 @@ fn a_recipe_of_three_repos_is_assembled_and_gives_the_folders_image() {
     assert!(png.exists(), "{err}");
 }
 
+/// A UNet repo that carries its own pipeline (`model_index.json` naming its `unet/` and
+/// `scheduler/`, as microsoft/radedit may for `DiffusionPipeline.from_pretrained`): its own
+/// parts win over the recipe's (here a scheduler config with other betas, which would
+/// change the image), the rest comes from the recipe.
+#[test]
+fn a_repos_own_model_index_wins_over_the_recipe() {
+    let dir = scratch("home-index");
+    let f = fixture();
+    let named = dir.join("named");
+    copy_dir(&f, &named);
+    let mut index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(f.join("model_index.json")).unwrap())
+            .unwrap();
+    index["_name_or_path"] = "tiny-home".into();
+    std::fs::write(named.join("model_index.json"), index.to_string()).unwrap();
+    let want = generate(&dir, &[], named.to_str().unwrap(), &dir.join("folder.png"));
+
+    let [unet, vae, text] = split_repos(&dir);
+    copy_dir(&f.join("scheduler"), &unet.join("scheduler"));
+    // its index names parts it does not carry (vae, text encoder): those stay the recipe's
+    std::fs::copy(f.join("model_index.json"), unet.join("model_index.json")).unwrap();
+    let server = serve(
+        &[("org/unet", &unet), ("org/vae", &vae), ("org/text", &text)],
+        |_| {},
+    );
+    let recipe = serde_json::json!({
+        "name": "tiny-home",
+        "components": {
+            "unet": {"repo": "org/unet", "subfolder": "unet"},
+            "vae": {"repo": "org/vae"},
+            "text_encoder": {"repo": "org/text"},
+            "tokenizer": {"repo": "org/text"}
+        },
+        "scheduler_config": {
+            "_class_name": "PNDMScheduler", "beta_schedule": "linear",
+            "beta_start": 0.0001, "beta_end": 0.02, "skip_prk_steps": true
+        }
+    });
+    let file = dir.join("tiny-home.json");
+    std::fs::write(&file, recipe.to_string()).unwrap();
+    let home = dir.join("home");
+    let env = [
+        ("HF_ENDPOINT", server.url.as_str()),
+        ("HF_HOME", home.to_str().unwrap()),
+    ];
+    let got = generate(&dir, &env, file.to_str().unwrap(), &dir.join("recipe.png"));
+    assert!(
+        got == want,
+        "the repo's own scheduler/ was not used: the image differs from the folder's"
+    );
+}
+
 /// One raw HTTP/1.1 exchange: (status, lower-cased headers, body).
 fn http(
     base: &str,

@@ -232,12 +232,13 @@ impl Recipe {
             let snap = hub.snapshot(&r, &|files| select(files, prefer_f16), progress)?;
             return Ok(snap.dir);
         }
+        let components = self.home_parts(hub, prefer_f16, progress)?;
         // Each (repo, revision) once, with every part it gives.
         // (repo, revision) -> [(component, part, subfolder)]
         type PerRepo<'a> = BTreeMap<(String, String), Vec<(&'a str, Part, String)>>;
         let mut per_repo: PerRepo = BTreeMap::new();
         for (name, part) in PARTS {
-            if let Some(s) = self.components.get(name) {
+            if let Some(s) = components.get(name) {
                 per_repo
                     .entry((s.repo.clone(), s.revision.clone()))
                     .or_default()
@@ -266,6 +267,61 @@ impl Recipe {
             }
         }
         self.assemble(&hub.config.cache, &commits, &placed)
+    }
+
+    /// The recipe's components, where the UNet's repo carries its own pipeline
+    /// (`model_index.json` at its root, as `DiffusionPipeline.from_pretrained` reads
+    /// it): each part that index names and the repo holds (`vae/config.json` and its
+    /// weights, `scheduler/scheduler_config.json`, ...) comes from the repo itself, the
+    /// rest from the recipe. Only the listing and `model_index.json` are fetched here.
+    fn home_parts(
+        &self,
+        hub: &Hub,
+        prefer_f16: bool,
+        progress: &mut dyn FnMut(Event),
+    ) -> Result<BTreeMap<String, Source>> {
+        let mut components = self.components.clone();
+        let Some(home) = self.components.get("unet").cloned() else {
+            return Ok(components);
+        };
+        let r = RepoRef::parse(&format!("{}@{}", home.repo, home.revision))?;
+        let listing = std::cell::RefCell::new(Vec::new());
+        let choose = |files: &[String]| -> crate::error::Result<Vec<String>> {
+            *listing.borrow_mut() = files.to_vec();
+            Ok(files
+                .iter()
+                .filter(|f| *f == "model_index.json")
+                .cloned()
+                .collect())
+        };
+        let snap = hub.snapshot(&r, &choose, progress)?;
+        let listing = listing.into_inner();
+        if !snap.files.iter().any(|f| f == "model_index.json") {
+            return Ok(components);
+        }
+        let path = snap.dir.join("model_index.json");
+        let index: serde_json::Value = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        for (name, part) in PARTS {
+            let named = index.get(name).is_some_and(|v| !v.is_null());
+            if named && select_part(&listing, name, part, prefer_f16).is_ok() {
+                let own = Source {
+                    repo: home.repo.clone(),
+                    revision: home.revision.clone(),
+                    subfolder: name.to_string(),
+                };
+                if components.get(name) != Some(&own) {
+                    log::info!(
+                        "{}: its model_index.json names its own {name}/: used instead of the recipe's",
+                        home.repo
+                    );
+                }
+                components.insert(name.to_string(), own);
+            }
+        }
+        Ok(components)
     }
 
     fn assemble(
