@@ -778,6 +778,11 @@ pub mod presets {
     pub const SD14_SCHEDULER: &str = r#"{"_class_name":"PNDMScheduler","beta_start":0.00085,"beta_end":0.012,
 "beta_schedule":"scaled_linear","num_train_timesteps":1000,"set_alpha_to_one":false,"skip_prk_steps":true,
 "steps_offset":1,"clip_sample":false}"#;
+    /// microsoft/BiomedVLP-BioViL-T's `config.json` (RadEdit's CXR-BERT): BERT-base sizes.
+    pub const BIOVIL_T_BERT: &str = r#"{"architectures":["CXRBertModel"],"model_type":"cxr-bert",
+        "vocab_size":30522,"hidden_size":768,"num_hidden_layers":12,"num_attention_heads":12,
+        "intermediate_size":3072,"hidden_act":"gelu","max_position_embeddings":512,
+        "type_vocab_size":2,"layer_norm_eps":1e-12,"projection_size":128}"#;
     pub const SD14_CLIP: &str = r#"{"vocab_size":49408,"hidden_size":768,"intermediate_size":3072,
         "num_hidden_layers":12,"num_attention_heads":12,"max_position_embeddings":77,
         "hidden_act":"quick_gelu","layer_norm_eps":1e-5}"#;

@@ -11,7 +11,8 @@ use roentgen_web::gpu::{Gpu, Tensor, WeightFormat};
 use roentgen_web::loader::{Loader, MatrixFormat};
 use roentgen_web::models::config::presets;
 use roentgen_web::models::{
-    AutoencoderKL, ClipTextConfig, ClipTextModel, TextEncoder, UNet2DConditionModel, UNetConfig,
+    AutoencoderKL, BertConfig, BertModel, ClipTextConfig, ClipTextModel, TextEncoder,
+    UNet2DConditionModel, UNetConfig,
     VaeConfig,
 };
 use roentgen_web::pipeline::{Control, MemoryPlan, Pipeline};
@@ -39,6 +40,8 @@ pub enum FormatArg {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Stage {
     Text,
+    /// RadEdit's text encoder: CXR-BERT (BERT-base) on 2 x 128 tokens.
+    Bert,
     Unet,
     Vae,
     Generate,
@@ -46,7 +49,9 @@ pub enum Stage {
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Stages to run, comma-separated: text, unet, vae, and `generate`: a whole
+    /// Stages to run, comma-separated: text (CLIP), bert (RadEdit's CXR-BERT), unet, vae,
+    /// (with --fidelity: the components compared; the CLIP text encoder always) and
+    /// `generate`: a whole
     /// generation (text encoder, --steps PNDM steps with guidance, VAE decode) with
     /// all three models loaded, as `generate` runs it.
     #[arg(
@@ -384,6 +389,22 @@ fn bench_ids(clip_cfg: &ClipTextConfig) -> Vec<Vec<u32>> {
         .collect()
 }
 
+/// Two rows of 128 WordPiece ids as RadEdit gives them: [CLS], words, [SEP], [PAD]s.
+fn bert_ids(cfg: &BertConfig) -> Vec<Vec<u32>> {
+    (0..2)
+        .map(|b| {
+            (0..128)
+                .map(|j| match j {
+                    0 => 2,
+                    j if j < 12 + b => ((j * 7919 + b * 31) % cfg.vocab_size) as u32,
+                    j if j == 12 + b => 3,
+                    _ => 0,
+                })
+                .collect()
+        })
+        .collect()
+}
+
 fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
     let (mut num, mut den) = (0f64, 0f64);
     for (&g, &w) in got.iter().zip(want) {
@@ -417,6 +438,7 @@ async fn bench_fidelity(gpu: &Gpu, a: &BenchArgs) -> Result<()> {
         }
     };
     let ids = bench_ids(&clip_cfg);
+    let bert_cfg = BertConfig::from_json("text_encoder/config.json", presets::BIOVIL_T_BERT)?;
     let lc = unet_cfg.in_channels;
     let n = 2 * a.latent * a.latent * lc;
     let sample: Vec<f32> = (0..n)
@@ -437,9 +459,11 @@ async fn bench_fidelity(gpu: &Gpu, a: &BenchArgs) -> Result<()> {
         };
         let mut rows: Vec<(&str, Vec<Vec<f32>>)> = vec![
             ("text encoder (77 tokens)", vec![]),
+            ("CXR-BERT text encoder (128 tokens)", vec![]),
             ("UNet guided call", vec![]),
             ("VAE decode", vec![]),
         ];
+        let has = |s: Stage| a.stages.contains(&s);
         for (name, f) in formats {
             let t0 = Instant::now();
             let te = ClipTextModel::load(
@@ -450,29 +474,44 @@ async fn bench_fidelity(gpu: &Gpu, a: &BenchArgs) -> Result<()> {
             let ctx = te.forward(gpu, &ids)?;
             rows[0].1.push(gpu.read(&ctx).await?);
             drop(te);
-            // the UNet gets the f32 text encoder's context, so that its own error shows
-            let unet = UNet2DConditionModel::load(
-                &loader(heavy, 2, f).component("unet"),
-                unet_cfg.clone(),
-            )?;
-            let x = gpu.upload(&sample, &[2, a.latent, a.latent, lc])?;
-            let ctx_f32 = gpu.upload(&rows[0].1[0], ctx.shape())?;
-            let eps = unet.forward(gpu, &x, 801.0, &ctx_f32)?;
-            rows[1].1.push(gpu.read(&eps).await?);
-            drop((unet, eps, ctx, ctx_f32, x));
+            if has(Stage::Bert) {
+                let bert = BertModel::load(
+                    &loader(heavy, 4, f).component("text_encoder"),
+                    bert_cfg.clone(),
+                )?;
+                let out = bert.forward(gpu, &bert_ids(&bert_cfg))?;
+                rows[1].1.push(gpu.read(&out).await?);
+                drop((bert, out));
+            }
+            if has(Stage::Unet) {
+                // the UNet gets the f32 text encoder's context, so that its own error shows
+                let unet = UNet2DConditionModel::load(
+                    &loader(heavy, 2, f).component("unet"),
+                    unet_cfg.clone(),
+                )?;
+                let x = gpu.upload(&sample, &[2, a.latent, a.latent, lc])?;
+                let ctx_f32 = gpu.upload(&rows[0].1[0], ctx.shape())?;
+                let eps = unet.forward(gpu, &x, 801.0, &ctx_f32)?;
+                rows[2].1.push(gpu.read(&eps).await?);
+                drop((unet, eps, ctx_f32, x));
+            }
+            drop(ctx);
             gpu.trim();
-            let vae = AutoencoderKL::load(
-                &loader(heavy, 3, f).component("vae"),
-                vae_cfg.clone(),
-                false,
-            )?;
-            let zt = gpu.upload(&z, &[1, a.latent, a.latent, zlat])?;
-            let img = vae.decode(gpu, &zt);
-            rows[2].1.push(gpu.read(&img).await?);
-            drop((vae, img, zt));
-            gpu.trim();
+            if has(Stage::Vae) {
+                let vae = AutoencoderKL::load(
+                    &loader(heavy, 3, f).component("vae"),
+                    vae_cfg.clone(),
+                    false,
+                )?;
+                let zt = gpu.upload(&z, &[1, a.latent, a.latent, zlat])?;
+                let img = vae.decode(gpu, &zt);
+                rows[3].1.push(gpu.read(&img).await?);
+                drop((vae, img, zt));
+                gpu.trim();
+            }
             eprintln!("  {kind}, {name}: {:.1?}", t0.elapsed());
         }
+        rows.retain(|(_, outs)| !outs.is_empty());
         for (component, outs) in &rows {
             println!(
                 "| {kind} | {component} | {:.2e} | {:.2e} |",
@@ -534,6 +573,27 @@ pub async fn bench(mut a: BenchArgs) -> Result<()> {
                 "text encoder (batch 2)",
                 &a,
                 full_shape.then_some(0.027e12),
+                || Ok(model.forward(&gpu, &ids)?),
+            )
+            .await?,
+        );
+        drop(model);
+        gpu.trim();
+    }
+    if a.stages.contains(&Stage::Bert) {
+        eprintln!("CXR-BERT text encoder: loading random weights");
+        let cfg = BertConfig::from_json("text_encoder/config.json", presets::BIOVIL_T_BERT)?;
+        let ids = bert_ids(&cfg);
+        let model = BertModel::load(
+            &Loader::random(&gpu, 4, format).component("text_encoder"),
+            cfg,
+        )?;
+        stages.push(
+            time_stage(
+                &gpu,
+                "CXR-BERT text encoder (batch 2, 128 tokens)",
+                &a,
+                full_shape.then_some(0.0447e12),
                 || Ok(model.forward(&gpu, &ids)?),
             )
             .await?,
