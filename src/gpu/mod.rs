@@ -140,15 +140,35 @@ pub(crate) fn declared_bindings(wgsl: &str) -> Vec<(u32, BindingKind)> {
 struct Dispatch {
     kernel: Arc<Kernel>,
     bind_group: wgpu::BindGroup,
+    /// This dispatch's parameter block in the params buffer (a dynamic offset).
+    offset: u32,
     workgroups: [u32; 3],
 }
+
+/// A bind group's identity: the kernel's layout and the storage buffers in binding
+/// order (wgpu buffers compare and hash by identity). Binding 0, the parameter block,
+/// is the same persistent buffer at a dynamic offset, so a UNet call's second step
+/// finds every bind group of its first: weights live across calls, and the pool hands
+/// the same buffers back for the same shapes.
+#[derive(PartialEq, Eq, Hash)]
+struct BindKey {
+    kernel: usize,
+    buffers: Vec<wgpu::Buffer>,
+}
+
+/// Bind groups kept at most (cleared whole beyond it, and on [`Gpu::trim`]); a full
+/// 512x512 UNet call binds a few hundred distinct sets.
+const BIND_GROUP_CACHE: usize = 8192;
 
 #[derive(Default)]
 struct Recorder {
     dispatches: Vec<Dispatch>,
     /// Uniform words of each dispatch, `PARAM_STRIDE` bytes apart.
     params: Vec<u8>,
-    params_buffer: Option<Arc<wgpu::Buffer>>,
+    /// One buffer for every batch's parameter blocks (each batch's `write_buffer` is
+    /// ordered after the previous batch's submission, so reusing it is safe).
+    params_buffer: Option<wgpu::Buffer>,
+    bind_groups: HashMap<BindKey, wgpu::BindGroup>,
 }
 
 /// A kernel family's WGSL: a file from `shaders/`, or text generated (unrolled) from
@@ -174,8 +194,13 @@ pub struct KernelSpec<'a> {
     pub label: String,
     /// The kernel family's WGSL.
     pub source: KernelSource<'a>,
-    /// WGSL prepended to the source: `const`s and small `fn`s that specialise it.
+    /// WGSL prepended to the source: `const`s and small `fn`s that specialise it (kept
+    /// short: the cache looks a kernel up by it on every dispatch).
     pub prelude: String,
+    /// A family's shared WGSL (a `shaders/` file), placed between the prelude and the
+    /// source; static, so the cache identifies it by address instead of hashing it per
+    /// dispatch. "" for none.
+    pub common: &'static str,
     pub entry: &'a str,
     /// Compile without runtime bounds checks. Only for kernels whose every index is
     /// provably in range given the shapes their caller asserts (the subgroup GEMM);
@@ -188,8 +213,8 @@ impl KernelSpec<'_> {
     /// for a [`KernelSource::Generated`]).
     pub fn wgsl(&self) -> String {
         match &self.source {
-            KernelSource::File(body) => format!("{}\n{body}", self.prelude),
-            KernelSource::Generated(f) => format!("{}\n{}", self.prelude, f()),
+            KernelSource::File(body) => format!("{}\n{}\n{body}", self.prelude, self.common),
+            KernelSource::Generated(f) => format!("{}\n{}\n{}", self.prelude, self.common, f()),
         }
     }
 }
@@ -213,6 +238,12 @@ pub struct Gpu {
     /// Memory planning: allocate every buffer as a real run does but record no
     /// dispatch and read back zeros (see [`Gpu::set_dry_run`]).
     dry_run: std::sync::atomic::AtomicBool,
+    /// Benchmarks: record every dispatch as a real run does (pipelines, bind groups,
+    /// parameters) and then drop it unsubmitted: the host's share alone, no kernel
+    /// running on the same cores meanwhile (see [`Gpu::set_record_only`]).
+    record_only: std::sync::atomic::AtomicBool,
+    /// Tests: make a fresh bind group for every dispatch ([`Gpu::set_bind_group_cache`]).
+    no_bind_group_cache: std::sync::atomic::AtomicBool,
     /// Floating-point operations dispatched (2 per multiply-add in GEMMs and attention).
     flops: std::sync::atomic::AtomicU64,
     /// Dispatches recorded (benchmarks: dispatches per UNet call).
@@ -328,6 +359,8 @@ impl Gpu {
         Ok(Gpu {
             poison: Default::default(),
             dry_run: Default::default(),
+            record_only: Default::default(),
+            no_bind_group_cache: Default::default(),
             flops: Default::default(),
             dispatches: Default::default(),
             #[cfg(not(target_arch = "wasm32"))]
@@ -362,7 +395,22 @@ impl Gpu {
     /// Frees the pooled buffers no tensor uses.
     pub fn trim(&self) {
         self.flush();
+        // bind groups name buffers that may be gone now (released weights)
+        self.recorder.lock().unwrap().bind_groups.clear();
         self.pool.lock().unwrap().trim();
+    }
+
+    /// Whether recorded dispatches reuse bind groups made for the same kernel and
+    /// buffers (default). Off: every dispatch makes its own, as before (tests compare).
+    pub fn set_bind_group_cache(&self, on: bool) {
+        self.no_bind_group_cache
+            .store(!on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn cache_bind_groups(&self) -> bool {
+        !self
+            .no_bind_group_cache
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn pipeline(&self, spec: &KernelSpec) -> Arc<Kernel> {
@@ -375,7 +423,9 @@ impl Gpu {
             KernelSource::Generated(_) => "generated".to_string(),
         };
         let key = format!(
-            "{source_id}|{}|{}",
+            "{source_id}|{:p}+{}|{}|{}",
+            spec.common.as_ptr(),
+            spec.common.len(),
             spec.entry,
             spec.trusted && !self.info.checked_shaders
         );
@@ -393,6 +443,13 @@ impl Gpu {
             .iter()
             .filter(|b| b.1 != BindingKind::Uniform)
             .count();
+        assert!(
+            bindings
+                .iter()
+                .all(|b| (b.1 == BindingKind::Uniform) == (b.0 == 0)),
+            "kernel {}: the parameter block is binding 0 and the only uniform",
+            spec.label
+        );
         let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
             .iter()
             .map(|&(binding, kind)| wgpu::BindGroupLayoutEntry {
@@ -406,7 +463,9 @@ impl Gpu {
                             wgpu::BufferBindingType::Storage { read_only: false }
                         }
                     },
-                    has_dynamic_offset: false,
+                    // the parameter block: one persistent buffer, a dynamic offset
+                    // per dispatch (see BindKey)
+                    has_dynamic_offset: kind == BindingKind::Uniform,
                     min_binding_size: None,
                 },
                 count: None,
@@ -517,6 +576,14 @@ impl Gpu {
         self.dry_run.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Benchmarks: from now on, recorded dispatches are dropped instead of submitted
+    /// (results are garbage): what recording costs the host, measured alone.
+    pub fn set_record_only(&self, on: bool) {
+        self.flush();
+        self.record_only
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn dry(&self) -> bool {
         self.dry_run.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -602,14 +669,12 @@ impl Gpu {
             self.submit(&mut rec);
         }
         if rec.params_buffer.is_none() {
-            rec.params_buffer = Some(Arc::new(self.device.create_buffer(
-                &wgpu::BufferDescriptor {
-                    label: Some("params"),
-                    size: PARAM_STRIDE * BATCH_DISPATCHES as u64,
-                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                },
-            )));
+            rec.params_buffer = Some(self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("params"),
+                size: PARAM_STRIDE * BATCH_DISPATCHES as u64,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
         }
         let offset = rec.params.len() as u64;
         assert!(
@@ -620,29 +685,44 @@ impl Gpu {
         let mut block = [0u8; PARAM_STRIDE as usize];
         block[..params.len()].copy_from_slice(params);
         rec.params.extend_from_slice(&block);
-        let params_buffer = rec.params_buffer.clone().unwrap();
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &params_buffer,
-                offset,
-                size: wgpu::BufferSize::new(PARAM_STRIDE),
-            }),
-        }];
-        for (i, b) in bindings.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
-                resource: b.as_entire_binding(),
-            });
-        }
-        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(&spec.label),
-            layout: &kernel.layout,
-            entries: &entries,
-        });
+        let key = BindKey {
+            kernel: Arc::as_ptr(&kernel) as usize,
+            buffers: bindings.iter().map(|b| (*b).clone()).collect(),
+        };
+        let bind_group = match rec.bind_groups.get(&key) {
+            Some(bg) if self.cache_bind_groups() => bg.clone(),
+            _ => {
+                let params_buffer = rec.params_buffer.as_ref().unwrap();
+                let mut entries = vec![wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: params_buffer,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(PARAM_STRIDE),
+                    }),
+                }];
+                for (i, b) in bindings.iter().enumerate() {
+                    entries.push(wgpu::BindGroupEntry {
+                        binding: i as u32 + 1,
+                        resource: b.as_entire_binding(),
+                    });
+                }
+                let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some(&spec.label),
+                    layout: &kernel.layout,
+                    entries: &entries,
+                });
+                if rec.bind_groups.len() >= BIND_GROUP_CACHE {
+                    rec.bind_groups.clear();
+                }
+                rec.bind_groups.insert(key, bg.clone());
+                bg
+            }
+        };
         rec.dispatches.push(Dispatch {
             kernel,
             bind_group,
+            offset: offset as u32,
             workgroups,
         });
         #[cfg(not(target_arch = "wasm32"))]
@@ -684,8 +764,14 @@ impl Gpu {
         if rec.dispatches.is_empty() {
             return;
         }
-        let params_buffer = rec.params_buffer.take().unwrap();
-        self.queue.write_buffer(&params_buffer, 0, &rec.params);
+        if self.record_only.load(std::sync::atomic::Ordering::Relaxed) {
+            rec.dispatches.clear();
+            rec.params.clear();
+            return;
+        }
+        if let Some(params_buffer) = &rec.params_buffer {
+            self.queue.write_buffer(params_buffer, 0, &rec.params);
+        }
         let mut encoder = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
@@ -696,7 +782,7 @@ impl Gpu {
             });
             for d in &rec.dispatches {
                 pass.set_pipeline(&d.kernel.pipeline);
-                pass.set_bind_group(0, &d.bind_group, &[]);
+                pass.set_bind_group(0, &d.bind_group, &[d.offset]);
                 pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
             }
         }

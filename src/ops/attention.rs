@@ -162,6 +162,7 @@ fn maps_spec(entry: &'static str) -> KernelSpec<'static> {
         label: format!("attention_maps_{entry}"),
         source: KernelSource::File(ATTENTION_MAPS),
         prelude: String::new(),
+        common: "",
         entry,
         trusted: false,
     }
@@ -174,6 +175,7 @@ fn flash_spec<'a>(sg: u32, d: usize, source: &'a dyn Fn() -> String) -> KernelSp
         label: format!("attention_flash_sg{sg}_d{d}"),
         source: KernelSource::Generated(source),
         prelude: format!("const SG: u32 = {sg}u;\nconst D: u32 = {d}u;\n"),
+        common: "",
         entry: "main",
         trusted: false,
     }

@@ -69,6 +69,7 @@ fn map_spec(f: Map, entry: &'static str) -> KernelSpec<'static> {
         label: format!("elementwise_{entry}_{name}"),
         source: ELEMENTWISE.into(),
         prelude: format!("fn op(a: f32, b: f32) -> f32 {{ {body} }}"),
+        common: "",
         entry,
         trusted: false,
     }

@@ -333,9 +333,10 @@ fn gemm_spec<'a>(
                 label: format!("gemm_sg{sg}_{RT}x{SUBGROUPS}_{mode}_{flags}"),
                 source: GEMM_SUBGROUP.into(),
                 prelude: format!(
-                    "const SG: u32 = {sg}u;\nconst RT: u32 = {RT}u;\nconst SUBGROUPS: u32 = {SUBGROUPS}u;\n{consts}{}fn a_base(m: u32, t: u32, z: u32) -> i32 {{ return a_base_{mode}(m, t, z); }}\n{GEMM_COMMON}",
+                    "const SG: u32 = {sg}u;\nconst RT: u32 = {RT}u;\nconst SUBGROUPS: u32 = {SUBGROUPS}u;\n{consts}{}fn a_base(m: u32, t: u32, z: u32) -> i32 {{ return a_base_{mode}(m, t, z); }}\n",
                     wf.wgsl_vec4(2, 6)
                 ),
+                common: GEMM_COMMON,
                 entry: "main",
                 trusted: true,
             },
@@ -370,7 +371,7 @@ fn gemm_spec<'a>(
                     ),
                     source: KernelSource::Generated(cpu_source),
                     prelude: format!(
-                        "{consts}{}const CONV: bool = {};\nconst V4: bool = {v4};\nconst BLOCKED: bool = {blocked};\nconst UPSAMPLE: bool = {upsample};\nconst R: u32 = {r}u;\nconst C: u32 = {c}u;\nconst WX: u32 = {wx}u;\nconst WY: u32 = {wy}u;\n{GEMM_COMMON}",
+                        "{consts}{}const CONV: bool = {};\nconst V4: bool = {v4};\nconst BLOCKED: bool = {blocked};\nconst UPSAMPLE: bool = {upsample};\nconst R: u32 = {r}u;\nconst C: u32 = {c}u;\nconst WX: u32 = {wx}u;\nconst WY: u32 = {wy}u;\n",
                         match (blocked, v4) {
                             (true, _) => wf.wgsl_blocked(2, 6).unwrap_or_default(),
                             (false, true) => wf.wgsl_vec4(2, 6),
@@ -378,6 +379,7 @@ fn gemm_spec<'a>(
                         },
                         conv
                     ),
+                    common: GEMM_COMMON,
                     entry: "main",
                     trusted: false,
                 },
@@ -393,10 +395,11 @@ fn gemm_spec<'a>(
                 label: format!("gemm_tiled_{mode}_{flags}_64x64"),
                 source: GEMM.into(),
                 prelude: format!(
-                    "{consts}{}const CONV: bool = {};\n{GEMM_COMMON}",
+                    "{consts}{}const CONV: bool = {};\n",
                     wf.wgsl(2, 6),
                     g.conv.is_some()
                 ),
+                common: GEMM_COMMON,
                 entry: "main",
                 trusted: false,
             },

@@ -58,6 +58,7 @@ fn group_norm_spec(serial: bool, silu: bool) -> KernelSpec<'static> {
         label: format!("{entry}_silu{}", silu as u8),
         source: NORM.into(),
         prelude: format!("const SILU: bool = {silu};"),
+        common: "",
         entry,
         trusted: false,
     }
@@ -74,6 +75,7 @@ fn row_spec(kernel: RowKernel, path: KernelPath) -> KernelSpec<'static> {
             label: format!("{subgroup}_sg{sg}"),
             source: ROWS_SUBGROUP.into(),
             prelude: format!("const SG: u32 = {sg}u;"),
+            common: "",
             entry: subgroup,
             trusted: false,
         },
@@ -87,6 +89,7 @@ fn row_spec(kernel: RowKernel, path: KernelPath) -> KernelSpec<'static> {
                 label: entry.into(),
                 source: NORM.into(),
                 prelude: "const SILU: bool = false;".into(),
+                common: "",
                 entry,
                 trusted: false,
             }

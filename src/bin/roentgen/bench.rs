@@ -141,6 +141,8 @@ struct Timed {
     /// its result is read back) per dispatch, median over the runs.
     dispatches: u64,
     record_per_dispatch: Duration,
+    /// The same, recorded without submitting (no kernel running meanwhile).
+    record_alone: Duration,
     reference_flops: Option<f64>,
     weights: u64,
     peak: u64,
@@ -197,6 +199,21 @@ async fn time_stage(
     }
     times.sort();
     records.sort();
+    // The host's share alone: the same call recorded and dropped unsubmitted, so that
+    // no kernel shares the cores meanwhile (the figure issue 23's targets are about).
+    let mut alone = Vec::new();
+    gpu.set_record_only(true);
+    for _ in 0..a.reps.max(3) {
+        let t0 = Instant::now();
+        let out = run()?;
+        gpu.flush();
+        let n = gpu.take_dispatches().max(1);
+        alone.push(t0.elapsed() / n as u32);
+        drop(out);
+    }
+    gpu.set_record_only(false);
+    gpu.take_flops();
+    alone.sort();
     eprintln!(
         "  {name}: {dispatches} dispatches per run, recorded in {:.1} µs each (median host time of the run's call before the read-back, per dispatch)",
         records[records.len() / 2].as_secs_f64() * 1e6
@@ -222,6 +239,7 @@ async fn time_stage(
         flops,
         dispatches,
         record_per_dispatch: records[records.len() / 2],
+        record_alone: alone[alone.len() / 2],
         reference_flops,
         weights,
         peak: gpu.memory().peak,
@@ -691,14 +709,14 @@ pub async fn bench(mut a: BenchArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "\n| stage | median | min | GFLOP/s (our count) | GFLOP/s (PyTorch's count) | weights | peak GPU memory | peak in use | dispatches | host µs / dispatch |"
+        "\n| stage | median | min | GFLOP/s (our count) | GFLOP/s (PyTorch's count) | weights | peak GPU memory | peak in use | dispatches | host µs / dispatch | recording alone µs / dispatch |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for s in &stages {
         let med = s.times[s.times.len() / 2].as_secs_f64();
         let min = s.times[0].as_secs_f64();
         println!(
-            "| {} | {:.3} s | {:.3} s | {:.1} ({:.3} TFLOP) | {} | {:.0} MiB | {:.0} MiB | {:.0} MiB | {} | {:.1} |",
+            "| {} | {:.3} s | {:.3} s | {:.1} ({:.3} TFLOP) | {} | {:.0} MiB | {:.0} MiB | {:.0} MiB | {} | {:.1} | {:.2} |",
             s.name,
             med,
             min,
@@ -711,6 +729,7 @@ pub async fn bench(mut a: BenchArgs) -> Result<()> {
             s.in_use_peak as f64 / 1048576.0,
             s.dispatches,
             s.record_per_dispatch.as_secs_f64() * 1e6,
+            s.record_alone.as_secs_f64() * 1e6,
         );
     }
     Ok(())

@@ -475,6 +475,7 @@ impl Page {
             match family {
                 Some(Family::Sd1) => "sd1",
                 Some(Family::Sd2) => "sd2",
+                Some(Family::RadEdit) => "radedit",
                 None => "other",
             },
         );
