@@ -75,11 +75,32 @@ pub struct GpuInfo {
     pub log_pipelines: bool,
 }
 
+/// The largest subgroup each subgroup kernel takes (issue 23: fixed sizes 4 to 128
+/// occur, SwiftShader 4, lavapipe 8, NVIDIA and Apple 32, AMD 64): the subgroup GEMM
+/// runs 8 subgroups per workgroup and keeps 4·SG accumulators per lane (a workgroup of
+/// at most 256 invocations, WebGPU's default limit); the row kernels and the flash
+/// attention run 64-invocation workgroups of whole subgroups. Beyond these an op takes
+/// its portable form ([`GpuInfo::path_for`]).
+pub const GEMM_MAX_SUBGROUP: u32 = 32;
+pub const ROWS_MAX_SUBGROUP: u32 = 64;
+pub const FLASH_MAX_SUBGROUP: u32 = 64;
+/// The smallest subgroup any subgroup kernel takes (the GEMM's 4-wide reads).
+pub const MIN_SUBGROUP: u32 = 4;
+
 impl GpuInfo {
     /// The form for shapes the subgroup kernels do not take (unaligned K): the CPU
     /// driver's or the tiled one, by `software`.
     pub fn fallback(&self) -> KernelPath {
         KernelPath::for_adapter(None, self.software)
+    }
+
+    /// This adapter's form for a kernel whose subgroup form takes subgroups of at
+    /// most `max` lanes: the subgroup form within it, the portable one beyond.
+    pub fn path_for(&self, max: u32) -> KernelPath {
+        match self.path {
+            KernelPath::Subgroup(sg) if sg > max => self.fallback(),
+            p => p,
+        }
     }
 }
 
@@ -331,7 +352,7 @@ impl Gpu {
         });
         let subgroup_size = (features.contains(wgpu::Features::SUBGROUP)
             && adapter_info.subgroup_min_size == adapter_info.subgroup_max_size
-            && adapter_info.subgroup_min_size >= 4
+            && adapter_info.subgroup_min_size >= MIN_SUBGROUP
             && std::env::var_os("ROENTGEN_NO_SUBGROUPS").is_none())
         .then_some(adapter_info.subgroup_min_size);
         let software = adapter_info.device_type == wgpu::DeviceType::Cpu;
@@ -901,6 +922,47 @@ impl Gpu {
             scales,
             shape: shape.to_vec(),
             format,
+        }
+    }
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+
+    /// Every fixed subgroup size from 4 to 128 gets, per kernel, the subgroup form
+    /// that takes it or the portable form; sizes below 4 or not fixed, the portable
+    /// path throughout.
+    #[test]
+    fn each_subgroup_size_gets_a_form_that_takes_it() {
+        for software in [false, true] {
+            let portable = KernelPath::for_adapter(None, software);
+            assert_ne!(portable, KernelPath::Subgroup(0));
+            for sg in [4u32, 8, 16, 32, 64, 128] {
+                let info = GpuInfo {
+                    adapter_name: String::new(),
+                    backend: String::new(),
+                    shader_f16: false,
+                    subgroups: true,
+                    subgroup_size: Some(sg),
+                    software,
+                    path: KernelPath::for_adapter(Some(sg), software),
+                    max_storage_binding: 0,
+                    max_buffer_size: 0,
+                    max_workgroup_storage: 0,
+                    chunked_attention: false,
+                    checked_shaders: false,
+                    log_pipelines: false,
+                };
+                for max in [GEMM_MAX_SUBGROUP, ROWS_MAX_SUBGROUP, FLASH_MAX_SUBGROUP] {
+                    let want = if sg <= max {
+                        KernelPath::Subgroup(sg)
+                    } else {
+                        portable
+                    };
+                    assert_eq!(info.path_for(max), want, "sg {sg}, max {max}");
+                }
+            }
         }
     }
 }

@@ -213,7 +213,8 @@ pub(super) fn contracts() -> Vec<KernelContract> {
         .into_iter()
         .map(|e| KernelContract::new(&maps_spec(e), maps.clone(), 4))
         .collect();
-    for sg in [16u32, 32, 64] {
+    // every subgroup size the flash kernel takes (4 to FLASH_MAX_SUBGROUP)
+    for sg in [4u32, 8, 16, 32, 64] {
         for d in [40, 64, 160] {
             let source = move || flash_attention_source(d, sg as usize);
             out.push(KernelContract::new(
@@ -308,7 +309,7 @@ impl Gpu {
             KernelPath::Subgroup(sg) => sg as usize,
             _ => 64,
         };
-        if let KernelPath::Subgroup(sg) = self.info.path
+        if let KernelPath::Subgroup(sg) = self.info.path_for(crate::gpu::FLASH_MAX_SUBGROUP)
             && d.is_multiple_of(4)
             && d <= FLASH_MAX_D
             && c.is_multiple_of(4)

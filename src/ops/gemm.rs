@@ -471,7 +471,8 @@ pub(super) fn contracts() -> Vec<KernelContract> {
         let aligned = g.k.is_multiple_of(4) && in_c.is_multiple_of(4) && g.strides_aligned();
         let mut paths = vec![KernelPath::CpuDriver, KernelPath::Tiled];
         if aligned {
-            paths.extend([KernelPath::Subgroup(16), KernelPath::Subgroup(32)]);
+            // every subgroup size the subgroup GEMM takes (4 to GEMM_MAX_SUBGROUP)
+            paths.extend([4, 8, 16, 32].map(KernelPath::Subgroup));
         }
         for path in paths {
             for wf in formats {
@@ -584,7 +585,7 @@ impl Gpu {
         let in_c = g.conv.map_or(g.k, |c| c.in_c);
         let p = g.params();
         let aligned = g.k.is_multiple_of(4) && in_c.is_multiple_of(4) && g.strides_aligned();
-        let path = match self.info.path {
+        let path = match self.info.path_for(crate::gpu::GEMM_MAX_SUBGROUP) {
             // 4-wide reads along K: K and a conv's Cin % 4 == 0, rows 4-aligned.
             KernelPath::Subgroup(_) if !aligned => self.info.fallback(),
             p => p,

@@ -125,9 +125,13 @@ pub(super) fn contracts() -> Vec<KernelContract> {
         }
     }
     for kernel in [RowKernel::LayerNorm, RowKernel::Softmax] {
+        // every subgroup size the row kernels take (4 to ROWS_MAX_SUBGROUP)
         for path in [
+            KernelPath::Subgroup(4),
+            KernelPath::Subgroup(8),
             KernelPath::Subgroup(16),
             KernelPath::Subgroup(32),
+            KernelPath::Subgroup(64),
             KernelPath::CpuDriver,
             KernelPath::Tiled,
         ] {
@@ -231,8 +235,9 @@ impl Gpu {
         p: &NormParams,
         rows: usize,
     ) {
-        let spec = row_spec(kernel, self.info.path);
-        let groups = match self.info.path {
+        let path = self.info.path_for(crate::gpu::ROWS_MAX_SUBGROUP);
+        let spec = row_spec(kernel, path);
+        let groups = match path {
             KernelPath::Subgroup(sg) => grid(rows.div_ceil(64 / sg as usize)),
             KernelPath::CpuDriver => grid(rows.div_ceil(64)),
             KernelPath::Tiled => grid(rows),
