@@ -18,7 +18,7 @@
 # `trunk build --release`) the browser benchmark, f32 and int8 side by side in one page
 # (tests/browser/bench.mjs, the half-width call at 32x32; set CHROME_PATH to a Chrome
 # with WebGPU on the GPU, else the harness's Chromium).
-# --quick: the half-width UNet at 32x32 latents, one rep (to try the script on a CPU
+# --quick: the half-width UNet (and the VAE) at 16x16 latents, one rep (to try the script on a CPU
 # driver in minutes; the figures are then not the full-size ones).
 set -uo pipefail
 
@@ -44,7 +44,7 @@ fi
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 
 SIZE=(--reps 3 --warmup 1)
-[ "$QUICK" = 1 ] && SIZE=(--unet-width-scale 0.5 --latent 32 --reps 1 --warmup 0)
+[ "$QUICK" = 1 ] && SIZE=(--unet-width-scale 0.5 --latent 16 --reps 1 --warmup 0)
 LOG="${OUT%.md}.log"
 : >"$LOG"
 
@@ -72,7 +72,7 @@ rows() { # path format -- bench args...
     ADAPTER=$("$BIN" bench --stages text --reps 1 --warmup 0 --unet-width-scale 0.5 --latent 8 2>/dev/null | grep '^adapter:' || true)
     echo "$ADAPTER"
     echo
-    [ "$QUICK" = 1 ] && echo "**--quick**: half-width UNet at 32x32 latents, one rep; not the full-size figures." && echo
+    [ "$QUICK" = 1 ] && echo "**--quick**: half-width UNet and the VAE at 16x16 latents, one rep; not the full-size figures." && echo
     echo "| kernels | format | stage | median | min | GFLOP/s (our count) | GFLOP/s (PyTorch's count) | weights | peak GPU memory | peak in use | dispatches | host µs / dispatch | recording alone µs / dispatch |"
     echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     for path in adapter portable; do

@@ -350,7 +350,15 @@ impl Gpu {
                 *slot.lock().unwrap() = Some(Error::DeviceLost(message));
             }
         });
-        let subgroup_size = (features.contains(wgpu::Features::SUBGROUP)
+        // In the browser wgpu 30 cannot ask for `subgroups` (its WebGPU backend does not
+        // map the feature: gfx-rs/wgpu#10146, fix in #10220); www/worker.js adds it to
+        // the device request where the adapter offers it and says whether the device
+        // got it (`globalThis.roentgenSubgroups`). Drop this when wgpu maps it.
+        #[cfg(target_arch = "wasm32")]
+        let has_subgroups = features.contains(wgpu::Features::SUBGROUP) || web_subgroups();
+        #[cfg(not(target_arch = "wasm32"))]
+        let has_subgroups = features.contains(wgpu::Features::SUBGROUP);
+        let subgroup_size = (has_subgroups
             && adapter_info.subgroup_min_size == adapter_info.subgroup_max_size
             && adapter_info.subgroup_min_size >= MIN_SUBGROUP
             && std::env::var_os("ROENTGEN_NO_SUBGROUPS").is_none())
@@ -361,7 +369,7 @@ impl Gpu {
             adapter_name: adapter_info.name.clone(),
             backend: format!("{:?}", adapter_info.backend),
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
-            subgroups: features.contains(wgpu::Features::SUBGROUP),
+            subgroups: has_subgroups,
             subgroup_size,
             software,
             max_storage_binding: limits.max_storage_buffer_binding_size,
@@ -505,6 +513,15 @@ impl Gpu {
                 bind_group_layouts: &[Some(&layout)],
                 immediate_size: 0,
             });
+        // Browsers want subgroup builtins declared (`enable subgroups;`); naga 30 does
+        // not implement the directive natively (it needs none), and WGSL reaches the
+        // browser unchanged.
+        #[cfg(target_arch = "wasm32")]
+        let source = if self.info.subgroup_size.is_some() && source.contains("@builtin(subgroup") {
+            format!("enable subgroups;\n{source}")
+        } else {
+            source
+        };
         let desc = wgpu::ShaderModuleDescriptor {
             label: Some(&spec.label),
             source: wgpu::ShaderSource::Wgsl(source.into()),
@@ -924,6 +941,16 @@ impl Gpu {
             format,
         }
     }
+}
+
+/// Whether the browser's device has `subgroups` (see `Gpu::from_adapter`): set by
+/// www/worker.js's `requestDevice` wrapper.
+#[cfg(target_arch = "wasm32")]
+fn web_subgroups() -> bool {
+    js_sys::Reflect::get(&js_sys::global(), &"roentgenSubgroups".into())
+        .ok()
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
