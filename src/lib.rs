@@ -16,6 +16,7 @@ pub mod hub;
 pub mod image_in;
 pub mod image_io;
 pub mod inversion;
+pub mod kernel_check;
 pub mod loader;
 pub mod models;
 pub mod nn;

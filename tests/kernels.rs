@@ -682,3 +682,21 @@ fn sliced_on(path: &str, g: &Gpu) {
         );
     }
 }
+
+/// The engine's own kernel check (src/kernel_check.rs, what the browser test runs in
+/// Chromium at 4 lanes) on this machine's adapter and its portable path.
+#[test]
+fn the_engines_kernel_check_meets_its_bar() {
+    for (path, g) in gpus() {
+        let rows = pollster::block_on(roentgen_web::kernel_check::check_kernels(g, 7)).unwrap();
+        assert!(rows.len() >= 15, "{path}: {rows:?}");
+        for r in rows {
+            assert!(
+                r.rel_l2 <= roentgen_web::kernel_check::REL_L2_BAR,
+                "{path} {}: rel L2 {:e}",
+                r.kernel,
+                r.rel_l2
+            );
+        }
+    }
+}

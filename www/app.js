@@ -2,6 +2,7 @@
 // src="/app.js">` where Trunk would inline one, so the Content-Security-Policy in
 // index.html needs no inline script): instantiates the wasm, whose start function runs
 // the UI (src/web/page.rs).
+import './subgroups.js'; // the browser's subgroups (the benchmark's engine runs here)
 import init, * as bindings from './roentgen-web.js';
 
 await init({ module_or_path: new URL('./roentgen-web_bg.wasm', import.meta.url) });

@@ -2,9 +2,9 @@
 // visit. Requests go to the network first, so an update is picked up at once; when the
 // network is off the cached copy answers. Models are not here: they live in the Origin
 // Private File System (src/web/store.rs). Generation itself makes no request at all.
-const CACHE = 'roentgen-web-v2';
+const CACHE = 'roentgen-web-v3';
 const SHELL = [
-  './', 'index.html', 'app.js', 'roentgen-web.js', 'roentgen-web_bg.wasm', 'worker.js',
+  './', 'index.html', 'app.js', 'subgroups.js', 'roentgen-web.js', 'roentgen-web_bg.wasm', 'worker.js',
   'style.css', 'manifest.webmanifest', 'icon.svg',
 ];
 

@@ -515,10 +515,13 @@ impl Gpu {
             });
         // Browsers want subgroup builtins declared (`enable subgroups;`); naga 30 does
         // not implement the directive natively (it needs none), and WGSL reaches the
-        // browser unchanged.
+        // browser unchanged. Tint's uniformity analysis also rejects a shuffle after a
+        // branch on the invocation index (the GEMM's early return for a whole subgroup
+        // past N, uniform in fact but not provably so): the subgroup_uniformity rule is
+        // turned off, as the kernels' own design guarantees it.
         #[cfg(target_arch = "wasm32")]
         let source = if self.info.subgroup_size.is_some() && source.contains("@builtin(subgroup") {
-            format!("enable subgroups;\n{source}")
+            format!("enable subgroups;\ndiagnostic(off, subgroup_uniformity);\n{source}")
         } else {
             source
         };

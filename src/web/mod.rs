@@ -133,6 +133,39 @@ pub async fn bench_unet(
     run.await.map_err(|e| JsValue::from_str(&e.to_string()))
 }
 
+/// The kernels against CPU references on this browser's adapter
+/// (src/kernel_check.rs; tests/browser/subgroups.test.mjs runs it on SwiftShader with
+/// and without subgroups). Returns JSON: the kernel path and every check's error.
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen]
+pub async fn check_kernels(seed: u32) -> Result<String, JsValue> {
+    let run = async {
+        let gpu = crate::gpu::Gpu::new().await?;
+        let rows = crate::kernel_check::check_kernels(&gpu, seed as u64).await?;
+        Ok::<_, crate::Error>(
+            serde_json::json!({
+                "path": crate::web::gpu_info_text(&gpu.info),
+                "subgroup_size": gpu.info.subgroup_size,
+                "bar": crate::kernel_check::REL_L2_BAR,
+                "checks": rows,
+            })
+            .to_string(),
+        )
+    };
+    run.await.map_err(|e| JsValue::from_str(&e.to_string()))
+}
+
+/// What the page says of the kernels that run (`data-testid="gpu-info"`):
+/// "subgroup kernels, 4 lanes" or "portable kernels (no subgroups)".
+pub fn gpu_info_text(info: &crate::gpu::GpuInfo) -> String {
+    match (info.path, info.subgroups, info.subgroup_size) {
+        (crate::gpu::KernelPath::Subgroup(sg), ..) => format!("subgroup kernels, {sg} lanes"),
+        (_, true, None) => "portable kernels (subgroups of varying size)".into(),
+        (_, true, Some(sg)) => format!("portable kernels (subgroups of {sg} lanes, below the kernels' 4)"),
+        (_, false, _) => "portable kernels (no subgroups)".into(),
+    }
+}
+
 /// Kernel timings in the browser at a UNet's shapes (`bench::unet_cases`): JSON rows of
 /// name, median milliseconds and GFLOP/s, each run read back.
 #[cfg(target_arch = "wasm32")]

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { ROOT, DIST, serve, launch } from './harness.mjs';
 import { FIXTURE, SLOW, byId, modelState, errorText, generate } from './page.mjs';
 
-const SHELL = ['', 'index.html', 'app.js', 'roentgen-web.js', 'roentgen-web_bg.wasm', 'worker.js',
+const SHELL = ['', 'index.html', 'app.js', 'subgroups.js', 'roentgen-web.js', 'roentgen-web_bg.wasm', 'worker.js',
   'style.css', 'manifest.webmanifest', 'icon.svg'];
 
 test("Trunk's output has no inline script and the policy allows no eval", () => {

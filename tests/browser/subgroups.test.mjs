@@ -1,0 +1,34 @@
+// Subgroups in the browser (issue 23): Chromium's SwiftShader adapter offers WebGPU's
+// `subgroups` with 4 lanes. www/subgroups.js requests it (wgpu 30 cannot), the engine
+// takes its subgroup kernels, and every kernel meets its CPU reference
+// (src/kernel_check.rs: linear and conv GEMMs in f32/f16/int8/int4, LayerNorm,
+// attention; outputs poisoned first); with `roentgenNoSubgroups` set before the device
+// is made, the portable kernels run and meet it too.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { serve, launch } from './harness.mjs';
+
+test('the kernels meet their references with 4-lane subgroups and without', { timeout: 600_000 }, async () => {
+  const server = await serve();
+  const browser = await launch();
+  try {
+    const page = await browser.newPage();
+    await page.goto(`${server.url}?bench`);
+    await page.waitForFunction(() => window.wasmBindings?.check_kernels, null, { timeout: 120_000 });
+    for (const [portable, want] of [[false, 'subgroup kernels, 4 lanes'], [true, 'portable kernels (no subgroups)']]) {
+      const r = JSON.parse(await page.evaluate(async (p) => {
+        window.roentgenNoSubgroups = p;
+        return window.wasmBindings.check_kernels(11);
+      }, portable));
+      assert.equal(r.path, want, JSON.stringify(r.path));
+      assert.ok(r.checks.length >= 15, `${r.checks.length} checks`);
+      for (const c of r.checks) {
+        assert.ok(c.rel_l2 <= r.bar, `${c.kernel}: rel L2 ${c.rel_l2} > ${r.bar}`);
+      }
+      console.log(`${want}: ${r.checks.length} checks, worst rel L2 ${Math.max(...r.checks.map((c) => c.rel_l2)).toExponential(2)}`);
+    }
+  } finally {
+    await browser.close();
+    server.close();
+  }
+});
