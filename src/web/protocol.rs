@@ -662,7 +662,7 @@ mod tests {
             }),
             ..settings(false, 0.3)
         };
-        let msg = check(unmasked, &[rgb.clone()]);
+        let msg = check(unmasked, std::slice::from_ref(&rgb));
         assert!(msg.contains("an edit needs an edit mask"), "{msg}");
         let msg = check(settings(true, 0.3), &[rgb.clone(), edit.clone(), vec![1; 10]]);
         assert!(msg.contains("the keep mask has 10 bytes"), "{msg}");
