@@ -55,6 +55,7 @@ async function setUpEdit(page) {
   assert.equal(await page.inputValue(byId('scheduler')), 'ddim', 'RadEdit\'s edit runs on DDIM');
   assert.equal(await page.isVisible(byId('radedit-options')), true);
   assert.equal(await page.isVisible(byId('strength')), false, 'the edit takes no strength');
+  assert.equal(await page.isVisible('#strength-help'), false);
   assert.equal(await page.inputValue(byId('mask-layer')), 'edit');
   await page.setInputFiles(byId('mask-file'), path.join(FILES, 'edit_mask.png'));
   await page.fill(byId('prompt'), EDIT_PROMPT);

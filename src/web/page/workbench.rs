@@ -221,6 +221,7 @@ impl Page {
                 .set_value(method.name());
         }
         self.el::<HtmlElement>("strength-field").set_hidden(radedit);
+        self.el::<HtmlElement>("strength-help").set_hidden(radedit);
         self.el::<HtmlElement>("radedit-options")
             .set_hidden(!radedit);
         self.el::<HtmlElement>("clear-mask")
