@@ -7,6 +7,7 @@
 use std::future::Future;
 
 use crate::error::{Error, Result};
+use crate::generation::Family;
 use crate::gpu::Gpu;
 use crate::loader::{Loader, MatrixFormat, RangeRead, WeightFile};
 use crate::models::{
@@ -133,7 +134,7 @@ impl<S: FileSource> Checkpoint<S> {
     /// encoder comes from there and it has one, else `tokenizer`.
     pub fn tokenizer_dir(&self) -> &'static str {
         let dir = self.text_encoder_dir();
-        let has_tok = ["vocab.json", "tokenizer.json"]
+        let has_tok = ["vocab.json", "tokenizer.json", "vocab.txt"]
             .iter()
             .any(|f| self.has(&format!("{dir}/{f}")));
         if dir == COMBINED_TEXT_DIR && has_tok {
@@ -252,6 +253,15 @@ impl<S: FileSource> Checkpoint<S> {
         SchedulerConfig::from_json(file, &self.read_text(file).await?)
     }
 
+    /// The family its configs say ([`Family::of`]: the text encoder's config and the
+    /// scheduler's prediction type), `None` for no family we know.
+    pub async fn family(&self) -> Result<Option<Family>> {
+        let text = self.text_encoder_config().await?;
+        let v = self.scheduler_config().await?.prediction_type
+            == crate::schedulers::PredictionType::VPrediction;
+        Ok(Family::of(&text, v))
+    }
+
     /// `_name_or_path` from `model_index.json`, or "" (nothing in it is needed to
     /// generate: an unreadable one is logged and the model loads without its name).
     pub async fn model_name(&self) -> String {
@@ -367,11 +377,19 @@ pub fn plan_import(paths: &[String], prefer_f16: bool) -> Result<Vec<(String, St
         })
         .cloned()
         .collect();
+    // CLIP's BPE (`vocab.json` + `merges.txt`, as RoentGen-era folders ship it), BERT's
+    // WordPiece (`vocab.txt`, RadEdit's), or either as one `tokenizer.json`; the
+    // `tokenizer_config.json` and `special_tokens_map.json` beside them come along.
     let has = |f: &str| tokenizer.iter().any(|p| p == &format!("tokenizer/{f}"));
-    if !(has("tokenizer.json") || has("vocab.json") && has("merges.txt")) {
+    if !(has("tokenizer.json") || has("vocab.json") && has("merges.txt") || has("vocab.txt")) {
         return Err(Error::MissingFile {
-            path: "tokenizer/vocab.json".into(),
-            hint: "the tokenizer needs vocab.json and merges.txt (or tokenizer.json)".into(),
+            path: if has("vocab.json") {
+                "tokenizer/merges.txt"
+            } else {
+                "tokenizer/vocab.json"
+            }
+            .into(),
+            hint: "the tokenizer needs vocab.json and merges.txt (CLIP), vocab.txt (BERT WordPiece, RadEdit) or tokenizer.json".into(),
         });
     }
     wanted.extend(tokenizer);
@@ -402,6 +420,7 @@ pub fn remote_candidates() -> Vec<String> {
     for f in [
         "vocab.json",
         "merges.txt",
+        "vocab.txt",
         "tokenizer.json",
         "tokenizer_config.json",
         "special_tokens_map.json",

@@ -58,7 +58,8 @@ pub struct ComponentPlan {
 }
 
 /// Plans the conversion of one component's weight file (`component`: `unet`,
-/// `text_encoder`, `vae`).
+/// `text_encoder`, `vae`). A BERT text encoder's heads and pooler, which generation
+/// never reads ([`crate::models::bert::UNUSED_PREFIXES`]), are left out.
 pub fn plan(component: &str, index: &WeightIndex, target: Target) -> Result<ComponentPlan> {
     if let Some(f) = index.metadata.get(meta::FORMAT) {
         return Err(Error::Input(format!(
@@ -90,6 +91,9 @@ pub fn plan(component: &str, index: &WeightIndex, target: Target) -> Result<Comp
         offset += bytes;
     };
     for (name, info) in &index.tensors {
+        if component == "text_encoder" && crate::models::bert::unused(name) {
+            continue;
+        }
         let numel = info.numel();
         let plan = if info.dtype.is_float() {
             tensor_plan(component, name, &info.shape, quant)

@@ -3,7 +3,11 @@
 //! and RoentGen v2's demographic prompt form ("{age} year old {race} {sex}.
 //! {impression}"). The sentences are ours, written for this builder.
 //!
-//! The families' recipes live in `crate::generation` (`Family`, `Recipe`).
+//! Which form a model is prompted in is its family's ([`Style::of`]): RoentGen v1 and
+//! RadEdit take the findings alone (RadEdit was trained on MIMIC-CXR's impression
+//! sections and on CheXpert's and ChestX-ray14's lists of observations, per its model
+//! card: short findings sentences, no patient template), RoentGen v2 the demographics
+//! first. The families' recipes live in `crate::generation` (`Family`, `Recipe`).
 
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +82,26 @@ pub struct Finding {
     pub side: Option<Side>,
     #[serde(default)]
     pub size: Option<Size>,
+}
+
+/// How a family's prompts are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    /// Short findings sentences, as a report's impression (RoentGen v1, RadEdit, and a
+    /// model of no known family).
+    Findings,
+    /// RoentGen v2's "{age} year old {race} {sex}. {impression}".
+    Demographics,
+}
+
+impl Style {
+    pub fn of(family: Option<crate::generation::Family>) -> Style {
+        use crate::generation::Family;
+        match family {
+            Some(Family::Sd2) => Style::Demographics,
+            Some(Family::Sd1 | Family::RadEdit) | None => Style::Findings,
+        }
+    }
 }
 
 /// RoentGen v2's demographic fields (each optional).
@@ -273,6 +297,15 @@ mod tests {
             .unwrap(),
             "Left rib fracture."
         );
+    }
+
+    #[test]
+    fn each_family_gets_its_style() {
+        use crate::generation::Family;
+        assert_eq!(Style::of(Some(Family::Sd2)), Style::Demographics);
+        for f in [Some(Family::Sd1), Some(Family::RadEdit), None] {
+            assert_eq!(Style::of(f), Style::Findings, "{f:?}");
+        }
     }
 
     #[test]

@@ -314,9 +314,44 @@ pub fn fit_square(rgb: &[f32], width: usize, height: usize, size: usize) -> Vec<
     out
 }
 
+/// Fits a mask (`[height, width]`, true = in the mask) to a `size x size` square as
+/// [`fit_square`] fits its image (the middle square, resized), by nearest neighbour so
+/// that it stays a mask: output pixel (x, y) takes the source pixel under its centre.
+/// At the image's own square size it is the mask itself.
+pub fn fit_mask(mask: &[bool], width: usize, height: usize, size: usize) -> Vec<bool> {
+    assert_eq!(mask.len(), width * height, "a mask of its size");
+    let side = width.min(height) as f64;
+    let (x0, y0) = ((width as f64 - side) / 2.0, (height as f64 - side) / 2.0);
+    let at = |o: usize, offset: f64, n: usize| {
+        ((offset + (o as f64 + 0.5) * side / size as f64).floor() as usize).min(n - 1)
+    };
+    (0..size * size)
+        .map(|i| mask[at(i / size, y0, height) * width + at(i % size, x0, width)])
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fit_mask_crops_the_middle_by_nearest_neighbour() {
+        // a square mask at its own size, and at 4x (each pixel a 4x4 block)
+        let m: Vec<bool> = (0..16).map(|i| i % 3 == 0).collect();
+        assert_eq!(fit_mask(&m, 4, 4, 4), m);
+        let big = fit_mask(&m, 4, 4, 16);
+        for y in 0..16 {
+            for x in 0..16 {
+                assert_eq!(big[y * 16 + x], m[(y / 4) * 4 + x / 4], "({x}, {y})");
+            }
+        }
+        // 16 sampled at pixel 4i + 2 gives the mask back (the page's canvas round trip)
+        let back: Vec<bool> = (0..16).map(|i| big[(4 * (i / 4) + 2) * 16 + 4 * (i % 4) + 2]).collect();
+        assert_eq!(back, m);
+        // a 4x2 mask whose columns 1 and 2 are the middle square
+        let wide = [false, true, false, true, false, true, false, true];
+        assert_eq!(fit_mask(&wide, 4, 2, 2), [true, false, true, false]);
+    }
 
     #[test]
     fn fit_square_crops_the_middle_and_averages() {

@@ -5,8 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use roentgen_web::generation::{EditRequest, Request};
-use roentgen_web::web::protocol::{EditSettings, Settings};
+mod common;
+
+use roentgen_web::checkpoint::{Checkpoint, DirSource, LoadOptions};
+use roentgen_web::generation::{EditRequest, Inversion, Request};
+use roentgen_web::pipeline::Pipeline;
+use roentgen_web::web::protocol::{EditBytes, EditSettings, RadEditSettings, Settings};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -141,7 +145,7 @@ fn the_same_bad_value_gets_the_same_sentence_from_cli_batch_and_page() {
         let mut s = Settings::default();
         page(&mut s);
         let got = s
-            .request((None, None))
+            .request(EditBytes::default())
             .expect_err("the page accepted it")
             .to_string();
         assert_eq!(got, want, "page {flag} {value}");
@@ -177,10 +181,18 @@ fn the_same_bad_value_gets_the_same_sentence_from_cli_batch_and_page() {
     let page = |masked: bool, strength: Option<f32>| {
         let s = Settings {
             size: 64,
-            edit: Some(EditSettings { strength, masked }),
+            edit: Some(EditSettings {
+                strength,
+                masked,
+                radedit: None,
+            }),
             ..Settings::default()
         };
-        s.request((Some(&[128; 64 * 64 * 3]), Some(&[0; 64 * 64])))
+        s.request(EditBytes {
+            rgb: Some(&[128; 64 * 64 * 3]),
+            mask: Some(&[0; 64 * 64]),
+            keep: None,
+        })
             .expect_err("the page accepted it")
             .to_string()
     };
@@ -375,5 +387,134 @@ fn mismatched_parts_are_refused_naming_both_parts_and_numbers() {
         }
         assert!(!out.exists(), "{key}: an output was written");
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// RadEdit's edit: the CLI's `generate --edit-mask/--keep-mask/--skip` and the page's
+/// protocol (its settings and mask bytes, then the loaded model's plan, as the worker
+/// runs them) give the same sentence for the same bad value, from the request's own
+/// checks and from the plan's (which need the model: its scheduler, its latent grid).
+#[test]
+fn radedits_edit_gets_the_same_sentence_from_the_cli_and_the_page() {
+    let dir = scratch("radedit");
+    let out = dir.join("out.png");
+    let model = fixture("tiny-radedit");
+    let side = 64;
+    let px = side * side;
+    let meta = Default::default();
+    let png = |name: &str, gray: &[u8]| {
+        let p = dir.join(name);
+        std::fs::write(
+            &p,
+            roentgen_web::image_io::encode_png(gray, side, side, 1, &meta).unwrap(),
+        )
+        .unwrap();
+        p
+    };
+    // the edit mask: the top half; masks as the page sends them (1 = in the mask)
+    let top: Vec<u8> = (0..px).map(|i| u8::from(i < px / 2)).collect();
+    let img = png("init.png", &vec![128; px]);
+    let edit_png = png("edit.png", &top.iter().map(|&m| m * 255).collect::<Vec<_>>());
+    let black = png("black.png", &vec![0; px]);
+    let white = png("white.png", &vec![255; px]);
+    let ck = Checkpoint::new(DirSource::new(&model).unwrap(), LoadOptions::default()).unwrap();
+    let pipe = pollster::block_on(Pipeline::load(common::gpu(), &ck, &mut |_| {})).unwrap();
+    // the page: settings and bytes, checked by the protocol, then planned by the model
+    let page = |mask: &[u8], keep: Option<&[u8]>, skip: f32, scheduler: &str| {
+        let s = Settings {
+            size: side,
+            scheduler: scheduler.into(),
+            edit: Some(EditSettings {
+                strength: None,
+                masked: true,
+                radedit: Some(RadEditSettings {
+                    skip,
+                    keep: keep.is_some(),
+                    ..Default::default()
+                }),
+            }),
+            ..Settings::default()
+        };
+        let rgb = vec![128u8; px * 3];
+        let bytes = EditBytes {
+            rgb: Some(&rgb),
+            mask: Some(mask),
+            keep,
+        };
+        match s.request(bytes) {
+            Err(e) => e.to_string(),
+            Ok(r) => pipe.plan(r).expect_err("the page's request was planned").to_string(),
+        }
+    };
+    let m = model.to_str().unwrap();
+    let (black_s, white_s, edit_s) = (
+        black.to_str().unwrap(),
+        white.to_str().unwrap(),
+        edit_png.to_str().unwrap(),
+    );
+    let cases: Vec<(Vec<&str>, String, &str)> = vec![
+        (
+            vec!["--edit-mask", black_s],
+            page(&vec![0; px], None, 0.3, "ddim"),
+            "the edit mask is empty",
+        ),
+        (
+            vec!["--edit-mask", edit_s, "--keep-mask", white_s],
+            page(&top, Some(&vec![1; px]), 0.3, "ddim"),
+            "the keep mask covers the whole image",
+        ),
+        (
+            vec!["--edit-mask", edit_s, "--skip", "1"],
+            page(&top, None, 1.0, "ddim"),
+            "the skip ratio must be a number from 0 to below 1",
+        ),
+        // the plan's: the keep mask over the whole edit mask, another scheduler
+        (
+            vec!["--edit-mask", edit_s, "--keep-mask", edit_s],
+            page(&top, Some(&top), 0.3, "ddim"),
+            "the keep mask covers the whole edit mask",
+        ),
+        (
+            vec!["--edit-mask", edit_s, "--scheduler", "pndm"],
+            page(&top, None, 0.3, "pndm"),
+            "choose the ddim scheduler",
+        ),
+    ];
+    for (args, from_page, want) in cases {
+        assert!(from_page.contains(want), "page {args:?}: {from_page}");
+        let mut a = vec![
+            "generate",
+            "--model",
+            m,
+            "--prompt",
+            "Large left pleural effusion.",
+            "--steps",
+            "4",
+            "--output",
+            out.to_str().unwrap(),
+            "--init-image",
+            img.to_str().unwrap(),
+        ];
+        a.extend(args.iter().copied());
+        let (code, err) = roentgen(&a);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(&from_page),
+            "{args:?}: the page says {from_page:?}, the CLI {err}"
+        );
+        assert!(!out.exists());
+    }
+    // and the library's own request says it too
+    let lib = sentence(&|r: &mut Request| {
+        r.edit = Some(EditRequest {
+            width: side,
+            height: side,
+            rgb: vec![0.5; px * 3],
+            mask: Some(vec![false; px]),
+            strength: None,
+            inversion: Some(Inversion::default()),
+        })
+    });
+    assert_eq!(lib, page(&vec![0; px], None, 0.3, "ddim"));
     std::fs::remove_dir_all(&dir).unwrap();
 }

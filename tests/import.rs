@@ -115,6 +115,60 @@ fn a_folder_missing_a_weight_file_is_refused_naming_it() {
     assert!(msg.contains("model_index.json"), "{msg}");
 }
 
+/// A RadEdit folder: BERT's WordPiece tokenizer (`vocab.txt` and its
+/// `tokenizer_config.json`) and the CXR-BERT text encoder as `pytorch_model.bin` are
+/// copied; a tokenizer folder with none of the layouts is refused saying what it needs.
+#[test]
+fn a_radedit_folder_imports_its_wordpiece_tokenizer() {
+    let paths = files_under(&Path::new(FIXTURES).join("tiny-radedit"), "tiny-radedit");
+    let plan = plan_import(&paths, false).unwrap();
+    let stored: Vec<&str> = plan.iter().map(|(_, p)| p.as_str()).collect();
+    for want in [
+        "tokenizer/vocab.txt",
+        "tokenizer/tokenizer_config.json",
+        "text_encoder/config.json",
+        "text_encoder/pytorch_model.bin",
+        "scheduler/scheduler_config.json",
+    ] {
+        assert!(stored.contains(&want), "{want} missing from {stored:?}");
+    }
+    // special_tokens_map.json comes along where the folder has one
+    let mut with_map = paths.clone();
+    with_map.push("tiny-radedit/tokenizer/special_tokens_map.json".into());
+    let plan = plan_import(&with_map, false).unwrap();
+    assert!(
+        plan.iter()
+            .any(|(_, p)| p == "tokenizer/special_tokens_map.json")
+    );
+    let without: Vec<String> = paths
+        .into_iter()
+        .filter(|p| !p.ends_with("vocab.txt"))
+        .collect();
+    let msg = plan_import(&without, false).unwrap_err().to_string();
+    assert!(msg.contains("tokenizer/vocab.json"), "{msg}");
+    assert!(msg.contains("vocab.txt (BERT WordPiece, RadEdit)"), "{msg}");
+}
+
+/// The family a checkpoint's configs say (what the page's model list shows for each
+/// stored model): the text encoder's config and the scheduler's prediction type.
+#[test]
+fn a_checkpoint_says_its_family() {
+    use roentgen_web::checkpoint::{Checkpoint, DirSource, LoadOptions};
+    use roentgen_web::generation::Family;
+    for (fixture, want) in [
+        ("tiny-sd", Some(Family::Sd1)),
+        ("tiny-sd-alt", Some(Family::Sd2)),
+        ("tiny-radedit", Some(Family::RadEdit)),
+    ] {
+        let ck = Checkpoint::new(
+            DirSource::new(Path::new(FIXTURES).join(fixture)).unwrap(),
+            LoadOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(pollster::block_on(ck.family()).unwrap(), want, "{fixture}");
+    }
+}
+
 /// A file read at offsets that counts what it hands out.
 struct Counting {
     bytes: Vec<u8>,
@@ -185,7 +239,7 @@ fn a_truncated_weight_file_fails_with_its_name_when_streamed() {
 #[test]
 fn a_download_from_a_url_picks_what_a_folder_import_picks() {
     let candidates = remote_candidates();
-    for fixture in ["tiny-sd", "tiny-sd-alt"] {
+    for fixture in ["tiny-sd", "tiny-sd-alt", "tiny-radedit"] {
         let inside = files_under(&Path::new(FIXTURES).join(fixture), "");
         let inside: Vec<String> = inside.iter().map(|p| p[1..].to_string()).collect();
         let from_folder = plan_import(&inside, false).unwrap();

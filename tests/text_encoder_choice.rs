@@ -86,3 +86,24 @@ fn both_text_encoders_default_to_diffusers_choice_and_the_other_on_request() {
     );
     std::fs::remove_dir_all(&tmp).unwrap();
 }
+
+/// A BERT text encoder in `text_encoder_and_tokenizer/` with its own WordPiece
+/// `vocab.txt`: that folder's tokenizer is the one read.
+#[test]
+fn a_combined_folder_with_a_wordpiece_vocabulary_uses_its_own_tokenizer() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let tmp = std::env::temp_dir().join(format!("roentgen-te-wordpiece-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    copy_dir(&fixtures.join("tiny-radedit"), &tmp);
+    let combined = tmp.join(COMBINED_TEXT_DIR);
+    copy_dir(&fixtures.join("tiny-radedit/text_encoder"), &combined);
+    copy_dir(&fixtures.join("tiny-radedit/tokenizer"), &combined);
+    let ck = open(&tmp, true);
+    assert_eq!(ck.text_encoder_dir(), COMBINED_TEXT_DIR);
+    assert_eq!(ck.tokenizer_dir(), COMBINED_TEXT_DIR);
+    assert!(pollster::block_on(ck.tokenizer()).unwrap().is_wordpiece());
+    // without its own vocabulary, tokenizer/'s
+    std::fs::remove_file(combined.join("vocab.txt")).unwrap();
+    assert_eq!(open(&tmp, true).tokenizer_dir(), "tokenizer");
+    std::fs::remove_dir_all(&tmp).unwrap();
+}

@@ -15,6 +15,17 @@ use crate::models::config::BertConfig;
 use crate::nn::{LayerNorm, Linear};
 use crate::ops::Map;
 
+/// Key prefixes of a BERT checkpoint that generation never reads: the masked-LM head
+/// (`cls.*`, whose decoder shares the word embeddings' storage in a `.bin`), CXR-BERT's
+/// projection head (`cls_projection_head.*`) and the pooler. The converter leaves them
+/// out of a converted text encoder (less to store and download).
+pub const UNUSED_PREFIXES: &[&str] = &["cls.", "cls_projection_head.", "bert.pooler.", "pooler."];
+
+/// Whether generation never reads tensor `name` of a BERT checkpoint ([`UNUSED_PREFIXES`]).
+pub fn unused(name: &str) -> bool {
+    UNUSED_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
 pub struct BertLayer {
     pub query: Linear,
     pub key: Linear,

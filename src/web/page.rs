@@ -183,9 +183,13 @@ impl Page {
                 family,
                 previous,
                 recipe,
-            } => self.workbench_family(family, previous, &recipe),
+            } => self.workbench_family(family, &previous, &recipe),
             Effect::Mode(mode) => self.show_mode(mode),
-            Effect::ClearMask => self.clear_mask(),
+            Effect::Layer(layer) => self.show_layer(layer),
+            Effect::SetScheduler(name) => self
+                .el::<HtmlSelectElement>("scheduler")
+                .set_value(name),
+            Effect::ClearMask(layer) => self.clear_mask(layer),
             Effect::DrawInit => self.draw_init(),
             Effect::SetPrompt(p) => self.el::<HtmlTextAreaElement>("prompt").set_value(&p),
         }
@@ -299,6 +303,13 @@ impl Page {
             let label = self.doc.create_element("span").unwrap();
             label.set_text_content(Some(&row.label));
             let _ = li.append_child(&label);
+            if let Some(family) = &row.family {
+                let line = self.doc.create_element("small").unwrap();
+                line.set_class_name("family");
+                let _ = line.set_attribute("data-testid", "model-family");
+                line.set_text_content(Some(family));
+                let _ = li.append_child(&line);
+            }
             if row.load {
                 let b = self.button(&format!("Load {}", row.name), "Load");
                 b.set_disabled(!row.enabled);

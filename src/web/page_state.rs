@@ -7,10 +7,10 @@
 //! and renders what this state says.
 
 use super::protocol::{
-    EditSettings, FailureKind, MemoryFigures, Reply, Request, Settings, StoredModel, model_name,
-    model_url,
+    EditBytes, EditSettings, FailureKind, MemoryFigures, RadEditSettings, Reply, Request,
+    Settings, StoredModel, model_name, model_url,
 };
-use crate::findings::{self, Demographics, Finding, LABELS, Side, Size};
+use crate::findings::{self, Demographics, Finding, LABELS, Side, Size, Style};
 use crate::generation::Family;
 
 /// What the engine is busy with, as the page knows it.
@@ -54,6 +54,8 @@ pub enum Mode {
     TextToImage,
     ImageToImage,
     Inpainting,
+    /// RadEdit's edit: an edit mask and a keep mask over the init image.
+    RadEdit,
 }
 
 impl Mode {
@@ -63,6 +65,7 @@ impl Mode {
             Mode::TextToImage => "text-to-image",
             Mode::ImageToImage => "image-to-image",
             Mode::Inpainting => "inpainting",
+            Mode::RadEdit => "radedit",
         }
     }
 
@@ -72,6 +75,9 @@ impl Mode {
             Mode::Inpainting => "Inpainting: only the painted region is repainted.",
             Mode::ImageToImage => {
                 "Image-to-image: the whole image follows the prompt, keeping its layout. Paint over it to repaint only there."
+            }
+            Mode::RadEdit => {
+                "RadEdit's edit: the image is inverted on DDIM's schedule, then the prompt acts only inside the edit mask (white); the keep mask (blue) stays as the image, by default everything outside the edit mask."
             }
             Mode::TextToImage => "",
         }
@@ -87,26 +93,99 @@ impl Mode {
     }
 }
 
-/// The workbench's state. Its data (the init image's pixels, the mask canvas, the last
+/// How an init image is edited (the edit box's `edit-method` select).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum EditMethod {
+    /// diffusers' image-to-image (SDEdit), or inpainting where a mask is painted.
+    #[default]
+    Sdedit,
+    /// RadEdit's edit: DDPM inversion with an edit mask and a keep mask.
+    RadEdit,
+}
+
+impl EditMethod {
+    /// The select's value.
+    pub fn name(self) -> &'static str {
+        match self {
+            EditMethod::Sdedit => "sdedit",
+            EditMethod::RadEdit => "radedit",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<EditMethod> {
+        match s {
+            "sdedit" => Some(EditMethod::Sdedit),
+            "radedit" => Some(EditMethod::RadEdit),
+            _ => None,
+        }
+    }
+}
+
+/// Which mask the pointer paints (RadEdit's edit has two; the others only the first).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum Layer {
+    /// The mask: inpainting's repaint region, RadEdit's edit mask.
+    #[default]
+    Edit,
+    /// RadEdit's keep mask.
+    Keep,
+}
+
+impl Layer {
+    /// The `mask-layer` select's value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layer::Edit => "edit",
+            Layer::Keep => "keep",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Layer> {
+        match s {
+            "edit" => Some(Layer::Edit),
+            "keep" => Some(Layer::Keep),
+            _ => None,
+        }
+    }
+}
+
+/// The workbench's state. Its data (the init image's pixels, the mask canvases, the last
 /// result, the word maps, object URLs, Compare's pinned image) stays with the page.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct WorkbenchState {
     /// The loaded model's family, whose recipe the form was given.
     pub family: Option<Family>,
+    /// The recipe the form was last given (`None`: the page's own defaults, RoentGen
+    /// v1's): a field still holding its value was not changed by the user.
+    pub recipe: Option<FormRecipe>,
     /// An init image is chosen.
     pub init_image: bool,
-    /// A mask is painted over it.
+    /// A mask (RadEdit: the edit mask) is painted over it.
     pub painted: bool,
+    /// RadEdit's keep mask is painted.
+    pub keep_painted: bool,
+    pub method: EditMethod,
+    /// The mask the pointer paints.
+    pub layer: Layer,
     /// The ticked findings, in the order ticked (the impression's order).
     pub ticked: Vec<&'static str>,
 }
 
 impl WorkbenchState {
     pub fn mode(&self) -> Mode {
-        match (self.init_image, self.painted) {
-            (false, _) => Mode::TextToImage,
-            (true, false) => Mode::ImageToImage,
-            (true, true) => Mode::Inpainting,
+        match (self.init_image, self.method, self.painted) {
+            (false, _, _) => Mode::TextToImage,
+            (true, EditMethod::RadEdit, _) => Mode::RadEdit,
+            (true, EditMethod::Sdedit, false) => Mode::ImageToImage,
+            (true, EditMethod::Sdedit, true) => Mode::Inpainting,
+        }
+    }
+
+    /// Whether `layer` has paint.
+    fn painted_on(&mut self, layer: Layer) -> &mut bool {
+        match layer {
+            Layer::Edit => &mut self.painted,
+            Layer::Keep => &mut self.keep_painted,
         }
     }
 }
@@ -210,9 +289,20 @@ pub enum Event {
     /// An init image was read (the page holds its pixels), or the sentence why not.
     InitImage(Result<(), String>),
     InitRemoved,
-    MaskCleared,
-    /// The pointer painted on the mask.
+    /// A mask's Clear (`clear-mask`: the mask or edit mask; `clear-keep`: the keep mask).
+    MaskCleared(Layer),
+    /// The pointer painted on the mask of the current layer.
     MaskPainted,
+    /// A mask file was read into `layer` (the page holds its pixels), or the sentence
+    /// why not.
+    MaskLoaded {
+        layer: Layer,
+        result: Result<(), String>,
+    },
+    /// The edit method chosen.
+    EditMethodChosen(EditMethod),
+    /// The mask to paint chosen.
+    LayerChosen(Layer),
     FindingTicked {
         id: &'static str,
         on: bool,
@@ -308,16 +398,22 @@ pub enum Effect {
         text: String,
         over: bool,
     },
-    /// A model of `family` loaded: its recipe into the form ([`recipe_changes`]), the
+    /// A model of `family` loaded: its recipe into the form where a field still holds
+    /// `previous`, the recipe the form was given before ([`recipe_changes`]); the
     /// demographics for SD 2.x.
     Family {
         family: Option<Family>,
-        previous: Option<Family>,
+        previous: FormRecipe,
         recipe: FormRecipe,
     },
-    /// Render the workbench's mode.
+    /// Render the workbench's mode (the method select, the strength or RadEdit's
+    /// fields).
     Mode(Mode),
-    ClearMask,
+    /// Render the mask layer select.
+    Layer(Layer),
+    /// Set the scheduler select (RadEdit's edit runs on DDIM).
+    SetScheduler(&'static str),
+    ClearMask(Layer),
     /// Draw the init image fitted to the chosen size, or hide the edit box.
     DrawInit,
     SetPrompt(String),
@@ -340,6 +436,10 @@ pub struct Controls {
 pub struct ModelRow {
     pub name: String,
     pub label: String,
+    /// The family and whose terms it comes under ("RadEdit (CXR-BERT) · Microsoft
+    /// research license …; research use, not for clinical use"); `None` for an unfinished
+    /// import.
+    pub family: Option<String>,
     pub load: bool,
     /// Resume, with its title.
     pub resume: Option<&'static str>,
@@ -359,9 +459,9 @@ pub struct FormFields {
     pub size: String,
 }
 
-/// The form's fields to set when a model of `family` loaded: the family's guidance
-/// unless the user changed it from either family's; for the first model, also its
-/// scheduler and (where empty) steps.
+/// The form's fields to set when a model loaded: each of guidance, steps and scheduler
+/// that still holds the recipe the form was given before (or is empty) takes the new
+/// recipe's value; one the user changed is left alone.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RecipeChanges {
     pub guidance: Option<String>,
@@ -370,32 +470,34 @@ pub struct RecipeChanges {
 }
 
 pub fn recipe_changes(
-    previous: Option<Family>,
-    family: Option<Family>,
+    previous: &FormRecipe,
     recipe: &FormRecipe,
     guidance: &str,
     steps: &str,
+    scheduler: &str,
 ) -> RecipeChanges {
-    let mut c = RecipeChanges::default();
-    let defaults: Vec<String> = [Family::Sd1, Family::Sd2]
-        .iter()
-        .map(|f| f.recipe().guidance.to_string())
-        .collect();
-    if (previous.is_none() || previous != family) && defaults.iter().any(|d| d == guidance) {
-        c.guidance = Some(recipe.guidance.to_string());
-        if previous.is_none() {
-            c.scheduler = Some(recipe.scheduler.clone());
-            if steps.is_empty() {
-                c.steps = Some(recipe.steps.to_string());
-            }
-        }
+    let (guidance, steps, scheduler) = (guidance.trim(), steps.trim(), scheduler.trim());
+    // a field takes the new value if it holds the old one (or nothing) and differs
+    fn change<T: std::str::FromStr + PartialEq + ToString>(
+        field: &str,
+        was: &T,
+        new: &T,
+    ) -> Option<String> {
+        let now = field.parse::<T>().ok();
+        ((field.is_empty() || now.as_ref() == Some(was)) && now.as_ref() != Some(new))
+            .then(|| new.to_string())
     }
-    c
+    RecipeChanges {
+        guidance: change(guidance, &previous.guidance, &recipe.guidance),
+        steps: change(steps, &previous.steps, &recipe.steps),
+        scheduler: change(scheduler, &previous.scheduler, &recipe.scheduler),
+    }
 }
 
 /// A model's recipe as the worker sends it after a load ([`Reply::Ready`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct FormRecipe {
+    /// A scheduler's short name (`pndm`, `ddim`, …).
     pub scheduler: String,
     pub steps: usize,
     pub guidance: f32,
@@ -471,7 +573,7 @@ pub fn parse_settings(f: &FormFields) -> Result<Settings, String> {
         edit: None,
         attention_maps: false,
     };
-    s.request((None, None)).map_err(sentence)?;
+    s.request(EditBytes::default()).map_err(sentence)?;
     Ok(s)
 }
 
@@ -483,9 +585,39 @@ pub fn parse_edit(strength: &str, masked: bool) -> Result<EditSettings, String> 
             format!("The strength must be a number greater than 0 and at most 1 (got “{t}”).")
         })?),
     };
-    let edit = EditSettings { strength, masked };
+    let edit = EditSettings {
+        strength,
+        masked,
+        radedit: None,
+    };
     edit.strength().map_err(sentence)?;
     Ok(edit)
+}
+
+/// RadEdit's edit from its fields: the skip ratio (empty: RadEdit's 0.3) and the
+/// inversion prompt, with the edit mask if painted and the keep mask if painted. The
+/// values are checked with the masks, by [`Settings::request`] (the CLI's sentences).
+pub fn parse_radedit(
+    skip: &str,
+    invert_prompt: &str,
+    masked: bool,
+    keep: bool,
+) -> Result<EditSettings, String> {
+    let skip = match skip.trim() {
+        "" => crate::generation::RADEDIT_SKIP,
+        t => t.parse::<f32>().map_err(|_| {
+            format!("The skip ratio must be a number from 0 to below 1 (got “{t}”).")
+        })?,
+    };
+    Ok(EditSettings {
+        strength: None,
+        masked,
+        radedit: Some(RadEditSettings {
+            skip,
+            invert_prompt: invert_prompt.to_string(),
+            keep,
+        }),
+    })
 }
 
 /// The sentence for an engine failure.
@@ -599,8 +731,13 @@ impl PageState {
                     "import did not finish".into()
                 };
                 let loaded = self.model.as_deref() == Some(m.name.as_str());
+                let family = m.complete.then(|| match m.family {
+                    Some(f) => format!("{} · {}", f.model(), f.license()),
+                    None => "No family this page knows: its own license applies; research use, not for clinical use".into(),
+                });
                 ModelRow {
                     name: m.name.clone(),
+                    family,
                     label: format!(
                         "{} — {size}{}",
                         m.name,
@@ -697,33 +834,51 @@ impl PageState {
             Event::PromptEdited => self.count_tokens(&mut fx),
             Event::InitImage(Ok(())) => {
                 fx.push(Effect::ClearError);
-                self.workbench.init_image = true;
-                self.workbench.painted = false;
-                fx.extend([
-                    Effect::ClearMask,
-                    Effect::DrawInit,
-                    Effect::Mode(self.workbench.mode()),
-                ]);
+                self.new_init(true, &mut fx);
             }
             Event::InitImage(Err(m)) => fx.push(self::error(m, Some(FailureKind::Input))),
-            Event::InitRemoved => {
-                self.workbench.init_image = false;
-                self.workbench.painted = false;
-                fx.extend([
-                    Effect::ClearMask,
-                    Effect::DrawInit,
-                    Effect::Mode(self.workbench.mode()),
-                ]);
-            }
-            Event::MaskCleared => {
-                self.workbench.painted = false;
-                fx.extend([Effect::ClearMask, Effect::Mode(self.workbench.mode())]);
+            Event::InitRemoved => self.new_init(false, &mut fx),
+            Event::MaskCleared(layer) => {
+                *self.workbench.painted_on(layer) = false;
+                fx.extend([Effect::ClearMask(layer), Effect::Mode(self.workbench.mode())]);
             }
             Event::MaskPainted => {
-                if !self.workbench.painted {
-                    self.workbench.painted = true;
+                let layer = self.workbench.layer;
+                let painted = self.workbench.painted_on(layer);
+                if !*painted {
+                    *painted = true;
                     fx.push(Effect::Mode(self.workbench.mode()));
                 }
+            }
+            Event::MaskLoaded { layer, result } => match result {
+                Ok(()) => {
+                    fx.push(Effect::ClearError);
+                    *self.workbench.painted_on(layer) = true;
+                    fx.push(Effect::Mode(self.workbench.mode()));
+                }
+                Err(m) => fx.push(self::error(m, Some(FailureKind::Input))),
+            },
+            Event::EditMethodChosen(method) => {
+                let w = &mut self.workbench;
+                w.method = method;
+                match method {
+                    // RadEdit's edit inverts on DDIM's schedule: the CLI refuses another
+                    // scheduler, so the form takes DDIM (the mode's sentence says so)
+                    EditMethod::RadEdit => fx.push(Effect::SetScheduler("ddim")),
+                    // the keep mask is RadEdit's: paint the mask again
+                    EditMethod::Sdedit => {
+                        w.layer = Layer::Edit;
+                        fx.push(Effect::Layer(Layer::Edit));
+                    }
+                }
+                fx.push(Effect::Mode(w.mode()));
+            }
+            Event::LayerChosen(layer) => {
+                self.workbench.layer = match self.workbench.method {
+                    EditMethod::RadEdit => layer,
+                    EditMethod::Sdedit => Layer::Edit,
+                };
+                fx.push(Effect::Layer(self.workbench.layer));
             }
             Event::FindingTicked { id, on } => {
                 let t = &mut self.workbench.ticked;
@@ -735,6 +890,20 @@ impl PageState {
             Event::BuildPrompt(form) => self.build_prompt(form, &mut fx),
         }
         fx
+    }
+
+    /// An init image chosen (`on`) or removed: both masks cleared.
+    fn new_init(&mut self, on: bool, fx: &mut Vec<Effect>) {
+        let w = &mut self.workbench;
+        w.init_image = on;
+        w.painted = false;
+        w.keep_painted = false;
+        fx.extend([
+            Effect::ClearMask(Layer::Edit),
+            Effect::ClearMask(Layer::Keep),
+            Effect::DrawInit,
+            Effect::Mode(w.mode()),
+        ]);
     }
 
     fn set_task(&mut self, t: Task, fx: &mut Vec<Effect>) {
@@ -1073,15 +1242,22 @@ impl PageState {
             } => {
                 fx.push(Effect::RememberModel(name.clone()));
                 self.last_model = Some(name.clone());
-                let previous = std::mem::replace(&mut self.workbench.family, family);
+                self.workbench.family = family;
+                let recipe = FormRecipe {
+                    scheduler,
+                    steps,
+                    guidance,
+                };
+                let previous = self
+                    .workbench
+                    .recipe
+                    .replace(recipe.clone())
+                    // the page's own defaults
+                    .unwrap_or_else(|| FormRecipe::of(Family::Sd1));
                 fx.push(Effect::Family {
                     family,
                     previous,
-                    recipe: FormRecipe {
-                        scheduler,
-                        steps,
-                        guidance,
-                    },
+                    recipe,
                 });
                 self.model = Some(name.clone());
                 self.set_task(Task::Idle, fx);
@@ -1139,6 +1315,18 @@ impl PageState {
                 let s = self.settings.clone().unwrap_or_default();
                 let mode = match &s.edit {
                     None => String::new(),
+                    Some(EditSettings {
+                        radedit: Some(r), ..
+                    }) => format!(
+                        "RadEdit edit (skip {}{}{}) · ",
+                        r.skip,
+                        if r.keep { ", keep mask" } else { "" },
+                        if r.invert_prompt.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", inverted with “{}”", r.invert_prompt)
+                        }
+                    ),
                     Some(e) => format!(
                         "{} (strength {}) · ",
                         if e.masked {
@@ -1257,7 +1445,7 @@ impl PageState {
             fx.push(error("Tick at least one finding to build a prompt.", None));
             return;
         }
-        let demo = if self.workbench.family == Some(Family::Sd2) {
+        let demo = if Style::of(self.workbench.family) == Style::Demographics {
             let age = match form.age.trim() {
                 "" => None,
                 a => match a.parse::<u32>() {
@@ -1302,6 +1490,7 @@ mod tests {
             format: "original".into(),
             source_url: url.map(Into::into),
             hub_repo: None,
+            family: complete.then_some(Family::Sd1),
         }
     }
 
@@ -1956,6 +2145,42 @@ mod tests {
             rows[1].delete_question,
             "Delete the model “other” (3.4 MB) from this browser? You can import it again later."
         );
+        // each complete model's family and license line
+        assert_eq!(
+            rows[0].family.as_deref(),
+            Some(
+                "RoentGen v1 (SD 1.x) · PhysioNet credentialed access (MIMIC-CXR); research use, not for clinical use"
+            )
+        );
+        assert_eq!(rows[1].family, rows[0].family);
+        reply(
+            &mut p,
+            Reply::Models {
+                models: vec![
+                    StoredModel {
+                        family: Some(Family::RadEdit),
+                        ..stored("radedit", true, None)
+                    },
+                    StoredModel {
+                        family: None,
+                        ..stored("mystery", true, None)
+                    },
+                    stored("half", false, None),
+                ],
+            },
+        );
+        let rows = p.model_rows();
+        let line = rows[0].family.as_deref().unwrap();
+        assert!(line.starts_with("RadEdit (CXR-BERT) · Microsoft research license"), "{line}");
+        assert!(line.ends_with("research use, not for clinical use"), "{line}");
+        assert!(
+            rows[1]
+                .family
+                .as_deref()
+                .unwrap()
+                .contains("No family this page knows")
+        );
+        assert_eq!(rows[2].family, None, "an unfinished import has no family yet");
         generating(&mut p);
         assert!(p.model_rows().iter().all(|r| !r.enabled));
     }
@@ -1973,7 +2198,7 @@ mod tests {
         assert!(p.update(Event::MaskPainted).is_empty(), "said once");
         assert_eq!(Mode::Inpainting.strength_placeholder(), "1.0");
         assert!(
-            p.update(Event::MaskCleared)
+            p.update(Event::MaskCleared(Layer::Edit))
                 .contains(&Effect::Mode(Mode::ImageToImage))
         );
         p.update(Event::MaskPainted);
@@ -1988,66 +2213,231 @@ mod tests {
     }
 
     #[test]
-    fn the_family_recipe_is_set_unless_the_user_changed_it() {
-        // first model, SD 2.x: its guidance, scheduler and (empty) steps
-        let (v1, v2) = (FormRecipe::of(Family::Sd1), FormRecipe::of(Family::Sd2));
-        let c = recipe_changes(None, Some(Family::Sd2), &v2, "4", "");
-        assert_eq!(c.guidance.as_deref(), Some("3"));
+    fn radedits_edit_has_an_edit_mask_and_a_keep_mask() {
+        let mut p = ready_page();
+        // the method is the user's, the image or not
+        let fx = p.update(Event::EditMethodChosen(EditMethod::RadEdit));
+        assert!(fx.contains(&Effect::SetScheduler("ddim")), "{fx:?}");
+        assert!(fx.contains(&Effect::Mode(Mode::TextToImage)));
+        let fx = p.update(Event::InitImage(Ok(())));
+        assert!(fx.contains(&Effect::Mode(Mode::RadEdit)));
+        assert!(fx.contains(&Effect::ClearMask(Layer::Edit)));
+        assert!(fx.contains(&Effect::ClearMask(Layer::Keep)));
+        // paint the edit mask, then the keep mask
+        assert!(p.update(Event::MaskPainted).contains(&Effect::Mode(Mode::RadEdit)));
+        assert!((p.workbench.painted, p.workbench.keep_painted) == (true, false));
         assert_eq!(
-            (c.scheduler.as_deref(), c.steps.as_deref()),
-            (Some("pndm"), Some("75"))
+            p.update(Event::LayerChosen(Layer::Keep)),
+            [Effect::Layer(Layer::Keep)]
         );
-        // a model of no known family: the recipe the worker sent (its folder's scheduler)
-        let other = FormRecipe {
-            scheduler: "ddim".into(),
-            steps: 50,
-            guidance: 7.5,
+        p.update(Event::MaskPainted);
+        assert!(p.workbench.keep_painted);
+        assert!(p.update(Event::MaskPainted).is_empty(), "said once");
+        // each mask is cleared on its own
+        let fx = p.update(Event::MaskCleared(Layer::Keep));
+        assert!(fx.contains(&Effect::ClearMask(Layer::Keep)));
+        assert!((p.workbench.painted, p.workbench.keep_painted) == (true, false));
+        // a mask file goes to the layer it was read for
+        p.update(Event::MaskLoaded {
+            layer: Layer::Keep,
+            result: Ok(()),
+        });
+        assert!(p.workbench.keep_painted);
+        let fx = p.update(Event::MaskLoaded {
+            layer: Layer::Edit,
+            result: Err("mask.png is 64×64, but the image is 128×128.".into()),
+        });
+        assert_eq!(
+            error_text(&fx),
+            Some("mask.png is 64×64, but the image is 128×128.")
+        );
+        // back to image-to-image / inpainting: the mask is the edit mask, the layer too
+        let fx = p.update(Event::EditMethodChosen(EditMethod::Sdedit));
+        assert!(fx.contains(&Effect::Mode(Mode::Inpainting)), "{fx:?}");
+        assert!(fx.contains(&Effect::Layer(Layer::Edit)));
+        assert!(!fx.iter().any(|e| matches!(e, Effect::SetScheduler(_))));
+        assert_eq!(
+            p.update(Event::LayerChosen(Layer::Keep)),
+            [Effect::Layer(Layer::Edit)],
+            "no keep mask outside RadEdit's edit"
+        );
+        // a new image clears both masks
+        p.update(Event::EditMethodChosen(EditMethod::RadEdit));
+        p.update(Event::InitImage(Ok(())));
+        assert!(!p.workbench.painted && !p.workbench.keep_painted);
+        assert_eq!(EditMethod::from_name("radedit"), Some(EditMethod::RadEdit));
+        assert_eq!(Layer::from_name(Layer::Keep.name()), Some(Layer::Keep));
+        assert_eq!(Mode::RadEdit.name(), "radedit");
+
+        // its fields: empty skip is RadEdit's 0.3; the masks' checks are the CLI's
+        let e = parse_radedit("", "", true, false).unwrap();
+        assert_eq!(
+            e.radedit,
+            Some(RadEditSettings {
+                skip: 0.3,
+                invert_prompt: String::new(),
+                keep: false
+            })
+        );
+        assert_eq!(e.strength, None);
+        assert_eq!(
+            parse_radedit("a third", "", true, false).unwrap_err(),
+            "The skip ratio must be a number from 0 to below 1 (got “a third”)."
+        );
+        // the caption says what ran
+        let s = Settings {
+            edit: Some(parse_radedit("0.5", "Normal chest.", true, true).unwrap()),
+            ..settings()
         };
-        let c = recipe_changes(None, None, &other, "4", "");
-        assert_eq!(
-            (
-                c.guidance.as_deref(),
-                c.scheduler.as_deref(),
-                c.steps.as_deref()
-            ),
-            (Some("7.5"), Some("ddim"), Some("50"))
+        p.update(Event::GenerateClicked);
+        p.update(Event::Form(Ok(s)));
+        let fx = reply(
+            &mut p,
+            Reply::Image {
+                width: 128,
+                height: 128,
+                seed: 0,
+                millis: 1000.0,
+                file_name: "x.png".into(),
+            },
         );
-        // another family after: only the guidance, when it is a family's default
-        let c = recipe_changes(Some(Family::Sd2), Some(Family::Sd1), &v1, "3", "20");
+        let caption = fx
+            .iter()
+            .find_map(|e| match e {
+                Effect::ShowImage { caption, .. } => Some(caption.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert!(
+            caption.starts_with(
+                "RadEdit edit (skip 0.5, keep mask, inverted with “Normal chest.”) · “Small right"
+            ),
+            "{caption}"
+        );
+    }
+
+    #[test]
+    fn the_family_recipe_is_set_unless_the_user_changed_it() {
+        let (v1, v2, radedit) = (
+            FormRecipe::of(Family::Sd1),
+            FormRecipe::of(Family::Sd2),
+            FormRecipe::of(Family::RadEdit),
+        );
+        // the page opens with RoentGen v1's recipe; an SD 2.x model: its guidance
+        let c = recipe_changes(&v1, &v2, "4", "75", "pndm");
         assert_eq!(
             c,
             RecipeChanges {
-                guidance: Some("4".into()),
+                guidance: Some("3".into()),
                 ..Default::default()
             }
         );
+        // RadEdit: DDIM, 100 steps, guidance 7.5, wherever the form holds the old recipe
+        let c = recipe_changes(&v1, &radedit, "4", "75", "pndm");
         assert_eq!(
-            recipe_changes(Some(Family::Sd2), Some(Family::Sd1), &v1, "7.5", ""),
+            (
+                c.guidance.as_deref(),
+                c.steps.as_deref(),
+                c.scheduler.as_deref()
+            ),
+            (Some("7.5"), Some("100"), Some("ddim"))
+        );
+        // and back, from RadEdit's to v1's ("4.0" and " 100 " are the same numbers)
+        let c = recipe_changes(&radedit, &v1, "7.5", " 100 ", "ddim");
+        assert_eq!(
+            (
+                c.guidance.as_deref(),
+                c.steps.as_deref(),
+                c.scheduler.as_deref()
+            ),
+            (Some("4"), Some("75"), Some("pndm"))
+        );
+        // what the user changed stays: guidance 5, 20 steps, Euler ancestral
+        assert_eq!(
+            recipe_changes(&v1, &radedit, "5", "20", "euler-a"),
             RecipeChanges::default()
         );
+        let c = recipe_changes(&v1, &radedit, "4.0", "20", "pndm");
         assert_eq!(
-            recipe_changes(Some(Family::Sd1), Some(Family::Sd1), &v1, "3", ""),
+            (c.guidance.as_deref(), c.steps, c.scheduler.as_deref()),
+            (Some("7.5"), None, Some("ddim"))
+        );
+        // an empty field takes the recipe's value
+        assert_eq!(
+            recipe_changes(&v1, &v1, "", "", "pndm"),
+            RecipeChanges {
+                guidance: Some("4".into()),
+                steps: Some("75".into()),
+                ..Default::default()
+            }
+        );
+        // a model of no known family: the recipe the worker sent (its folder's scheduler)
+        let other = FormRecipe {
+            scheduler: "dpm++2m".into(),
+            steps: 50,
+            guidance: 7.5,
+        };
+        assert_eq!(
+            recipe_changes(&v1, &other, "4", "75", "pndm"),
+            RecipeChanges {
+                guidance: Some("7.5".into()),
+                steps: Some("50".into()),
+                scheduler: Some("dpm++2m".into()),
+            }
+        );
+        // the same family again: nothing to change
+        assert_eq!(
+            recipe_changes(&v2, &v2, "3", "75", "pndm"),
             RecipeChanges::default()
         );
-        // Ready says which family came before
+        // Ready says which recipe the form was given before: the page's own (v1's) for
+        // the first model, then the last one loaded
         let mut p = ready_page();
+        let v2_ready = |p: &mut PageState| {
+            reply(
+                p,
+                Reply::Ready {
+                    name: "v2".into(),
+                    millis: 1.0,
+                    family: Some(Family::Sd2),
+                    scheduler: "pndm".into(),
+                    steps: 75,
+                    guidance: 3.0,
+                },
+            )
+        };
+        let fx = v2_ready(&mut p);
+        assert!(fx.contains(&Effect::Family {
+            family: Some(Family::Sd2),
+            previous: v1.clone(),
+            recipe: v2.clone(),
+        }));
+        assert!(fx.contains(&Effect::RememberModel("v2".into())));
         let fx = reply(
             &mut p,
             Reply::Ready {
-                name: "v2".into(),
+                name: "radedit".into(),
                 millis: 1.0,
-                family: Some(Family::Sd2),
-                scheduler: "pndm".into(),
-                steps: 75,
-                guidance: 3.0,
+                family: Some(Family::RadEdit),
+                scheduler: "ddim".into(),
+                steps: 100,
+                guidance: 7.5,
             },
         );
         assert!(fx.contains(&Effect::Family {
+            family: Some(Family::RadEdit),
+            previous: v2.clone(),
+            recipe: radedit.clone(),
+        }));
+        assert_eq!(p.workbench.family, Some(Family::RadEdit));
+        let mut fresh = PageState::new(None);
+        started(&mut fresh, vec![]);
+        let fx = v2_ready(&mut fresh);
+        assert!(fx.contains(&Effect::Family {
             family: Some(Family::Sd2),
-            previous: Some(Family::Sd1),
+            previous: v1,
             recipe: v2,
         }));
-        assert!(fx.contains(&Effect::RememberModel("v2".into())));
     }
 
     #[test]
@@ -2086,12 +2476,25 @@ mod tests {
             "Small right pleural effusion. Cardiomegaly.".into()
         )));
         assert!(fx.contains(&Effect::CountTokens));
+        // RadEdit: findings sentences alone, the demographics never read
+        p.workbench.family = Some(Family::RadEdit);
+        let fx = p.update(Event::BuildPrompt(form.clone()));
+        assert!(fx.contains(&Effect::SetPrompt(
+            "Small right pleural effusion. Cardiomegaly.".into()
+        )));
         p.workbench.family = Some(Family::Sd2);
-        let fx = p.update(Event::BuildPrompt(form));
+        let fx = p.update(Event::BuildPrompt(form.clone()));
         assert_eq!(
             error_text(&fx),
             Some("The age must be a whole number of years (got “sixty”).")
         );
+        let fx = p.update(Event::BuildPrompt(PromptForm {
+            age: "61".into(),
+            ..form
+        }));
+        assert!(fx.contains(&Effect::SetPrompt(
+            "61 year old female. Small right pleural effusion. Cardiomegaly.".into()
+        )));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::generation::{
-    self, EditRequest, Prompts, ROENTGEN_GUIDANCE, ROENTGEN_SIZE, ROENTGEN_STEPS, Sampling,
+    self, EditRequest, Inversion, Prompts, ROENTGEN_GUIDANCE, ROENTGEN_SIZE, ROENTGEN_STEPS, Sampling,
 };
 use crate::schedulers::SchedulerKind;
 
@@ -83,9 +83,11 @@ pub struct Settings {
     /// A scheduler's short name (`pndm`, `ddim`, `dpm++2m`, `euler-a`).
     pub scheduler: String,
     pub size: usize,
-    /// Image-to-image or inpainting: the init image (RGB, 8 bits, `size x size`, the
-    /// page fits the dropped image to it) follows as bytes, then the mask if `masked`
-    /// (`size x size` bytes, nonzero = repaint).
+    /// Image-to-image, inpainting or RadEdit's edit: the init image (RGB, 8 bits,
+    /// `size x size`, the page fits the dropped image to it) follows as bytes, then the
+    /// mask if `masked` (`size x size` bytes, nonzero = repaint, or for RadEdit's edit
+    /// the edit mask), then RadEdit's keep mask if [`RadEditSettings::keep`] (see
+    /// [`Settings::edit_bytes`]).
     #[serde(default)]
     pub edit: Option<EditSettings>,
     /// Make per-word attention maps (`Reply::WordMaps` follows the image).
@@ -96,9 +98,47 @@ pub struct Settings {
 /// The edit part of [`Settings`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EditSettings {
-    /// `None`: 0.8 for image-to-image, 1.0 for inpainting (diffusers' defaults).
+    /// `None`: 0.8 for image-to-image, 1.0 for inpainting (diffusers' defaults). RadEdit's
+    /// edit takes none.
     pub strength: Option<f32>,
     pub masked: bool,
+    /// RadEdit's edit (docs/WORKBENCH.md) instead of image-to-image or inpainting: the
+    /// mask is the edit mask.
+    #[serde(default)]
+    pub radedit: Option<RadEditSettings>,
+}
+
+/// RadEdit's edit in [`EditSettings`]: [`generation::Inversion`] as the page's form holds it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RadEditSettings {
+    /// The share of the inverted steps not run again (RadEdit's 0.3).
+    pub skip: f32,
+    /// The prompt the image is inverted with (RadEdit's "").
+    #[serde(default)]
+    pub invert_prompt: String,
+    /// A keep mask follows the edit mask; without one the keep region is everything
+    /// outside the edit mask.
+    #[serde(default)]
+    pub keep: bool,
+}
+
+impl Default for RadEditSettings {
+    fn default() -> Self {
+        RadEditSettings {
+            skip: generation::RADEDIT_SKIP,
+            invert_prompt: String::new(),
+            keep: false,
+        }
+    }
+}
+
+/// The bulk bytes that follow a `Generate`: the init image, the mask (or edit mask), the
+/// keep mask.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EditBytes<'a> {
+    pub rgb: Option<&'a [u8]>,
+    pub mask: Option<&'a [u8]>,
+    pub keep: Option<&'a [u8]>,
 }
 
 impl EditSettings {
@@ -127,14 +167,29 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// Which of the bytes that followed a `Generate` are which: `parts` in the order the
+    /// page sends them (the init image, the mask if [`EditSettings::masked`], the keep
+    /// mask if [`RadEditSettings::keep`]).
+    pub fn edit_bytes<'a>(&self, parts: &'a [Vec<u8>]) -> EditBytes<'a> {
+        let Some(e) = &self.edit else {
+            return EditBytes::default();
+        };
+        let mut it = parts.iter().map(Vec::as_slice);
+        let rgb = it.next();
+        let mask = if e.masked { it.next() } else { None };
+        let keep = if e.radedit.as_ref().is_some_and(|r| r.keep) {
+            it.next()
+        } else {
+            None
+        };
+        EditBytes { rgb, mask, keep }
+    }
+
     /// The generation request these settings ask for, checked as the CLI's are
-    /// ([`generation::Request::check`]: the same sentence for the same bad value). `edit_bytes`: the
-    /// init image (RGB, 8 bits, `size x size`) and the mask (`size x size`, nonzero =
-    /// repaint) that follow the message when [`Settings::edit`] is set.
-    pub fn request(
-        &self,
-        edit_bytes: (Option<&[u8]>, Option<&[u8]>),
-    ) -> Result<generation::Request, Error> {
+    /// ([`generation::Request::check`]: the same sentence for the same bad value). `edit`:
+    /// the init image (RGB, 8 bits, `size x size`), the mask and the keep mask (`size x
+    /// size`, nonzero = in the mask) that follow the message when [`Settings::edit`] is set.
+    pub fn request(&self, edit: EditBytes) -> Result<generation::Request, Error> {
         let scheduler: SchedulerKind = self.scheduler.parse()?;
         let px = self.size * self.size;
         let edit = match &self.edit {
@@ -156,19 +211,23 @@ impl Settings {
                     }
                     Ok(b.to_vec())
                 };
-                let rgb = bytes(edit_bytes.0, "init image", px * 3)?
+                let rgb = bytes(edit.rgb, "init image", px * 3)?
                     .iter()
                     .map(|&v| v as f32 / 255.0)
                     .collect();
-                let mask = if e.masked {
-                    Some(
-                        bytes(edit_bytes.1, "mask", px)?
-                            .iter()
-                            .map(|&v| v != 0)
-                            .collect(),
-                    )
-                } else {
-                    None
+                let mask = |b: Option<&[u8]>, what: &str| -> Result<Vec<bool>, Error> {
+                    Ok(bytes(b, what, px)?.iter().map(|&v| v != 0).collect())
+                };
+                let (mask, inversion) = match &e.radedit {
+                    None => (e.masked.then(|| mask(edit.mask, "mask")).transpose()?, None),
+                    Some(r) => (
+                        e.masked.then(|| mask(edit.mask, "edit mask")).transpose()?,
+                        Some(Inversion {
+                            keep: r.keep.then(|| mask(edit.keep, "keep mask")).transpose()?,
+                            skip: r.skip,
+                            invert_prompt: r.invert_prompt.clone(),
+                        }),
+                    ),
                 };
                 Some(EditRequest {
                     width: self.size,
@@ -176,7 +235,7 @@ impl Settings {
                     rgb,
                     mask,
                     strength: e.strength,
-                    inversion: None,
+                    inversion,
                 })
             }
         };
@@ -225,6 +284,11 @@ pub struct StoredModel {
     /// downloads the rest of the same commit). Never a token.
     #[serde(default)]
     pub hub_repo: Option<String>,
+    /// The family its configs say (RoentGen v1, v2, RadEdit), for the model list's
+    /// family and license line; `None` for an unfinished import or a model of no known
+    /// family.
+    #[serde(default)]
+    pub family: Option<crate::generation::Family>,
 }
 
 /// The engine's memory after a load or a generation.
@@ -490,17 +554,25 @@ mod tests {
         let (rgb, mask) = (vec![128u8; 192], vec![1u8; 64]);
         let edit = |strength, masked| {
             Settings {
-                edit: Some(EditSettings { strength, masked }),
+                edit: Some(EditSettings {
+                    strength,
+                    masked,
+                    radedit: None,
+                }),
                 ..small.clone()
             }
-            .request((Some(&rgb), Some(&mask)))
+            .request(EditBytes {
+                rgb: Some(&rgb),
+                mask: Some(&mask),
+                keep: None,
+            })
         };
         assert!(edit(Some(0.6), true).is_ok());
         for bad in [0.0, -0.5, 1.5, f32::NAN, f32::INFINITY] {
             let msg = edit(Some(bad), false).unwrap_err().to_string();
             assert!(msg.contains("greater than 0 and at most 1"), "{bad}: {msg}");
         }
-        let req = Settings::default().request((None, None)).unwrap();
+        let req = Settings::default().request(EditBytes::default()).unwrap();
         let s = req.sampling;
         assert_eq!(
             (s.steps, s.guidance, s.width),
@@ -511,18 +583,93 @@ mod tests {
             size: 100,
             ..Settings::default()
         };
-        let msg = bad.request((None, None)).unwrap_err().to_string();
+        let msg = bad.request(EditBytes::default()).unwrap_err().to_string();
         assert!(msg.contains("multiples of 8"), "{msg}");
         let bad = Settings {
             scheduler: "lms".into(),
             ..Settings::default()
         };
         assert!(
-            bad.request((None, None))
+            bad.request(EditBytes::default())
                 .unwrap_err()
                 .to_string()
                 .contains("pndm, ddim")
         );
+    }
+
+    #[test]
+    fn radedits_edit_carries_its_masks_and_is_checked_as_the_clis() {
+        let settings = |keep: bool, skip: f32| Settings {
+            size: 8,
+            scheduler: "ddim".into(),
+            edit: Some(EditSettings {
+                strength: None,
+                masked: true,
+                radedit: Some(RadEditSettings {
+                    skip,
+                    invert_prompt: "Normal chest.".into(),
+                    keep,
+                }),
+            }),
+            ..Settings::default()
+        };
+        let rgb = vec![128u8; 192];
+        let edit: Vec<u8> = (0..64).map(|i| u8::from(i < 16)).collect();
+        let keep: Vec<u8> = (0..64).map(|i| u8::from(i >= 48)).collect();
+        let parts = [rgb.clone(), edit.clone(), keep.clone()];
+        // the bytes in the order the page sends them
+        let s = settings(true, 0.3);
+        let b = s.edit_bytes(&parts);
+        assert_eq!(
+            (b.rgb, b.mask, b.keep),
+            (Some(&rgb[..]), Some(&edit[..]), Some(&keep[..]))
+        );
+        let req = s.request(b).unwrap();
+        let e = req.edit.unwrap();
+        assert_eq!(e.mask.as_ref().unwrap().iter().filter(|&&m| m).count(), 16);
+        let inv = e.inversion.unwrap();
+        assert_eq!(inv.keep.unwrap().iter().filter(|&&k| k).count(), 16);
+        assert_eq!((inv.skip, inv.invert_prompt.as_str()), (0.3, "Normal chest."));
+        // without a keep mask: the default keep region (None), and no third part read
+        let s = settings(false, 0.3);
+        assert_eq!(s.edit_bytes(&parts[..2]).keep, None);
+        assert_eq!(
+            s.request(s.edit_bytes(&parts[..2]))
+                .unwrap()
+                .edit
+                .unwrap()
+                .inversion,
+            Some(Inversion {
+                keep: None,
+                skip: 0.3,
+                invert_prompt: "Normal chest.".into()
+            })
+        );
+        // the sentences of generation::Request::check, as the CLI gives them
+        let check = |s: Settings, parts: &[Vec<u8>]| {
+            s.request(s.edit_bytes(parts)).unwrap_err().to_string()
+        };
+        let msg = check(settings(false, 1.0), &parts[..2]);
+        assert!(msg.contains("the skip ratio must be a number from 0 to below 1"), "{msg}");
+        let msg = check(settings(true, 0.3), &[rgb.clone(), edit.clone(), vec![1; 64]]);
+        assert!(msg.contains("the keep mask covers the whole image"), "{msg}");
+        let msg = check(settings(false, 0.3), &[rgb.clone(), vec![0; 64]]);
+        assert!(msg.contains("the edit mask is empty"), "{msg}");
+        let unmasked = Settings {
+            edit: Some(EditSettings {
+                masked: false,
+                ..settings(false, 0.3).edit.unwrap()
+            }),
+            ..settings(false, 0.3)
+        };
+        let msg = check(unmasked, std::slice::from_ref(&rgb));
+        assert!(msg.contains("an edit needs an edit mask"), "{msg}");
+        let msg = check(settings(true, 0.3), &[rgb.clone(), edit.clone(), vec![1; 10]]);
+        assert!(msg.contains("the keep mask has 10 bytes"), "{msg}");
+        // a message from before RadEdit's edit reads as image-to-image or inpainting
+        let old: EditSettings =
+            serde_json::from_str(r#"{"strength":null,"masked":true}"#).unwrap();
+        assert_eq!(old.radedit, None);
     }
 
     #[test]

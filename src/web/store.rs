@@ -265,7 +265,12 @@ pub async fn list() -> Result<Vec<StoredModel>> {
             Some(_) => None,
             None => read_json::<Pending>(&d, PENDING).await?,
         };
+        let family = match manifest {
+            Some(_) => family_of(&name).await,
+            None => None,
+        };
         out.push(StoredModel {
+            family,
             name,
             bytes: manifest.as_ref().map_or(0, |m| m.bytes),
             complete: manifest.is_some(),
@@ -282,6 +287,15 @@ pub async fn list() -> Result<Vec<StoredModel>> {
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// The family a stored model's configs say, for the model list; `None` for no family
+/// we know, or configs that do not read (the list still shows the model, and loading it
+/// says what is wrong).
+async fn family_of(name: &str) -> Option<crate::generation::Family> {
+    let source = open(name).await.ok()?;
+    let ck = crate::checkpoint::Checkpoint::new(source, Default::default()).ok()?;
+    ck.family().await.ok().flatten()
 }
 
 pub async fn delete(name: &str) -> Result<()> {
@@ -621,6 +635,7 @@ async fn finish(
         format,
         source_url: None,
         hub_repo: None,
+        family: None,
     })
 }
 

@@ -459,9 +459,15 @@ impl Engine {
     async fn generate(&self, settings: &Settings, extra: &Array) -> Result<Reply> {
         // The request and the edit's pixels, checked before the GPU is touched, with
         // the sentences the CLI gives for the same values.
-        let bytes = |i: u32| extra.get(i).dyn_ref::<Uint8Array>().map(|a| a.to_vec());
-        let (rgb, mask) = (bytes(1), bytes(2));
-        let req = settings.request((rgb.as_deref(), mask.as_deref()))?;
+        let parts: Vec<Vec<u8>> = (1..extra.length())
+            .map(|i| {
+                extra
+                    .get(i)
+                    .dyn_ref::<Uint8Array>()
+                    .map_or_else(Vec::new, |a| a.to_vec())
+            })
+            .collect();
+        let req = settings.request(settings.edit_bytes(&parts))?;
         let pipeline = self
             .model
             .borrow()

@@ -25,7 +25,8 @@ import {
 const HEAVY = path.join(ROOT, 'tests/fixtures/tiny-sd-heavy');
 const HEAVY_GOLDEN = readSafetensors(path.join(ROOT, 'tests/fixtures/golden/tiny-sd-heavy.safetensors'));
 const INT8_VS_F32_DB = 45; // as app.test.mjs's int8 import
-const STANDIN = path.join(ROOT, 'target/debug/examples/hub_standin');
+// where cargo put it (CARGO_TARGET_DIR when a worktree builds into a target folder of its own)
+const STANDIN = path.join(path.resolve(ROOT, process.env.CARGO_TARGET_DIR ?? 'target'), 'debug/examples/hub_standin');
 const PUBLIC = 'roentgen-test/tiny-sd-heavy';
 const GATED = 'roentgen-test/tiny-sd-gated';
 const TOKEN = 'hf_standin_secret_4711';

@@ -1,6 +1,9 @@
 //! The page's workbench: an init image (dropped or chosen: PNG and DICOM read by
 //! `crate::image_in`, JPEG and the rest by the browser's own decoder) fitted to the
-//! chosen size, a mask painted over it with the pointer, the strength; per-word
+//! chosen size, a mask painted over it with the pointer (or read from a file), the
+//! strength; RadEdit's edit with its two masks (the edit mask, white, and the keep
+//! mask, blue: two canvases over the image, the pointer paints the chosen one), skip
+//! ratio and inversion prompt; per-word
 //! attention maps shown over the result at a click; the prompt builder; the DICOM
 //! download; and Compare (two results side by side with their settings). What the
 //! workbench decides by (the family, the mode, the ticked findings) is in
@@ -23,14 +26,25 @@ use super::{Page, on_click, page};
 use crate::findings::{self, LABELS};
 use crate::generation::Family;
 use crate::image_io::ImageMetadata;
+use crate::findings::Style;
 use crate::web::page_state::{
-    CheckedFinding, Event, FormRecipe, Mode, PromptForm, parse_edit, recipe_changes, sentence,
+    CheckedFinding, EditMethod, Event, FormRecipe, Layer, Mode, PromptForm, parse_edit,
+    parse_radedit, recipe_changes, sentence,
 };
 use crate::web::protocol::Settings;
 use crate::word_maps::WordMaps;
 
-/// The mask canvas's resolution (the mask is resampled to the image size on use).
+/// The mask canvases' resolution (a mask is resampled to the image size on use).
 const MASK_SIDE: u32 = 512;
+
+/// A mask layer's canvas and the colour it is painted in (the keep mask's blue is told
+/// from the edit mask's white at a glance; only the alpha is read back).
+fn layer_canvas(layer: Layer) -> (&'static str, &'static str) {
+    match layer {
+        Layer::Edit => ("mask-canvas", "#ffffff"),
+        Layer::Keep => ("keep-canvas", "#3b82f6"),
+    }
+}
 
 /// A decoded init image at its own size.
 struct Source {
@@ -196,18 +210,87 @@ impl Page {
         strength.set_placeholder(mode.strength_placeholder());
         self.el::<HtmlElement>("edit-mode")
             .set_text_content(Some(mode.sentence()));
+        let radedit = mode == Mode::RadEdit;
+        let method = if radedit {
+            EditMethod::RadEdit
+        } else {
+            EditMethod::Sdedit
+        };
+        if mode != Mode::TextToImage {
+            self.el::<HtmlSelectElement>("edit-method")
+                .set_value(method.name());
+        }
+        self.el::<HtmlElement>("strength-field").set_hidden(radedit);
+        self.el::<HtmlElement>("strength-help").set_hidden(radedit);
+        self.el::<HtmlElement>("radedit-options")
+            .set_hidden(!radedit);
+        self.el::<HtmlElement>("clear-mask")
+            .set_text_content(Some(if radedit {
+                "Clear edit mask"
+            } else {
+                "Clear mask"
+            }));
     }
 
-    pub(super) fn clear_mask(&self) {
-        let canvas: HtmlCanvasElement = self.el("mask-canvas");
+    pub(super) fn show_layer(&self, layer: Layer) {
+        self.el::<HtmlSelectElement>("mask-layer")
+            .set_value(layer.name());
+    }
+
+    pub(super) fn clear_mask(&self, layer: Layer) {
+        let canvas: HtmlCanvasElement = self.el(layer_canvas(layer).0);
         if let Some(c) = ctx(&canvas) {
             c.clear_rect(0.0, 0.0, MASK_SIDE as f64, MASK_SIDE as f64);
         }
     }
 
+    /// Reads a mask file into `layer`'s canvas: PNG or DICOM, gray >= 0.5 in the mask (as
+    /// the CLI's `--mask`), of the init image's own size, fitted as the image is.
+    async fn load_mask(&self, layer: Layer, file: web_sys::File) -> Result<(), String> {
+        let name = file.name();
+        let buf = JsFuture::from(file.array_buffer())
+            .await
+            .map_err(|e| format!("{name} could not be read: {}", super::js_error(&e)))?;
+        let m = crate::image_in::decode_mask(&name, &Uint8Array::new(&buf).to_vec())
+            .map_err(sentence)?;
+        let (w, h) = match self.bench.source.borrow().as_ref() {
+            Some(s) => (s.width, s.height),
+            None => return Err("Choose the image to edit first, then its mask.".into()),
+        };
+        if (m.width, m.height) != (w, h) {
+            return Err(format!(
+                "{name} is {}×{}, but the image is {w}×{h}: a mask must have the image's size.",
+                m.width, m.height
+            ));
+        }
+        let side = MASK_SIDE as usize;
+        let fitted = crate::image_in::fit_mask(&m.repaint, w, h, side);
+        let (id, colour) = layer_canvas(layer);
+        let rgb = u32::from_str_radix(&colour[1..], 16).unwrap_or(0xffffff);
+        let [_, r, g, b] = rgb.to_be_bytes();
+        let rgba: Vec<u8> = fitted
+            .iter()
+            .flat_map(|&on| if on { [r, g, b, 255] } else { [0; 4] })
+            .collect();
+        let canvas: HtmlCanvasElement = self.el(id);
+        let c = ctx(&canvas).ok_or("no 2D canvas")?;
+        let img = ImageData::new_with_u8_clamped_array_and_sh(
+            wasm_bindgen::Clamped(&rgba),
+            MASK_SIDE,
+            MASK_SIDE,
+        )
+        .map_err(|e| super::js_error(&e))?;
+        c.put_image_data(&img, 0.0, 0.0)
+            .map_err(|e| super::js_error(&e))?;
+        Ok(())
+    }
+
     fn paint_at(&self, ev: &PointerEvent) {
-        let canvas: HtmlCanvasElement = self.el("mask-canvas");
-        let r = canvas.get_bounding_client_rect();
+        // the pointer lands on the top canvas; the chosen layer's canvas takes the paint
+        let top: HtmlCanvasElement = self.el("mask-canvas");
+        let (id, colour) = layer_canvas(self.state.borrow().workbench.layer);
+        let canvas: HtmlCanvasElement = self.el(id);
+        let r = top.get_bounding_client_rect();
         if r.width() <= 0.0 || r.height() <= 0.0 {
             return;
         }
@@ -219,7 +302,7 @@ impl Page {
             .parse()
             .unwrap_or(40.0);
         if let Some(c) = ctx(&canvas) {
-            c.set_fill_style_str("#ffffff");
+            c.set_fill_style_str(colour);
             c.begin_path();
             let _ = c.arc(x, y, brush, 0.0, std::f64::consts::TAU);
             c.fill();
@@ -227,9 +310,9 @@ impl Page {
         self.dispatch(Event::MaskPainted);
     }
 
-    /// The mask at `size x size`: 1 where painted (nearest sample of the mask canvas).
-    fn mask_bytes(&self, size: usize) -> Option<Vec<u8>> {
-        let canvas: HtmlCanvasElement = self.el("mask-canvas");
+    /// A mask at `size x size`: 1 where painted (nearest sample of the layer's canvas).
+    fn mask_bytes(&self, layer: Layer, size: usize) -> Option<Vec<u8>> {
+        let canvas: HtmlCanvasElement = self.el(layer_canvas(layer).0);
         let c = ctx(&canvas)?;
         let data = c
             .get_image_data(0.0, 0.0, MASK_SIDE as f64, MASK_SIDE as f64)
@@ -248,7 +331,8 @@ impl Page {
     }
 
     /// Adds the edit and the maps choice to the settings; returns the bytes that go
-    /// with them (the init image, then the mask).
+    /// with them (the init image, then the mask or edit mask, then the keep mask:
+    /// [`Settings::edit_bytes`]).
     pub(super) fn workbench_settings(&self, s: &mut Settings) -> Result<Vec<JsValue>, String> {
         s.attention_maps = self.el::<HtmlInputElement>("attention-maps").checked();
         let src = self.bench.source.borrow();
@@ -256,25 +340,52 @@ impl Page {
             s.edit = None;
             return Ok(vec![]);
         };
-        let masked = self.state.borrow().workbench.painted;
-        let edit = parse_edit(&self.el::<HtmlInputElement>("strength").value(), masked)?;
+        let (mode, masked, keep) = {
+            let st = self.state.borrow();
+            let w = &st.workbench;
+            (w.mode(), w.painted, w.keep_painted)
+        };
+        let radedit = mode == Mode::RadEdit;
+        let edit = if radedit {
+            parse_radedit(
+                &self.el::<HtmlInputElement>("skip-ratio").value(),
+                &self.el::<HtmlInputElement>("invert-prompt").value(),
+                masked,
+                keep,
+            )?
+        } else {
+            parse_edit(&self.el::<HtmlInputElement>("strength").value(), masked)?
+        };
         s.edit = Some(edit);
         let fitted = crate::image_in::fit_square(&source.rgb, source.width, source.height, s.size);
         let rgb8: Vec<u8> = fitted
             .iter()
             .map(|&v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
             .collect();
-        let mut parts = vec![Uint8Array::from(rgb8.as_slice()).into()];
+        let mut parts = vec![rgb8];
         if masked {
             let m = self
-                .mask_bytes(s.size)
+                .mask_bytes(Layer::Edit, s.size)
                 .ok_or("The mask could not be read.")?;
-            if !m.contains(&1) {
+            if !radedit && !m.contains(&1) {
                 return Err("The mask is empty: paint where the image should change, or press Clear mask for image-to-image.".into());
             }
-            parts.push(Uint8Array::from(m.as_slice()).into());
+            parts.push(m);
         }
-        Ok(parts)
+        if radedit && keep {
+            let m = self
+                .mask_bytes(Layer::Keep, s.size)
+                .ok_or("The keep mask could not be read.")?;
+            parts.push(m);
+        }
+        if radedit {
+            // checked here with the masks, as the CLI checks them (the same sentences)
+            s.request(s.edit_bytes(&parts)).map_err(sentence)?;
+        }
+        Ok(parts
+            .iter()
+            .map(|p| Uint8Array::from(p.as_slice()).into())
+            .collect())
     }
 
     /// A new result: keep its pixels for the word overlays, fill Compare's right side.
@@ -448,28 +559,30 @@ impl Page {
         }
     }
 
-    /// After a load: the family's recipe (guidance 4 for SD 1.x, 3 for SD 2.x), unless
-    /// the user changed the guidance from the other family's; the demographics for SD 2.x.
+    /// After a load: the model's recipe (RoentGen v1: PNDM, 75 steps, guidance 4; v2:
+    /// guidance 3; RadEdit: DDIM, 100 steps, guidance 7.5) in the fields that still hold
+    /// the recipe they were given before ([`recipe_changes`]); the demographics for SD 2.x.
     pub(super) fn workbench_family(
         &self,
         family: Option<Family>,
-        previous: Option<Family>,
+        previous: &FormRecipe,
         recipe: &FormRecipe,
     ) {
         let g: HtmlInputElement = self.el("guidance");
         let st: HtmlInputElement = self.el("steps");
-        let c = recipe_changes(previous, family, recipe, &g.value(), &st.value());
+        let sc: HtmlSelectElement = self.el("scheduler");
+        let c = recipe_changes(previous, recipe, &g.value(), &st.value(), &sc.value());
         if let Some(v) = c.guidance {
             g.set_value(&v);
         }
         if let Some(v) = c.scheduler {
-            self.el::<HtmlSelectElement>("scheduler").set_value(&v);
+            sc.set_value(&v);
         }
         if let Some(v) = c.steps {
             st.set_value(&v);
         }
         self.el::<HtmlElement>("demographics")
-            .set_hidden(family != Some(Family::Sd2));
+            .set_hidden(Style::of(family) != Style::Demographics);
         let _ = self.el::<HtmlElement>("prompt-builder").set_attribute(
             "data-family",
             match family {
@@ -579,11 +692,48 @@ pub(super) fn setup(p: &Rc<Page>) {
         page().draw_init()
     })
     .forget();
-    on_click(&p.el("clear-mask"), |p| p.dispatch(Event::MaskCleared));
+    on_click(&p.el("clear-mask"), |p| p.dispatch(Event::MaskCleared(Layer::Edit)));
+    on_click(&p.el("clear-keep"), |p| p.dispatch(Event::MaskCleared(Layer::Keep)));
+    EventListener::new(&p.el::<HtmlElement>("edit-method"), "change", |ev| {
+        let v = ev
+            .target()
+            .map(|t| t.unchecked_into::<HtmlSelectElement>().value())
+            .unwrap_or_default();
+        page().dispatch(Event::EditMethodChosen(
+            EditMethod::from_name(&v).unwrap_or_default(),
+        ));
+    })
+    .forget();
+    EventListener::new(&p.el::<HtmlElement>("mask-layer"), "change", |ev| {
+        let v = ev
+            .target()
+            .map(|t| t.unchecked_into::<HtmlSelectElement>().value())
+            .unwrap_or_default();
+        page().dispatch(Event::LayerChosen(Layer::from_name(&v).unwrap_or_default()));
+    })
+    .forget();
+    let mask_file: HtmlInputElement = p.el("mask-file");
+    EventListener::new(&mask_file, "change", |ev| {
+        let input: HtmlInputElement = ev.target().unwrap().unchecked_into();
+        let Some(file) = input.files().and_then(|f| f.get(0)) else {
+            return;
+        };
+        input.set_value("");
+        wasm_bindgen_futures::spawn_local(async move {
+            let p = page();
+            let layer = p.state.borrow().workbench.layer;
+            let result = p.load_mask(layer, file).await;
+            p.dispatch(Event::MaskLoaded { layer, result });
+        });
+    })
+    .forget();
     on_click(&p.el("remove-init"), |p| {
         p.bench.source.borrow_mut().take();
         p.dispatch(Event::InitRemoved);
     });
+    let keep: HtmlCanvasElement = p.el("keep-canvas");
+    keep.set_width(MASK_SIDE);
+    keep.set_height(MASK_SIDE);
     let mask: HtmlCanvasElement = p.el("mask-canvas");
     mask.set_width(MASK_SIDE);
     mask.set_height(MASK_SIDE);
