@@ -1174,11 +1174,14 @@ impl PageState {
             Reply::Started {
                 adapter,
                 limits,
+                kernels,
                 models,
             } => {
-                fx.push(Effect::GpuInfo(format!(
-                    "WebGPU: {adapter}; running on {limits}."
-                )));
+                fx.push(Effect::GpuInfo(if kernels.is_empty() {
+                    format!("WebGPU: {adapter}; running on {limits}.")
+                } else {
+                    format!("WebGPU: {adapter}; {kernels}; running on {limits}.")
+                }));
                 self.models = models;
                 self.started = true;
                 self.set_task(Task::Idle, fx);
@@ -1505,6 +1508,7 @@ mod tests {
             Reply::Started {
                 adapter: "SwiftShader".into(),
                 limits: "its limits".into(),
+                kernels: "subgroup kernels, 4 lanes".into(),
                 models,
             },
         )
@@ -1531,6 +1535,10 @@ mod tests {
         assert!(fx.contains(&Effect::Post(Request::Load {
             name: "tiny-sd".into()
         })));
+        // the page says which kernels run (data-testid="gpu-info")
+        assert!(fx.contains(&Effect::GpuInfo(
+            "WebGPU: SwiftShader; subgroup kernels, 4 lanes; running on its limits.".into()
+        )));
         ready(&mut p, "tiny-sd");
         assert_eq!((p.task, p.model.as_deref()), (Task::Idle, Some("tiny-sd")));
         p

@@ -315,6 +315,10 @@ pub enum Reply {
         adapter: String,
         /// The limits the engine runs under, in words.
         limits: String,
+        /// Which kernels run: "subgroup kernels, 4 lanes" or "portable kernels (no
+        /// subgroups)" ([`crate::web::gpu_info_text`]).
+        #[serde(default)]
+        kernels: String,
         models: Vec<StoredModel>,
     },
     Models {

@@ -184,6 +184,7 @@ impl Engine {
                 gpu.info.max_storage_binding >> 20,
                 gpu.info.max_buffer_size >> 20
             ),
+            kernels: crate::web::gpu_info_text(&gpu.info),
             models,
         })
     }

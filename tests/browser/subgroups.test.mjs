@@ -15,6 +15,13 @@ test('the kernels meet their references with 4-lane subgroups and without', { ti
     const page = await browser.newPage();
     await page.goto(`${server.url}?bench`);
     await page.waitForFunction(() => window.wasmBindings?.check_kernels, null, { timeout: 120_000 });
+    // the page says which kernels its engine (the worker) runs
+    const app = await browser.newPage();
+    await app.goto(server.url);
+    await app.waitForFunction(() => document.querySelector('[data-testid="gpu-info"]')?.textContent.includes('kernels'), null, { timeout: 120_000 });
+    const info = await app.textContent('[data-testid="gpu-info"]');
+    assert.match(info, /subgroup kernels, 4 lanes/, info);
+    await app.close();
     for (const [portable, want] of [[false, 'subgroup kernels, 4 lanes'], [true, 'portable kernels (no subgroups)']]) {
       const r = JSON.parse(await page.evaluate(async (p) => {
         window.roentgenNoSubgroups = p;
