@@ -86,6 +86,9 @@ pub const ROWS_MAX_SUBGROUP: u32 = 64;
 pub const FLASH_MAX_SUBGROUP: u32 = 64;
 /// The smallest subgroup any subgroup kernel takes (the GEMM's 4-wide reads).
 pub const MIN_SUBGROUP: u32 = 4;
+/// The smallest subgroup worth the subgroup kernels on a CPU driver (measured: lavapipe's
+/// 8 lanes beat its CPU-form kernels 1.9x, SwiftShader's 4 lose 2.6x).
+pub const CPU_MIN_SUBGROUP: u32 = 8;
 
 impl GpuInfo {
     /// The form for shapes the subgroup kernels do not take (unaligned K): the CPU
@@ -364,8 +367,18 @@ impl Gpu {
             && std::env::var_os("ROENTGEN_NO_SUBGROUPS").is_none())
         .then_some(adapter_info.subgroup_min_size);
         let software = adapter_info.device_type == wgpu::DeviceType::Cpu;
+        // On a CPU driver, subgroups narrower than CPU_MIN_SUBGROUP lose to the
+        // register-tiled CPU kernels (SwiftShader's 4 lanes: a half-width guided call
+        // 77.4 s against 29.6 s, BENCHMARKS.md): those take the CPU form unless asked
+        // (`ROENTGEN_SUBGROUP_KERNELS=1` natively, `roentgenSubgroupKernels = true` in the
+        // browser: the tests of the subgroup kernels at 4 lanes).
+        #[cfg(not(target_arch = "wasm32"))]
+        let force = std::env::var_os("ROENTGEN_SUBGROUP_KERNELS").is_some();
+        #[cfg(target_arch = "wasm32")]
+        let force = web_flag("roentgenSubgroupKernels");
+        let usable = subgroup_size.filter(|&sg| force || !software || sg >= CPU_MIN_SUBGROUP);
         let info = GpuInfo {
-            path: KernelPath::for_adapter(subgroup_size, software),
+            path: KernelPath::for_adapter(usable, software),
             adapter_name: adapter_info.name.clone(),
             backend: format!("{:?}", adapter_info.backend),
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
@@ -950,7 +963,13 @@ impl Gpu {
 /// www/worker.js's `requestDevice` wrapper.
 #[cfg(target_arch = "wasm32")]
 fn web_subgroups() -> bool {
-    js_sys::Reflect::get(&js_sys::global(), &"roentgenSubgroups".into())
+    web_flag("roentgenSubgroups")
+}
+
+/// A `true` global of the page or worker.
+#[cfg(target_arch = "wasm32")]
+fn web_flag(name: &str) -> bool {
+    js_sys::Reflect::get(&js_sys::global(), &name.into())
         .ok()
         .and_then(|v| v.as_bool())
         .unwrap_or(false)

@@ -2,9 +2,12 @@
 // at half width, random f32 weights, in headless Chromium on SwiftShader WebGPU, at
 // 32x32 latents (first call with kernel compilation, then a second) and at 64x64.
 // Also the release build's wasm size. Needs `trunk build --release` first.
-//   node tests/browser/bench.mjs [--format f32|f16|int8|int4 ...] [latent ...]
+//   node tests/browser/bench.mjs [--format f32|f16|int8|int4 ...] [--kernels both] [latent ...]
 //   node tests/browser/bench.mjs kernels LATENT BASE [--format F ...]   (kernel timings, bench::unet_cases)
-// Several --format flags run one after the other in the same page (ratios side by side).
+// Several --format flags run one after the other in the same page (ratios side by side);
+// --kernels both runs each with the subgroup kernels (forced, even where the engine would
+// not pick them) and then the portable ones
+// (`roentgenNoSubgroups`, www/subgroups.js) in the same page.
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
@@ -23,6 +26,10 @@ for (let i = args.indexOf('--format'); i >= 0; i = args.indexOf('--format')) {
   args.splice(i, 2);
 }
 if (!formats.length) formats.push('f32');
+const k = args.indexOf('--kernels');
+// null: the engine's own choice; false/true: the subgroup kernels forced / turned off
+const kernelPaths = k >= 0 && args[k + 1] === 'both' ? [false, true] : [null];
+if (k >= 0) args.splice(k, 2);
 const kernels = args[0] === 'kernels';
 const latents = args.slice(kernels ? 1 : 0).map(Number);
 const server = await serve();
@@ -40,10 +47,14 @@ try {
     }
     process.exit(0);
   }
-  for (const latent of latents.length ? latents : [32, 64]) for (const f of formats) {
+  for (const latent of latents.length ? latents : [32, 64]) for (const f of formats) for (const portable of kernelPaths) {
     const t0 = Date.now();
     try {
-      const r = await page.evaluate(([l, f]) => window.wasmBindings.bench_unet(0.5, l, l <= 32, f), [latent, f]);
+      const r = await page.evaluate(([l, f, p]) => {
+        window.roentgenNoSubgroups = p === true;
+        window.roentgenSubgroupKernels = p === false; // the subgroup kernels even where slower
+        return window.wasmBindings.bench_unet(0.5, l, l <= 32, f);
+      }, [latent, f, portable]);
       console.log(r);
     } catch (e) {
       console.log(JSON.stringify({ latent, format: f, error: String(e), after_ms: Date.now() - t0 }));

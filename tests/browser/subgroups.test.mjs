@@ -3,7 +3,8 @@
 // takes its subgroup kernels, and every kernel meets its CPU reference
 // (src/kernel_check.rs: linear and conv GEMMs in f32/f16/int8/int4, LayerNorm,
 // attention; outputs poisoned first); with `roentgenNoSubgroups` set before the device
-// is made, the portable kernels run and meet it too.
+// is made, the portable kernels run and meet it too. The page itself runs the portable
+// kernels there (4 lanes lose to SwiftShader's CPU-form kernels) and says so.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { serve, launch } from './harness.mjs';
@@ -20,11 +21,14 @@ test('the kernels meet their references with 4-lane subgroups and without', { ti
     await app.goto(server.url);
     await app.waitForFunction(() => document.querySelector('[data-testid="gpu-info"]')?.textContent.includes('kernels'), null, { timeout: 120_000 });
     const info = await app.textContent('[data-testid="gpu-info"]');
-    assert.match(info, /subgroup kernels, 4 lanes/, info);
+    // SwiftShader's 4 lanes lose to its register-tiled CPU kernels (BENCHMARKS.md):
+    // the page runs those and says why
+    assert.match(info, /portable kernels \(4-lane subgroups left unused/, info);
     await app.close();
     for (const [portable, want] of [[false, 'subgroup kernels, 4 lanes'], [true, 'portable kernels (no subgroups)']]) {
       const r = JSON.parse(await page.evaluate(async (p) => {
         window.roentgenNoSubgroups = p;
+        window.roentgenSubgroupKernels = !p; // the subgroup kernels even where slower
         return window.wasmBindings.check_kernels(11);
       }, portable));
       assert.equal(r.path, want, JSON.stringify(r.path));
