@@ -35,30 +35,8 @@ pub const KNOWN_REPOS: [(&str, &str); 2] = [
     ("stanfordmimi/RoentGen-v2", "RoentGen v2 (SD 2.x)"),
 ];
 
-/// An access token. Serialized as the plain string (it crosses to the worker in the
-/// request's JSON); its `Debug` never shows it, so no `{:?}` of a request logs it.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Token(pub String);
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Token(hidden)")
-    }
-}
-
-impl Token {
-    /// A typed token: trimmed, `None` when empty (an empty field means no token).
-    pub fn typed(s: &str) -> Option<Token> {
-        let t = s.trim();
-        (!t.is_empty()).then(|| Token(t.to_string()))
-    }
-
-    /// The `Authorization` header's value.
-    pub fn bearer(&self) -> String {
-        format!("Bearer {}", self.0)
-    }
-}
+/// The access token type lives with the messages that carry it.
+pub use super::protocol::Token;
 
 /// `ORG/NAME[@REVISION]` as typed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

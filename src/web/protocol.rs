@@ -45,7 +45,7 @@ pub enum Request {
         repo: String,
         endpoint: String,
         #[serde(default)]
-        token: Option<super::hub::Token>,
+        token: Option<Token>,
         #[serde(default = "default_import_format")]
         format: String,
     },
@@ -441,6 +441,31 @@ impl Reply {
             kind: FailureKind::of(e),
             message: e.to_string(),
         }
+    }
+}
+
+/// An access token. Serialized as the plain string (it crosses to the worker in the
+/// request's JSON); its `Debug` never shows it, so no `{:?}` of a request logs it.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Token(pub String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(hidden)")
+    }
+}
+
+impl Token {
+    /// A typed token: trimmed, `None` when empty (an empty field means no token).
+    pub fn typed(s: &str) -> Option<Token> {
+        let t = s.trim();
+        (!t.is_empty()).then(|| Token(t.to_string()))
+    }
+
+    /// The `Authorization` header's value.
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.0)
     }
 }
 
