@@ -69,7 +69,8 @@ pub fn check_parts(
     if text.hidden_size() != unet.cross_attention_dim {
         return Err(Error::Input(format!(
             "the parts of this model do not fit together: the text encoder ({text_file}) gives {}-wide hidden states, but the UNet (unet/config.json) expects a cross_attention_dim of {}; the folder mixes two models: take both from the same checkpoint",
-            text.hidden_size(), unet.cross_attention_dim
+            text.hidden_size(),
+            unet.cross_attention_dim
         )));
     }
     for (what, n) in [
@@ -322,6 +323,23 @@ fn sample_latents(moments: &[f32], eps: &[f32], plane: usize, lc: usize, scale: 
         .collect()
 }
 
+/// Tells `on_call` that UNet call `call` of `calls` is done, with a preview of the first
+/// image's latents (`h x w`); its answer.
+fn report(
+    on_call: &mut dyn FnMut(Progress) -> Control,
+    call: usize,
+    calls: usize,
+    latents: &[f32],
+    h: usize,
+    w: usize,
+) -> Control {
+    on_call(Progress {
+        call,
+        calls,
+        preview: &preview(latents, h, w),
+    })
+}
+
 fn nchw_to_nhwc(x: &[f32], b: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];
     for bi in 0..b {
@@ -364,7 +382,8 @@ impl Pipeline {
         let text_config = ck.text_encoder_config().await?;
         let text_file = format!("{}/config.json", ck.text_encoder_dir());
         // RadEdit's assembly passes model_max_length=128 whatever the tokenizer config says
-        let v_pred = scheduler_config.prediction_type == crate::schedulers::PredictionType::VPrediction;
+        let v_pred =
+            scheduler_config.prediction_type == crate::schedulers::PredictionType::VPrediction;
         if let Some(n) = Family::of(&text_config, v_pred).and_then(Family::context_length) {
             tokenizer.set_max_length(n);
         }
@@ -753,13 +772,7 @@ impl Pipeline {
                     }
                 }
             }
-            let p = preview(&latents[..plane], h, w);
-            if on_call(Progress {
-                call: i + 1 - start,
-                calls,
-                preview: &p,
-            }) == Control::Cancel
-            {
+            if report(on_call, i + 1 - start, calls, &latents[..plane], h, w) == Control::Cancel {
                 return Ok(vec![]);
             }
         }
@@ -767,14 +780,21 @@ impl Pipeline {
         // 4. The UNet's activations (and, in the lean plan, its weights) leave the GPU
         //    before the decode's large maps arrive.
         drop(context);
+        self.release_unet(gpu, unet);
+
+        // 5. decode each image
+        self.decode(gpu, &vae, &latents, n, req).await
+    }
+
+    /// After the last UNet call: `unet` (this generation's handle) dropped, the weights
+    /// released in the lean plan, the pool trimmed, so that the decode's large maps never
+    /// share the GPU with them.
+    fn release_unet(&self, gpu: &Gpu, unet: std::sync::Arc<UNet2DConditionModel>) {
         drop(unet);
         if self.memory == MemoryPlan::Lean {
             lock(&self.unet).take();
         }
         gpu.trim();
-
-        // 5. decode each image
-        self.decode(gpu, &vae, &latents, n, req).await
     }
 
     /// RadEdit's edit of one image (docs/WORKBENCH.md, "RadEdit's edit"): the image's
@@ -834,7 +854,8 @@ impl Pipeline {
         let inv_context = if inv_guided {
             self.text_encoder.forward(gpu, &[uncond.clone(), inv_ids])?
         } else {
-            self.text_encoder.forward(gpu, std::slice::from_ref(&uncond))?
+            self.text_encoder
+                .forward(gpu, std::slice::from_ref(&uncond))?
         };
         let context = self.text_encoder.forward(gpu, &[uncond, cond])?;
         gpu.trim();
@@ -849,17 +870,18 @@ impl Pipeline {
         let mut tr = Trajectory::sample(&x0, &alphas, levels, &mut generator);
         let calls = 2 * levels;
         let mut done = 0;
-        let call_unet = |x: &[f32], t: f32, ctx: &crate::gpu::Tensor, batch: usize, mapped: bool| {
-            let mut nchw = Vec::with_capacity(batch * plane);
-            for _ in 0..batch {
-                nchw.extend_from_slice(x);
-            }
-            let x = gpu.upload(&nchw_to_nhwc(&nchw, batch, lc, h, w), &[batch, h, w, lc])?;
-            match maps {
-                Some(m) if mapped => unet.forward_mapped(gpu, &x, t, ctx, m),
-                _ => unet.forward(gpu, &x, t, ctx),
-            }
-        };
+        let call_unet =
+            |x: &[f32], t: f32, ctx: &crate::gpu::Tensor, batch: usize, mapped: bool| {
+                let mut nchw = Vec::with_capacity(batch * plane);
+                for _ in 0..batch {
+                    nchw.extend_from_slice(x);
+                }
+                let x = gpu.upload(&nchw_to_nhwc(&nchw, batch, lc, h, w), &[batch, h, w, lc])?;
+                match maps {
+                    Some(m) if mapped => unet.forward_mapped(gpu, &x, t, ctx, m),
+                    _ => unet.forward(gpu, &x, t, ctx),
+                }
+            };
         let guide = |eps: Vec<f32>, g: f32, mask: Option<&[bool]>| -> Vec<f32> {
             let (u, c) = eps.split_at(plane);
             u.iter()
@@ -883,13 +905,7 @@ impl Pipeline {
             };
             tr.invert_step(i, &eps, alphas[k], ETA);
             done += 1;
-            let p = preview(&tr.xts[i], h, w);
-            if on_call(Progress {
-                call: done,
-                calls,
-                preview: &p,
-            }) == Control::Cancel
-            {
+            if report(on_call, done, calls, &tr.xts[i], h, w) == Control::Cancel {
                 return Ok(vec![]);
             }
         }
@@ -911,22 +927,12 @@ impl Pipeline {
                 }
             }
             done += 1;
-            let p = preview(&x, h, w);
-            if on_call(Progress {
-                call: done,
-                calls,
-                preview: &p,
-            }) == Control::Cancel
-            {
+            if report(on_call, done, calls, &x, h, w) == Control::Cancel {
                 return Ok(vec![]);
             }
         }
         drop(context);
-        drop(unet);
-        if self.memory == MemoryPlan::Lean {
-            lock(&self.unet).take();
-        }
-        gpu.trim();
+        self.release_unet(gpu, unet);
         self.decode(gpu, &vae, &x, 1, req).await
     }
 

@@ -8,10 +8,11 @@
 //! and `CXRBertModel` save it, `BertModel` does not); the heads (`cls.*`,
 //! `cls_projection_head.*`) and the pooler are never read.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::{Gpu, Tensor};
 use crate::loader::Loader;
 use crate::models::config::BertConfig;
+use crate::models::text::gather_embeddings;
 use crate::nn::{LayerNorm, Linear};
 use crate::ops::Map;
 
@@ -72,8 +73,10 @@ impl BertModel {
         };
         let emb = l.pp("embeddings");
         let word_embeddings = emb.f32("word_embeddings.weight", &[c.vocab_size, d])?;
-        let position_embeddings =
-            emb.f32("position_embeddings.weight", &[c.max_position_embeddings, d])?;
+        let position_embeddings = emb.f32(
+            "position_embeddings.weight",
+            &[c.max_position_embeddings, d],
+        )?;
         let types = emb.f32("token_type_embeddings.weight", &[c.type_vocab_size, d])?;
         let token_type_0 = types[..d].to_vec();
         let embeddings_norm = layer_norm(&emb.pp("LayerNorm"), d, c.layer_norm_eps)?;
@@ -133,33 +136,18 @@ impl BertModel {
     ) -> Result<Tensor> {
         let c = &self.config;
         let d = c.hidden_size;
-        let b = ids.len();
-        let t = ids.first().map_or(0, |r| r.len());
-        if t == 0 || t > c.max_position_embeddings || ids.iter().any(|r| r.len() != t) {
-            return Err(Error::Shape(format!(
-                "text encoder input must be {b} rows of the same length 1..={} tokens",
-                c.max_position_embeddings
-            )));
-        }
         // 1. embeddings: word + position + token type 0, gathered on the CPU, then LayerNorm
-        let mut x = vec![0f32; b * t * d];
-        for (bi, row) in ids.iter().enumerate() {
-            for (ti, &id) in row.iter().enumerate() {
-                let id = id as usize;
-                if id >= c.vocab_size {
-                    return Err(Error::Shape(format!(
-                        "token id {id} is outside the vocabulary of {}",
-                        c.vocab_size
-                    )));
-                }
-                let o = (bi * t + ti) * d;
-                for k in 0..d {
-                    // transformers' order: (word + token type) + position
-                    x[o + k] = (self.word_embeddings[id * d + k] + self.token_type_0[k])
-                        + self.position_embeddings[ti * d + k];
-                }
-            }
-        }
+        let (x, b, t) = gather_embeddings(
+            ids,
+            c.max_position_embeddings,
+            c.vocab_size,
+            d,
+            |id, pos, k| {
+                // transformers' order: (word + token type) + position
+                (self.word_embeddings[id * d + k] + self.token_type_0[k])
+                    + self.position_embeddings[pos * d + k]
+            },
+        )?;
         let x = gpu.upload(&x, &[b, t, d])?;
         let mut x = self.embeddings_norm.forward(gpu, &x);
         if let Some(tr) = trace.as_deref_mut() {

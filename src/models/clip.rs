@@ -1,9 +1,10 @@
 //! `transformers.CLIPTextModel`: the text tower that conditions the UNet.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::{Gpu, Tensor};
 use crate::loader::Loader;
 use crate::models::config::ClipTextConfig;
+use crate::models::text::gather_embeddings;
 use crate::nn::{LayerNorm, Linear};
 use crate::ops::Map;
 
@@ -97,32 +98,14 @@ impl ClipTextModel {
     ) -> Result<Tensor> {
         let c = &self.config;
         let d = c.hidden_size;
-        let b = ids.len();
-        let t = ids.first().map_or(0, |r| r.len());
-        if t == 0 || t > c.max_position_embeddings || ids.iter().any(|r| r.len() != t) {
-            return Err(Error::Shape(format!(
-                "text encoder input must be {b} rows of the same length 1..={} tokens",
-                c.max_position_embeddings
-            )));
-        }
         // 1. embeddings: token + position, gathered on the CPU
-        let mut x = vec![0f32; b * t * d];
-        for (bi, row) in ids.iter().enumerate() {
-            for (ti, &id) in row.iter().enumerate() {
-                let id = id as usize;
-                if id >= c.vocab_size {
-                    return Err(Error::Shape(format!(
-                        "token id {id} is outside the vocabulary of {}",
-                        c.vocab_size
-                    )));
-                }
-                let o = (bi * t + ti) * d;
-                for k in 0..d {
-                    x[o + k] =
-                        self.token_embedding[id * d + k] + self.position_embedding[ti * d + k];
-                }
-            }
-        }
+        let (x, b, t) = gather_embeddings(
+            ids,
+            c.max_position_embeddings,
+            c.vocab_size,
+            d,
+            |id, pos, k| self.token_embedding[id * d + k] + self.position_embedding[pos * d + k],
+        )?;
         let mut x = gpu.upload(&x, &[b, t, d])?;
         if let Some(tr) = trace.as_deref_mut() {
             tr.embeddings = Some(x.clone());

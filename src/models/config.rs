@@ -241,43 +241,63 @@ impl TextConfig {
     }
 }
 
-impl BertConfig {
-    pub fn from_json(file: &str, json: &str) -> Result<Self> {
-        let c: Self = parse(file, json)?;
-        within(file, "vocab_size", c.vocab_size, 1, MAX_VOCAB)?;
-        within(file, "hidden_size", c.hidden_size, 1, MAX_CHANNELS)?;
+/// The sizes every transformer text encoder's config gives (CLIP's and BERT's field
+/// names), each within the engine's limits, the heads dividing the width.
+struct TextSizes {
+    vocab: usize,
+    hidden: usize,
+    intermediate: usize,
+    layers: usize,
+    heads: usize,
+    positions: usize,
+}
+
+impl TextSizes {
+    fn check(&self, file: &str) -> Result<()> {
+        within(file, "vocab_size", self.vocab, 1, MAX_VOCAB)?;
+        within(file, "hidden_size", self.hidden, 1, MAX_CHANNELS)?;
         within(
             file,
             "intermediate_size",
-            c.intermediate_size,
+            self.intermediate,
             1,
             4 * MAX_CHANNELS,
         )?;
-        within(
-            file,
-            "num_hidden_layers",
-            c.num_hidden_layers,
-            1,
-            MAX_LAYERS,
-        )?;
-        within(file, "num_attention_heads", c.num_attention_heads, 1, 256)?;
+        within(file, "num_hidden_layers", self.layers, 1, MAX_LAYERS)?;
+        within(file, "num_attention_heads", self.heads, 1, 256)?;
         within(
             file,
             "max_position_embeddings",
-            c.max_position_embeddings,
+            self.positions,
             2,
             MAX_POSITIONS,
         )?;
-        within(file, "type_vocab_size", c.type_vocab_size, 1, 64)?;
-        if !c.hidden_size.is_multiple_of(c.num_attention_heads) {
+        if !self.hidden.is_multiple_of(self.heads) {
             return Err(unsupported(
                 file,
                 format!(
                     "hidden_size {} is not divisible by {} heads",
-                    c.hidden_size, c.num_attention_heads
+                    self.hidden, self.heads
                 ),
             ));
         }
+        Ok(())
+    }
+}
+
+impl BertConfig {
+    pub fn from_json(file: &str, json: &str) -> Result<Self> {
+        let c: Self = parse(file, json)?;
+        TextSizes {
+            vocab: c.vocab_size,
+            hidden: c.hidden_size,
+            intermediate: c.intermediate_size,
+            layers: c.num_hidden_layers,
+            heads: c.num_attention_heads,
+            positions: c.max_position_embeddings,
+        }
+        .check(file)?;
+        within(file, "type_vocab_size", c.type_vocab_size, 1, 64)?;
         if c.hidden_act != "gelu" {
             return Err(unsupported(
                 file,
@@ -395,39 +415,15 @@ pub struct VaeConfig {
 impl ClipTextConfig {
     pub fn from_json(file: &str, json: &str) -> Result<Self> {
         let c: Self = parse(file, json)?;
-        within(file, "vocab_size", c.vocab_size, 1, MAX_VOCAB)?;
-        within(file, "hidden_size", c.hidden_size, 1, MAX_CHANNELS)?;
-        within(
-            file,
-            "intermediate_size",
-            c.intermediate_size,
-            1,
-            4 * MAX_CHANNELS,
-        )?;
-        within(
-            file,
-            "num_hidden_layers",
-            c.num_hidden_layers,
-            1,
-            MAX_LAYERS,
-        )?;
-        within(file, "num_attention_heads", c.num_attention_heads, 1, 256)?;
-        within(
-            file,
-            "max_position_embeddings",
-            c.max_position_embeddings,
-            2,
-            MAX_POSITIONS,
-        )?;
-        if !c.hidden_size.is_multiple_of(c.num_attention_heads) {
-            return Err(unsupported(
-                file,
-                format!(
-                    "hidden_size {} is not divisible by {} heads",
-                    c.hidden_size, c.num_attention_heads
-                ),
-            ));
+        TextSizes {
+            vocab: c.vocab_size,
+            hidden: c.hidden_size,
+            intermediate: c.intermediate_size,
+            layers: c.num_hidden_layers,
+            heads: c.num_attention_heads,
+            positions: c.max_position_embeddings,
         }
+        .check(file)?;
         if !matches!(c.hidden_act.as_str(), "quick_gelu" | "gelu") {
             return Err(unsupported(
                 file,
