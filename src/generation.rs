@@ -791,7 +791,9 @@ mod tests {
         let clip = |act: &str| {
             TextConfig::from_json(
                 "c",
-                &format!(r#"{{"hidden_act": "{act}", "hidden_size": 32, "num_attention_heads": 4}}"#),
+                &format!(
+                    r#"{{"hidden_act": "{act}", "hidden_size": 32, "num_attention_heads": 4}}"#
+                ),
             )
             .unwrap()
         };
@@ -800,7 +802,11 @@ mod tests {
         assert_eq!(Family::of(&clip("quick_gelu"), true), Some(Family::Sd2));
         let bert = TextConfig::from_json("c", r#"{"model_type": "bert"}"#).unwrap();
         assert_eq!(Family::of(&bert, false), Some(Family::RadEdit));
-        let r = Recipe::of(Some(Family::RadEdit), &SchedulerConfig::stable_diffusion_v1(), 64);
+        let r = Recipe::of(
+            Some(Family::RadEdit),
+            &SchedulerConfig::stable_diffusion_v1(),
+            64,
+        );
         assert_eq!(
             (r.scheduler, r.steps, r.guidance, r.width),
             (SchedulerKind::Ddim, 100, 7.5, 512)

@@ -346,7 +346,9 @@ mod tests {
             }
         }
         // 16 sampled at pixel 4i + 2 gives the mask back (the page's canvas round trip)
-        let back: Vec<bool> = (0..16).map(|i| big[(4 * (i / 4) + 2) * 16 + 4 * (i % 4) + 2]).collect();
+        let back: Vec<bool> = (0..16)
+            .map(|i| big[(4 * (i / 4) + 2) * 16 + 4 * (i % 4) + 2])
+            .collect();
         assert_eq!(back, m);
         // a 4x2 mask whose columns 1 and 2 are the middle square
         let wide = [false, true, false, true, false, true, false, true];

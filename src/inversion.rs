@@ -71,7 +71,12 @@ impl Trajectory {
     /// `(ᾱ_t, ᾱ_prev)` (call 0 the noisiest) of an `n`-call schedule. Only the levels an
     /// edit needs are drawn (`levels = n − skip`): the reference draws all `n`, and the
     /// first `levels` draws are the same.
-    pub fn sample(x0: &[f32], alphas: &[(f32, f32)], levels: usize, generator: &mut TorchGenerator) -> Self {
+    pub fn sample(
+        x0: &[f32],
+        alphas: &[(f32, f32)],
+        levels: usize,
+        generator: &mut TorchGenerator,
+    ) -> Self {
         let n = alphas.len();
         let mut xts = Vec::with_capacity(levels + 1);
         xts.push(x0.to_vec());
@@ -79,7 +84,12 @@ impl Trajectory {
             let a = alphas[n - i].0;
             let (sa, sb) = (a.sqrt(), (1.0 - a).sqrt());
             let eps = generator.randn(x0.len());
-            xts.push(x0.iter().zip(&eps).map(|(&x, &e)| x * sa + e * sb).collect());
+            xts.push(
+                x0.iter()
+                    .zip(&eps)
+                    .map(|(&x, &e)| x * sa + e * sb)
+                    .collect(),
+            );
         }
         Trajectory {
             xts,

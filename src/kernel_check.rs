@@ -251,4 +251,3 @@ pub async fn check_kernels(gpu: &Gpu, seed: u64) -> Result<Vec<Checked>> {
     gpu.trim();
     Ok(out)
 }
-

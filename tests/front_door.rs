@@ -193,8 +193,8 @@ fn the_same_bad_value_gets_the_same_sentence_from_cli_batch_and_page() {
             mask: Some(&[0; 64 * 64]),
             keep: None,
         })
-            .expect_err("the page accepted it")
-            .to_string()
+        .expect_err("the page accepted it")
+        .to_string()
     };
     for (args, want, from_page) in [
         (
@@ -414,7 +414,10 @@ fn radedits_edit_gets_the_same_sentence_from_the_cli_and_the_page() {
     // the edit mask: the top half; masks as the page sends them (1 = in the mask)
     let top: Vec<u8> = (0..px).map(|i| u8::from(i < px / 2)).collect();
     let img = png("init.png", &vec![128; px]);
-    let edit_png = png("edit.png", &top.iter().map(|&m| m * 255).collect::<Vec<_>>());
+    let edit_png = png(
+        "edit.png",
+        &top.iter().map(|&m| m * 255).collect::<Vec<_>>(),
+    );
     let black = png("black.png", &vec![0; px]);
     let white = png("white.png", &vec![255; px]);
     let ck = Checkpoint::new(DirSource::new(&model).unwrap(), LoadOptions::default()).unwrap();
@@ -443,7 +446,10 @@ fn radedits_edit_gets_the_same_sentence_from_the_cli_and_the_page() {
         };
         match s.request(bytes) {
             Err(e) => e.to_string(),
-            Ok(r) => pipe.plan(r).expect_err("the page's request was planned").to_string(),
+            Ok(r) => pipe
+                .plan(r)
+                .expect_err("the page's request was planned")
+                .to_string(),
         }
     };
     let m = model.to_str().unwrap();

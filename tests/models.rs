@@ -14,10 +14,10 @@ use common::{assert_close, gpus, read_on};
 use roentgen_web::checkpoint::{Checkpoint, DirSource, LoadOptions};
 use roentgen_web::gpu::{Gpu, Tensor};
 use roentgen_web::loader::{Loader, MatrixFormat, WeightFile};
-use roentgen_web::models::{TextConfig, TextEncoder};
 use roentgen_web::models::clip::ClipTrace;
 use roentgen_web::models::unet::UNetTrace;
 use roentgen_web::models::vae::DecoderTrace;
+use roentgen_web::models::{TextConfig, TextEncoder};
 use roentgen_web::weights::{DType, WeightIndex};
 
 const F32_REL_L2: f64 = 1e-4;
@@ -162,7 +162,10 @@ fn bert_text_encoder_matches_transformers() {
         .unwrap() else {
             panic!("bert-plain: its BertModel config was not taken for a BERT");
         };
-        for (layout, model) in [("pytorch_model.bin", &folder), ("model.safetensors", &plain)] {
+        for (layout, model) in [
+            ("pytorch_model.bin", &folder),
+            ("model.safetensors", &plain),
+        ] {
             let name = format!("{path} {layout}");
             let mut trace = Vec::new();
             let out = model.forward_traced(gpu, &ids, Some(&mut trace)).unwrap();
@@ -171,7 +174,12 @@ fn bert_text_encoder_matches_transformers() {
                 ("text.layer0", &trace[1]),
                 ("text.last_hidden_state", &out),
             ] {
-                assert_close(&format!("{name} {what}"), &read_on(gpu, t), &g.f32(what), F32_REL_L2);
+                assert_close(
+                    &format!("{name} {what}"),
+                    &read_on(gpu, t),
+                    &g.f32(what),
+                    F32_REL_L2,
+                );
             }
         }
     }

@@ -10,9 +10,7 @@ mod common;
 
 use common::{golden, gpu, psnr, rel_l2};
 use roentgen_web::checkpoint::{Checkpoint, DirSource, LoadOptions};
-use roentgen_web::generation::{
-    EditRequest, Family, Inversion, Prompts, RADEDIT_SKIP, Request,
-};
+use roentgen_web::generation::{EditRequest, Family, Inversion, Prompts, RADEDIT_SKIP, Request};
 use roentgen_web::pipeline::{Control, Pipeline};
 use roentgen_web::schedulers::SchedulerKind;
 
@@ -47,7 +45,10 @@ fn check(what: &str, latents: &[f32], rgb: &[f32], key: &str) {
     );
     let p = psnr(rgb, &golden("tiny-radedit", &format!("{key}.image")));
     eprintln!("{what}: image PSNR {p:.1} dB");
-    assert!(p >= IMAGE_PSNR_DB, "{what}: PSNR {p:.1} dB < {IMAGE_PSNR_DB} dB");
+    assert!(
+        p >= IMAGE_PSNR_DB,
+        "{what}: PSNR {p:.1} dB < {IMAGE_PSNR_DB} dB"
+    );
 }
 
 /// No option but the size: the RadEdit recipe (DDIM from the folder, 100 steps, guidance
@@ -83,10 +84,10 @@ fn generates_as_diffusers_with_the_recipe() {
 
 fn edit_request(keep: Option<Vec<bool>>) -> (Request, Vec<bool>) {
     let read = |p: &str| std::fs::read(fixture(p)).unwrap();
-    let image = roentgen_web::image_in::decode_image("init.png", &read("radedit/init.png")).unwrap();
-    let mask =
-        roentgen_web::image_in::decode_mask("edit_mask.png", &read("radedit/edit_mask.png"))
-            .unwrap();
+    let image =
+        roentgen_web::image_in::decode_image("init.png", &read("radedit/init.png")).unwrap();
+    let mask = roentgen_web::image_in::decode_mask("edit_mask.png", &read("radedit/edit_mask.png"))
+        .unwrap();
     let mut req = Request::text(EDIT_PROMPT, 0);
     req.sampling.steps = Some(20);
     req.edit = Some(EditRequest {
@@ -145,7 +146,10 @@ fn edits_as_the_ddpm_inversion_reference() {
                 changed += 1;
             }
         }
-        assert!(kept > 0 && changed > 0, "{label}: kept {kept}, changed {changed}");
+        assert!(
+            kept > 0 && changed > 0,
+            "{label}: kept {kept}, changed {changed}"
+        );
     }
 }
 
@@ -203,7 +207,10 @@ fn bad_edits_are_refused_with_sentences() {
             "choose the ddim scheduler",
             Box::new(|r| r.sampling.scheduler = Some(SchedulerKind::Pndm)),
         ),
-        ("takes no strength", Box::new(|r| edit(r).strength = Some(0.5))),
+        (
+            "takes no strength",
+            Box::new(|r| edit(r).strength = Some(0.5)),
+        ),
         (
             "makes one image",
             Box::new(|r| {
@@ -218,7 +225,6 @@ fn bad_edits_are_refused_with_sentences() {
         assert!(msg.contains(want), "want {want:?}: {msg}");
     }
 }
-
 
 /// int8 against the f32 reference for RadEdit's edit (20 steps, guidance 7.5): measured
 /// 32.7 dB natively on lavapipe (the same folder converted to f16 gives 52.5 dB; int8
@@ -255,7 +261,10 @@ fn a_radedit_folder_quantizes_without_its_heads() {
         .unwrap();
     assert_eq!(
         (te.input.as_str(), te.output.as_str()),
-        ("text_encoder/pytorch_model.bin", "text_encoder/model.safetensors")
+        (
+            "text_encoder/pytorch_model.bin",
+            "text_encoder/model.safetensors"
+        )
     );
     let open = |dir: &str, file: &str| {
         let src = DirSource::new(dir).unwrap();
@@ -273,10 +282,21 @@ fn a_radedit_folder_quantizes_without_its_heads() {
     assert!(heads(&before) > 0, "the fixture has the heads");
     assert_eq!(heads(&after), 0, "{:?}", after.index.tensors.keys());
     let dtype = |name: &str| after.index.tensors[name].dtype;
-    for e in ["word_embeddings", "position_embeddings", "token_type_embeddings"] {
-        assert_eq!(dtype(&format!("bert.embeddings.{e}.weight")), DType::F16, "{e}");
+    for e in [
+        "word_embeddings",
+        "position_embeddings",
+        "token_type_embeddings",
+    ] {
+        assert_eq!(
+            dtype(&format!("bert.embeddings.{e}.weight")),
+            DType::F16,
+            "{e}"
+        );
     }
-    assert_eq!(dtype("bert.encoder.layer.0.attention.self.query.weight"), DType::I8);
+    assert_eq!(
+        dtype("bert.encoder.layer.0.attention.self.query.weight"),
+        DType::I8
+    );
     assert_eq!(dtype("bert.encoder.layer.1.output.dense.weight"), DType::I8);
     assert_eq!(
         dtype("bert.encoder.layer.0.attention.output.LayerNorm.weight"),
@@ -296,9 +316,12 @@ fn a_radedit_folder_quantizes_without_its_heads() {
     assert_eq!(pipe.family(), Some(Family::RadEdit));
     let (req, _) = edit_request(None);
     let plan = pipe.plan(req).unwrap();
-    let out_img = pollster::block_on(pipe.generate(gpu(), &plan, &mut |_| Control::Continue))
-        .unwrap();
-    let p = psnr(&out_img.images[0].rgb, &golden("tiny-radedit", "edit.image"));
+    let out_img =
+        pollster::block_on(pipe.generate(gpu(), &plan, &mut |_| Control::Continue)).unwrap();
+    let p = psnr(
+        &out_img.images[0].rgb,
+        &golden("tiny-radedit", "edit.image"),
+    );
     eprintln!("int8 edit: {p:.1} dB against the f32 reference");
     assert!(
         p >= INT8_EDIT_PSNR_DB,

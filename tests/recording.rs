@@ -27,7 +27,9 @@ fn cached_bind_groups_give_the_bits_of_fresh_ones() {
     let te = pollster::block_on(ck.text_encoder(gpu)).unwrap();
     let unet = pollster::block_on(ck.unet(gpu)).unwrap();
     let ids: Vec<Vec<u32>> = vec![(0..77).map(|i| (i * 31 % 1000) as u32).collect(); 2];
-    let x: Vec<f32> = (0..2 * 16 * 16 * 4).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+    let x: Vec<f32> = (0..2 * 16 * 16 * 4)
+        .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+        .collect();
     let run = || {
         let ctx = te.forward(gpu, &ids).unwrap();
         let xt = gpu.upload(&x, &[2, 16, 16, 4]).unwrap();
@@ -44,7 +46,10 @@ fn cached_bind_groups_give_the_bits_of_fresh_ones() {
     let second = run(); // finds it
     for (what, got) in [("first", &first), ("second", &second)] {
         let te = first_difference(&got.0, &fresh.0);
-        assert!(te.is_none(), "{what} cached run: text encoder differs at {te:?}");
+        assert!(
+            te.is_none(),
+            "{what} cached run: text encoder differs at {te:?}"
+        );
         let un = first_difference(&got.1, &fresh.1);
         assert!(un.is_none(), "{what} cached run: UNet differs at {un:?}");
     }

@@ -10,8 +10,8 @@ pub mod text;
 pub mod unet;
 pub mod vae;
 
-pub use clip::ClipTextModel;
 pub use bert::BertModel;
+pub use clip::ClipTextModel;
 pub use config::{BertConfig, ClipTextConfig, TextConfig, UNetConfig, VaeConfig};
 pub use text::TextEncoder;
 pub use unet::UNet2DConditionModel;

@@ -186,9 +186,7 @@ impl Page {
             } => self.workbench_family(family, &previous, &recipe),
             Effect::Mode(mode) => self.show_mode(mode),
             Effect::Layer(layer) => self.show_layer(layer),
-            Effect::SetScheduler(name) => self
-                .el::<HtmlSelectElement>("scheduler")
-                .set_value(name),
+            Effect::SetScheduler(name) => self.el::<HtmlSelectElement>("scheduler").set_value(name),
             Effect::ClearMask(layer) => self.clear_mask(layer),
             Effect::DrawInit => self.draw_init(),
             Effect::SetPrompt(p) => self.el::<HtmlTextAreaElement>("prompt").set_value(&p),

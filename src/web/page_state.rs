@@ -7,8 +7,8 @@
 //! and renders what this state says.
 
 use super::protocol::{
-    EditBytes, EditSettings, FailureKind, MemoryFigures, RadEditSettings, Reply, Request,
-    Settings, StoredModel, model_name, model_url,
+    EditBytes, EditSettings, FailureKind, MemoryFigures, RadEditSettings, Reply, Request, Settings,
+    StoredModel, model_name, model_url,
 };
 use crate::findings::{self, Demographics, Finding, LABELS, Side, Size, Style};
 use crate::generation::Family;
@@ -840,7 +840,10 @@ impl PageState {
             Event::InitRemoved => self.new_init(false, &mut fx),
             Event::MaskCleared(layer) => {
                 *self.workbench.painted_on(layer) = false;
-                fx.extend([Effect::ClearMask(layer), Effect::Mode(self.workbench.mode())]);
+                fx.extend([
+                    Effect::ClearMask(layer),
+                    Effect::Mode(self.workbench.mode()),
+                ]);
             }
             Event::MaskPainted => {
                 let layer = self.workbench.layer;
@@ -2179,8 +2182,14 @@ mod tests {
         );
         let rows = p.model_rows();
         let line = rows[0].family.as_deref().unwrap();
-        assert!(line.starts_with("RadEdit (CXR-BERT) · Microsoft research license"), "{line}");
-        assert!(line.ends_with("research use, not for clinical use"), "{line}");
+        assert!(
+            line.starts_with("RadEdit (CXR-BERT) · Microsoft research license"),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("research use, not for clinical use"),
+            "{line}"
+        );
         assert!(
             rows[1]
                 .family
@@ -2188,7 +2197,10 @@ mod tests {
                 .unwrap()
                 .contains("No family this page knows")
         );
-        assert_eq!(rows[2].family, None, "an unfinished import has no family yet");
+        assert_eq!(
+            rows[2].family, None,
+            "an unfinished import has no family yet"
+        );
         generating(&mut p);
         assert!(p.model_rows().iter().all(|r| !r.enabled));
     }
@@ -2232,7 +2244,10 @@ mod tests {
         assert!(fx.contains(&Effect::ClearMask(Layer::Edit)));
         assert!(fx.contains(&Effect::ClearMask(Layer::Keep)));
         // paint the edit mask, then the keep mask
-        assert!(p.update(Event::MaskPainted).contains(&Effect::Mode(Mode::RadEdit)));
+        assert!(
+            p.update(Event::MaskPainted)
+                .contains(&Effect::Mode(Mode::RadEdit))
+        );
         assert!((p.workbench.painted, p.workbench.keep_painted) == (true, false));
         assert_eq!(
             p.update(Event::LayerChosen(Layer::Keep)),

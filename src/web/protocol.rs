@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::generation::{
-    self, EditRequest, Inversion, Prompts, ROENTGEN_GUIDANCE, ROENTGEN_SIZE, ROENTGEN_STEPS, Sampling,
+    self, EditRequest, Inversion, Prompts, ROENTGEN_GUIDANCE, ROENTGEN_SIZE, ROENTGEN_STEPS,
+    Sampling,
 };
 use crate::schedulers::SchedulerKind;
 
@@ -658,7 +659,10 @@ mod tests {
         assert_eq!(e.mask.as_ref().unwrap().iter().filter(|&&m| m).count(), 16);
         let inv = e.inversion.unwrap();
         assert_eq!(inv.keep.unwrap().iter().filter(|&&k| k).count(), 16);
-        assert_eq!((inv.skip, inv.invert_prompt.as_str()), (0.3, "Normal chest."));
+        assert_eq!(
+            (inv.skip, inv.invert_prompt.as_str()),
+            (0.3, "Normal chest.")
+        );
         // without a keep mask: the default keep region (None), and no third part read
         let s = settings(false, 0.3);
         assert_eq!(s.edit_bytes(&parts[..2]).keep, None);
@@ -679,9 +683,18 @@ mod tests {
             s.request(s.edit_bytes(parts)).unwrap_err().to_string()
         };
         let msg = check(settings(false, 1.0), &parts[..2]);
-        assert!(msg.contains("the skip ratio must be a number from 0 to below 1"), "{msg}");
-        let msg = check(settings(true, 0.3), &[rgb.clone(), edit.clone(), vec![1; 64]]);
-        assert!(msg.contains("the keep mask covers the whole image"), "{msg}");
+        assert!(
+            msg.contains("the skip ratio must be a number from 0 to below 1"),
+            "{msg}"
+        );
+        let msg = check(
+            settings(true, 0.3),
+            &[rgb.clone(), edit.clone(), vec![1; 64]],
+        );
+        assert!(
+            msg.contains("the keep mask covers the whole image"),
+            "{msg}"
+        );
         let msg = check(settings(false, 0.3), &[rgb.clone(), vec![0; 64]]);
         assert!(msg.contains("the edit mask is empty"), "{msg}");
         let unmasked = Settings {
@@ -693,11 +706,13 @@ mod tests {
         };
         let msg = check(unmasked, std::slice::from_ref(&rgb));
         assert!(msg.contains("an edit needs an edit mask"), "{msg}");
-        let msg = check(settings(true, 0.3), &[rgb.clone(), edit.clone(), vec![1; 10]]);
+        let msg = check(
+            settings(true, 0.3),
+            &[rgb.clone(), edit.clone(), vec![1; 10]],
+        );
         assert!(msg.contains("the keep mask has 10 bytes"), "{msg}");
         // a message from before RadEdit's edit reads as image-to-image or inpainting
-        let old: EditSettings =
-            serde_json::from_str(r#"{"strength":null,"masked":true}"#).unwrap();
+        let old: EditSettings = serde_json::from_str(r#"{"strength":null,"masked":true}"#).unwrap();
         assert_eq!(old.radedit, None);
     }
 

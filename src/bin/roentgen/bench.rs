@@ -12,8 +12,7 @@ use roentgen_web::loader::{Loader, MatrixFormat};
 use roentgen_web::models::config::presets;
 use roentgen_web::models::{
     AutoencoderKL, BertConfig, BertModel, ClipTextConfig, ClipTextModel, TextEncoder,
-    UNet2DConditionModel, UNetConfig,
-    VaeConfig,
+    UNet2DConditionModel, UNetConfig, VaeConfig,
 };
 use roentgen_web::pipeline::{Control, MemoryPlan, Pipeline};
 use roentgen_web::schedulers::SchedulerKind;

@@ -4,9 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use roentgen_web::generation::{
-    EditRequest, Inversion, Prompts, RADEDIT_SKIP, Request, Sampling,
-};
+use roentgen_web::generation::{EditRequest, Inversion, Prompts, RADEDIT_SKIP, Request, Sampling};
 use roentgen_web::gpu::Gpu;
 use roentgen_web::image_io::encode_npy_f32;
 use roentgen_web::output::write_atomically;

@@ -23,10 +23,10 @@ use web_sys::{
 };
 
 use super::{Page, on_click, page};
+use crate::findings::Style;
 use crate::findings::{self, LABELS};
 use crate::generation::Family;
 use crate::image_io::ImageMetadata;
-use crate::findings::Style;
 use crate::web::page_state::{
     CheckedFinding, EditMethod, Event, FormRecipe, Layer, Mode, PromptForm, parse_edit,
     parse_radedit, recipe_changes, sentence,
@@ -692,8 +692,12 @@ pub(super) fn setup(p: &Rc<Page>) {
         page().draw_init()
     })
     .forget();
-    on_click(&p.el("clear-mask"), |p| p.dispatch(Event::MaskCleared(Layer::Edit)));
-    on_click(&p.el("clear-keep"), |p| p.dispatch(Event::MaskCleared(Layer::Keep)));
+    on_click(&p.el("clear-mask"), |p| {
+        p.dispatch(Event::MaskCleared(Layer::Edit))
+    });
+    on_click(&p.el("clear-keep"), |p| {
+        p.dispatch(Event::MaskCleared(Layer::Keep))
+    });
     EventListener::new(&p.el::<HtmlElement>("edit-method"), "change", |ev| {
         let v = ev
             .target()
