@@ -10,7 +10,10 @@ mod oneshot;
 mod pool;
 mod tensor;
 
+use std::any::{Any, TypeId};
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 pub use host::HostWeight;
@@ -22,7 +25,7 @@ use pool::{BufferPool, PooledBuffer};
 
 /// Which form of the kernels an adapter runs: decided once, in [`GpuInfo`], from what
 /// the adapter is and has; every op follows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KernelPath {
     /// Subgroups of this one fixed size: the subgroup GEMM (for shapes it takes), the
     /// flash attention, subgroup LayerNorm and softmax.
@@ -115,6 +118,8 @@ const BATCH_DISPATCHES: usize = 256;
 
 /// A compiled kernel and the bind-group layout its WGSL declares.
 struct Kernel {
+    /// The spec's label (profiles, messages).
+    label: String,
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
     /// Storage bindings declared (1..=n), each bound on every dispatch.
@@ -195,60 +200,54 @@ struct Recorder {
     bind_groups: HashMap<BindKey, wgpu::BindGroup>,
 }
 
-/// A kernel family's WGSL: a file from `shaders/`, or text generated (unrolled) from
-/// one, built only when its pipeline is not cached yet.
-pub enum KernelSource<'a> {
-    /// A `shaders/` file (`include_str!`: its address identifies it in the cache).
-    File(&'static str),
-    /// Text generated on a cache miss. Whatever the generator's output depends on must
-    /// also be a constant of the spec's prelude (the cache keys on the prelude).
-    Generated(&'a dyn Fn() -> String),
+/// A kernel as a dispatch names it: a small typed value of its family (a `Copy`
+/// struct or enum of flags, sizes and formats) holding everything its WGSL depends on.
+/// The pipeline cache keys on the value itself, so a dispatch formats no text and
+/// hashes no shader source: the [`KernelSpec`] (label, prelude, generated body) is
+/// built only when the kernel is compiled.
+pub trait KernelKey: Hash + Eq + Copy + Send + Sync + 'static {
+    /// The kernel's text and settings; called on a cache miss (and by the contract
+    /// checks), never per dispatch.
+    fn spec(&self) -> KernelSpec;
 }
 
-impl From<&'static str> for KernelSource<'_> {
-    fn from(s: &'static str) -> Self {
-        KernelSource::File(s)
-    }
-}
-
-/// A compute kernel: WGSL source plus the constants that specialise it.
-pub struct KernelSpec<'a> {
-    /// A readable name for profiles and logs, e.g. `gemm_tiled_conv_b1r0_64x64` (the
-    /// pipeline cache keys on the source, entry and prelude themselves).
+/// A compute kernel's WGSL and settings, built from its [`KernelKey`].
+pub struct KernelSpec {
+    /// A readable name for profiles and logs, e.g. `gemm_tiled_conv_b1r0_64x64`.
     pub label: String,
-    /// The kernel family's WGSL.
-    pub source: KernelSource<'a>,
-    /// WGSL prepended to the source: `const`s and small `fn`s that specialise it (kept
-    /// short: the cache looks a kernel up by it on every dispatch).
+    /// The kernel family's WGSL: a `shaders/` file, or text generated (unrolled) from one.
+    pub body: Cow<'static, str>,
+    /// WGSL prepended to the body: `const`s and small `fn`s that specialise it.
     pub prelude: String,
     /// A family's shared WGSL (a `shaders/` file), placed between the prelude and the
-    /// source; static, so the cache identifies it by address instead of hashing it per
-    /// dispatch. "" for none.
+    /// body. "" for none.
     pub common: &'static str,
-    pub entry: &'a str,
+    pub entry: &'static str,
     /// Compile without runtime bounds checks. Only for kernels whose every index is
     /// provably in range given the shapes their caller asserts (the subgroup GEMM);
     /// `ROENTGEN_CHECKED_SHADERS=1` turns checks back on for debugging.
     pub trusted: bool,
 }
 
-impl KernelSpec<'_> {
-    /// The WGSL handed to wgpu: the prelude, then the family's text (generated here
-    /// for a [`KernelSource::Generated`]).
+impl KernelSpec {
+    /// The WGSL handed to wgpu: the prelude, the family's shared text, then its body.
     pub fn wgsl(&self) -> String {
-        match &self.source {
-            KernelSource::File(body) => format!("{}\n{}\n{body}", self.prelude, self.common),
-            KernelSource::Generated(f) => format!("{}\n{}\n{}", self.prelude, self.common, f()),
-        }
+        format!("{}\n{}\n{}", self.prelude, self.common, self.body)
     }
 }
+
+/// Compiled kernels of one key type (a value of [`Pipelines`]).
+type KernelsOf<K> = HashMap<K, Arc<Kernel>>;
+
+/// Compiled kernels by key type, then by key: a [`KernelsOf`] per family's key type.
+type Pipelines = HashMap<TypeId, Box<dyn Any + Send>>;
 
 pub struct Gpu {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: GpuInfo,
-    /// Compiled kernels by source, entry and checks, then by specialisation prelude.
-    pipelines: Mutex<HashMap<String, HashMap<String, Arc<Kernel>>>>,
+    /// Compiled kernels by key type, then key.
+    pipelines: Mutex<Pipelines>,
     pool: Arc<Mutex<BufferPool>>,
     recorder: Mutex<Recorder>,
     /// First uncaptured device error (validation, out of memory) or the device's loss,
@@ -455,27 +454,19 @@ impl Gpu {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn pipeline(&self, spec: &KernelSpec) -> Arc<Kernel> {
-        // The cache key is everything the compiled kernel depends on: its source, entry,
-        // specialisation prelude and checks (a generated source's parameters are
-        // constants of its prelude: see KernelSource::Generated), never a name typed
-        // by hand.
-        let source_id = match &spec.source {
-            KernelSource::File(body) => format!("file@{:p}+{}", body.as_ptr(), body.len()),
-            KernelSource::Generated(_) => "generated".to_string(),
-        };
-        let key = format!(
-            "{source_id}|{:p}+{}|{}|{}",
-            spec.common.as_ptr(),
-            spec.common.len(),
-            spec.entry,
-            spec.trusted && !self.info.checked_shaders
-        );
+    fn pipeline<K: KernelKey>(&self, key: &K) -> Arc<Kernel> {
+        // The typed key is everything the compiled kernel depends on (see KernelKey):
+        // two hash lookups, no text.
         let mut cache = self.pipelines.lock().unwrap();
-        // looked up by the prelude as it is: no copy of it per dispatch
-        if let Some(p) = cache.get(&key).and_then(|v| v.get(spec.prelude.as_str())) {
+        let of_type = cache
+            .entry(TypeId::of::<K>())
+            .or_insert_with(|| Box::new(KernelsOf::<K>::new()))
+            .downcast_mut::<KernelsOf<K>>()
+            .expect("pipelines are filed by their key's type");
+        if let Some(p) = of_type.get(key) {
             return p.clone();
         }
+        let spec = key.spec();
         let source = spec.wgsl();
         // The bind-group layout is the one the WGSL declares, every binding of it, so
         // a kernel never has to touch a binding it does not use to keep it in an
@@ -575,14 +566,12 @@ impl Gpu {
             );
         }
         let kernel = Arc::new(Kernel {
+            label: spec.label,
             pipeline,
             layout,
             storage_bindings,
         });
-        cache
-            .entry(key)
-            .or_default()
-            .insert(spec.prelude.clone(), kernel.clone());
+        of_type.insert(*key, kernel.clone());
         kernel
     }
 
@@ -688,9 +677,9 @@ impl Gpu {
     /// Records one dispatch. `bindings` are storage buffers in binding order 1..;
     /// binding 0 is the uniform block `params` (a `repr(C)` struct mirroring the
     /// kernel's WGSL `Params`, or plain u32/f32 words).
-    pub fn dispatch<P: bytemuck::NoUninit>(
+    pub fn dispatch<K: KernelKey, P: bytemuck::NoUninit>(
         &self,
-        spec: &KernelSpec,
+        key: &K,
         bindings: &[&wgpu::Buffer],
         params: &P,
         workgroups: [u32; 3],
@@ -700,7 +689,7 @@ impl Gpu {
         assert!(
             workgroups.iter().all(|&w| w <= limit),
             "kernel {} dispatch {:?} exceeds {} workgroups per dimension",
-            spec.label,
+            key.spec().label,
             workgroups,
             limit
         );
@@ -709,12 +698,12 @@ impl Gpu {
         }
         self.dispatches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let kernel = self.pipeline(spec);
+        let kernel = self.pipeline(key);
         assert_eq!(
             bindings.len(),
             kernel.storage_bindings,
             "kernel {} declares {} storage bindings, the dispatch gave {}",
-            spec.label,
+            kernel.label,
             kernel.storage_bindings,
             bindings.len()
         );
@@ -734,7 +723,7 @@ impl Gpu {
         assert!(
             params.len() <= PARAM_STRIDE as usize,
             "too many params for {}",
-            spec.label
+            kernel.label
         );
         let mut block = [0u8; PARAM_STRIDE as usize];
         block[..params.len()].copy_from_slice(params);
@@ -762,7 +751,7 @@ impl Gpu {
                     });
                 }
                 let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some(&spec.label),
+                    label: Some(&kernel.label),
                     layout: &kernel.layout,
                     entries: &entries,
                 });
@@ -773,6 +762,13 @@ impl Gpu {
                 bg
             }
         };
+        #[cfg(not(target_arch = "wasm32"))]
+        let profiled = self
+            .profile
+            .lock()
+            .unwrap()
+            .is_some()
+            .then(|| kernel.clone());
         rec.dispatches.push(Dispatch {
             kernel,
             bind_group,
@@ -780,12 +776,17 @@ impl Gpu {
             workgroups,
         });
         #[cfg(not(target_arch = "wasm32"))]
-        if self.profile.lock().unwrap().is_some() {
+        if let Some(kernel) = profiled {
             let t0 = std::time::Instant::now();
             self.submit(&mut rec);
             let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
             let dt = t0.elapsed().as_secs_f64();
-            let family = spec.label.split('_').take(2).collect::<Vec<_>>().join("_");
+            let family = kernel
+                .label
+                .split('_')
+                .take(2)
+                .collect::<Vec<_>>()
+                .join("_");
             let mut prof = self.profile.lock().unwrap();
             let e = prof.as_mut().unwrap().entry(family).or_default();
             e.0 += 1;

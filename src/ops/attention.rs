@@ -1,7 +1,7 @@
 //! Attention (`shaders/attention_subgroup.wgsl`; elsewhere chunked GEMMs and a row
 //! softmax): the subgroup flash kernel or query chunks, never the whole score tensor.
 
-use crate::gpu::{Gpu, KernelPath, KernelSource, KernelSpec, Tensor};
+use crate::gpu::{Gpu, KernelKey, KernelPath, KernelSpec, Tensor};
 
 use super::contract::{KernelContract, params_layout};
 use super::elementwise::{ElementwiseParams, Map};
@@ -156,28 +156,42 @@ fn flash_attention_source(d: usize, sg: usize) -> String {
     src
 }
 
-/// `shaders/attention_maps.wgsl`'s `entry` (`probs`, `resize_add`).
-fn maps_spec(entry: &'static str) -> KernelSpec<'static> {
-    KernelSpec {
-        label: format!("attention_maps_{entry}"),
-        source: KernelSource::File(ATTENTION_MAPS),
-        prelude: String::new(),
-        common: "",
-        entry,
-        trusted: false,
+/// `shaders/attention_maps.wgsl`'s entry `probs` or `resize_add` (the pipeline cache's key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct MapsKernel(&'static str);
+
+impl KernelKey for MapsKernel {
+    fn spec(&self) -> KernelSpec {
+        KernelSpec {
+            label: format!("attention_maps_{}", self.0),
+            body: ATTENTION_MAPS.into(),
+            prelude: String::new(),
+            common: "",
+            entry: self.0,
+            trusted: false,
+        }
     }
 }
 
-/// The flash kernel for subgroups of `sg` and head dim `d`; `source` generates its text
-/// (`flash_attention_source(d, sg)`).
-fn flash_spec<'a>(sg: u32, d: usize, source: &'a dyn Fn() -> String) -> KernelSpec<'a> {
-    KernelSpec {
-        label: format!("attention_flash_sg{sg}_d{d}"),
-        source: KernelSource::Generated(source),
-        prelude: format!("const SG: u32 = {sg}u;\nconst D: u32 = {d}u;\n"),
-        common: "",
-        entry: "main",
-        trusted: false,
+/// The flash kernel for subgroups of `sg` and head dim `d` (the pipeline cache's key):
+/// `flash_attention_source(d, sg)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct FlashKernel {
+    sg: u32,
+    d: usize,
+}
+
+impl KernelKey for FlashKernel {
+    fn spec(&self) -> KernelSpec {
+        let FlashKernel { sg, d } = *self;
+        KernelSpec {
+            label: format!("attention_flash_sg{sg}_d{d}"),
+            body: flash_attention_source(d, sg as usize).into(),
+            prelude: format!("const SG: u32 = {sg}u;\nconst D: u32 = {d}u;\n"),
+            common: "",
+            entry: "main",
+            trusted: false,
+        }
     }
 }
 
@@ -211,14 +225,13 @@ pub(super) fn contracts() -> Vec<KernelContract> {
     });
     let mut out: Vec<_> = ["probs", "resize_add"]
         .into_iter()
-        .map(|e| KernelContract::new(&maps_spec(e), maps.clone(), 4))
+        .map(|e| KernelContract::new(&MapsKernel(e).spec(), maps.clone(), 4))
         .collect();
     // every subgroup size the flash kernel takes (4 to FLASH_MAX_SUBGROUP)
     for sg in [4u32, 8, 16, 32, 64] {
         for d in [40, 64, 160] {
-            let source = move || flash_attention_source(d, sg as usize);
             out.push(KernelContract::new(
-                &flash_spec(sg, d, &source),
+                &FlashKernel { sg, d }.spec(),
                 flash.clone(),
                 4,
             ));
@@ -269,7 +282,7 @@ impl Gpu {
         let sum = self.empty(&[maps.tokens, nq]);
         let bindings = [q.buffer(), k.buffer(), sum.buffer(), maps.acc.buffer()];
         for (entry, n) in [("probs", nq), ("resize_add", maps.tokens * maps.h * maps.w)] {
-            self.dispatch(&maps_spec(entry), &bindings, &p, wg1d(n));
+            self.dispatch(&MapsKernel(entry), &bindings, &p, wg1d(n));
         }
     }
 
@@ -317,8 +330,7 @@ impl Gpu {
         {
             self.count_flops(4 * (b * heads * nq * nk * d) as u64);
             let out = self.empty(&[b, nq, c]);
-            let source = move || flash_attention_source(d, sg as usize);
-            let spec = flash_spec(sg, d, &source);
+            let spec = FlashKernel { sg, d };
             let scale = 1.0 / (d as f32).sqrt();
             let p = FlashParams {
                 nq: nq as u32,

@@ -1,7 +1,7 @@
 //! Elementwise kernels (`shaders/elementwise.wgsl`): maps, broadcasts, GEGLU, fill,
 //! concatenation, and the heads transpose attention uses.
 
-use crate::gpu::{Gpu, KernelSpec, Tensor};
+use crate::gpu::{Gpu, KernelKey, KernelSpec, Tensor};
 
 use super::contract::{KernelContract, ParamsLayout, params_layout};
 use super::wg1d;
@@ -35,7 +35,7 @@ pub(super) struct ElementwiseParams {
 }
 
 /// Elementwise functions of one or two operands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Map {
     Add,
     Mul,
@@ -62,16 +62,25 @@ impl Map {
     }
 }
 
-/// The kernel of `shaders/elementwise.wgsl`'s `entry` with `op` = `f`.
-fn map_spec(f: Map, entry: &'static str) -> KernelSpec<'static> {
-    let (name, body) = f.wgsl();
-    KernelSpec {
-        label: format!("elementwise_{entry}_{name}"),
-        source: ELEMENTWISE.into(),
-        prelude: format!("fn op(a: f32, b: f32) -> f32 {{ {body} }}"),
-        common: "",
-        entry,
-        trusted: false,
+/// The kernel of `shaders/elementwise.wgsl`'s `entry` with `op` = `f` (the pipeline
+/// cache's key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) struct MapKernel {
+    f: Map,
+    entry: &'static str,
+}
+
+impl KernelKey for MapKernel {
+    fn spec(&self) -> KernelSpec {
+        let (name, body) = self.f.wgsl();
+        KernelSpec {
+            label: format!("elementwise_{}_{name}", self.entry),
+            body: ELEMENTWISE.into(),
+            prelude: format!("fn op(a: f32, b: f32) -> f32 {{ {body} }}"),
+            common: "",
+            entry: self.entry,
+            trusted: false,
+        }
     }
 }
 
@@ -103,17 +112,20 @@ pub(super) fn contracts() -> Vec<KernelContract> {
         Map::Scale(0.125f32.to_bits()),
     ];
     let specs = maps
-        .map(|f| map_spec(f, "map"))
+        .map(|f| MapKernel { f, entry: "map" })
         .into_iter()
-        .chain(["geglu", "fill", "concat", "heads_transpose"].map(|e| map_spec(Map::Add, e)));
+        .chain(
+            ["geglu", "fill", "concat", "heads_transpose"]
+                .map(|entry| MapKernel { f: Map::Add, entry }),
+        );
     specs
-        .map(|spec| KernelContract::new(&spec, params_contract(), 3))
+        .map(|key| KernelContract::new(&key.spec(), params_contract(), 3))
         .collect()
 }
 
 impl Gpu {
-    pub(super) fn map_kernel(&self, f: Map, entry: &'static str) -> KernelSpec<'static> {
-        map_spec(f, entry)
+    pub(super) fn map_kernel(&self, f: Map, entry: &'static str) -> MapKernel {
+        MapKernel { f, entry }
     }
 
     /// Elementwise function of one tensor.

@@ -1,7 +1,7 @@
 //! The GEMM family (`shaders/gemm*.wgsl`): linear layers and convs as implicit GEMMs,
 //! on the subgroup, CPU-driver and tiled forms, for every weight format.
 
-use crate::gpu::{Gpu, KernelPath, KernelSource, KernelSpec, Tensor, Weight, WeightFormat};
+use crate::gpu::{Gpu, KernelKey, KernelPath, KernelSpec, Tensor, Weight, WeightFormat};
 use crate::quant::BLOCK;
 
 use super::contract::{KernelContract, ParamsLayout, params_layout};
@@ -157,7 +157,7 @@ const RT: usize = 4;
 const SUBGROUPS: usize = 8;
 
 /// The CPU GEMM's tile: R x C outputs per thread, WX x WY threads per workgroup.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct CpuTile {
     r: usize,
     c: usize,
@@ -310,28 +310,49 @@ impl Gemm {
     }
 }
 
-/// The kernel a GEMM `g` takes on `path` (resolved: the subgroup form only where the
-/// shapes allow its 4-wide reads) with its weights in `wf` and the epilogue's bias and
-/// residual, and its workgroup grid. A CPU-driver kernel's generator is kept in
-/// `cpu_source`.
-fn gemm_spec<'a>(
-    path: KernelPath,
-    g: &Gemm,
-    wf: WeightFormat,
-    has_bias: bool,
-    has_res: bool,
-    cpu_source: &'a mut Option<Box<dyn Fn() -> String>>,
-) -> (KernelSpec<'a>, [u32; 3]) {
-    let mode = if g.conv.is_some() { "conv" } else { "linear" };
-    let flags = format!("w{}_b{}_r{}", wf.name(), has_bias as u8, has_res as u8);
-    let consts = format!("const HAS_BIAS: bool = {has_bias};\nconst HAS_RES: bool = {has_res};\n");
-    let in_c = g.conv.map_or(g.k, |c| c.in_c);
-    let p = g.params();
-    match path {
-        KernelPath::Subgroup(sg) => (
-            KernelSpec {
+/// A GEMM kernel as a dispatch names it (the pipeline cache's key): its form, the
+/// weights' format and the epilogue. Its WGSL is built only when it is compiled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct GemmKernel {
+    form: GemmForm,
+    /// A conv's implicit GEMM (A read through the conv's geometry), else a linear one.
+    conv: bool,
+    format: WeightFormat,
+    bias: bool,
+    res: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum GemmForm {
+    /// `shaders/gemm_subgroup.wgsl` for subgroups of this size.
+    Subgroup(u32),
+    /// `shaders/gemm_cpu.wgsl` unrolled for this tile (see [`gemm_cpu_source`]).
+    Cpu {
+        tile: CpuTile,
+        v4: bool,
+        blocked: bool,
+        upsample: bool,
+    },
+    /// `shaders/gemm.wgsl`, 64 x 64 workgroup tiles.
+    Tiled,
+}
+
+impl KernelKey for GemmKernel {
+    fn spec(&self) -> KernelSpec {
+        let GemmKernel {
+            form,
+            conv,
+            format: wf,
+            bias,
+            res,
+        } = *self;
+        let mode = if conv { "conv" } else { "linear" };
+        let flags = format!("w{}_b{}_r{}", wf.name(), bias as u8, res as u8);
+        let consts = format!("const HAS_BIAS: bool = {bias};\nconst HAS_RES: bool = {res};\n");
+        match form {
+            GemmForm::Subgroup(sg) => KernelSpec {
                 label: format!("gemm_sg{sg}_{RT}x{SUBGROUPS}_{mode}_{flags}"),
-                source: GEMM_SUBGROUP.into(),
+                body: GEMM_SUBGROUP.into(),
                 prelude: format!(
                     "const SG: u32 = {sg}u;\nconst RT: u32 = {RT}u;\nconst SUBGROUPS: u32 = {SUBGROUPS}u;\n{consts}{}fn a_base(m: u32, t: u32, z: u32) -> i32 {{ return a_base_{mode}(m, t, z); }}\n",
                     wf.wgsl_vec4(2, 6)
@@ -340,28 +361,13 @@ fn gemm_spec<'a>(
                 entry: "main",
                 trusted: true,
             },
-            [
-                g.n.div_ceil(SUBGROUPS * sg as usize) as u32,
-                g.m.div_ceil(RT * sg as usize) as u32,
-                g.batches as u32,
-            ],
-        ),
-        // CPU drivers: the register-tiled form without barriers (shaders/gemm_cpu.wgsl).
-        KernelPath::CpuDriver => {
-            let t = CpuTile::for_n(g.n);
-            let v4 = g.k.is_multiple_of(4) && in_c.is_multiple_of(4) && g.strides_aligned();
-            let upsample = g.conv.is_some_and(|c| (c.lh, c.lw) != (c.in_h, c.in_w));
-            let conv = g.conv.is_some();
-            let b = BLOCK as u32;
-            let blocked = v4
-                && wf.quant().is_some()
-                && [p.in_c, p.w_rs, p.w_off, p.w_tap, p.w_bs, p.w_hs]
-                    .iter()
-                    .all(|v| v % b == 0);
-            let cpu_source =
-                &**cpu_source.insert(Box::new(move || gemm_cpu_source(t, conv, v4, blocked)));
-            let CpuTile { r, c, wx, wy } = t;
-            (
+            GemmForm::Cpu {
+                tile,
+                v4,
+                blocked,
+                upsample,
+            } => {
+                let CpuTile { r, c, wx, wy } = tile;
                 KernelSpec {
                     label: format!(
                         "gemm_cpu_{mode}{}_{flags}_{r}x{c}_{wx}x{wy}{}{}",
@@ -369,47 +375,83 @@ fn gemm_spec<'a>(
                         if v4 { "_v4" } else { "" },
                         if blocked { "_blocked" } else { "" }
                     ),
-                    source: KernelSource::Generated(cpu_source),
+                    body: gemm_cpu_source(tile, conv, v4, blocked).into(),
                     prelude: format!(
-                        "{consts}{}const CONV: bool = {};\nconst V4: bool = {v4};\nconst BLOCKED: bool = {blocked};\nconst UPSAMPLE: bool = {upsample};\nconst R: u32 = {r}u;\nconst C: u32 = {c}u;\nconst WX: u32 = {wx}u;\nconst WY: u32 = {wy}u;\n",
+                        "{consts}{}const CONV: bool = {conv};\nconst V4: bool = {v4};\nconst BLOCKED: bool = {blocked};\nconst UPSAMPLE: bool = {upsample};\nconst R: u32 = {r}u;\nconst C: u32 = {c}u;\nconst WX: u32 = {wx}u;\nconst WY: u32 = {wy}u;\n",
                         match (blocked, v4) {
                             (true, _) => wf.wgsl_blocked(2, 6).unwrap_or_default(),
                             (false, true) => wf.wgsl_vec4(2, 6),
                             (false, false) => wf.wgsl(2, 6),
                         },
-                        conv
                     ),
                     common: GEMM_COMMON,
                     entry: "main",
                     trusted: false,
-                },
-                [
-                    g.n.div_ceil(wx * c) as u32,
-                    g.m.div_ceil(wy * r) as u32,
-                    g.batches as u32,
-                ],
-            )
-        }
-        KernelPath::Tiled => (
-            KernelSpec {
+                }
+            }
+            GemmForm::Tiled => KernelSpec {
                 label: format!("gemm_tiled_{mode}_{flags}_64x64"),
-                source: GEMM.into(),
-                prelude: format!(
-                    "{consts}{}const CONV: bool = {};\n",
-                    wf.wgsl(2, 6),
-                    g.conv.is_some()
-                ),
+                body: GEMM.into(),
+                prelude: format!("{consts}{}const CONV: bool = {conv};\n", wf.wgsl(2, 6)),
                 common: GEMM_COMMON,
                 entry: "main",
                 trusted: false,
             },
-            [
-                g.n.div_ceil(64) as u32,
-                g.m.div_ceil(64) as u32,
-                g.batches as u32,
-            ],
-        ),
+        }
     }
+}
+
+/// The kernel a GEMM `g` takes on `path` (resolved: the subgroup form only where the
+/// shapes allow its 4-wide reads) with its weights in `wf` and the epilogue's bias and
+/// residual, and its workgroup grid.
+fn gemm_kernel(
+    path: KernelPath,
+    g: &Gemm,
+    wf: WeightFormat,
+    bias: bool,
+    res: bool,
+) -> (GemmKernel, [u32; 3]) {
+    let conv = g.conv.is_some();
+    let (form, tile_n, tile_m) = match path {
+        KernelPath::Subgroup(sg) => (
+            GemmForm::Subgroup(sg),
+            SUBGROUPS * sg as usize,
+            RT * sg as usize,
+        ),
+        // CPU drivers: the register-tiled form without barriers (shaders/gemm_cpu.wgsl).
+        KernelPath::CpuDriver => {
+            let tile = CpuTile::for_n(g.n);
+            let in_c = g.conv.map_or(g.k, |c| c.in_c);
+            let v4 = g.k.is_multiple_of(4) && in_c.is_multiple_of(4) && g.strides_aligned();
+            let w_tap = if g.w_tap == 0 { in_c } else { g.w_tap }; // as params() has it
+            let blocked = v4
+                && wf.quant().is_some()
+                && [in_c, g.w_rs, g.w_off, w_tap, g.w_bs, g.w_hs]
+                    .iter()
+                    .all(|v| v % BLOCK == 0);
+            let form = GemmForm::Cpu {
+                tile,
+                v4,
+                blocked,
+                upsample: g.conv.is_some_and(|c| (c.lh, c.lw) != (c.in_h, c.in_w)),
+            };
+            (form, tile.wx * tile.c, tile.wy * tile.r)
+        }
+        KernelPath::Tiled => (GemmForm::Tiled, 64, 64),
+    };
+    let key = GemmKernel {
+        form,
+        conv,
+        format: wf,
+        bias,
+        res,
+    };
+    let grid = [
+        g.n.div_ceil(tile_n) as u32,
+        g.m.div_ceil(tile_m) as u32,
+        g.batches as u32,
+    ];
+    (key, grid)
 }
 
 fn params_contract() -> ParamsLayout {
@@ -477,10 +519,9 @@ pub(super) fn contracts() -> Vec<KernelContract> {
         for path in paths {
             for wf in formats {
                 for (bias, res) in [(false, false), (true, false), (false, true), (true, true)] {
-                    let mut cpu_source = None;
-                    let (spec, _) = gemm_spec(path, g, wf, bias, res, &mut cpu_source);
+                    let (key, _) = gemm_kernel(path, g, wf, bias, res);
                     let buffers = 5 + wf.quant().is_some() as usize;
-                    let c = KernelContract::new(&spec, params_contract(), buffers);
+                    let c = KernelContract::new(&key.spec(), params_contract(), buffers);
                     if seen.insert((c.source.clone(), c.entry.clone())) {
                         out.push(c);
                     }
@@ -590,15 +631,7 @@ impl Gpu {
             KernelPath::Subgroup(_) if !aligned => self.info.fallback(),
             p => p,
         };
-        let mut cpu_source = None;
-        let (spec, workgroups) = gemm_spec(
-            path,
-            g,
-            w.format,
-            bias.is_some(),
-            res.is_some(),
-            &mut cpu_source,
-        );
+        let (kernel, workgroups) = gemm_kernel(path, g, w.format, bias.is_some(), res.is_some());
         let dummy = self.dummy();
         let mut bindings = vec![
             x,
@@ -609,7 +642,7 @@ impl Gpu {
         ];
         // binding 6: a quantized weight's scales
         bindings.extend(w.scales);
-        self.dispatch(&spec, &bindings, &p, workgroups);
+        self.dispatch(&kernel, &bindings, &p, workgroups);
     }
 
     /// `x [.., K] · wᵀ (+ bias) (+ res)` with `w [N, K]` as PyTorch stores `nn.Linear`.

@@ -1,7 +1,7 @@
 //! Normalisations (`shaders/norm.wgsl`, `shaders/rows_subgroup.wgsl`): GroupNorm (+SiLU),
 //! LayerNorm, and the row kernels attention's softmax shares.
 
-use crate::gpu::{Gpu, KernelPath, KernelSpec, Tensor, Weight};
+use crate::gpu::{Gpu, KernelKey, KernelPath, KernelSpec, Tensor, Weight};
 
 use super::contract::{KernelContract, ParamsLayout, params_layout};
 use super::grid;
@@ -9,7 +9,7 @@ use super::grid;
 const NORM: &str = include_str!("../../shaders/norm.wgsl");
 
 /// The row kernels [`Gpu::dispatch_rows`] runs.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) enum RowKernel {
     LayerNorm,
     /// In-place softmax of attention score rows.
@@ -47,51 +47,68 @@ pub(super) struct NormParams {
 }
 const ROWS_SUBGROUP: &str = include_str!("../../shaders/rows_subgroup.wgsl");
 
-/// GroupNorm's kernel: the barrier-free form (`serial`) or a workgroup per group.
-fn group_norm_spec(serial: bool, silu: bool) -> KernelSpec<'static> {
-    let entry = if serial {
-        "group_norm_serial"
-    } else {
-        "group_norm"
-    };
-    KernelSpec {
-        label: format!("{entry}_silu{}", silu as u8),
-        source: NORM.into(),
-        prelude: format!("const SILU: bool = {silu};"),
-        common: "",
-        entry,
-        trusted: false,
+/// GroupNorm's kernel: the barrier-free form (`serial`) or a workgroup per group (the
+/// pipeline cache's key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct GroupNormKernel {
+    serial: bool,
+    silu: bool,
+}
+
+impl KernelKey for GroupNormKernel {
+    fn spec(&self) -> KernelSpec {
+        let entry = if self.serial {
+            "group_norm_serial"
+        } else {
+            "group_norm"
+        };
+        KernelSpec {
+            label: format!("{entry}_silu{}", self.silu as u8),
+            body: NORM.into(),
+            prelude: format!("const SILU: bool = {};", self.silu),
+            common: "",
+            entry,
+            trusted: false,
+        }
     }
 }
 
-/// A row kernel in `path`'s form (see [`Gpu::dispatch_rows`]).
-fn row_spec(kernel: RowKernel, path: KernelPath) -> KernelSpec<'static> {
-    let (subgroup, workgroup, serial) = match kernel {
-        RowKernel::LayerNorm => ("layer_norm", "layer_norm", "layer_norm_serial"),
-        RowKernel::Softmax => ("softmax", "softmax_rows", "softmax_rows_serial"),
-    };
-    match path {
-        KernelPath::Subgroup(sg) => KernelSpec {
-            label: format!("{subgroup}_sg{sg}"),
-            source: ROWS_SUBGROUP.into(),
-            prelude: format!("const SG: u32 = {sg}u;"),
-            common: "",
-            entry: subgroup,
-            trusted: false,
-        },
-        path => {
-            let entry = if path == KernelPath::CpuDriver {
-                serial
-            } else {
-                workgroup
-            };
-            KernelSpec {
-                label: entry.into(),
-                source: NORM.into(),
-                prelude: "const SILU: bool = false;".into(),
+/// A row kernel in `path`'s form (see [`Gpu::dispatch_rows`]; the pipeline cache's key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct RowsKernel {
+    kernel: RowKernel,
+    path: KernelPath,
+}
+
+impl KernelKey for RowsKernel {
+    fn spec(&self) -> KernelSpec {
+        let (subgroup, workgroup, serial) = match self.kernel {
+            RowKernel::LayerNorm => ("layer_norm", "layer_norm", "layer_norm_serial"),
+            RowKernel::Softmax => ("softmax", "softmax_rows", "softmax_rows_serial"),
+        };
+        match self.path {
+            KernelPath::Subgroup(sg) => KernelSpec {
+                label: format!("{subgroup}_sg{sg}"),
+                body: ROWS_SUBGROUP.into(),
+                prelude: format!("const SG: u32 = {sg}u;"),
                 common: "",
-                entry,
+                entry: subgroup,
                 trusted: false,
+            },
+            path => {
+                let entry = if path == KernelPath::CpuDriver {
+                    serial
+                } else {
+                    workgroup
+                };
+                KernelSpec {
+                    label: entry.into(),
+                    body: NORM.into(),
+                    prelude: "const SILU: bool = false;".into(),
+                    common: "",
+                    entry,
+                    trusted: false,
+                }
             }
         }
     }
@@ -121,7 +138,7 @@ pub(super) fn contracts() -> Vec<KernelContract> {
     let mut specs = Vec::new();
     for serial in [false, true] {
         for silu in [false, true] {
-            specs.push(group_norm_spec(serial, silu));
+            specs.push(GroupNormKernel { serial, silu }.spec());
         }
     }
     for kernel in [RowKernel::LayerNorm, RowKernel::Softmax] {
@@ -135,7 +152,7 @@ pub(super) fn contracts() -> Vec<KernelContract> {
             KernelPath::CpuDriver,
             KernelPath::Tiled,
         ] {
-            specs.push(row_spec(kernel, path));
+            specs.push(RowsKernel { kernel, path }.spec());
         }
     }
     specs
@@ -176,7 +193,7 @@ impl Gpu {
         let per_group = c / groups;
         // CPU drivers without subgroups: the barrier-free form (shaders/norm.wgsl).
         let serial = self.info.path == KernelPath::CpuDriver;
-        let spec = group_norm_spec(serial, silu);
+        let spec = GroupNormKernel { serial, silu };
         let mut c0 = 0;
         xs.iter()
             .map(|x| {
@@ -236,7 +253,7 @@ impl Gpu {
         rows: usize,
     ) {
         let path = self.info.path_for(crate::gpu::ROWS_MAX_SUBGROUP);
-        let spec = row_spec(kernel, path);
+        let spec = RowsKernel { kernel, path };
         let groups = match path {
             KernelPath::Subgroup(sg) => grid(rows.div_ceil(64 / sg as usize)),
             KernelPath::CpuDriver => grid(rows.div_ceil(64)),
