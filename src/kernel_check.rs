@@ -136,10 +136,20 @@ pub async fn check_kernels(gpu: &Gpu, seed: u64) -> Result<Vec<Checked>> {
             });
         }
     }
-    // 3x3 conv, padding 1, NHWC
-    for format in [WeightFormat::F32, WeightFormat::Int8] {
+    // 3x3 conv, padding 1, NHWC; int8 also with Cin a multiple of the quantization
+    // block (the CPU-driver form's blocked, 16-weights-a-load walk: RoentGen's convs)
+    for (format, blocked) in [
+        (WeightFormat::F32, false),
+        (WeightFormat::Int8, false),
+        (WeightFormat::Int8, true),
+    ] {
         let (h, w) = (rng.range(3, 12), rng.range(3, 12));
-        let (ci, co) = (4 * rng.range(1, 8), rng.range(1, 24));
+        let ci = if blocked {
+            32 * rng.range(1, 3)
+        } else {
+            4 * rng.range(1, 8)
+        };
+        let co = rng.range(1, 24);
         let x = rng.normal(h * w * ci, 1.0);
         // weights [co, 3, 3, ci]: PyTorch's [co, ci, 3, 3] as the loader reorders it
         let wv = rng.normal(co * ci * 9, 1.0 / ((9 * ci) as f32).sqrt());

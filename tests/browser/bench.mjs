@@ -3,7 +3,7 @@
 // 32x32 latents (first call with kernel compilation, then a second) and at 64x64.
 // Also the release build's wasm size. Needs `trunk build --release` first.
 //   node tests/browser/bench.mjs [--format f32|f16|int8|int4 ...] [--kernels both] [latent ...]
-//   node tests/browser/bench.mjs kernels LATENT BASE [--format F ...]   (kernel timings, bench::unet_cases)
+//   node tests/browser/bench.mjs kernels LATENT BASE [--format F ...] [--reps N]   (kernel timings, bench::unet_cases)
 // Several --format flags run one after the other in the same page (ratios side by side);
 // --kernels both runs each with the subgroup kernels (forced, even where the engine would
 // not pick them) and then the portable ones
@@ -26,6 +26,9 @@ for (let i = args.indexOf('--format'); i >= 0; i = args.indexOf('--format')) {
   args.splice(i, 2);
 }
 if (!formats.length) formats.push('f32');
+const r = args.indexOf('--reps'); // kernel timings: reps per kernel (median)
+const reps = r >= 0 ? Number(args[r + 1]) : 1;
+if (r >= 0) args.splice(r, 2);
 const k = args.indexOf('--kernels');
 // null: the engine's own choice; false/true: the subgroup kernels forced / turned off
 const kernelPaths = k >= 0 && args[k + 1] === 'both' ? [false, true] : [null];
@@ -42,7 +45,7 @@ try {
   if (kernels) {
     const [latent, base] = latents;
     for (const f of formats) {
-      const rows = JSON.parse(await page.evaluate(([l, b, f]) => window.wasmBindings.bench_kernels(l, b, 1, f), [latent, base, f]));
+      const rows = JSON.parse(await page.evaluate(([l, b, f, n]) => window.wasmBindings.bench_kernels(l, b, n, f), [latent, base, f, reps]));
       for (const r of rows) console.log(`| ${f} | ${r.kernel} | ${r.median_ms.toFixed(0)} ms | ${r.gflops.toFixed(2)} |`);
     }
     process.exit(0);
