@@ -19,6 +19,14 @@
 // K, a conv's Cin and the operands' strides are multiples of 4, A and W are read as
 // vec4 along K (one address and bounds check for 4 values).
 //
+// With subgroups (SwiftShader's 4 lanes, lavapipe's 8), the broadcast form: the lanes of
+// a subgroup are consecutive invocations along x (WX is a multiple of the lanes), so they
+// share their rows and differ in columns. Each lane loads a different 4 values of a row
+// (lane l: K offsets c + 4l .. c + 4l + 3) and `subgroupBroadcast` (a constant lane: a
+// register shuffle) hands them to the others: a row costs one gather per 4 * lanes values
+// of K instead of one per 4. Every lane takes part in every broadcast, so there is no
+// early exit (rows and columns past the matrix are clamped, and never stored).
+//
 // Bindings:
 //   0 p:    Params (uniform, gemm_common.wgsl)
 //   1 x:    activations f32 ([M, K] linear; NHWC [B, H, W, C] conv)
@@ -69,14 +77,24 @@ fn a_off(r: ARow, kx: u32, ky: u32) -> u32 {
     return ((r.base + sy) * p.in_w + sx) * p.in_c;
 }
 
-@compute @workgroup_size(WX, WY, 1)
-fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+// The entry point's inputs; the broadcast form adds the lane (subgroup_invocation_id).
+// One-dimensional workgroups (subgroup builtins need them): invocation i is (x, y) =
+// (i % WX, i / WX), so a subgroup's consecutive invocations share y, their rows.
+struct Ids {
+    @builtin(local_invocation_index) lidx: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+LANE_FIELD
+}
+
+@compute @workgroup_size(WX * WY, 1, 1)
+fn main(ids: Ids) {
+    let lid = vec2<u32>(ids.lidx % WX, ids.lidx / WX);
+    let wid = ids.wid;
+LANE
     let z = wid.z;
     let m_first = wid.y * (WY * R) + lid.y;
     let n_first = wid.x * (WX * C) + lid.x;
-    if ((m_first >= p.M) | (n_first >= p.N)) {
-        return; // no barrier follows: leaving early is safe
-    }
+EXIT
     let w_base = p.w_off + (z / p.heads) * p.w_bs + (z % p.heads) * p.w_hs;
     let o_base = p.o_off + (z / p.heads) * p.o_bs + (z % p.heads) * p.o_hs;
 ROWS

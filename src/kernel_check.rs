@@ -98,7 +98,10 @@ pub async fn check_kernels(gpu: &Gpu, seed: u64) -> Result<Vec<Checked>> {
     for (i, format) in formats.iter().copied().enumerate() {
         for aligned in [true, false] {
             let m = rng.range(1, 96);
-            let k = if aligned {
+            // f32: K a multiple of 16, so that the CPU form's 4-lane broadcasts run
+            let k = if aligned && format == WeightFormat::F32 {
+                16 * rng.range(2, 10)
+            } else if aligned {
                 4 * rng.range(8, 40)
             } else {
                 4 * rng.range(8, 40) + 1 + i % 3
@@ -137,7 +140,7 @@ pub async fn check_kernels(gpu: &Gpu, seed: u64) -> Result<Vec<Checked>> {
         }
     }
     // 3x3 conv, padding 1, NHWC; int8 also with Cin a multiple of the quantization
-    // block (the CPU-driver form's blocked, 16-weights-a-load walk: RoentGen's convs)
+    // block (the CPU-driver form's blocked walk: RoentGen's convs)
     for (format, blocked) in [
         (WeightFormat::F32, false),
         (WeightFormat::Int8, false),
@@ -146,6 +149,8 @@ pub async fn check_kernels(gpu: &Gpu, seed: u64) -> Result<Vec<Checked>> {
         let (h, w) = (rng.range(3, 12), rng.range(3, 12));
         let ci = if blocked {
             32 * rng.range(1, 3)
+        } else if format == WeightFormat::F32 {
+            16 * rng.range(1, 3) // the CPU form's 4-lane broadcasts
         } else {
             4 * rng.range(1, 8)
         };

@@ -76,6 +76,9 @@ pub struct GpuInfo {
     pub checked_shaders: bool,
     /// `ROENTGEN_LOG_PIPELINES=1`: print each pipeline's compile time (native).
     pub log_pipelines: bool,
+    /// `ROENTGEN_NO_BROADCAST=1` (`roentgenNoBroadcast` in the browser): the CPU-driver
+    /// GEMM without its subgroup broadcasts (see [`GpuInfo::cpu_broadcast`]).
+    pub no_broadcast: bool,
 }
 
 /// The largest subgroup each subgroup kernel takes (issue 23: fixed sizes 4 to 128
@@ -98,6 +101,18 @@ impl GpuInfo {
     /// driver's or the tiled one, by `software`.
     pub fn fallback(&self) -> KernelPath {
         KernelPath::for_adapter(None, self.software)
+    }
+
+    /// The lanes the CPU-driver GEMM shares its A loads across (a subgroup of 4 or 8
+    /// lanes on a CPU driver that runs the CPU form: SwiftShader's 4, lavapipe's 8 when
+    /// asked): each lane loads a different 4 values of a row and `subgroupBroadcast`
+    /// hands them to the others, one gather instead of one per lane (see
+    /// `shaders/gemm_cpu.wgsl`). None elsewhere.
+    pub fn cpu_broadcast(&self) -> Option<u32> {
+        if self.path != KernelPath::CpuDriver || self.no_broadcast {
+            return None;
+        }
+        self.subgroup_size.filter(|&sg| sg == 4 || sg == 8)
     }
 
     /// This adapter's form for a kernel whose subgroup form takes subgroups of at
@@ -390,6 +405,10 @@ impl Gpu {
             chunked_attention: std::env::var_os("ROENTGEN_CHUNKED_ATTENTION").is_some(),
             checked_shaders: std::env::var_os("ROENTGEN_CHECKED_SHADERS").is_some(),
             log_pipelines: std::env::var_os("ROENTGEN_LOG_PIPELINES").is_some(),
+            #[cfg(not(target_arch = "wasm32"))]
+            no_broadcast: std::env::var_os("ROENTGEN_NO_BROADCAST").is_some(),
+            #[cfg(target_arch = "wasm32")]
+            no_broadcast: web_flag("roentgenNoBroadcast"),
         };
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("dummy"),
@@ -1003,6 +1022,7 @@ mod path_tests {
                     chunked_attention: false,
                     checked_shaders: false,
                     log_pipelines: false,
+                    no_broadcast: false,
                 };
                 for max in [GEMM_MAX_SUBGROUP, ROWS_MAX_SUBGROUP, FLASH_MAX_SUBGROUP] {
                     let want = if sg <= max {

@@ -17,7 +17,10 @@ const GEMM_CPU: &str = include_str!("../../shaders/gemm_cpu.wgsl");
 /// `blocked`: the weights are quantized and every row and tap starts a block (K, the
 /// conv's Cin and all weight offsets multiples of `BLOCK`): K is walked a block at a
 /// time and each column's scale read once per block.
-fn gemm_cpu_source(t: CpuTile, conv: bool, v4: bool, blocked: bool) -> String {
+/// `lanes`: the broadcast form (`shaders/gemm_cpu.wgsl`): A's rows read 4 values per
+/// lane and shared across a subgroup of that many lanes (f32 weights, v4, Cin a
+/// multiple of 4 x lanes, WX a multiple of lanes).
+fn gemm_cpu_source(t: CpuTile, conv: bool, v4: bool, blocked: bool, lanes: Option<u32>) -> String {
     let CpuTile { r, c, wx, wy } = t;
     let grid = |f: &dyn Fn(usize, usize) -> String| {
         (0..r)
@@ -61,7 +64,48 @@ fn gemm_cpu_source(t: CpuTile, conv: bool, v4: bool, blocked: bool) -> String {
         );
         fmas = grid(&|i, j| format!("            acc{i}_{j} = fma(a{i}, b{j}, acc{i}_{j});"));
     }
-    let inner = if blocked {
+    // The broadcast form's steps: lane l's 4 values of row i (`l{i}`), then per lane k
+    // its values broadcast to all (`a{i}`) against 4 weights of each column at c + 4k.
+    let broadcast = || {
+        let lanes = lanes.unwrap_or(0) as usize;
+        let mut s = rows(&|i| {
+            format!(
+                "            let l{i} = x[(x{i} + c + 4u * lane) >> 2u]{};",
+                valid(i)
+            )
+        });
+        s.push('\n');
+        for k in 0..lanes {
+            s += "            {\n";
+            s += &cols(&|j| format!("            let b{j} = w4(wo{j} + wt + c + {}u);", 4 * k));
+            s.push('\n');
+            s += &rows(&|i| {
+                let mut f = format!("            let a{i} = subgroupBroadcast(l{i}, {k}u);\n");
+                for comp in ["x", "y", "z", "w"] {
+                    for j in 0..c {
+                        f += &format!(
+                            "            acc{i}_{j} = fma(a{i}.{comp}, b{j}.{comp}, acc{i}_{j});\n"
+                        );
+                    }
+                }
+                f
+            });
+            s += "            }\n";
+        }
+        s
+    };
+    let inner = if let Some(n) = lanes {
+        // (f32 weights only: see gemm_kernel)
+        assert!(
+            v4 && !blocked,
+            "the broadcast form reads f32 weights as vec4"
+        );
+        format!(
+            "        for (var c = 0u; c < p.in_c; c += {}u) {{\n{}        }}",
+            4 * n,
+            broadcast(),
+        )
+    } else if blocked {
         format!(
             "        for (var cb = 0u; cb < p.in_c; cb += {BLOCK}u) {{\n{}\n        for (var c = cb; c < cb + {BLOCK}u; c += 4u) {{\n{}\n{fmas}\n        }}\n        }}",
             cols(&|j| format!("            let s{j} = w_block(wo{j} + wt + cb);")),
@@ -115,7 +159,31 @@ fn gemm_cpu_source(t: CpuTile, conv: bool, v4: bool, blocked: bool) -> String {
             }),
         ),
     ];
-    let mut src = GEMM_CPU.to_string();
+    let mut src = GEMM_CPU
+        .replace(
+            "\nLANE_FIELD\n",
+            if lanes.is_some() {
+                "\n    @builtin(subgroup_invocation_id) lane: u32,\n"
+            } else {
+                "\n"
+            },
+        )
+        .replace(
+            "\nLANE\n",
+            if lanes.is_some() {
+                "\n    let lane = ids.lane;\n"
+            } else {
+                "\n"
+            },
+        )
+        .replace(
+            "\nEXIT\n",
+            if lanes.is_some() {
+                "\n    // no early exit: every lane takes part in the broadcasts\n"
+            } else {
+                "\n    if ((m_first >= p.M) | (n_first >= p.N)) {\n        return; // no barrier follows: leaving early is safe\n    }\n"
+            },
+        );
     for (k, v) in parts {
         src = src.replace(&format!("\n{k}\n"), &format!("\n{v}\n"));
     }
@@ -332,6 +400,8 @@ enum GemmForm {
         v4: bool,
         blocked: bool,
         upsample: bool,
+        /// the broadcast form over subgroups of this many lanes
+        lanes: Option<u32>,
     },
     /// `shaders/gemm.wgsl`, 64 x 64 workgroup tiles.
     Tiled,
@@ -366,16 +436,18 @@ impl KernelKey for GemmKernel {
                 v4,
                 blocked,
                 upsample,
+                lanes,
             } => {
                 let CpuTile { r, c, wx, wy } = tile;
                 KernelSpec {
                     label: format!(
-                        "gemm_cpu_{mode}{}_{flags}_{r}x{c}_{wx}x{wy}{}{}",
+                        "gemm_cpu_{mode}{}_{flags}_{r}x{c}_{wx}x{wy}{}{}{}",
                         if upsample { "_up" } else { "" },
                         if v4 { "_v4" } else { "" },
-                        if blocked { "_blocked" } else { "" }
+                        if blocked { "_blocked" } else { "" },
+                        lanes.map_or(String::new(), |n| format!("_bc{n}"))
                     ),
-                    body: gemm_cpu_source(tile, conv, v4, blocked).into(),
+                    body: gemm_cpu_source(tile, conv, v4, blocked, lanes).into(),
                     prelude: format!(
                         "{consts}{}const CONV: bool = {conv};\nconst V4: bool = {v4};\nconst BLOCKED: bool = {blocked};\nconst UPSAMPLE: bool = {upsample};\nconst R: u32 = {r}u;\nconst C: u32 = {c}u;\nconst WX: u32 = {wx}u;\nconst WY: u32 = {wy}u;\n",
                         match (blocked, v4) {
@@ -403,13 +475,16 @@ impl KernelKey for GemmKernel {
 
 /// The kernel a GEMM `g` takes on `path` (resolved: the subgroup form only where the
 /// shapes allow its 4-wide reads) with its weights in `wf` and the epilogue's bias and
-/// residual, and its workgroup grid.
+/// residual, and its workgroup grid. `broadcast`: the lanes of the CPU form's broadcast
+/// variant where the adapter has it ([`crate::gpu::GpuInfo::cpu_broadcast`]), taken
+/// where the shape allows.
 fn gemm_kernel(
     path: KernelPath,
     g: &Gemm,
     wf: WeightFormat,
     bias: bool,
     res: bool,
+    broadcast: Option<u32>,
 ) -> (GemmKernel, [u32; 3]) {
     let conv = g.conv.is_some();
     let (form, tile_n, tile_m) = match path {
@@ -429,11 +504,22 @@ fn gemm_kernel(
                 && [in_c, g.w_rs, g.w_off, w_tap, g.w_bs, g.w_hs]
                     .iter()
                     .all(|v| v % BLOCK == 0);
+            // f32 weights only: quantized weights' decoding is ALU work the broadcasts'
+            // shuffles compete with (int8 measured 10-20 % slower with them on
+            // SwiftShader, f32 1.2x faster: BENCHMARKS.md)
+            let lanes = broadcast.filter(|&n| {
+                let step = 4 * n as usize;
+                wf == WeightFormat::F32
+                    && v4
+                    && in_c.is_multiple_of(step)
+                    && tile.wx.is_multiple_of(n as usize)
+            });
             let form = GemmForm::Cpu {
                 tile,
                 v4,
                 blocked,
                 upsample: g.conv.is_some_and(|c| (c.lh, c.lw) != (c.in_h, c.in_w)),
+                lanes,
             };
             (form, tile.wx * tile.c, tile.wy * tile.r)
         }
@@ -519,11 +605,18 @@ pub(super) fn contracts() -> Vec<KernelContract> {
         for path in paths {
             for wf in formats {
                 for (bias, res) in [(false, false), (true, false), (false, true), (true, true)] {
-                    let (key, _) = gemm_kernel(path, g, wf, bias, res);
-                    let buffers = 5 + wf.quant().is_some() as usize;
-                    let c = KernelContract::new(&key.spec(), params_contract(), buffers);
-                    if seen.insert((c.source.clone(), c.entry.clone())) {
-                        out.push(c);
+                    // the CPU form also in its broadcast variant over 4 and 8 lanes
+                    let broadcasts: &[Option<u32>] = match path {
+                        KernelPath::CpuDriver => &[None, Some(4), Some(8)],
+                        _ => &[None],
+                    };
+                    for &lanes in broadcasts {
+                        let (key, _) = gemm_kernel(path, g, wf, bias, res, lanes);
+                        let buffers = 5 + wf.quant().is_some() as usize;
+                        let c = KernelContract::new(&key.spec(), params_contract(), buffers);
+                        if seen.insert((c.source.clone(), c.entry.clone())) {
+                            out.push(c);
+                        }
                     }
                 }
             }
@@ -631,7 +724,14 @@ impl Gpu {
             KernelPath::Subgroup(_) if !aligned => self.info.fallback(),
             p => p,
         };
-        let (kernel, workgroups) = gemm_kernel(path, g, w.format, bias.is_some(), res.is_some());
+        let (kernel, workgroups) = gemm_kernel(
+            path,
+            g,
+            w.format,
+            bias.is_some(),
+            res.is_some(),
+            self.info.cpu_broadcast(),
+        );
         let dummy = self.dummy();
         let mut bindings = vec![
             x,

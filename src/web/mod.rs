@@ -185,6 +185,9 @@ pub fn gpu_info_text(info: &crate::gpu::GpuInfo) -> String {
     match (info.path, info.subgroups, info.subgroup_size) {
         (crate::gpu::KernelPath::Subgroup(sg), ..) => format!("subgroup kernels, {sg} lanes"),
         (_, true, None) => "portable kernels (subgroups of varying size)".into(),
+        (_, true, Some(sg)) if info.cpu_broadcast().is_some() => format!(
+            "portable kernels, CPU form with {sg}-lane subgroup broadcasts (its subgroup kernels are slower here)"
+        ),
         (_, true, Some(sg)) if info.software => format!(
             "portable kernels ({sg}-lane subgroups left unused: this CPU driver's own kernels are faster)"
         ),

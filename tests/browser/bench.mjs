@@ -2,12 +2,13 @@
 // at half width, random f32 weights, in headless Chromium on SwiftShader WebGPU, at
 // 32x32 latents (first call with kernel compilation, then a second) and at 64x64.
 // Also the release build's wasm size. Needs `trunk build --release` first.
-//   node tests/browser/bench.mjs [--format f32|f16|int8|int4 ...] [--kernels both] [latent ...]
+//   node tests/browser/bench.mjs [--format f32|f16|int8|int4 ...] [--kernels MODES] [latent ...]
 //   node tests/browser/bench.mjs kernels LATENT BASE [--format F ...] [--reps N]   (kernel timings, bench::unet_cases)
 // Several --format flags run one after the other in the same page (ratios side by side);
-// --kernels both runs each with the subgroup kernels (forced, even where the engine would
-// not pick them) and then the portable ones
-// (`roentgenNoSubgroups`, www/subgroups.js) in the same page.
+// --kernels runs each in several modes in the same page: `engine` (its own choice),
+// `subgroup` (the subgroup kernels forced, even where the engine would not pick them),
+// `portable` (no subgroups: `roentgenNoSubgroups`, www/subgroups.js), `nobroadcast` (the
+// CPU form without its subgroup broadcasts); `both` = subgroup,portable.
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
@@ -30,8 +31,12 @@ const r = args.indexOf('--reps'); // kernel timings: reps per kernel (median)
 const reps = r >= 0 ? Number(args[r + 1]) : 1;
 if (r >= 0) args.splice(r, 2);
 const k = args.indexOf('--kernels');
-// null: the engine's own choice; false/true: the subgroup kernels forced / turned off
-const kernelPaths = k >= 0 && args[k + 1] === 'both' ? [false, true] : [null];
+// --kernels MODE[,MODE...]: engine (its own choice), subgroup (the subgroup kernels
+// forced), portable (no subgroups at all), nobroadcast (the CPU form without its
+// subgroup broadcasts); `both` = subgroup,portable
+const MODES = ['engine', 'subgroup', 'portable', 'nobroadcast'];
+const kernelModes = k < 0 ? ['engine'] : args[k + 1] === 'both' ? ['subgroup', 'portable'] : args[k + 1].split(',');
+if (kernelModes.some((m) => !MODES.includes(m))) throw new Error(`--kernels: ${MODES.join(', ')} or both`);
 if (k >= 0) args.splice(k, 2);
 const kernels = args[0] === 'kernels';
 const latents = args.slice(kernels ? 1 : 0).map(Number);
@@ -50,15 +55,16 @@ try {
     }
     process.exit(0);
   }
-  for (const latent of latents.length ? latents : [32, 64]) for (const f of formats) for (const portable of kernelPaths) {
+  for (const latent of latents.length ? latents : [32, 64]) for (const f of formats) for (const mode of kernelModes) {
     const t0 = Date.now();
     try {
-      const r = await page.evaluate(([l, f, p]) => {
-        window.roentgenNoSubgroups = p === true;
-        window.roentgenSubgroupKernels = p === false; // the subgroup kernels even where slower
+      const r = await page.evaluate(([l, f, m]) => {
+        window.roentgenNoSubgroups = m === 'portable';
+        window.roentgenSubgroupKernels = m === 'subgroup'; // the subgroup kernels even where slower
+        window.roentgenNoBroadcast = m === 'nobroadcast';
         return window.wasmBindings.bench_unet(0.5, l, l <= 32, f);
-      }, [latent, f, portable]);
-      console.log(r);
+      }, [latent, f, mode]);
+      console.log(JSON.stringify({ mode, ...JSON.parse(r) }));
     } catch (e) {
       console.log(JSON.stringify({ latent, format: f, error: String(e), after_ms: Date.now() - t0 }));
     }

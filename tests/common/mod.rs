@@ -73,12 +73,30 @@ pub fn gpu_portable_gpu_style() -> &'static Gpu {
     })
 }
 
+/// The CPU-driver form with its subgroup broadcasts (what SwiftShader's 4 lanes run in
+/// Chromium; here over lavapipe's 8): None where the adapter has no subgroups of a
+/// size it takes.
+pub fn gpu_portable_broadcast() -> Option<&'static Gpu> {
+    static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
+    GPU.get_or_init(|| {
+        let mut g = pollster::block_on(Gpu::new())
+            .expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
+        g.info.software = true;
+        g.info.path = KernelPath::CpuDriver;
+        g.info.cpu_broadcast().is_some().then_some(g)
+    })
+    .as_ref()
+}
+
 /// Every kernel path this machine can run.
 pub fn gpus() -> Vec<(&'static str, &'static Gpu)> {
     let mut v = vec![
         ("portable", gpu_portable()),
         ("portable (GPU-style)", gpu_portable_gpu_style()),
     ];
+    if let Some(g) = gpu_portable_broadcast() {
+        v.push(("portable broadcast", g));
+    }
     if gpu().info.subgroup_size.is_some() {
         v.push(("subgroup", gpu()));
     }
