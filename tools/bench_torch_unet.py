@@ -20,6 +20,24 @@ import torch
 from diffusers import UNet2DConditionModel
 
 
+def build_unet(width_scale, seed=0):
+    """SD 1.4's UNet with block widths scaled and rounded as `roentgen bench
+    --unet-width-scale` does, random weights from torch.manual_seed(seed); also the model
+    tools/ort-web/export_unet_onnx.py exports. Returns (unet, widths)."""
+    torch.manual_seed(seed)
+    widths = [int(round(c * width_scale)) for c in (320, 640, 1280, 1280)]  # as roentgen bench
+    if any(w % 32 for w in widths):
+        raise SystemExit(f"widths {widths}: GroupNorm(32) needs multiples of 32 "
+                         "(width scales 0.1, 0.2, 0.25, 0.5, 1.0 work)")
+    unet = UNet2DConditionModel(
+        sample_size=64, in_channels=4, out_channels=4, block_out_channels=widths,
+        down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+        up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+        layers_per_block=2, cross_attention_dim=768, attention_head_dim=8,
+        norm_num_groups=32).eval()
+    return unet, widths
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--width-scale", type=float, default=1.0)
@@ -28,14 +46,7 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    torch.manual_seed(0)
-    widths = [int(round(c * a.width_scale)) for c in (320, 640, 1280, 1280)]  # as roentgen bench
-    unet = UNet2DConditionModel(
-        sample_size=64, in_channels=4, out_channels=4, block_out_channels=widths,
-        down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
-        up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
-        layers_per_block=2, cross_attention_dim=768, attention_head_dim=8,
-        norm_num_groups=32).eval()
+    unet, widths = build_unet(a.width_scale)
     x = torch.randn(2, 4, a.latent, a.latent)
     ctx = torch.randn(2, 77, 768)
     t = torch.tensor(801)

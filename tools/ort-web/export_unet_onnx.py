@@ -22,11 +22,11 @@ Needs onnx and onnxscript (tools/requirements-ort.txt) in the venv.
 import argparse
 import json
 import os
+import sys
 import time
 
 import numpy as np
 import torch
-from diffusers import UNet2DConditionModel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROTOBUF_LIMIT = 2 * 1024**3
@@ -45,19 +45,11 @@ class Wrapped(torch.nn.Module):
 
 
 def build_unet(width_scale, seed):
-    # Exactly tools/bench_torch_unet.py's model.
-    torch.manual_seed(seed)
-    widths = [int(round(c * width_scale)) for c in (320, 640, 1280, 1280)]
-    if any(w % 32 for w in widths):
-        raise SystemExit(f"widths {widths}: GroupNorm(32) needs multiples of 32 "
-                         "(width scales 0.1, 0.2, 0.25, 0.5, 1.0 work)")
-    unet = UNet2DConditionModel(
-        sample_size=64, in_channels=4, out_channels=4, block_out_channels=widths,
-        down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
-        up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
-        layers_per_block=2, cross_attention_dim=768, attention_head_dim=8,
-        norm_num_groups=32).eval()
-    return unet, widths
+    # Exactly tools/bench_torch_unet.py's model (imported from there).
+    sys.path.insert(0, os.path.dirname(HERE))
+    from bench_torch_unet import build_unet as build
+
+    return build(width_scale, seed)
 
 
 def inputs(latent):
