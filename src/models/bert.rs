@@ -12,8 +12,7 @@ use crate::error::Result;
 use crate::gpu::{Gpu, Tensor};
 use crate::loader::Loader;
 use crate::models::config::BertConfig;
-use crate::models::text::gather_embeddings;
-use crate::nn::{LayerNorm, Linear};
+use crate::nn::{LayerNorm, Linear, gather_embeddings};
 use crate::ops::Map;
 
 /// Key prefixes of a BERT checkpoint that generation never reads: the masked-LM head

@@ -4,8 +4,7 @@ use crate::error::Result;
 use crate::gpu::{Gpu, Tensor};
 use crate::loader::Loader;
 use crate::models::config::ClipTextConfig;
-use crate::models::text::gather_embeddings;
-use crate::nn::{LayerNorm, Linear};
+use crate::nn::{LayerNorm, Linear, gather_embeddings};
 use crate::ops::Map;
 
 pub struct ClipAttention {

@@ -89,39 +89,3 @@ pub fn check_tokenizer(
     }
     Ok(())
 }
-
-/// A prompt's input embeddings, gathered on the CPU (the embedding tables stay there):
-/// `ids [B][T]`, rows of one length of 1 to `positions` tokens, every id below `vocab`;
-/// element `(row, position, k)` of the `[B, T, d]` result is `value(id, position, k)`.
-/// Returns the values, B and T.
-pub(crate) fn gather_embeddings(
-    ids: &[Vec<u32>],
-    positions: usize,
-    vocab: usize,
-    d: usize,
-    value: impl Fn(usize, usize, usize) -> f32,
-) -> Result<(Vec<f32>, usize, usize)> {
-    let b = ids.len();
-    let t = ids.first().map_or(0, |r| r.len());
-    if t == 0 || t > positions || ids.iter().any(|r| r.len() != t) {
-        return Err(Error::Shape(format!(
-            "text encoder input must be {b} rows of the same length 1..={positions} tokens"
-        )));
-    }
-    let mut x = vec![0f32; b * t * d];
-    for (bi, row) in ids.iter().enumerate() {
-        for (ti, &id) in row.iter().enumerate() {
-            let id = id as usize;
-            if id >= vocab {
-                return Err(Error::Shape(format!(
-                    "token id {id} is outside the vocabulary of {vocab}"
-                )));
-            }
-            let o = (bi * t + ti) * d;
-            for k in 0..d {
-                x[o + k] = value(id, ti, k);
-            }
-        }
-    }
-    Ok((x, b, t))
-}
