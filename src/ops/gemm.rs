@@ -38,13 +38,11 @@ fn gemm_cpu_source(t: CpuTile, conv: bool, v4: bool, blocked: bool, lanes: Optio
             String::new()
         }
     };
-    let (xbind, step, loads, fmas);
-    if v4 {
-        xbind = "@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;";
-        step = "4u";
-        loads = cols(&|j| format!("            let b{j} = w4(wo{j} + wt + c);"));
-        fmas = rows(&|i| {
-            let mut s = format!("            let a{i} = x[(x{i} + c) >> 2u]{};\n", valid(i));
+    // vec4 along K: row i's 4 values `a{i}` (read by `a_line`) against the 4 weights of
+    // each column `b{j}`.
+    let fmas4 = |a_line: &dyn Fn(usize) -> String| {
+        rows(&|i| {
+            let mut s = a_line(i);
             for comp in ["x", "y", "z", "w"] {
                 for j in 0..c {
                     s += &format!(
@@ -53,7 +51,14 @@ fn gemm_cpu_source(t: CpuTile, conv: bool, v4: bool, blocked: bool, lanes: Optio
                 }
             }
             s
-        });
+        })
+    };
+    let (xbind, step, loads, fmas);
+    if v4 {
+        xbind = "@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;";
+        step = "4u";
+        loads = cols(&|j| format!("            let b{j} = w4(wo{j} + wt + c);"));
+        fmas = fmas4(&|i| format!("            let a{i} = x[(x{i} + c) >> 2u]{};\n", valid(i)));
     } else {
         xbind = "@group(0) @binding(1) var<storage, read> x: array<f32>;";
         step = "1u";
@@ -64,10 +69,10 @@ fn gemm_cpu_source(t: CpuTile, conv: bool, v4: bool, blocked: bool, lanes: Optio
         );
         fmas = grid(&|i, j| format!("            acc{i}_{j} = fma(a{i}, b{j}, acc{i}_{j});"));
     }
-    // The broadcast form's steps: lane l's 4 values of row i (`l{i}`), then per lane k
-    // its values broadcast to all (`a{i}`) against 4 weights of each column at c + 4k.
-    let broadcast = || {
-        let lanes = lanes.unwrap_or(0) as usize;
+    // The broadcast form's steps over `n` lanes: lane l's 4 values of row i (`l{i}`),
+    // then per lane k its values broadcast to all (`a{i}`) against 4 weights of each
+    // column at c + 4k.
+    let broadcast = |n: u32| {
         let mut s = rows(&|i| {
             format!(
                 "            let l{i} = x[(x{i} + c + 4u * lane) >> 2u]{};",
@@ -75,21 +80,11 @@ fn gemm_cpu_source(t: CpuTile, conv: bool, v4: bool, blocked: bool, lanes: Optio
             )
         });
         s.push('\n');
-        for k in 0..lanes {
+        for k in 0..n {
             s += "            {\n";
             s += &cols(&|j| format!("            let b{j} = w4(wo{j} + wt + c + {}u);", 4 * k));
             s.push('\n');
-            s += &rows(&|i| {
-                let mut f = format!("            let a{i} = subgroupBroadcast(l{i}, {k}u);\n");
-                for comp in ["x", "y", "z", "w"] {
-                    for j in 0..c {
-                        f += &format!(
-                            "            acc{i}_{j} = fma(a{i}.{comp}, b{j}.{comp}, acc{i}_{j});\n"
-                        );
-                    }
-                }
-                f
-            });
+            s += &fmas4(&|i| format!("            let a{i} = subgroupBroadcast(l{i}, {k}u);\n"));
             s += "            }\n";
         }
         s
@@ -103,7 +98,7 @@ fn gemm_cpu_source(t: CpuTile, conv: bool, v4: bool, blocked: bool, lanes: Optio
         format!(
             "        for (var c = 0u; c < p.in_c; c += {}u) {{\n{}        }}",
             4 * n,
-            broadcast(),
+            broadcast(n),
         )
     } else if blocked {
         format!(
@@ -481,6 +476,7 @@ impl KernelKey for GemmKernel {
 fn gemm_kernel(
     path: KernelPath,
     g: &Gemm,
+    p: &GemmParams,
     wf: WeightFormat,
     bias: bool,
     res: bool,
@@ -496,14 +492,13 @@ fn gemm_kernel(
         // CPU drivers: the register-tiled form without barriers (shaders/gemm_cpu.wgsl).
         KernelPath::CpuDriver => {
             let tile = CpuTile::for_n(g.n);
-            let in_c = g.conv.map_or(g.k, |c| c.in_c);
+            let in_c = p.in_c as usize;
             let v4 = g.k.is_multiple_of(4) && in_c.is_multiple_of(4) && g.strides_aligned();
-            let w_tap = if g.w_tap == 0 { in_c } else { g.w_tap }; // as params() has it
             let blocked = v4
                 && wf.quant().is_some()
-                && [in_c, g.w_rs, g.w_off, w_tap, g.w_bs, g.w_hs]
+                && [p.in_c, p.w_rs, p.w_off, p.w_tap, p.w_bs, p.w_hs]
                     .iter()
-                    .all(|v| v % BLOCK == 0);
+                    .all(|&v| (v as usize).is_multiple_of(BLOCK));
             // f32 weights only: quantized weights' decoding is ALU work the broadcasts'
             // shuffles compete with (int8 measured 10-20 % slower with them on
             // SwiftShader, f32 1.2x faster: BENCHMARKS.md)
@@ -611,7 +606,7 @@ pub(super) fn contracts() -> Vec<KernelContract> {
                         _ => &[None],
                     };
                     for &lanes in broadcasts {
-                        let (key, _) = gemm_kernel(path, g, wf, bias, res, lanes);
+                        let (key, _) = gemm_kernel(path, g, &g.params(), wf, bias, res, lanes);
                         let buffers = 5 + wf.quant().is_some() as usize;
                         let c = KernelContract::new(&key.spec(), params_contract(), buffers);
                         if seen.insert((c.source.clone(), c.entry.clone())) {
@@ -727,6 +722,7 @@ impl Gpu {
         let (kernel, workgroups) = gemm_kernel(
             path,
             g,
+            &p,
             w.format,
             bias.is_some(),
             res.is_some(),
