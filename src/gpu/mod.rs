@@ -107,7 +107,8 @@ impl GpuInfo {
     /// lanes on a CPU driver that runs the CPU form: SwiftShader's 4, lavapipe's 8 when
     /// asked): each lane loads a different 4 values of a row and `subgroupBroadcast`
     /// hands them to the others, one gather instead of one per lane (see
-    /// `shaders/gemm_cpu.wgsl`). None elsewhere.
+    /// `shaders/gemm_cpu.wgsl`). The attention takes the subgroup flash kernel there
+    /// too, several queries per lane. None elsewhere.
     pub fn cpu_broadcast(&self) -> Option<u32> {
         if self.path != KernelPath::CpuDriver || self.no_broadcast {
             return None;
@@ -806,6 +807,12 @@ impl Gpu {
                 .take(2)
                 .collect::<Vec<_>>()
                 .join("_");
+            // `ROENTGEN_PROFILE_SHAPES=1`: per kernel and workgroup grid instead
+            let family = if std::env::var_os("ROENTGEN_PROFILE_SHAPES").is_some() {
+                format!("{} {workgroups:?}", kernel.label)
+            } else {
+                family
+            };
             let mut prof = self.profile.lock().unwrap();
             let e = prof.as_mut().unwrap().entry(family).or_default();
             e.0 += 1;

@@ -84,76 +84,101 @@ struct FlashParams {
 /// VAE's single 512-wide head takes the chunked path).
 const FLASH_MAX_D: usize = 160;
 
-/// `shaders/attention_subgroup.wgsl` with its D and SG loops unrolled.
-fn flash_attention_source(d: usize, sg: usize) -> String {
+/// `shaders/attention_subgroup.wgsl` with its D, SG and R loops unrolled: `r` queries
+/// per lane (1 on GPUs; more on CPU drivers, where each broadcast key row then feeds
+/// `r` queries' FMAs).
+fn flash_attention_source(d: usize, sg: usize, r: usize) -> String {
     let d4 = d / 4;
-    let mut r = std::collections::HashMap::new();
-    let lines =
-        |f: &dyn Fn(usize) -> String, n: usize| (0..n).map(f).collect::<Vec<_>>().join("\n");
-    r.insert(
-        "LOAD_Q",
-        lines(&|c| format!("    let q{c} = q[qb + {c}u] * p.scale;"), d4),
-    );
-    r.insert(
-        "DECLARE_ACC",
-        lines(&|c| format!("    var a{c} = vec4<f32>(0.0);"), d4),
-    );
-    r.insert(
-        "DECLARE_S",
-        lines(&|j| format!("        var s{j} = 0.0;"), sg),
-    );
-    let mut scores = String::new();
-    for c in 0..d4 {
-        scores += &format!("        {{\n            let kc = k[kb + {c}u];\n");
-        for j in 0..sg {
-            scores += &format!("            s{j} += dot(q{c}, subgroupShuffle(kc, {j}u));\n");
+    let mut load = String::new();
+    for i in 0..r {
+        load += &format!(
+            "    let qi{i} = i0 + {}u + lane;\n    let qb{i} = ((b * p.nq + min(qi{i}, p.nq - 1u)) * p.q_stride + h * D) / 4u;\n",
+            i * sg
+        );
+        for c in 0..d4 {
+            load += &format!("    let q{i}_{c} = q[qb{i} + {c}u] * p.scale;\n");
+            load += &format!("    var a{i}_{c} = vec4<f32>(0.0);\n");
         }
-        scores += "        }\n";
+        load += &format!("    var m{i} = NEG;\n    var l{i} = 0.0;\n");
     }
-    r.insert("SCORES", scores);
-    r.insert(
-        "MASK",
-        lines(&|j| format!("        if (j0 + {j}u >= p.nk || (p.causal != 0u && j0 + {j}u > qi)) {{ s{j} = NEG; }}"), sg),
-    );
-    r.insert(
-        "MAX_S",
-        (1..sg).fold("s0".to_string(), |acc, j| format!("max({acc}, s{j})")),
-    );
-    r.insert(
-        "EXP_S",
-        lines(&|j| format!("        let p{j} = exp(s{j} - mt);"), sg),
-    );
-    r.insert(
-        "SUM_P",
-        (0..sg)
-            .map(|j| format!("p{j}"))
+    let mut tile = String::new();
+    for i in 0..r {
+        for j in 0..sg {
+            tile += &format!("        var s{i}_{j} = 0.0;\n");
+        }
+    }
+    for c in 0..d4 {
+        tile += &format!("        {{\n            let kc = k[kb + {c}u];\n");
+        for j in 0..sg {
+            tile += &format!("            let k{j} = subgroupBroadcast(kc, {j}u);\n");
+            for i in 0..r {
+                tile += &format!("            s{i}_{j} += dot(q{i}_{c}, k{j});\n");
+            }
+        }
+        tile += "        }\n";
+    }
+    for i in 0..r {
+        for j in 0..sg {
+            tile += &format!(
+                "        if (j0 + {j}u >= p.nk || (p.causal != 0u && j0 + {j}u > qi{i})) {{ s{i}_{j} = NEG; }}\n"
+            );
+        }
+        let max = (1..sg).fold(format!("s{i}_0"), |acc, j| format!("max({acc}, s{i}_{j})"));
+        tile += &format!("        let mt{i} = max(m{i}, {max});\n");
+        tile += &format!("        let corr{i} = exp(m{i} - mt{i});\n");
+        for j in 0..sg {
+            tile += &format!("        let p{i}_{j} = exp(s{i}_{j} - mt{i});\n");
+        }
+        let sum = (0..sg)
+            .map(|j| format!("p{i}_{j}"))
             .collect::<Vec<_>>()
-            .join(" + "),
-    );
-    r.insert(
-        "RESCALE_ACC",
-        lines(&|c| format!("        a{c} *= corr;"), d4),
-    );
-    let mut pv = String::new();
-    for c in 0..d4 {
-        pv += &format!("        {{\n            let vc = v[kb + {c}u];\n");
-        for j in 0..sg {
-            pv += &format!("            a{c} += p{j} * subgroupShuffle(vc, {j}u);\n");
+            .join(" + ");
+        tile += &format!("        l{i} = l{i} * corr{i} + {sum};\n        m{i} = mt{i};\n");
+        for c in 0..d4 {
+            tile += &format!("        a{i}_{c} *= corr{i};\n");
         }
-        pv += "        }\n";
     }
-    r.insert("PV", pv);
-    r.insert(
-        "STORE",
-        lines(&|c| format!("        out[ob + {c}u] = a{c} * inv;"), d4),
-    );
-    let mut src = ATTENTION_SUBGROUP.to_string();
-    for (k, v) in r {
-        src = src
-            .replace(&format!("\n{k}\n"), &format!("\n{v}\n"))
-            .replace(k, &v);
+    for c in 0..d4 {
+        tile += &format!("        {{\n            let vc = v[kb + {c}u];\n");
+        for j in 0..sg {
+            tile += &format!("            let v{j} = subgroupBroadcast(vc, {j}u);\n");
+            for i in 0..r {
+                tile += &format!("            a{i}_{c} += p{i}_{j} * v{j};\n");
+            }
+        }
+        tile += "        }\n";
     }
-    src
+    let mut store = String::new();
+    for i in 0..r {
+        store += &format!(
+            "    if (qi{i} < p.nq) {{\n        let ob = ((b * p.nq + qi{i}) * (p.heads * D) + h * D) / 4u;\n        let inv = 1.0 / l{i};\n"
+        );
+        for c in 0..d4 {
+            store += &format!("        out[ob + {c}u] = a{i}_{c} * inv;\n");
+        }
+        store += "    }\n";
+    }
+    ATTENTION_SUBGROUP
+        .replace("LOAD_Q\n", &load)
+        .replace("TILE\n", &tile)
+        .replace("STORE\n", &store)
+}
+
+/// The flash kernel's queries per lane. GPUs: 1 (one query per lane keeps every lane
+/// busy). CPU drivers (lavapipe, SwiftShader), where each lane is a SIMD lane and the
+/// key loads and shuffles cost more than the FMAs: as many as keep a lane's queries
+/// within 320 floats, at most 8. Measured, `roentgen bench --kernels --latent 32`,
+/// attention b2 h8 1024x1024: SwiftShader d20 r1/4/8/16/32 565/263/176/167/150 ms, but
+/// its shader compile time grows with the unrolled code, d40 r4/8/16 0.6/1.9/6.4 s; the
+/// chunked GEMMs took 750 ms there; lavapipe d40 r1/4/8 86/49/49 ms.
+fn flash_queries(d: usize, software: bool) -> usize {
+    if software { (320 / d).clamp(1, 8) } else { 1 }
+}
+
+/// The flash kernel's workgroup: one subgroup where lanes hold several queries (CPU
+/// drivers: more workgroups to spread over cores), else 64 invocations.
+fn flash_wg(sg: u32, r: usize) -> u32 {
+    if r > 1 { sg } else { 64 }
 }
 
 /// `shaders/attention_maps.wgsl`'s entry `probs` or `resize_add` (the pipeline cache's key).
@@ -179,15 +204,20 @@ impl KernelKey for MapsKernel {
 struct FlashKernel {
     sg: u32,
     d: usize,
+    /// Queries per lane.
+    r: usize,
 }
 
 impl KernelKey for FlashKernel {
     fn spec(&self) -> KernelSpec {
-        let FlashKernel { sg, d } = *self;
+        let FlashKernel { sg, d, r } = *self;
         KernelSpec {
-            label: format!("attention_flash_sg{sg}_d{d}"),
-            body: flash_attention_source(d, sg as usize).into(),
-            prelude: format!("const SG: u32 = {sg}u;\nconst D: u32 = {d}u;\n"),
+            label: format!("attention_flash_sg{sg}_d{d}_r{r}"),
+            body: flash_attention_source(d, sg as usize, r).into(),
+            prelude: format!(
+                "const SG: u32 = {sg}u;\nconst D: u32 = {d}u;\nconst R: u32 = {r}u;\nconst WG: u32 = {}u;\n",
+                flash_wg(sg, r)
+            ),
             common: "",
             entry: "main",
             trusted: false,
@@ -196,7 +226,7 @@ impl KernelKey for FlashKernel {
 }
 
 /// Both DAAM map kernels (q, k, sum, acc bound), the flash kernel at RoentGen's head dims
-/// and subgroup sizes 16 to 64 (q, k, v, out). The chunked path runs the GEMM,
+/// and subgroup sizes 4 to 64, one query per lane and CPU drivers' several (q, k, v, out). The chunked path runs the GEMM,
 /// elementwise and row kernels, whose own contracts cover it.
 pub(super) fn contracts() -> Vec<KernelContract> {
     let maps = params_layout!(MapParams {
@@ -231,7 +261,18 @@ pub(super) fn contracts() -> Vec<KernelContract> {
     for sg in [4u32, 8, 16, 32, 64] {
         for d in [40, 64, 160] {
             out.push(KernelContract::new(
-                &FlashKernel { sg, d }.spec(),
+                &FlashKernel { sg, d, r: 1 }.spec(),
+                flash.clone(),
+                4,
+            ));
+        }
+    }
+    // CPU drivers' subgroups (SwiftShader 4, lavapipe 8), several queries per lane
+    for sg in [4u32, 8] {
+        for d in [20, 40, 64, 160] {
+            let r = flash_queries(d, true);
+            out.push(KernelContract::new(
+                &FlashKernel { sg, d, r }.spec(),
                 flash.clone(),
                 4,
             ));
@@ -289,7 +330,10 @@ impl Gpu {
     /// Multi-head attention: `q [B, Nq, H*D]`, `k, v [B, Nk, H*D]` -> `[B, Nq, H*D]`,
     /// scale `1/sqrt(D)`, optionally causal (CLIP's text encoder).
     ///
-    /// Computed as GEMMs over query chunks: scores for a chunk of queries (all heads)
+    /// With fixed-size subgroups (and on CPU drivers with 4- or 8-lane ones, unless
+    /// `no_broadcast`), and head dims D % 4 == 0 up to 160: the flash kernel
+    /// (`shaders/attention_subgroup.wgsl`), scores kept in registers. Otherwise
+    /// computed as GEMMs over query chunks: scores for a chunk of queries (all heads)
     /// in a buffer of at most 64 MiB, softmax in place, then P.V. The full score tensor
     /// (512 MiB in f32 at 64x64 latents) never exists. A first flash kernel (one thread
     /// per query, D-float accumulators) was slower on lavapipe and returned NaN there
@@ -322,7 +366,14 @@ impl Gpu {
             KernelPath::Subgroup(sg) => sg as usize,
             _ => 64,
         };
-        if let KernelPath::Subgroup(sg) = self.info.path_for(crate::gpu::FLASH_MAX_SUBGROUP)
+        let flash = match self.info.path_for(crate::gpu::FLASH_MAX_SUBGROUP) {
+            KernelPath::Subgroup(sg) => Some(sg),
+            // SwiftShader's 4 lanes: the flash kernel with many queries per lane beats
+            // the chunked GEMMs 4x (BENCHMARKS.md)
+            KernelPath::CpuDriver => self.info.cpu_broadcast(),
+            KernelPath::Tiled => None,
+        };
+        if let Some(sg) = flash
             && d.is_multiple_of(4)
             && d <= FLASH_MAX_D
             && c.is_multiple_of(4)
@@ -330,7 +381,8 @@ impl Gpu {
         {
             self.count_flops(4 * (b * heads * nq * nk * d) as u64);
             let out = self.empty(&[b, nq, c]);
-            let spec = FlashKernel { sg, d };
+            let r = flash_queries(d, self.info.software);
+            let spec = FlashKernel { sg, d, r };
             let scale = 1.0 / (d as f32).sqrt();
             let p = FlashParams {
                 nq: nq as u32,
@@ -342,7 +394,8 @@ impl Gpu {
                 scale,
                 _pad: 0,
             };
-            let per_wg = 64 / sg as usize * sg as usize;
+            let wg = flash_wg(sg, r) as usize;
+            let per_wg = wg / sg as usize * sg as usize * r;
             self.dispatch(
                 &spec,
                 &[q.buffer(), k.buffer(), v.buffer(), out.buffer()],

@@ -106,7 +106,8 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value = "f32")]
     format: FormatArg,
     /// Time every dispatch on its own and print the time per kernel family (slower
-    /// overall; shows where the time goes).
+    /// overall; shows where the time goes). With ROENTGEN_PROFILE_SHAPES=1: per
+    /// kernel and workgroup grid.
     #[arg(long)]
     profile: bool,
     /// Time single kernels at the UNet's shapes (at --latent and --unet-width-scale)
