@@ -89,11 +89,31 @@ fn linear_matches_cpu() {
 
 fn linear_matches_cpu_on(path: &str, g: &Gpu) {
     let mut rng = Rng::from_env(&format!("{path} linear"));
-    for round in 0..8 {
-        let m = rng.range(1, 300);
-        let k = rng.range(1, 200);
-        let n = rng.range(1, 260);
-        let format = FORMATS[round % 4];
+    // rounds 8 and 9: tall f32 shapes with K a multiple of 32, which the CPU form's
+    // broadcast variant takes on lavapipe's 8 lanes (16 rows per thread: M past 12 x its threads per column)
+    for round in 0..10 {
+        let tall = round >= 8;
+        let m = if tall {
+            rng.range(256, 600)
+        } else {
+            rng.range(1, 300)
+        };
+        let k = if tall {
+            32 * rng.range(1, 6)
+        } else {
+            rng.range(1, 200)
+        };
+        // (N a multiple of 40: a tile 8 or 16 threads wide, which the broadcast takes)
+        let n = if tall {
+            40 * rng.range(1, 6)
+        } else {
+            rng.range(1, 260)
+        };
+        let format = if tall {
+            WeightFormat::F32
+        } else {
+            FORMATS[round % 4]
+        };
         let (has_bias, has_res) = (round % 2 == 0, round % 3 == 0);
         let x = rng.normal(m * k, 1.0);
         let (w, wv) = weight(g, &mut rng, &[n, k], 1.0 / (k as f32).sqrt(), format);
@@ -226,13 +246,29 @@ fn conv2d_matches_cpu() {
 
 fn conv2d_matches_cpu_on(path: &str, g: &Gpu) {
     let mut rng = Rng::from_env(&format!("{path} conv2d"));
-    for round in 0..8 {
+    // rounds 8 and 9: tall f32 maps with Cin a multiple of 32 (the CPU form's broadcast
+    // variant, as in `linear_matches_cpu_on`), same-size and upsampling
+    for round in 0..10 {
+        let tall = round >= 8;
         let b = rng.range(1, 2);
-        let (h, w) = (rng.range(1, 13), rng.range(1, 13));
-        let c = rng.range(1, 40);
-        let co = rng.range(1, 70);
+        let (h, w) = if tall {
+            (rng.range(16, 24), rng.range(16, 24))
+        } else {
+            (rng.range(1, 13), rng.range(1, 13))
+        };
+        let c = if tall {
+            32 * rng.range(1, 2)
+        } else {
+            rng.range(1, 40)
+        };
+        let co = if tall {
+            40 * rng.range(1, 2)
+        } else {
+            rng.range(1, 70)
+        };
         let k = rng.pick(&[1, 3, 3]);
-        let mut geom = match round % 4 {
+        let kind = if tall { [0, 3][round - 8] } else { round % 4 };
+        let mut geom = match kind {
             0 => ConvGeom::same(k),
             1 => ConvGeom {
                 stride: 2,
@@ -256,7 +292,11 @@ fn conv2d_matches_cpu_on(path: &str, g: &Gpu) {
         {
             geom = ConvGeom::same(k);
         }
-        let format = FORMATS[(round + rng.range(0, 3)) % 4];
+        let format = if tall {
+            WeightFormat::F32
+        } else {
+            FORMATS[(round + rng.range(0, 3)) % 4]
+        };
         let x = rng.normal(b * h * w * c, 1.0);
         // PyTorch layout for the reference, reordered to [Cout, KH, KW, Cin] for the GPU
         // as the loader does (and quantized in that order, as the converter does).

@@ -230,7 +230,8 @@ struct CpuTile {
 
 impl CpuTile {
     /// 8 rows per thread (8 x 8 = 64 accumulators: measured fastest in SwiftShader,
-    /// where each value a thread loads is a gather), and the columns per thread and
+    /// where each value a thread loads is a gather; the broadcast form takes 16, see
+    /// `gemm_kernel`), and the columns per thread and
     /// threads per row that waste the fewest columns past N: attention's P.V has N = the
     /// head dim (20, 40 ...), the UNet's widths are multiples of 160.
     fn for_n(n: usize) -> CpuTile {
@@ -509,6 +510,15 @@ fn gemm_kernel(
                     && in_c.is_multiple_of(step)
                     && tile.wx.is_multiple_of(n as usize)
             });
+            // The broadcast form takes 16 rows per thread: each weight a thread gathers
+            // then feeds twice the FMAs. SwiftShader, alternated (BENCHMARKS.md): linear
+            // 2048x160 -> 1280 205 -> 167 ms, conv3x3 2x32x32x160 215 -> 186 ms; 24 and
+            // 32 rows gain a little more on large M but lose on the 8x8 level's convs,
+            // and their shaders take 2-3 s each to compile (16: 0.6-1.2 s, 8: 0.3-0.5 s).
+            let tile = match lanes {
+                Some(_) => CpuTile { r: 16, ..tile },
+                None => tile,
+            };
             let form = GemmForm::Cpu {
                 tile,
                 v4,
