@@ -89,9 +89,10 @@ fn linear_matches_cpu() {
 
 fn linear_matches_cpu_on(path: &str, g: &Gpu) {
     let mut rng = Rng::from_env(&format!("{path} linear"));
-    // rounds 8 and 9: tall f32 shapes with K a multiple of 32, which the CPU form's
-    // broadcast variant takes on lavapipe's 8 lanes (16 rows per thread: M past 12 x its threads per column)
-    for round in 0..10 {
+    // rounds 8 to 11: tall shapes with K a multiple of 32, one per format, which the
+    // CPU form's broadcast variant takes on lavapipe's 8 lanes (16 rows per thread: M
+    // past 12 x its threads per column; quantized blocks of 32, one per step)
+    for round in 0..12 {
         let tall = round >= 8;
         let m = if tall {
             rng.range(256, 600)
@@ -109,11 +110,7 @@ fn linear_matches_cpu_on(path: &str, g: &Gpu) {
         } else {
             rng.range(1, 260)
         };
-        let format = if tall {
-            WeightFormat::F32
-        } else {
-            FORMATS[round % 4]
-        };
+        let format = FORMATS[round % 4];
         let (has_bias, has_res) = (round % 2 == 0, round % 3 == 0);
         let x = rng.normal(m * k, 1.0);
         let (w, wv) = weight(g, &mut rng, &[n, k], 1.0 / (k as f32).sqrt(), format);
@@ -246,9 +243,9 @@ fn conv2d_matches_cpu() {
 
 fn conv2d_matches_cpu_on(path: &str, g: &Gpu) {
     let mut rng = Rng::from_env(&format!("{path} conv2d"));
-    // rounds 8 and 9: tall f32 maps with Cin a multiple of 32 (the CPU form's broadcast
-    // variant, as in `linear_matches_cpu_on`), same-size and upsampling
-    for round in 0..10 {
+    // rounds 8 to 11: tall maps with Cin a multiple of 32, one per format (the CPU
+    // form's broadcast variant, as in `linear_matches_cpu_on`), same-size and upsampling
+    for round in 0..12 {
         let tall = round >= 8;
         let b = rng.range(1, 2);
         let (h, w) = if tall {
@@ -267,7 +264,7 @@ fn conv2d_matches_cpu_on(path: &str, g: &Gpu) {
             rng.range(1, 70)
         };
         let k = rng.pick(&[1, 3, 3]);
-        let kind = if tall { [0, 3][round - 8] } else { round % 4 };
+        let kind = if tall { [0, 3][round % 2] } else { round % 4 };
         let mut geom = match kind {
             0 => ConvGeom::same(k),
             1 => ConvGeom {
@@ -293,7 +290,7 @@ fn conv2d_matches_cpu_on(path: &str, g: &Gpu) {
             geom = ConvGeom::same(k);
         }
         let format = if tall {
-            WeightFormat::F32
+            FORMATS[round % 4]
         } else {
             FORMATS[(round + rng.range(0, 3)) % 4]
         };

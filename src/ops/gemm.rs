@@ -18,8 +18,8 @@ const GEMM_CPU: &str = include_str!("../../shaders/gemm_cpu.wgsl");
 /// conv's Cin and all weight offsets multiples of `BLOCK`): K is walked a block at a
 /// time and each column's scale read once per block.
 /// `lanes`: the broadcast form (`shaders/gemm_cpu.wgsl`): A's rows read 4 values per
-/// lane and shared across a subgroup of that many lanes (f32 weights, v4, Cin a
-/// multiple of 4 x lanes, WX a multiple of lanes).
+/// lane and shared across a subgroup of that many lanes (v4, Cin a multiple of 4 x
+/// lanes, WX a multiple of lanes; blocked: BLOCK a multiple of 4 x lanes).
 fn gemm_cpu_source(t: CpuTile, conv: bool, v4: bool, blocked: bool, lanes: Option<u32>) -> String {
     let CpuTile { r, c, wx, wy } = t;
     let grid = |f: &dyn Fn(usize, usize) -> String| {
@@ -80,9 +80,23 @@ fn gemm_cpu_source(t: CpuTile, conv: bool, v4: bool, blocked: bool, lanes: Optio
             )
         });
         s.push('\n');
+        if blocked {
+            // the step (4 x lanes values of K) lies in one block: its scales
+            s += &cols(&|j| format!("            let s{j} = w_block(wo{j} + wt + c);"));
+            s.push('\n');
+        }
         for k in 0..n {
             s += "            {\n";
-            s += &cols(&|j| format!("            let b{j} = w4(wo{j} + wt + c + {}u);", 4 * k));
+            s += &cols(&|j| {
+                if blocked {
+                    format!(
+                        "            let b{j} = w4s(wo{j} + wt + c + {}u, s{j});",
+                        4 * k
+                    )
+                } else {
+                    format!("            let b{j} = w4(wo{j} + wt + c + {}u);", 4 * k)
+                }
+            });
             s.push('\n');
             s += &fmas4(&|i| format!("            let a{i} = subgroupBroadcast(l{i}, {k}u);\n"));
             s += "            }\n";
@@ -90,10 +104,10 @@ fn gemm_cpu_source(t: CpuTile, conv: bool, v4: bool, blocked: bool, lanes: Optio
         s
     };
     let inner = if let Some(n) = lanes {
-        // (f32 weights only: see gemm_kernel)
+        assert!(v4, "the broadcast form reads weights as vec4");
         assert!(
-            v4 && !blocked,
-            "the broadcast form reads f32 weights as vec4"
+            !blocked || BLOCK.is_multiple_of(4 * n as usize),
+            "a broadcast step lies in one block"
         );
         format!(
             "        for (var c = 0u; c < p.in_c; c += {}u) {{\n{}        }}",
@@ -500,21 +514,24 @@ fn gemm_kernel(
                 && [p.in_c, p.w_rs, p.w_off, p.w_tap, p.w_bs, p.w_hs]
                     .iter()
                     .all(|&v| (v as usize).is_multiple_of(BLOCK));
-            // f32 weights only: quantized weights' decoding is ALU work the broadcasts'
-            // shuffles compete with (int8 measured 10-20 % slower with them on
-            // SwiftShader, f32 1.2x faster: BENCHMARKS.md)
+            // Every format (blocked ones when a step of 4 x lanes values of K lies in
+            // one block). With 8 rows per thread the broadcasts lost on quantized
+            // weights (decoding is ALU work the shuffles compete with: int8 10-20 %
+            // slower); with 16 every format gains (SwiftShader, conv3x3 2x32x32x160:
+            // int8 321 -> 178 ms, int4 284 -> 184, f16 254 -> 198, f32 215 -> 186;
+            // BENCHMARKS.md).
             let lanes = broadcast.filter(|&n| {
                 let step = 4 * n as usize;
-                wf == WeightFormat::F32
-                    && v4
-                    && in_c.is_multiple_of(step)
+                v4 && in_c.is_multiple_of(step)
                     && tile.wx.is_multiple_of(n as usize)
+                    && (!blocked || BLOCK.is_multiple_of(step))
             });
             // The broadcast form takes 16 rows per thread: each weight a thread gathers
             // then feeds twice the FMAs. SwiftShader, alternated (BENCHMARKS.md): linear
             // 2048x160 -> 1280 205 -> 167 ms, conv3x3 2x32x32x160 215 -> 186 ms; 24 and
             // 32 rows gain a little more on large M but lose on the 8x8 level's convs,
             // and their shaders take 2-3 s each to compile (16: 0.6-1.2 s, 8: 0.3-0.5 s).
+            // Without broadcasts 16 rows did not pay (int8: within noise).
             let tile = match lanes {
                 Some(_) => CpuTile { r: 16, ..tile },
                 None => tile,
