@@ -2,7 +2,8 @@
 //! that the browser can run them too (`tests/browser/subgroups.test.mjs`: Chromium's
 //! SwiftShader, subgroups of 4 lanes). tests/kernels.rs is the thorough native suite;
 //! this is its core at every GEMM form the adapter takes and every weight format:
-//! linear and 3x3 conv GEMMs (f32, f16, int8, int4; bias and residual), LayerNorm and
+//! linear and 3x3 conv GEMMs (f32, f16, int8, int4; bias and residual; a tall linear
+//! past the CPU form's 16-row threshold, f32 and int8), LayerNorm and
 //! attention (non-causal and causal, head dims 40 and 64: the flash kernel where the
 //! adapter has subgroups, the chunked GEMM and softmax otherwise), each on fresh
 //! pseudo-random shapes and values with outputs poisoned (NaN) first, so that an element
@@ -138,6 +139,30 @@ pub async fn check_kernels(gpu: &Gpu, seed: u64) -> Result<Vec<Checked>> {
                 rel_l2: rel_l2(&gpu.read(&o).await?, &want),
             });
         }
+    }
+    // a tall linear (past `GpuInfo::cpu_tall_flops`: the CPU form's 16-row broadcasts,
+    // which quantized weights take too), f32 and int8
+    for format in [WeightFormat::F32, WeightFormat::Int8] {
+        let (m, k, n) = (rng.range(512, 600), 256, 280);
+        let x = rng.normal(m * k, 1.0);
+        let wv = rng.normal(n * k, 1.0 / (k as f32).sqrt());
+        let w = gpu.weight("w", &wv[..], &[n, k], format);
+        let ws = seen(&wv, format);
+        let o = gpu.linear(&upload(gpu, &x, &[m, k])?, &w, None, None);
+        let want: Vec<f32> = (0..m * n)
+            .map(|o| {
+                let (a, j) = (o / n, o % n);
+                let (xa, wj) = (&x[a * k..(a + 1) * k], &ws[j * k..(j + 1) * k]);
+                xa.iter()
+                    .zip(wj)
+                    .map(|(&p, &q)| p as f64 * q as f64)
+                    .sum::<f64>() as f32
+            })
+            .collect();
+        out.push(Checked {
+            kernel: format!("{path} tall linear {m}x{k}x{n} {}", format.name()),
+            rel_l2: rel_l2(&gpu.read(&o).await?, &want),
+        });
     }
     // 3x3 conv, padding 1, NHWC; int8 also with Cin a multiple of the quantization
     // block (the CPU-driver form's blocked walk: RoentGen's convs)

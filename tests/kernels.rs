@@ -90,25 +90,20 @@ fn linear_matches_cpu() {
 fn linear_matches_cpu_on(path: &str, g: &Gpu) {
     let mut rng = Rng::from_env(&format!("{path} linear"));
     // rounds 8 to 11: tall shapes with K a multiple of 32, one per format, which the
-    // CPU form's broadcast variant takes on lavapipe's 8 lanes (16 rows per thread: M
-    // past 12 x its threads per column; quantized blocks of 32, one per step)
+    // CPU form's broadcast variant takes on lavapipe's 8 lanes in its tall form (over 1
+    // MFLOP in that context; 16 rows per thread: M past 12 x its threads per column;
+    // quantized blocks of 32, one per step)
     for round in 0..12 {
         let tall = round >= 8;
-        let m = if tall {
-            rng.range(256, 600)
+        // (tall N a multiple of 40: a tile 8 or 16 threads wide, which the broadcast takes)
+        let (m, k, n) = if tall {
+            (
+                rng.range(256, 600),
+                32 * rng.range(2, 6),
+                40 * rng.range(1, 6),
+            )
         } else {
-            rng.range(1, 300)
-        };
-        let k = if tall {
-            32 * rng.range(1, 6)
-        } else {
-            rng.range(1, 200)
-        };
-        // (N a multiple of 40: a tile 8 or 16 threads wide, which the broadcast takes)
-        let n = if tall {
-            40 * rng.range(1, 6)
-        } else {
-            rng.range(1, 260)
+            (rng.range(1, 300), rng.range(1, 200), rng.range(1, 260))
         };
         let format = FORMATS[round % 4];
         let (has_bias, has_res) = (round % 2 == 0, round % 3 == 0);
@@ -243,25 +238,17 @@ fn conv2d_matches_cpu() {
 
 fn conv2d_matches_cpu_on(path: &str, g: &Gpu) {
     let mut rng = Rng::from_env(&format!("{path} conv2d"));
-    // rounds 8 to 11: tall maps with Cin a multiple of 32, one per format (the CPU
+    // rounds 8 to 11: tall maps with Cin 64, one per format (the CPU
     // form's broadcast variant, as in `linear_matches_cpu_on`), same-size and upsampling
     for round in 0..12 {
         let tall = round >= 8;
         let b = rng.range(1, 2);
-        let (h, w) = if tall {
-            (rng.range(16, 24), rng.range(16, 24))
+        let (h, w, c, co) = if tall {
+            let hw = (rng.range(16, 24), rng.range(16, 24));
+            (hw.0, hw.1, 64, 40 * rng.range(1, 2))
         } else {
-            (rng.range(1, 13), rng.range(1, 13))
-        };
-        let c = if tall {
-            32 * rng.range(1, 2)
-        } else {
-            rng.range(1, 40)
-        };
-        let co = if tall {
-            40 * rng.range(1, 2)
-        } else {
-            rng.range(1, 70)
+            let hw = (rng.range(1, 13), rng.range(1, 13));
+            (hw.0, hw.1, rng.range(1, 40), rng.range(1, 70))
         };
         let k = rng.pick(&[1, 3, 3]);
         let kind = if tall { [0, 3][round % 2] } else { round % 4 };

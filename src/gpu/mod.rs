@@ -79,7 +79,19 @@ pub struct GpuInfo {
     /// `ROENTGEN_NO_BROADCAST=1` (`roentgenNoBroadcast` in the browser): the CPU-driver
     /// GEMM without its subgroup broadcasts (see [`GpuInfo::cpu_broadcast`]).
     pub no_broadcast: bool,
+    /// GEMMs of at least this many FLOPs take the CPU broadcast form's 16-row tiles
+    /// (and quantized weights its broadcasts); smaller ones keep 8 rows and broadcast
+    /// f32 weights only. [`CPU_TALL_FLOPS`]; tests lower it to reach the tall form on
+    /// small shapes.
+    pub cpu_tall_flops: u64,
 }
+
+/// The default [`GpuInfo::cpu_tall_flops`]: 2^26 (67 MFLOP). The 16-row kernels take
+/// twice as long to compile (SwiftShader: 0.6-1.2 s against 0.3-0.5 s each), which
+/// every page load pays for every kernel: with them on every shape the browser tests
+/// took 948 s against 443 s. The half-width UNet's GEMMs at 32x32 latents are 0.1-0.9
+/// GFLOP each; the tiny test UNet's (widths 16-32, 16x16 latents) at most 10 MFLOP.
+pub const CPU_TALL_FLOPS: u64 = 1 << 26;
 
 /// The largest subgroup each subgroup kernel takes (issue 23: fixed sizes 4 to 128
 /// occur, SwiftShader 4, lavapipe 8, NVIDIA and Apple 32, AMD 64): the subgroup GEMM
@@ -410,6 +422,7 @@ impl Gpu {
             no_broadcast: std::env::var_os("ROENTGEN_NO_BROADCAST").is_some(),
             #[cfg(target_arch = "wasm32")]
             no_broadcast: web_flag("roentgenNoBroadcast"),
+            cpu_tall_flops: CPU_TALL_FLOPS,
         };
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("dummy"),
@@ -1030,6 +1043,7 @@ mod path_tests {
                     checked_shaders: false,
                     log_pipelines: false,
                     no_broadcast: false,
+                    cpu_tall_flops: CPU_TALL_FLOPS,
                 };
                 for max in [GEMM_MAX_SUBGROUP, ROWS_MAX_SUBGROUP, FLASH_MAX_SUBGROUP] {
                     let want = if sg <= max {

@@ -267,8 +267,9 @@ pub(super) fn contracts() -> Vec<KernelContract> {
             ));
         }
     }
-    // CPU drivers' subgroups (SwiftShader 4, lavapipe 8), several queries per lane
-    for sg in [4u32, 8] {
+    // CPU drivers' subgroups (SwiftShader 4, lavapipe 8, 16 where llvmpipe is 512 bits
+    // wide), several queries per lane
+    for sg in [4u32, 8, 16] {
         for d in [20, 40, 64, 160] {
             let r = flash_queries(d, true);
             out.push(KernelContract::new(

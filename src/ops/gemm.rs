@@ -487,7 +487,9 @@ impl KernelKey for GemmKernel {
 /// shapes allow its 4-wide reads) with its weights in `wf` and the epilogue's bias and
 /// residual, and its workgroup grid. `broadcast`: the lanes of the CPU form's broadcast
 /// variant where the adapter has it ([`crate::gpu::GpuInfo::cpu_broadcast`]), taken
-/// where the shape allows.
+/// where the shape allows; `tall`: a GEMM of at least
+/// [`crate::gpu::GpuInfo::cpu_tall_flops`], whose broadcast form takes 16 rows per
+/// thread and every weight format.
 fn gemm_kernel(
     path: KernelPath,
     g: &Gemm,
@@ -496,6 +498,7 @@ fn gemm_kernel(
     bias: bool,
     res: bool,
     broadcast: Option<u32>,
+    tall: bool,
 ) -> (GemmKernel, [u32; 3]) {
     let conv = g.conv.is_some();
     let (form, tile_n, tile_m) = match path {
@@ -514,17 +517,18 @@ fn gemm_kernel(
                 && [p.in_c, p.w_rs, p.w_off, p.w_tap, p.w_bs, p.w_hs]
                     .iter()
                     .all(|&v| (v as usize).is_multiple_of(BLOCK));
-            // Every format (blocked ones when a step of 4 x lanes values of K lies in
-            // one block). With 8 rows per thread the broadcasts lost on quantized
-            // weights (decoding is ALU work the shuffles compete with: int8 10-20 %
-            // slower); with 16 every format gains (SwiftShader, conv3x3 2x32x32x160:
-            // int8 321 -> 178 ms, int4 284 -> 184, f16 254 -> 198, f32 215 -> 186;
-            // BENCHMARKS.md).
+            // Tall GEMMs: every format (blocked ones when a step of 4 x lanes values of
+            // K lies in one block). With 8 rows per thread the broadcasts lost on
+            // quantized weights (decoding is ALU work the shuffles compete with: int8
+            // 10-20 % slower); with 16 every format gains (SwiftShader, conv3x3
+            // 2x32x32x160: int8 321 -> 178 ms, int4 284 -> 184, f16 254 -> 198, f32
+            // 215 -> 186; BENCHMARKS.md). Smaller ones: f32 only, 8 rows.
             let lanes = broadcast.filter(|&n| {
                 let step = 4 * n as usize;
                 v4 && in_c.is_multiple_of(step)
                     && tile.wx.is_multiple_of(n as usize)
                     && (!blocked || BLOCK.is_multiple_of(step))
+                    && (tall || wf == WeightFormat::F32)
             });
             // The broadcast form takes 16 rows per thread: each weight a thread gathers
             // then feeds twice the FMAs. SwiftShader, alternated (BENCHMARKS.md): linear
@@ -533,8 +537,8 @@ fn gemm_kernel(
             // and their shaders take 2-3 s each to compile (16: 0.6-1.2 s, 8: 0.3-0.5 s).
             // Without broadcasts 16 rows did not pay (int8: within noise).
             let tile = match lanes {
-                Some(_) => CpuTile { r: 16, ..tile },
-                None => tile,
+                Some(_) if tall => CpuTile { r: 16, ..tile },
+                _ => tile,
             };
             let form = GemmForm::Cpu {
                 tile,
@@ -627,13 +631,15 @@ pub(super) fn contracts() -> Vec<KernelContract> {
         for path in paths {
             for wf in formats {
                 for (bias, res) in [(false, false), (true, false), (false, true), (true, true)] {
-                    // the CPU form also in its broadcast variant over 4 and 8 lanes
+                    // the CPU form also in its broadcast variant over 4 and 8 lanes, small
+                    // and tall
                     let broadcasts: &[Option<u32>] = match path {
                         KernelPath::CpuDriver => &[None, Some(4), Some(8)],
                         _ => &[None],
                     };
-                    for &lanes in broadcasts {
-                        let (key, _) = gemm_kernel(path, g, &g.params(), wf, bias, res, lanes);
+                    for (&lanes, tall) in broadcasts.iter().flat_map(|l| [(l, false), (l, true)]) {
+                        let (key, _) =
+                            gemm_kernel(path, g, &g.params(), wf, bias, res, lanes, tall);
                         let buffers = 5 + wf.quant().is_some() as usize;
                         let c = KernelContract::new(&key.spec(), params_contract(), buffers);
                         if seen.insert((c.source.clone(), c.entry.clone())) {
@@ -754,6 +760,7 @@ impl Gpu {
             bias.is_some(),
             res.is_some(),
             self.info.cpu_broadcast(),
+            2 * (g.m * g.n * g.k * g.batches) as u64 >= self.info.cpu_tall_flops,
         );
         let dummy = self.dummy();
         let mut bindings = vec![

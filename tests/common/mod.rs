@@ -74,8 +74,8 @@ pub fn gpu_portable_gpu_style() -> &'static Gpu {
 }
 
 /// The CPU-driver form with its subgroup broadcasts (what SwiftShader's 4 lanes run in
-/// Chromium; here over lavapipe's 8): None where the adapter has no subgroups of a
-/// size it takes.
+/// Chromium; here over lavapipe's 8), its tall form from 1 MFLOP: None where the
+/// adapter has no subgroups of a size it takes.
 pub fn gpu_portable_broadcast() -> Option<&'static Gpu> {
     static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
     GPU.get_or_init(|| {
@@ -83,6 +83,10 @@ pub fn gpu_portable_broadcast() -> Option<&'static Gpu> {
             .expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
         g.info.software = true;
         g.info.path = KernelPath::CpuDriver;
+        // the tall (16-row, every format) form from 1 MFLOP: the kernel tests' tall
+        // rounds reach it at shapes a reference computes quickly; their small ones keep
+        // the 8-row form
+        g.info.cpu_tall_flops = 1 << 20;
         g.info.cpu_broadcast().is_some().then_some(g)
     })
     .as_ref()
