@@ -483,13 +483,19 @@ impl KernelKey for GemmKernel {
     }
 }
 
+/// The CPU form's broadcast variant where the adapter has it: its lanes, and whether
+/// the GEMM is tall (at least [`crate::gpu::GpuInfo::cpu_tall_flops`]).
+#[derive(Clone, Copy, Debug)]
+struct CpuBroadcast {
+    lanes: u32,
+    tall: bool,
+}
+
 /// The kernel a GEMM `g` takes on `path` (resolved: the subgroup form only where the
 /// shapes allow its 4-wide reads) with its weights in `wf` and the epilogue's bias and
-/// residual, and its workgroup grid. `broadcast`: the lanes of the CPU form's broadcast
-/// variant where the adapter has it ([`crate::gpu::GpuInfo::cpu_broadcast`]), taken
-/// where the shape allows; `tall`: a GEMM of at least
-/// [`crate::gpu::GpuInfo::cpu_tall_flops`], whose broadcast form takes 16 rows per
-/// thread and every weight format.
+/// residual, and its workgroup grid. `broadcast`: the CPU form's broadcast variant
+/// where the adapter has it ([`crate::gpu::GpuInfo::cpu_broadcast`]), taken where the
+/// shape allows; when tall it takes 16 rows per thread and every weight format.
 fn gemm_kernel(
     path: KernelPath,
     g: &Gemm,
@@ -497,8 +503,7 @@ fn gemm_kernel(
     wf: WeightFormat,
     bias: bool,
     res: bool,
-    broadcast: Option<u32>,
-    tall: bool,
+    broadcast: Option<CpuBroadcast>,
 ) -> (GemmKernel, [u32; 3]) {
     let conv = g.conv.is_some();
     let (form, tile_n, tile_m) = match path {
@@ -523,7 +528,8 @@ fn gemm_kernel(
             // 10-20 % slower); with 16 every format gains (SwiftShader, conv3x3
             // 2x32x32x160: int8 321 -> 178 ms, int4 284 -> 184, f16 254 -> 198, f32
             // 215 -> 186; BENCHMARKS.md). Smaller ones: f32 only, 8 rows.
-            let lanes = broadcast.filter(|&n| {
+            let tall = broadcast.is_some_and(|b| b.tall);
+            let lanes = broadcast.map(|b| b.lanes).filter(|&n| {
                 let step = 4 * n as usize;
                 v4 && in_c.is_multiple_of(step)
                     && tile.wx.is_multiple_of(n as usize)
@@ -637,9 +643,10 @@ pub(super) fn contracts() -> Vec<KernelContract> {
                         KernelPath::CpuDriver => &[None, Some(4), Some(8)],
                         _ => &[None],
                     };
-                    for (&lanes, tall) in broadcasts.iter().flat_map(|l| [(l, false), (l, true)]) {
-                        let (key, _) =
-                            gemm_kernel(path, g, &g.params(), wf, bias, res, lanes, tall);
+                    for broadcast in broadcasts.iter().flat_map(|l| {
+                        [false, true].map(|tall| l.map(|lanes| CpuBroadcast { lanes, tall }))
+                    }) {
+                        let (key, _) = gemm_kernel(path, g, &g.params(), wf, bias, res, broadcast);
                         let buffers = 5 + wf.quant().is_some() as usize;
                         let c = KernelContract::new(&key.spec(), params_contract(), buffers);
                         if seen.insert((c.source.clone(), c.entry.clone())) {
@@ -759,8 +766,10 @@ impl Gpu {
             w.format,
             bias.is_some(),
             res.is_some(),
-            self.info.cpu_broadcast(),
-            2 * (g.m * g.n * g.k * g.batches) as u64 >= self.info.cpu_tall_flops,
+            self.info.cpu_broadcast().map(|lanes| CpuBroadcast {
+                lanes,
+                tall: 2 * (g.m * g.n * g.k * g.batches) as u64 >= self.info.cpu_tall_flops,
+            }),
         );
         let dummy = self.dummy();
         let mut bindings = vec![
