@@ -76,6 +76,9 @@ pub struct GpuInfo {
     pub checked_shaders: bool,
     /// `ROENTGEN_LOG_PIPELINES=1`: print each pipeline's compile time (native).
     pub log_pipelines: bool,
+    /// `ROENTGEN_PROFILE_SHAPES=1`: `--profile` reports per kernel and workgroup grid
+    /// instead of per kernel family.
+    pub profile_shapes: bool,
     /// `ROENTGEN_NO_BROADCAST=1` (`roentgenNoBroadcast` in the browser): the CPU-driver
     /// GEMM without its subgroup broadcasts (see [`GpuInfo::cpu_broadcast`]).
     pub no_broadcast: bool,
@@ -418,6 +421,7 @@ impl Gpu {
             chunked_attention: std::env::var_os("ROENTGEN_CHUNKED_ATTENTION").is_some(),
             checked_shaders: std::env::var_os("ROENTGEN_CHECKED_SHADERS").is_some(),
             log_pipelines: std::env::var_os("ROENTGEN_LOG_PIPELINES").is_some(),
+            profile_shapes: std::env::var_os("ROENTGEN_PROFILE_SHAPES").is_some(),
             #[cfg(not(target_arch = "wasm32"))]
             no_broadcast: std::env::var_os("ROENTGEN_NO_BROADCAST").is_some(),
             #[cfg(target_arch = "wasm32")]
@@ -814,17 +818,15 @@ impl Gpu {
             self.submit(&mut rec);
             let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
             let dt = t0.elapsed().as_secs_f64();
-            let family = kernel
-                .label
-                .split('_')
-                .take(2)
-                .collect::<Vec<_>>()
-                .join("_");
-            // `ROENTGEN_PROFILE_SHAPES=1`: per kernel and workgroup grid instead
-            let family = if std::env::var_os("ROENTGEN_PROFILE_SHAPES").is_some() {
+            let family = if self.info.profile_shapes {
                 format!("{} {workgroups:?}", kernel.label)
             } else {
-                family
+                kernel
+                    .label
+                    .split('_')
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join("_")
             };
             let mut prof = self.profile.lock().unwrap();
             let e = prof.as_mut().unwrap().entry(family).or_default();
@@ -1042,6 +1044,7 @@ mod path_tests {
                     chunked_attention: false,
                     checked_shaders: false,
                     log_pipelines: false,
+                    profile_shapes: false,
                     no_broadcast: false,
                     cpu_tall_flops: CPU_TALL_FLOPS,
                 };

@@ -226,8 +226,9 @@ impl KernelKey for FlashKernel {
 }
 
 /// Both DAAM map kernels (q, k, sum, acc bound), the flash kernel at RoentGen's head dims
-/// and subgroup sizes 4 to 64, one query per lane and CPU drivers' several (q, k, v, out). The chunked path runs the GEMM,
-/// elementwise and row kernels, whose own contracts cover it.
+/// and subgroup sizes 4 to 64, one query per lane and CPU drivers' several (q, k, v,
+/// out). The chunked path runs the GEMM, elementwise and row kernels, whose own
+/// contracts cover it.
 pub(super) fn contracts() -> Vec<KernelContract> {
     let maps = params_layout!(MapParams {
         nq,

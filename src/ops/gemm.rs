@@ -244,10 +244,10 @@ struct CpuTile {
 
 impl CpuTile {
     /// 8 rows per thread (8 x 8 = 64 accumulators: measured fastest in SwiftShader,
-    /// where each value a thread loads is a gather; the broadcast form takes 16, see
-    /// `gemm_kernel`), and the columns per thread and
-    /// threads per row that waste the fewest columns past N: attention's P.V has N = the
-    /// head dim (20, 40 ...), the UNet's widths are multiples of 160.
+    /// where each value a thread loads is a gather; the broadcast form's tall GEMMs take
+    /// 16, see `gemm_kernel`), and the columns per thread and threads per row that waste
+    /// the fewest columns past N: attention's P.V has N = the head dim (20, 40 ...), the
+    /// UNet's widths are multiples of 160.
     fn for_n(n: usize) -> CpuTile {
         let (c, wx) = [8, 7, 6, 5, 4]
             .into_iter()
